@@ -1,0 +1,5 @@
+"""Lightning callbacks: measurements taken while training (they never change the training)."""
+
+from src.callbacks.efficiency import ParameterEfficiency
+
+__all__ = ["ParameterEfficiency"]

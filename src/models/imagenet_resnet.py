@@ -1,0 +1,95 @@
+"""ImageNet ResNets 18-152 (He et al., 2015) from torchvision, plus plain twins.
+
+The residual networks *are* torchvision's (same classes, same parameter names), so a
+torchvision ``state_dict`` -- pretrained weights included -- loads strictly and gives
+identical outputs. This file only adds what the studies need on top:
+
+* ``in_channels`` other than 3 (a new stem convolution),
+* the head options shared with the CIFAR networks (dropout before the head, avg/max pooling),
+* plain blocks: the same layers with the shortcut, and its 1x1 projection, removed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import resnet as tv
+
+Pooling = Literal["avg", "max"]
+
+# depth -> (block kind, blocks per stage), as in torchvision and Table 1 of the paper.
+IMAGENET_LAYOUTS: dict[int, tuple[str, list[int]]] = {
+    18: ("basic", [2, 2, 2, 2]),
+    34: ("basic", [3, 4, 6, 3]),
+    50: ("bottleneck", [3, 4, 6, 3]),
+    101: ("bottleneck", [3, 4, 23, 3]),
+    152: ("bottleneck", [3, 8, 36, 3]),
+}
+
+
+class PlainBasicBlock(tv.BasicBlock):
+    """torchvision's basic block without the shortcut (and without its projection)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.downsample = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)))
+
+
+class PlainBottleneck(tv.Bottleneck):
+    """torchvision's bottleneck block without the shortcut (and without its projection)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.downsample = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)))
+
+
+class ImageNetResNet(tv.ResNet):
+    """torchvision's ``ResNet`` with the head options used across this project."""
+
+    def __init__(
+        self,
+        block: type[tv.BasicBlock | tv.Bottleneck],
+        layers: list[int],
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        dropout: float = 0.0,
+        pooling: Pooling = "avg",
+    ) -> None:
+        super().__init__(block, layers, num_classes=num_classes)
+        if pooling not in ("avg", "max"):
+            raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
+        if in_channels != 3:
+            self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        if pooling == "max":
+            self.avgpool = nn.AdaptiveMaxPool2d(1)  # keeps torchvision's attribute name: no parameters
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def _forward_impl(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(self.dropout(x))
+
+
+def imagenet_resnet(depth: int, residual: bool = True, **kwargs) -> ImageNetResNet:
+    """Build ResNet-``depth`` (18, 34, 50, 101 or 152), or its plain twin when not ``residual``."""
+    if depth not in IMAGENET_LAYOUTS:
+        raise ValueError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_LAYOUTS)}, got {depth}")
+    kind, layers = IMAGENET_LAYOUTS[depth]
+    if kind == "basic":
+        block = tv.BasicBlock if residual else PlainBasicBlock
+    else:
+        block = tv.Bottleneck if residual else PlainBottleneck
+    return ImageNetResNet(block, layers, **kwargs)

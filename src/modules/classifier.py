@@ -1,0 +1,161 @@
+"""The LightningModule: trains any network from ``src.models.build_model`` on labelled images.
+
+It owns the training concern only -- loss, metrics, optimizer and LR schedule -- and knows
+nothing of datasets: ``num_classes`` and ``in_channels`` arrive as arguments (the CLI links
+them from the DataModule).
+
+The optimizer and scheduler are *injected callables* (LightningCLI's ``OptimizerCallable``
+and ``LRSchedulerCallable``): YAML names any ``torch.optim`` class and any
+``torch.optim.lr_scheduler`` class with its arguments, and this module decides what the
+CLI's automatic mode cannot -- parameter groups without weight decay, and schedules that
+step per *iteration* (the paper's 32k/48k milestones) rather than per epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from src.models import build_model
+from src.models.complexity import NORM_TYPES
+
+
+def paper_sgd(params: Any) -> torch.optim.Optimizer:
+    """He et al.'s optimizer: SGD, lr 0.1, momentum 0.9, weight decay 1e-4."""
+    return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+
+def split_decay_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """Two parameter groups: weights that get weight decay, and norm parameters + biases that don't."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            (no_decay if isinstance(module, NORM_TYPES) or name == "bias" else decay).append(param)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class ImageClassifier(pl.LightningModule):
+    """Image classification with a ResNet (or plain net) chosen by name.
+
+    Args:
+        arch: network name for ``build_model`` (``resnet20``, ``plain56``, ``resnet18``, ...).
+        num_classes: classes of the data set (linked from the DataModule by the CLI).
+        in_channels: image channels (linked from the DataModule by the CLI).
+        shortcut: CIFAR shortcut option, ``A`` (parameter-free) or ``B`` (projection); ``null``
+            for the family default.
+        dropout: dropout probability before the linear head (0 disables it).
+        pooling: global pooling before the head, ``avg`` or ``max``.
+        label_smoothing: cross-entropy label smoothing.
+        optimizer: optimizer factory; default SGD(lr=0.1, momentum=0.9, weight_decay=1e-4).
+        lr_scheduler: optional scheduler factory, any ``torch.optim.lr_scheduler`` class.
+        lr_scheduler_interval: ``epoch`` or ``step`` -- what the scheduler's counts mean.
+        no_decay_norm_and_bias: put norm parameters and biases in a group with no weight decay.
+        l1_penalty: coefficient of an L1 penalty on conv/linear weights, added to the loss.
+        channels_last: train in channels-last memory format (faster convolutions on GPUs).
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet20",
+        num_classes: int = 10,
+        in_channels: int = 3,
+        shortcut: Literal["A", "B"] | None = None,
+        dropout: float = 0.0,
+        pooling: Literal["avg", "max"] = "avg",
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
+        no_decay_norm_and_bias: bool = False,
+        l1_penalty: float = 0.0,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if l1_penalty < 0:
+            raise ValueError(f"l1_penalty must be >= 0, got {l1_penalty}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.arch = arch
+        self.model = build_model(arch, num_classes, in_channels, shortcut=shortcut, dropout=dropout, pooling=pooling)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer_factory = optimizer or paper_sgd
+        self.scheduler_factory = lr_scheduler
+        top_k = (1, 5) if num_classes >= 5 else (1,)
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_top{k}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
+                for stage in ("train", "val", "test")
+                for k in top_k
+            }
+        )
+        self.top_k = top_k
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+    def l1_term(self) -> Tensor:
+        """Sum of absolute conv and linear weights (norm parameters and biases excluded)."""
+        weights = [p for p in self.model.parameters() if p.dim() > 1]
+        return torch.stack([p.abs().sum() for p in weights]).sum()
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        sync = stage != "train"  # epoch-level val/test numbers must agree across DDP ranks
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, sync_dist=sync)
+        for k in self.top_k:
+            metric = self.metrics[f"{stage}_top{k}"]
+            metric(logits, labels)
+            name = f"{stage}/acc" if k == 1 else f"{stage}/acc_top{k}"
+            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=k == 1)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._shared_step(batch, "train")
+        if self.hparams.l1_penalty > 0:
+            l1 = self.l1_term()
+            self.log("train/l1", l1, on_step=True, on_epoch=False)
+            loss = loss + self.hparams.l1_penalty * l1
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        probabilities = self(images).softmax(dim=-1)
+        return {"probabilities": probabilities, "predictions": probabilities.argmax(dim=-1)}
+
+    def configure_optimizers(self) -> Any:
+        params = split_decay_groups(self.model) if self.hparams.no_decay_norm_and_bias else self.model.parameters()
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        interval = self.hparams.lr_scheduler_interval
+        if getattr(scheduler, "total_steps", 0) is None:  # e.g. WarmupCosineLR(total_steps=None)
+            total = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
+            if total is None or total < 0 or total == float("inf"):
+                raise ValueError(
+                    "The LR schedule needs total_steps, and the trainer does not set max_steps or max_epochs: "
+                    "set lr_scheduler.init_args.total_steps"
+                )
+            scheduler.total_steps = int(total)
+        config = {"scheduler": scheduler, "interval": interval}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}

@@ -1,0 +1,55 @@
+"""Learning-rate schedules that ``torch.optim.lr_scheduler`` has no single class for.
+
+Everything else (StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, OneCycleLR, ...) is
+named directly in YAML. Whether a schedule counts epochs or optimizer steps is set by the
+LightningModule's ``lr_scheduler_interval`` -- e.g. the paper's MultiStepLR at iterations
+32k and 48k is ``MultiStepLR`` with ``lr_scheduler_interval: step``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+
+class WarmupCosineLR(LambdaLR):
+    """Linear warmup from ``warmup_start_factor * lr`` to ``lr``, then cosine decay to ``min_lr_factor * lr``.
+
+    Args:
+        optimizer: the wrapped optimizer.
+        warmup_steps: length of the linear warmup (in scheduler steps).
+        total_steps: length of the whole schedule. ``None`` lets the LightningModule fill in
+            the trainer's total (``estimated_stepping_batches`` for per-step schedules,
+            ``max_epochs`` for per-epoch ones) before training starts.
+        warmup_start_factor: learning-rate factor at step 0.
+        min_lr_factor: learning-rate factor reached at ``total_steps``.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_steps: int = 0,
+        total_steps: int | None = None,
+        warmup_start_factor: float = 0.01,
+        min_lr_factor: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if total_steps is not None and total_steps <= warmup_steps:
+            raise ValueError(f"total_steps ({total_steps}) must be larger than warmup_steps ({warmup_steps})")
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        self.warmup_start_factor = warmup_start_factor
+        self.min_lr_factor = min_lr_factor
+        super().__init__(optimizer, self.lr_factor, last_epoch)
+
+    def lr_factor(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.warmup_start_factor + (1.0 - self.warmup_start_factor) * step / self.warmup_steps
+        if self.total_steps is None:
+            return 1.0
+        progress = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
+        return self.min_lr_factor + (1.0 - self.min_lr_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
