@@ -53,3 +53,41 @@ class WarmupCosineLR(LambdaLR):
             return 1.0
         progress = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
         return self.min_lr_factor + (1.0 - self.min_lr_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WarmupMultiStepLR(LambdaLR):
+    """Multiply the lr by ``gamma`` at each milestone, after a warmup at ``warmup_factor * lr``.
+
+    He et al.'s ResNet-110 recipe: lr 0.01 (``warmup_factor=0.1`` of 0.1) for the first 400
+    iterations, then 0.1, divided by 10 at iterations 32k and 48k. ``warmup_method`` is
+    ``constant`` (the paper) or ``linear`` (ramp from ``warmup_factor`` to 1).
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        milestones: list[int],
+        gamma: float = 0.1,
+        warmup_steps: int = 0,
+        warmup_factor: float = 0.1,
+        warmup_method: str = "constant",
+        last_epoch: int = -1,
+    ) -> None:
+        if list(milestones) != sorted(milestones):
+            raise ValueError(f"milestones must be increasing, got {milestones}")
+        if warmup_method not in ("constant", "linear"):
+            raise ValueError(f"warmup_method must be 'constant' or 'linear', got {warmup_method!r}")
+        self.milestones = list(milestones)
+        self.gamma = gamma
+        self.warmup_steps = warmup_steps
+        self.warmup_factor = warmup_factor
+        self.warmup_method = warmup_method
+        super().__init__(optimizer, self.lr_factor, last_epoch)
+
+    def lr_factor(self, step: int) -> float:
+        decay = self.gamma ** sum(step >= milestone for milestone in self.milestones)
+        if step >= self.warmup_steps:
+            return decay
+        if self.warmup_method == "constant":
+            return self.warmup_factor * decay
+        return (self.warmup_factor + (1.0 - self.warmup_factor) * step / self.warmup_steps) * decay
