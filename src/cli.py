@@ -24,7 +24,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from src.callbacks import ParameterEfficiency
 from src.callbacks.efficiency import free_path
-from src.data import ImageClassificationDataModule
+from src.data import DatasetNotFoundError, ImageClassificationDataModule
 from src.data.cifar import CIFARDataModule  # noqa: F401  (registers the short name)
 from src.data.synthetic import SyntheticDataModule  # noqa: F401  (registers the short name)
 from src.modules import ImageClassifier
@@ -105,16 +105,21 @@ def trainer_defaults() -> dict:
 
 
 def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
-    return ResNetCLI(
-        ImageClassifier,
-        ImageClassificationDataModule,
-        subclass_mode_data=True,
-        save_config_callback=KeepingSaveConfigCallback,
-        trainer_defaults=trainer_defaults(),
-        auto_configure_optimizers=False,
-        args=args,
-        run=run,
-    )
+    """Run the CLI (``args`` as on the command line; ``None`` reads ``sys.argv``)."""
+    try:
+        return ResNetCLI(
+            ImageClassifier,
+            ImageClassificationDataModule,
+            subclass_mode_data=True,
+            save_config_callback=KeepingSaveConfigCallback,
+            trainer_defaults=trainer_defaults(),
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+    except DatasetNotFoundError as error:
+        # A user's missing data, not a bug: say what to do, without a stack trace.
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":
