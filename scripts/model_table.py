@@ -1,0 +1,79 @@
+"""Print (or refresh in README.md) the table of every model's parameters and MACs.
+
+The numbers come from the code -- ``build_model`` and ``src.models.complexity`` -- never from
+hand typing; ``tests/test_readme.py`` fails when README.md and this script disagree.
+
+    python scripts/model_table.py                  # print the Markdown table
+    python scripts/model_table.py --update-readme  # rewrite the table in README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import torch
+
+from src.models import build_model, example_archs, parse_arch
+from src.models.complexity import count_macs, count_parameters
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"
+
+
+def _human(number: float) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if number >= scale:
+            return f"{number / scale:.2f}{suffix}"
+    return str(int(number))
+
+
+def model_table() -> str:
+    """Markdown table: CIFAR models with 10 classes at 32x32, ImageNet models with 1000 classes at 224x224."""
+    header = ["Model", "Family", "Shortcut", "Input", "Classes", "Parameters", "Parameters, option B"]
+    header += ["MACs / sample", "FLOPs / sample"]
+    rows = ["| " + " | ".join(header) + " |", "|---|---|---|---|---|---:|---:|---:|---:|"]
+    for arch in example_archs():
+        family, residual, _ = parse_arch(arch)
+        size, classes = (32, 10) if family == "cifar" else (224, 1000)
+        with torch.device("meta"):  # shapes only: instant even for ResNet-1202
+            model = build_model(arch, classes)
+            option_b = build_model(arch, classes, shortcut="B") if family == "cifar" and residual else None
+        macs = count_macs(model, (3, size, size))
+        shortcut = "none" if not residual else ("A (identity + zero-pad)" if family == "cifar" else "B (projection)")
+        params_b = f"{count_parameters(option_b):,}" if option_b is not None else "—"
+        rows.append(
+            f"| `{arch}` | {family} | {shortcut} | 3x{size}x{size} | {classes} | {count_parameters(model):,} "
+            f"| {params_b} | {_human(macs)} | {_human(2 * macs)} |"
+        )
+    return "\n".join(rows)
+
+
+SECTION = re.compile(re.escape(START) + r"\n(.*?)" + re.escape(END), flags=re.S)
+
+
+def readme_table(text: str) -> str:
+    """The table currently between the README's markers."""
+    match = SECTION.search(text)
+    if match is None:
+        raise SystemExit(f"README.md has no {START} ... {END} section")
+    return match.group(1).strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--update-readme", action="store_true", help="rewrite the table section of README.md")
+    args = parser.parse_args()
+    table = model_table()
+    if not args.update_readme:
+        print(table)
+        return
+    text = README.read_text()
+    readme_table(text)  # fails clearly if the markers are missing
+    README.write_text(SECTION.sub(lambda _: f"{START}\n{table}\n{END}", text))
+    print(f"updated {README}")
+
+
+if __name__ == "__main__":
+    main()
