@@ -41,9 +41,8 @@ class KeepingSaveConfigCallback(SaveConfigCallback):
 
     def setup(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001  (Lightning's signature)
         if not self.already_saved and self.save_to_log_dir:
-            name = None
-            if trainer.is_global_zero:
-                name = os.path.basename(free_path(trainer.log_dir, self.config_filename))
+            log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
+            name = os.path.basename(free_path(log_dir, self.config_filename)) if trainer.is_global_zero else None
             self.config_filename = trainer.strategy.broadcast(name)
         super().setup(trainer, pl_module, stage)
 

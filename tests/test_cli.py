@@ -149,3 +149,19 @@ def test_paper_recipe_config():
     assert cli_object.trainer.max_steps == 64_000
     assert cli_object.datamodule.batch_size == 128 and cli_object.datamodule.val_size == 5000
     assert cli_object.model.hparams.lr_scheduler_interval == "step"
+
+
+def test_ddp_on_two_cpu_processes(tmp_path):
+    """Multi-process training from config alone: rank zero writes one report, and nothing hangs."""
+    args = ["fit", "--config", QUICKSTART, *TINY, "--trainer.max_epochs", "1"]
+    args += ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2"]
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "lightning_logs" / "quickstart" / "version_0"
+    assert sorted(p.name for p in run_dir.glob("*.json")) == ["efficiency.json"]
+    assert sorted(p.name for p in run_dir.glob("config*.yaml")) == ["config.yaml"]
+    report = json.loads((run_dir / "efficiency.json").read_text())
+    assert report["world_size"] == 2
+    assert report["global_step"] == 1  # 256 samples / (128 per process x 2 processes)
+    assert report["test_acc"] is not None and report["best_val_acc"] is not None
+    assert not (tmp_path / "lightning_logs" / "quickstart" / "version_1").exists()

@@ -98,10 +98,11 @@ class ParameterEfficiency(pl.Callback):
 
     # ---------------------------------------------------------------- static numbers
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
         if not trainer.is_global_zero or self.report:
             return
         shape = self.input_shape or getattr(trainer.datamodule, "input_shape", None)
-        self.path = free_path(trainer.log_dir or trainer.default_root_dir, self.filename)
+        self.path = free_path(log_dir or trainer.default_root_dir, self.filename)
         self.report = self._describe_model(trainer, pl_module)
         if shape is not None:
             self._count_cost(pl_module, tuple(shape))
