@@ -81,7 +81,7 @@ class ResNetCLI(LightningCLI):
             isinstance(callback, ProgressBar) for callback in user_callbacks
         ):
             extra.append(RichProgressBar())
-        if trainer_config.get("logger") not in (False, None):
+        if trainer_config.get("logger") is not False:  # None means Lightning's default logger
             extra.append(LearningRateMonitor(logging_interval="step"))
         self.trainer_defaults["callbacks"] = extra
         return super().instantiate_trainer(**kwargs)
