@@ -69,6 +69,17 @@ def measure(arch: str, args: argparse.Namespace, device: torch.device) -> dict:
     }
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", nargs="+", default=["resnet20", "plain20", "resnet56", "plain56"])
@@ -79,7 +90,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"# {hardware}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
     print("| Model | Params | MACs | Train img/s | Inference img/s |")
     print("|---|---:|---:|---:|---:|")

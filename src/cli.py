@@ -18,7 +18,9 @@ LightningCLI with this project's defaults:
 from __future__ import annotations
 
 import os
+from typing import Any
 
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -39,7 +41,7 @@ class KeepingSaveConfigCallback(SaveConfigCallback):
     run reuses a log directory (a fixed logger version, a resumed run).
     """
 
-    def setup(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001  (Lightning's signature)
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self.already_saved and self.save_to_log_dir:
             log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
             name = os.path.basename(free_path(log_dir, self.config_filename)) if trainer.is_global_zero else None
@@ -71,7 +73,7 @@ class ResNetCLI(LightningCLI):
             help="After fit, test the best checkpoint (by checkpoint.monitor) in the same run directory.",
         )
 
-    def instantiate_trainer(self, **kwargs):  # noqa: ANN201  (returns the Trainer)
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the Rich progress bar and LR monitor unless the config turns off what they need."""
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer_config = config["trainer"]
