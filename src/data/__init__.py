@@ -1,0 +1,7 @@
+"""LightningDataModules. Each exposes ``num_classes`` and ``input_shape``; see ``base.py``."""
+
+from src.data.base import DatasetNotFoundError, ImageClassificationDataModule
+from src.data.cifar import CIFARDataModule
+from src.data.synthetic import SyntheticDataModule
+
+__all__ = ["CIFARDataModule", "DatasetNotFoundError", "ImageClassificationDataModule", "SyntheticDataModule"]

@@ -1,0 +1,148 @@
+"""CIFAR-10 / CIFAR-100 as in He et al. (2015), section 4.2.
+
+* train / val: a deterministic split of the official training set (45,000 / 5,000 by default);
+  val images are the un-augmented training images held out by ``split_seed``;
+* test: the official test split;
+* augmentation on train only: 4-pixel zero padding, random 32x32 crop, horizontal flip;
+* per-channel normalisation with the data set's own mean and standard deviation.
+
+Files come from torchvision's downloader (checksums verified). With no network, the error
+names the folder and the archive to put there instead of a downloader stack trace.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.error import URLError
+
+import torch
+from torch.utils.data import Subset
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from src.data.base import DatasetNotFoundError, ImageClassificationDataModule
+
+CIFAR_INFO = {
+    "cifar10": {
+        "dataset_class": datasets.CIFAR10,
+        "num_classes": 10,
+        "mean": (0.4914, 0.4822, 0.4465),
+        "std": (0.2470, 0.2435, 0.2616),
+    },
+    "cifar100": {
+        "dataset_class": datasets.CIFAR100,
+        "num_classes": 100,
+        "mean": (0.5071, 0.4865, 0.4409),
+        "std": (0.2673, 0.2564, 0.2762),
+    },
+}
+
+
+class CIFARDataModule(ImageClassificationDataModule):
+    """CIFAR-10 or CIFAR-100 with the paper's split, augmentation and normalisation.
+
+    Args:
+        dataset: ``cifar10`` or ``cifar100``.
+        data_dir: folder holding (or receiving) ``cifar-10-batches-py`` / ``cifar-100-python``.
+        download: download the files into ``data_dir`` when they are missing.
+        val_size: training images held out for validation.
+        split_seed: seed of the train/val split (independent of the training seed, so every
+            run of a study validates on the same images).
+        augment: the paper's pad-crop-flip augmentation on the training split.
+        batch_size: samples per batch per process.
+        num_workers: loader processes; ``null`` picks up to 4 from the CPU count.
+        pin_memory: page-locked host memory for faster copies to a GPU; ``null``: when CUDA is available.
+    """
+
+    def __init__(
+        self,
+        dataset: Literal["cifar10", "cifar100"] = "cifar10",
+        data_dir: str = "data",
+        download: bool = True,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        augment: bool = True,
+        batch_size: int = 128,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory)
+        if dataset not in CIFAR_INFO:
+            raise ValueError(f"dataset must be one of {sorted(CIFAR_INFO)}, got {dataset!r}")
+        if val_size < 1:
+            raise ValueError(f"val_size must be >= 1 (images held out of the training set), got {val_size}")
+        self.dataset = dataset
+        self.info = CIFAR_INFO[dataset]
+        self.data_dir = data_dir
+        self.download = download
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.augment = augment
+        self.num_classes = self.info["num_classes"]
+        self.input_shape = (3, 32, 32)
+
+    # ---------------------------------------------------------------- transforms
+    def _finish(self) -> list:
+        return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.info["mean"], self.info["std"])]
+
+    @property
+    def train_transform(self) -> v2.Compose:
+        augmentation = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if self.augment else []
+        return v2.Compose(augmentation + self._finish())
+
+    @property
+    def eval_transform(self) -> v2.Compose:
+        return v2.Compose(self._finish())
+
+    # ---------------------------------------------------------------- files
+    @property
+    def folder(self) -> str:
+        return f"{self.data_dir}/{self.info['dataset_class'].base_folder}"
+
+    def _how_to_get_it(self) -> str:
+        dataset_class = self.info["dataset_class"]
+        return (
+            f"Either run once with internet access and data.download: true, or download {dataset_class.url} "
+            f"yourself and extract it into '{self.data_dir}' (it unpacks to '{self.folder}')."
+        )
+
+    def _open(self, train: bool, transform: v2.Compose, download: bool = False) -> datasets.CIFAR10:
+        try:
+            return self.info["dataset_class"](self.data_dir, train=train, transform=transform, download=download)
+        except RuntimeError as err:
+            if "not found or corrupted" not in str(err):
+                raise
+            raise DatasetNotFoundError(
+                f"{self.dataset} was not found (or its files failed their checksum) in '{self.folder}'. "
+                f"{self._how_to_get_it()}"
+            ) from None
+
+    def prepare_data(self) -> None:
+        """Download once per node (Lightning calls this on one process only)."""
+        if not self.download:
+            return  # setup() reports missing files
+        try:
+            self._open(train=True, transform=None, download=True)
+            self._open(train=False, transform=None, download=True)
+        except (URLError, OSError) as err:
+            if isinstance(err, DatasetNotFoundError):
+                raise
+            raise DatasetNotFoundError(
+                f"{self.dataset} is not in '{self.folder}' and could not be downloaded ({err}). {self._how_to_get_it()}"
+            ) from None
+
+    # ---------------------------------------------------------------- splits
+    def split_indices(self, train_set_size: int) -> tuple[list[int], list[int]]:
+        """(train, val) indices into the official training set; a pure function of ``split_seed``."""
+        if self.val_size >= train_set_size:
+            raise ValueError(f"val_size ({self.val_size}) must be smaller than the training set ({train_set_size})")
+        order = torch.randperm(train_set_size, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
+        return order[self.val_size :], order[: self.val_size]
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            augmented, plain = self._open(True, self.train_transform), self._open(True, self.eval_transform)
+            train_indices, val_indices = self.split_indices(len(augmented))
+            self.train_set, self.val_set = Subset(augmented, train_indices), Subset(plain, val_indices)
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = self._open(False, self.eval_transform)
