@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 import yaml
@@ -165,3 +166,26 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     assert report["global_step"] == 1  # 256 samples / (128 per process x 2 processes)
     assert report["test_acc"] is not None and report["best_val_acc"] is not None
     assert not (tmp_path / "lightning_logs" / "quickstart" / "version_1").exists()
+
+
+@pytest.mark.parametrize(
+    "class_path, init_args",
+    [
+        ("torch.optim.lr_scheduler.StepLR", {"step_size": 30}),
+        ("torch.optim.lr_scheduler.MultiStepLR", {"milestones": [32000, 48000]}),
+        ("torch.optim.lr_scheduler.ExponentialLR", {"gamma": 0.97}),
+        ("torch.optim.lr_scheduler.CosineAnnealingLR", {"T_max": 100}),
+        ("torch.optim.lr_scheduler.OneCycleLR", {"max_lr": 0.4, "total_steps": 1000}),
+        ("src.modules.WarmupCosineLR", {"warmup_steps": 10}),
+    ],
+)
+def test_any_torch_scheduler_can_be_named_in_yaml(class_path, init_args):
+    scheduler_yaml = json.dumps({"class_path": class_path, "init_args": init_args})
+    cli_object = main(["--config", QUICKSTART, "--model.lr_scheduler", scheduler_yaml], run=False)
+    model = cli_object.model
+    scheduler = model.scheduler_factory(model.optimizer_factory(model.parameters()))
+    assert f"{type(scheduler).__module__}.{type(scheduler).__name__}".endswith(class_path.split(".")[-1])
+    for key, value in init_args.items():
+        if hasattr(scheduler, key):  # OneCycleLR keeps max_lr in the param groups
+            stored = getattr(scheduler, key)
+            assert (sorted(stored.elements()) if isinstance(stored, Counter) else stored) == value

@@ -82,7 +82,6 @@ class ImageClassifier(pl.LightningModule):
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        self.arch = arch
         self.model = build_model(arch, num_classes, in_channels, shortcut=shortcut, dropout=dropout, pooling=pooling)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
