@@ -13,7 +13,6 @@ names the folder and the archive to put there instead of a downloader stack trac
 from __future__ import annotations
 
 from typing import Literal
-from urllib.error import URLError
 
 import torch
 from torch.utils.data import Subset
@@ -124,9 +123,9 @@ class CIFARDataModule(ImageClassificationDataModule):
         try:
             self._open(train=True, transform=None, download=True)
             self._open(train=False, transform=None, download=True)
-        except (URLError, OSError) as err:
-            if isinstance(err, DatasetNotFoundError):
-                raise
+        except DatasetNotFoundError:
+            raise
+        except OSError as err:  # URLError and socket errors are OSErrors
             raise DatasetNotFoundError(
                 f"{self.dataset} is not in '{self.folder}' and could not be downloaded ({err}). {self._how_to_get_it()}"
             ) from None
