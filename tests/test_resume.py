@@ -202,7 +202,7 @@ def test_last_partial_epoch_is_validated_and_checkpointed(tmp_path):
         "fit", *SMALL, "--trainer.max_epochs", "-1", "--trainer.max_steps", "6", "--run_dir", "r", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [step for step, _ in runs.read_metrics(tmp_path / "r")["val/acc"]] == [3, 5]  # Lightning logs epoch metrics at step - 1
+    assert [step for step, _ in runs.read_metrics(tmp_path / "r")["val/acc"]] == [3, 5]  # at step - 1
     assert torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
     assert runs.read_efficiency(tmp_path / "r")["global_step"] == 6
 
