@@ -5,8 +5,14 @@ LightningCLI with this project's defaults:
 * the model is ``ImageClassifier`` (``--model.arch resnet56``); the DataModule is chosen by
   short class name (``--data SyntheticDataModule``, ``--data CIFARDataModule``), and its
   ``num_classes`` and ``in_channels`` are linked into the model;
-* TensorBoard logs under ``lightning_logs/<name>/version_N`` (a new version per run), Rich
-  progress bar, learning-rate monitor;
+* one directory per run (``src.runs`` describes it): ``--run_dir DIR``, or a fresh
+  ``lightning_logs/<logger name>/version_N``; TensorBoard, checkpoints, config, ``efficiency.json``
+  and Lightning's SLURM requeue checkpoints all go there (it is the Trainer's ``default_root_dir``),
+  so nothing one run writes can be picked up by another;
+* ``fit --ckpt_path last|FILE`` continues *that* run in its own directory (weights, optimizer,
+  schedule, loop counters, random state, best checkpoint, efficiency record); ``validate``,
+  ``test`` and ``predict`` need nothing but ``--ckpt_path``: the checkpoint carries the config;
+* Rich progress bar, learning-rate monitor;
 * always-on callbacks configured from YAML under their own keys: ``checkpoint``
   (best by ``val/acc`` + last) and ``efficiency`` (parameters, MACs, throughput, accuracy per
   parameter, ``efficiency.json``);
@@ -17,21 +23,64 @@ LightningCLI with this project's defaults:
 
 from __future__ import annotations
 
+import argparse
+import copy
 import os
-from typing import Any
+import re
+import sys
+from typing import Any, NoReturn
 
+import torch
+import yaml
+from jsonargparse import Namespace
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from src import runs
 from src.callbacks import ParameterEfficiency
 from src.callbacks.efficiency import free_path
+from src.callbacks.predictions import PredictionWriter
+from src.callbacks.resume import RandomState, RunCheckpoint, ValidateLastStep
 from src.data import DatasetNotFoundError, ImageClassificationDataModule
 from src.data.cifar import CIFARDataModule  # noqa: F401  (registers the short name)
 from src.data.synthetic import SyntheticDataModule  # noqa: F401  (registers the short name)
 from src.modules import ImageClassifier
 
 LOG_ROOT = "lightning_logs"
+DEFAULT_LOGGER_NAME = "default"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+# Parts of a checkpoint's saved config that become the defaults of a command given that checkpoint.
+CHECKPOINT_CONFIG_KEYS = ("seed_everything", "trainer", "model", "data", "checkpoint", "efficiency", "test_after_fit")
+# "<pid>:<run dir>" of the process that chose a fresh run directory: DDP processes it launches join that run.
+RUN_DIR_ENV = "SRC_CLI_RUN_DIR"
+# Settings that define the network's weights: a checkpoint with others cannot belong to this model.
+NETWORK_HPARAMS = ("arch", "num_classes", "in_channels", "shortcut")
+
+
+def _one_line(message: str) -> str:
+    """jsonargparse's multi-line type errors as one line: the key, the bad value, what is valid."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    key = re.match(r'Parser key "([^"]+)"', lines[0]) if lines else None
+    given = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")), None)
+    expected = [line[len("- Expected a ") :] for line in lines if line.startswith("- Expected a ")]
+    if key and given is not None and expected:
+        valid = " or ".join(expected).replace("typing.Literal", "one of ").replace("<class 'NoneType'>", "null")
+        return f"--{key[1]}: invalid value {given!r}; valid: {valid}"
+    return " ".join(lines)
+
+
+class ArgumentParser(LightningArgumentParser):
+    """Parse errors as one ``error: ...`` line (no page of usage) and exit status 2."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:
+            super().error(message, ex)
+        sys.stderr.write(f"error: {_one_line(message)}\n(python -m src.cli <subcommand> --help lists every option)\n")
+        sys.exit(2)
 
 
 class KeepingSaveConfigCallback(SaveConfigCallback):
@@ -48,14 +97,26 @@ class KeepingSaveConfigCallback(SaveConfigCallback):
             self.config_filename = trainer.strategy.broadcast(name)
         super().setup(trainer, pl_module, stage)
 
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Every checkpoint carries the run's config: ``test --ckpt_path X`` needs nothing else."""
+        if not hasattr(self, "_config_dict"):
+            self._config_dict = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        checkpoint[runs.RUN_CONFIG_KEY] = self._config_dict
+        checkpoint["run_model_class"] = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
+
 
 class ResNetCLI(LightningCLI):
     """LightningCLI with the links, defaults and extra callbacks described in the module docstring."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.checkpoint: dict[str, Any] | None = None  # the checkpoint this command starts from, summarised
+        self.run_dir: str | None = None
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.in_channels", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
@@ -72,6 +133,15 @@ class ResNetCLI(LightningCLI):
             default=False,
             help="After fit, test the best checkpoint (by checkpoint.monitor) in the same run directory.",
         )
+        parser.add_argument(
+            "--run_dir",
+            type=str | None,
+            default=None,
+            help=(
+                "The run's directory, exactly (TensorBoard, checkpoints/, config, efficiency.json, SLURM hpc "
+                "checkpoints). Default: a new lightning_logs/<logger name>/version_N."
+            ),
+        )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the Rich progress bar and LR monitor unless the config turns off what they need."""
@@ -85,8 +155,9 @@ class ResNetCLI(LightningCLI):
             extra.append(RichProgressBar())
         if trainer_config.get("logger") is not False:  # None means Lightning's default logger
             extra.append(LearningRateMonitor(logging_interval="step"))
+        extra += self._run_callbacks()
         self.trainer_defaults["callbacks"] = extra
-        return super().instantiate_trainer(**kwargs)
+        return self._instantiate_run_trainer(**kwargs)
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit"):
@@ -94,12 +165,281 @@ class ResNetCLI(LightningCLI):
             ckpt_path = "best" if checkpoint is not None and checkpoint.best_model_path else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
 
+    # ================================================================ run identity and resume
+    # (Everything below decides *which* run a command belongs to; see src/runs.py for the layout.)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse as usual, with a given checkpoint's own config as the defaults the user's config overrides."""
+        self._checkpoint_config_as_defaults(args)
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """Replaced: Lightning's version lets the checkpoint's hyperparameters override the user's config,
+        silently loading e.g. a ResNet checkpoint into what was asked to be a plain net. Here the checkpoint
+        only provides defaults (``_checkpoint_config_as_defaults``) and a mismatch is an error."""
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand is not None:
+            self._choose_run_dir(self.config[self.subcommand])
+
+    def instantiate_classes(self) -> None:
+        """Instantiate from a copy of the config pointed at the run directory; the saved config stays as given."""
+        self._given_config = self.config
+        if self.subcommand is not None and self.run_dir is not None:
+            self.config = copy.deepcopy(self.config)
+            self._point_config_at_run_dir(self.config[self.subcommand])
+        try:
+            super().instantiate_classes()
+        except (ValueError, MisconfigurationException) as error:  # a bad value in the config, not a bug
+            raise runs.RunError(str(error).splitlines()[0]) from None
+        finally:
+            self.config = self._given_config
+        self._check_checkpoint_fits_model()
+
+    def before_fit(self) -> None:
+        if self.checkpoint is not None:
+            self._say_what_resume_keeps(self.config["fit"])
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if "ckpt_path" in kwargs:
+            kwargs["ckpt_path"] = self.checkpoint["path"] if self.checkpoint is not None else None
+        return kwargs
+
+    def _run_callbacks(self) -> list:
+        callbacks = [RandomState(), ValidateLastStep()]
+        if self.subcommand == "predict":
+            callbacks.append(PredictionWriter())
+        return callbacks
+
+    def _instantiate_run_trainer(self, **kwargs: Any) -> Trainer:
+        """LightningCLI.instantiate_trainer, minus ModelCheckpoint when checkpointing is off, and with the
+        config callback saving the config as given (not the copy pointed at the run directory)."""
+        extra_callbacks = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        if trainer_config.get("enable_checkpointing") is False:
+            extra_callbacks = [cb for cb in extra_callbacks if not isinstance(cb, ModelCheckpoint)]
+        trainer = self._instantiate_trainer(trainer_config, extra_callbacks)
+        for callback in trainer.callbacks:
+            if isinstance(callback, SaveConfigCallback) and self.subcommand is not None:
+                callback.config = self._given_config[self.subcommand]
+        return trainer
+
+    # ---------------------------------------------------------------- the checkpoint a command starts from
+    def _checkpoint_config_as_defaults(self, args: Any) -> None:
+        """``--ckpt_path`` given: read the checkpoint before parsing, and make its config the defaults."""
+        if isinstance(args, (dict, Namespace)):
+            return
+        argv = list(sys.argv[1:] if args is None else args)
+        early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        early.add_argument("subcommand", nargs="?")
+        early.add_argument("--ckpt_path")
+        early.add_argument("--run_dir")
+        early.add_argument("-c", "--config", action="append", default=[])
+        known, _ = early.parse_known_args(argv)
+        if known.subcommand not in SUBCOMMANDS:
+            return
+        settings = {"ckpt_path": known.ckpt_path, "run_dir": known.run_dir}
+        for config_file in known.config:  # later files win, the command line wins over all
+            if os.path.isfile(config_file):
+                with open(config_file) as handle:
+                    loaded = yaml.safe_load(handle) or {}
+                for key in settings:
+                    if isinstance(loaded, dict) and loaded.get(key) is not None and getattr(known, key) is None:
+                        settings[key] = loaded[key]
+        ckpt_path = settings["ckpt_path"]
+        if not ckpt_path or (ckpt_path in ("last", "best", "hpc") and not settings["run_dir"]):
+            return  # nothing to read, or a run named by its logger: resolved after parsing
+        self._read_checkpoint(runs.resolve_checkpoint(ckpt_path, settings["run_dir"]))
+        defaults = self._defaults_from_checkpoint(known.subcommand)
+        parser = self._subcommand_parsers[known.subcommand]
+        for key, value in defaults.items():
+            try:
+                parser.set_defaults({key: value})
+            except (KeyError, ValueError, TypeError) as error:  # a setting this version no longer has
+                rank_zero_warn(f"ignoring the checkpoint's setting {key!r}: {error}")
+
+    def _read_checkpoint(self, path: str) -> None:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a truncated file, or not a checkpoint at all
+            raise runs.RunError(f"cannot read checkpoint '{path}': {error}") from None
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        self.checkpoint = {
+            "path": path,
+            "hparams": hparams,
+            "shapes": {key: tuple(value.shape) for key, value in (checkpoint.get("state_dict") or {}).items()},
+            "global_step": checkpoint.get("global_step"),
+            "run_config": runs.checkpoint_run_config(checkpoint),
+            "data": runs.datamodule_config(checkpoint),
+        }
+
+    def _defaults_from_checkpoint(self, subcommand: str) -> dict[str, Any]:
+        """Flat ``{"model.arch": ..., "data": {...}, "trainer.max_steps": ...}`` from the checkpoint."""
+        assert self.checkpoint is not None
+        config = self.checkpoint["run_config"]
+        if config is None:  # not written by this CLI: the model's and the data's hyperparameters
+            model = {k: v for k, v in self.checkpoint["hparams"].items() if not k.startswith("_")}
+            config = {"model": model, "data": self.checkpoint["data"]}
+        defaults: dict[str, Any] = {}
+        for key in CHECKPOINT_CONFIG_KEYS:
+            if key == "test_after_fit" and subcommand != "fit":
+                continue
+            value = config.get(key)
+            if value is None:
+                continue
+            if key in ("trainer", "model", "checkpoint", "efficiency") and isinstance(value, dict):
+                for inner, inner_value in value.items():
+                    if key == "model" and inner in ("num_classes", "in_channels"):
+                        continue  # linked from the DataModule
+                    defaults[f"{key}.{inner}"] = inner_value
+            else:
+                defaults[key] = value
+        return defaults
+
+    def _check_checkpoint_fits_model(self) -> None:
+        """A checkpoint of another network (architecture, classes, shortcut) is an error, never a silent load."""
+        if self.checkpoint is None or self.model is None:
+            return
+        saved, built = self.checkpoint["hparams"], dict(self.model.hparams)
+        differs = [key for key in NETWORK_HPARAMS if key in saved and key in built and saved[key] != built[key]]
+        shapes = {key: tuple(value.shape) for key, value in self.model.state_dict().items()}
+        wrong = sorted(set(shapes) ^ set(self.checkpoint["shapes"])) + [
+            key for key in shapes if key in self.checkpoint["shapes"] and shapes[key] != self.checkpoint["shapes"][key]
+        ]
+        if differs or wrong:
+            have = ", ".join(f"{key}={saved.get(key)!r}" for key in differs) or f"different tensors ({wrong[0]}, ...)"
+            want = ", ".join(f"{key}={built.get(key)!r}" for key in differs) or "other tensors"
+            raise runs.RunError(
+                f"checkpoint '{self.checkpoint['path']}' holds a network with {have}, but the config builds {want}; "
+                "leave model and data settings out to take them from the checkpoint, or give its own config"
+            )
+
+    def _say_what_resume_keeps(self, config: Namespace) -> None:
+        """Longer max_steps / max_epochs on resume run longer, but the LR schedule is the checkpoint's."""
+        assert self.checkpoint is not None
+        saved = (self.checkpoint["run_config"] or {}).get("trainer") or {}
+        changed = [
+            f"{key} {saved[key]} -> {config.trainer.get(key)}"
+            for key in ("max_steps", "max_epochs")
+            if key in saved and saved[key] != config.trainer.get(key)
+        ]
+        if changed:
+            rank_zero_warn(
+                f"Resuming with {', '.join(changed)}: training runs to the new limit, but the learning-rate "
+                "schedule is restored from the checkpoint as it was (milestones, total_steps) and is NOT "
+                "extended; to change it, set the scheduler's own arguments in a new run."
+            )
+
+    # ---------------------------------------------------------------- which directory a run writes to
+    def _choose_run_dir(self, config: Namespace) -> None:
+        """Decide the run directory (and, for ``fit``, whether this continues a run); refuse what mixes runs."""
+        given = config.get("run_dir")
+        ckpt_path = config.get("ckpt_path")
+        named = given or self._named_run_dir(config)
+        if ckpt_path and self.checkpoint is None:  # last/best/hpc of a run named by its logger version
+            self._read_checkpoint(runs.resolve_checkpoint(ckpt_path, named))
+        if self.subcommand == "fit":
+            run_dir = self._fit_run_dir(given, named) or self._fresh_run_dir(config)
+        else:
+            run_dir = named or self._fresh_run_dir(config)
+        self.run_dir = os.path.normpath(run_dir)
+
+    def _fit_run_dir(self, given: str | None, named: str | None) -> str | None:
+        if self.checkpoint is not None:  # continue the run the checkpoint belongs to, in its own directory
+            owner = runs.run_dir_of_checkpoint(self.checkpoint["path"])
+            if owner is None:
+                raise runs.RunError(
+                    f"'{self.checkpoint['path']}' is not inside a run directory (<run>/checkpoints/*.ckpt or "
+                    "<run>/hpc_ckpt_N.ckpt), so there is no run to continue; copy the whole run directory"
+                )
+            if given and os.path.realpath(given) != os.path.realpath(owner):
+                raise runs.RunError(
+                    f"--ckpt_path belongs to the run '{owner}', not --run_dir '{given}'; a run continues only "
+                    "in its own directory (drop --run_dir)"
+                )
+            return owner
+        if named is not None and runs.has_checkpoints(named):
+            if not SLURMEnvironment.detect():
+                raise runs.RunError(
+                    f"the run directory '{named}' already holds checkpoints of a run; continue it with "
+                    "--ckpt_path last, or start a new run in another directory"
+                )
+            # A requeued SLURM job: the same command, the same directory -- continue from its newest checkpoint.
+            self._read_checkpoint(runs.resume_checkpoint(named))
+            rank_zero_info(f"SLURM job restarted: continuing the run in {named} from {self.checkpoint['path']}")
+            return named
+        if named is None and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
+            raise runs.RunError(
+                "this SLURM job was requeued, but without --run_dir its first attempt's directory is unknown, so "
+                "it would silently start over; launch SLURM jobs with --run_dir DIR"
+            )
+        return named
+
+    def _fresh_run_dir(self, config: Namespace) -> str:
+        """A new ``<save_dir>/<name>/version_N``; processes launched for DDP join their launcher's run."""
+        launcher_pid, _, launcher_dir = os.environ.get(RUN_DIR_ENV, "").partition(":")
+        if launcher_dir and launcher_pid == str(os.getppid()):
+            return launcher_dir
+        save_dir, name = self._logger_location(config)
+        run_dir = runs.next_version_dir(save_dir, name)
+        os.environ[RUN_DIR_ENV] = f"{os.getpid()}:{run_dir}"
+        return run_dir
+
+    @staticmethod
+    def _loggers(config: Namespace) -> list:
+        logger = config.trainer.get("logger")
+        return list(logger) if isinstance(logger, list) else [logger]
+
+    def _logger_location(self, config: Namespace) -> tuple[str, str]:
+        for logger in self._loggers(config):
+            init_args = logger.get("init_args") if isinstance(logger, (Namespace, dict)) else None
+            if init_args is not None and init_args.get("save_dir") is not None:
+                return str(init_args["save_dir"]), str(init_args.get("name") or "")
+        return LOG_ROOT, DEFAULT_LOGGER_NAME
+
+    def _named_run_dir(self, config: Namespace) -> str | None:
+        """``save_dir/name/version`` when the logger config fixes its version, else ``None``."""
+        for logger in self._loggers(config):
+            init_args = logger.get("init_args") if isinstance(logger, (Namespace, dict)) else None
+            if init_args is not None and init_args.get("version") is not None:
+                version = init_args["version"]
+                save_dir, name = self._logger_location(config)
+                return os.path.join(save_dir, name, version if isinstance(version, str) else f"version_{version}")
+        return None
+
+    def _point_config_at_run_dir(self, config: Namespace) -> None:
+        """Logger, checkpoints and ``default_root_dir`` (where Lightning's SLURM hpc checkpoints go) -> run_dir."""
+        run_dir = self.run_dir
+        assert run_dir is not None
+        config.trainer.default_root_dir = run_dir
+        parent, leaf = os.path.split(run_dir)
+        loggers = self._loggers(config)
+        if loggers == [None] or loggers == [True]:
+            config.trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                init_args=Namespace(save_dir=parent, name="", version=leaf, default_hp_metric=False),
+            )
+        for logger in loggers:
+            init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+            if init_args is not None and "save_dir" in init_args:
+                init_args.save_dir, init_args.name, init_args.version = parent or ".", "", leaf
+        wanted = runs.checkpoint_dir(run_dir)
+        dirpath = config.checkpoint.get("dirpath") if config.get("checkpoint") is not None else None
+        if dirpath is not None and os.path.realpath(dirpath) != os.path.realpath(wanted):
+            raise runs.RunError(
+                f"checkpoint.dirpath '{dirpath}' would put this run's checkpoints outside its directory; "
+                f"they go to '{wanted}' (choose the run's place with --run_dir)"
+            )
+        if config.get("checkpoint") is not None:
+            config.checkpoint.dirpath = wanted
+
 
 def trainer_defaults() -> dict:
     return {
         "logger": {
             "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-            "init_args": {"save_dir": LOG_ROOT, "name": "default", "default_hp_metric": False},
+            "init_args": {"save_dir": LOG_ROOT, "name": DEFAULT_LOGGER_NAME, "default_hp_metric": False},
         },
         "default_root_dir": LOG_ROOT,
     }
@@ -114,12 +454,13 @@ def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
             subclass_mode_data=True,
             save_config_callback=KeepingSaveConfigCallback,
             trainer_defaults=trainer_defaults(),
+            parser_class=ArgumentParser,
             auto_configure_optimizers=False,
             args=args,
             run=run,
         )
-    except DatasetNotFoundError as error:
-        # A user's missing data, not a bug: say what to do, without a stack trace.
+    except (DatasetNotFoundError, runs.RunError) as error:
+        # A user's mistake or missing data, not a bug: say what to do, without a stack trace.
         raise SystemExit(f"error: {error}") from None
 
 

@@ -26,3 +26,18 @@ def tiny_trainer(tmp_path, **overrides) -> pl.Trainer:
         num_sanity_val_steps=0,
     )
     return pl.Trainer(**{**options, **overrides})
+
+
+class KillAt(pl.Callback):
+    """``kill -9`` this very process when training reaches ``step`` -- if ``$KILL_AT_STEP`` asks for it.
+
+    A real SIGKILL (no cleanup, no checkpoint on the way out), at an exact step, so resume tests are
+    deterministic. The environment switch lets the resumed run carry the same config without dying again.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import os
+        import signal
+
+        if str(trainer.global_step) == os.environ.get("KILL_AT_STEP"):
+            os.kill(os.getpid(), signal.SIGKILL)

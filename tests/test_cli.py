@@ -73,6 +73,7 @@ def test_fit_then_test_end_to_end(tmp_path):
 
 
 def test_reused_log_directory_keeps_the_earlier_config(tmp_path):
+    """A run named by its logger version: a second fresh fit is refused; ``--ckpt_path last`` continues it."""
     args = ["fit", "--config", QUICKSTART, *TINY, "--trainer.max_epochs", "1", "--test_after_fit", "false"]
     args += ["--trainer.logger.init_args.version", "fixed"]
     first = cli(*args, cwd=tmp_path)
@@ -80,10 +81,13 @@ def test_reused_log_directory_keeps_the_earlier_config(tmp_path):
     run_dir = tmp_path / "lightning_logs" / "quickstart" / "fixed"
     original = (run_dir / "config.yaml").read_text()
     second = cli(*args, "--model.arch", "plain8", cwd=tmp_path)
-    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.returncode != 0 and "already holds checkpoints" in second.stderr
+    resumed = cli(*args, "--trainer.max_epochs", "2", "--ckpt_path", "last", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (run_dir / "config.yaml").read_text() == original
-    assert yaml.safe_load((run_dir / "config-1.yaml").read_text())["model"]["arch"] == "plain8"
-    assert json.loads((run_dir / "efficiency-1.json").read_text())["arch"] == "plain8"
+    assert yaml.safe_load((run_dir / "config-1.yaml").read_text())["trainer"]["max_epochs"] == 2
+    assert json.loads((run_dir / "efficiency.json").read_text())["global_step"] == 4
+    assert not (run_dir / "efficiency-1.json").exists()
 
 
 def test_bad_architecture_fails_with_the_valid_names(tmp_path):

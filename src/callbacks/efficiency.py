@@ -14,6 +14,12 @@ Everything goes to every logger as scalars under ``efficiency/``; TensorBoard al
 HPARAMS session (so its HPARAMS tab plots accuracy against parameters across runs); and all
 of it is written to ``efficiency.json`` in the run's log directory, rewritten after each
 evaluation so a crashed run still leaves its numbers behind.
+
+The run context (data set, batch size, optimizer, lr, weight decay, schedule, seed, step and
+epoch limits) is recorded beside the numbers, so runs of a sweep can be told apart without
+their configs. The callback's record is part of every checkpoint (``state_dict``): a resumed
+run continues the same ``efficiency.json`` -- best validation accuracy, its step, training
+time -- instead of starting a new one, and opens no second HPARAMS session.
 """
 
 from __future__ import annotations
@@ -45,6 +51,17 @@ FLOP_CONVENTION = (
     "batch norm, activations, pooling and residual additions not counted"
 )
 HPARAM_METRICS = ("hp/best_val_acc", "hp/val_acc_per_mparam", "hp/val_acc_per_gmac", "hp/test_acc")
+RUN_CONTEXT_FIELDS = (
+    "data", "dataset", "batch_size", "optimizer", "lr", "weight_decay", "lr_scheduler", "lr_scheduler_interval",
+    "seed", "max_steps", "max_epochs",
+)  # fmt: skip
+# What a resumed run takes over from its checkpoint (the rest is measured afresh, e.g. the limits it now runs to).
+RESUMED_FIELDS = (
+    "best_val_acc", "best_val_step", "last_val_acc", "val_acc_per_mparam", "val_acc_per_gmac", "test_acc",
+    "test_acc_per_mparam", "test_acc_per_gmac", "acc_per_mparam", "acc_per_gmac", "acc_source",
+    "train_images_per_sec", "peak_memory_mb", "peak_memory_kind", "train_time_sec", "started",
+    "resumed_at_steps",
+)  # fmt: skip
 
 
 def free_path(directory: str, filename: str) -> str:
@@ -95,20 +112,82 @@ class ParameterEfficiency(pl.Callback):
         self.report: dict[str, Any] = {}
         self._epoch_start = 0.0
         self._epoch_images = 0
+        self._restored: dict[str, Any] | None = None  # from a checkpoint, merged in on_train_start
+        self._log_dir: str | None = None
 
     # ---------------------------------------------------------------- static numbers
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
+        shape = self.input_shape or getattr(trainer.datamodule, "input_shape", None)
+        if shape is not None and getattr(pl_module, "example_input_array", None) is None:
+            # Lightning's model summary counts FLOPs only with an example input ("Total FLOPs: 0" otherwise).
+            pl_module.example_input_array = torch.zeros(1, *shape)
         if not trainer.is_global_zero or self.report:
             return
-        shape = self.input_shape or getattr(trainer.datamodule, "input_shape", None)
-        self.path = free_path(log_dir or trainer.default_root_dir, self.filename)
+        self._log_dir = log_dir or trainer.default_root_dir
         self.report = self._describe_model(trainer, pl_module)
+        self.report.update(self._run_context(trainer, pl_module, stage))
         if shape is not None:
             self._count_cost(pl_module, tuple(shape))
+        if stage != "fit":  # fitting waits for on_train_start: a resumed run's record is restored by then
+            self.path = free_path(self._log_dir, self.filename)
+            self._write()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or not self.report or self.path is not None:
+            return
+        self.report.update(self._run_context(trainer, pl_module, "fit"))
+        restored = self._restored
+        if restored is not None:  # the same run, continued: same file, same record
+            self.path = os.path.join(self._log_dir, restored["filename"])
+            kept = {key: value for key, value in restored["report"].items() if key in RESUMED_FIELDS}
+            self.report.update(kept)
+            self.report["resumed_at_steps"] = [*restored["report"].get("resumed_at_steps", []), trainer.global_step]
+        else:
+            self.path = free_path(self._log_dir, self.filename)
         self._write()
-        if stage == "fit" and self.log_hparams:
+        self._log_size_scalars(trainer)
+        if self.log_hparams and restored is None:
             self._log_hparams(trainer, pl_module)
+
+    # ---------------------------------------------------------------- checkpointed state
+    def state_dict(self) -> dict[str, Any]:
+        if not self.report or self.path is None:
+            return {}
+        return {"filename": os.path.basename(self.path), "report": json.loads(json.dumps(self.report))}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = state_dict or None
+
+    # ---------------------------------------------------------------- run context
+    def _run_context(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> dict[str, Any]:
+        """What tells the runs of a sweep apart: data, batch, optimizer, schedule, seed, limits."""
+        datamodule = trainer.datamodule
+        dataset = getattr(datamodule, "dataset", None)
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        context: dict[str, Any] = {
+            "stage": stage,
+            "data": type(datamodule).__name__ if datamodule is not None else None,
+            "dataset": dataset if isinstance(dataset, str) else None,
+            "batch_size": getattr(datamodule, "batch_size", None),
+            "seed": int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
+            "max_steps": trainer.max_steps if trainer.max_steps >= 0 else None,
+            "max_epochs": trainer.max_epochs,
+        }
+        if trainer.optimizers:
+            optimizer = trainer.optimizers[0]
+            group = optimizer.param_groups[0]
+            context.update(
+                optimizer=type(optimizer).__name__,
+                lr=group.get("initial_lr", group.get("lr")),
+                weight_decay=optimizer.defaults.get("weight_decay"),
+            )
+        if trainer.lr_scheduler_configs:
+            config = trainer.lr_scheduler_configs[0]
+            context.update(lr_scheduler=type(config.scheduler).__name__, lr_scheduler_interval=config.interval)
+        elif trainer.optimizers:
+            context.update(lr_scheduler=None, lr_scheduler_interval=None)
+        return context
 
     def _describe_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         net = getattr(pl_module, "model", pl_module)
@@ -135,13 +214,17 @@ class ParameterEfficiency(pl.Callback):
             "acc_per_mparam": None,
             "acc_per_gmac": None,
             "acc_source": None,
+            "test_ckpt_path": None,
             "train_images_per_sec": None,
+            "train_time_sec": None,
             "peak_memory_mb": None,
             "peak_memory_kind": None,
             "world_size": trainer.world_size,
             "precision": str(trainer.precision),
             "global_step": trainer.global_step,
             "epoch": trainer.current_epoch,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "resumed_at_steps": [],
         }
 
     def _count_cost(self, pl_module: pl.LightningModule, shape: tuple[int, ...]) -> None:
@@ -149,18 +232,24 @@ class ParameterEfficiency(pl.Callback):
         flops = count_flops(net, shape)
         self.report.update(input_shape=list(shape), flops_per_sample=flops, macs_per_sample=flops // 2)
 
-    def _log_hparams(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        numbers = {
+    def _size_numbers(self) -> dict[str, float]:
+        return {
             f"efficiency/{key}": self.report[key]
             for key in ("params_total", "params_trainable", "macs_per_sample", "model_size_bytes")
             if self.report[key] is not None
         }
+
+    def _log_size_scalars(self, trainer: pl.Trainer) -> None:
+        """Parameters and MACs as scalars in every logger (TensorBoard's HPARAMS tab gets them too)."""
+        for logger in trainer.loggers:
+            logger.log_metrics(self._size_numbers(), step=trainer.global_step)
+
+    def _log_hparams(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        context = {f"run/{key}": self.report.get(key) for key in RUN_CONTEXT_FIELDS}
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                params = {**dict(pl_module.hparams), **numbers}
+                params = {**dict(pl_module.hparams), **context, **self._size_numbers()}
                 logger.log_hyperparams(params, metrics={name: math.nan for name in HPARAM_METRICS})
-            else:
-                logger.log_metrics(numbers, step=trainer.global_step)
 
     # ---------------------------------------------------------------- training cost
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -188,6 +277,7 @@ class ParameterEfficiency(pl.Callback):
         throughput = self._epoch_images * trainer.world_size / elapsed
         memory, kind = peak_memory_mb(pl_module.device)
         self.report.update(train_images_per_sec=throughput, peak_memory_mb=memory, peak_memory_kind=kind)
+        self.report["train_time_sec"] = (self.report.get("train_time_sec") or 0.0) + elapsed
         metrics = {"efficiency/train_images_per_sec": throughput, f"efficiency/peak_memory_mb_{kind}": memory}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
@@ -198,6 +288,13 @@ class ParameterEfficiency(pl.Callback):
         if trainer.sanity_checking:
             return
         self._record(trainer, "val", self.val_metric)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.report:
+            path = str(trainer.ckpt_path) if trainer.ckpt_path else None
+            if path and self._log_dir and os.path.abspath(path).startswith(os.path.abspath(self._log_dir) + os.sep):
+                path = os.path.relpath(path, self._log_dir)  # inside the run: stays true if the run is moved
+            self.report["test_ckpt_path"] = path
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record(trainer, "test", self.test_metric)

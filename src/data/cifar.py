@@ -66,6 +66,7 @@ class CIFARDataModule(ImageClassificationDataModule):
         pin_memory: bool | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
+        self.save_hyperparameters()  # checkpoints carry the data config: `test --ckpt_path X` needs no --config
         if dataset not in CIFAR_INFO:
             raise ValueError(f"dataset must be one of {sorted(CIFAR_INFO)}, got {dataset!r}")
         if val_size < 1:

@@ -72,6 +72,7 @@ class SyntheticDataModule(ImageClassificationDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
+        self.save_hyperparameters()  # checkpoints carry the data config: `test --ckpt_path X` needs no --config
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if min(train_size, val_size, test_size) < 1:
