@@ -6,7 +6,7 @@ LightningCLI with this project's defaults:
   short class name (``--data SyntheticDataModule``, ``--data CIFARDataModule``), and its
   ``num_classes`` and ``in_channels`` are linked into the model;
 * TensorBoard logs under ``lightning_logs/<name>/version_N`` (a new version per run), Rich
-  progress bar, learning-rate monitor;
+  progress bar in a terminal (plain progress lines when stdout is a file), learning-rate monitor;
 * always-on callbacks configured from YAML under their own keys: ``checkpoint``
   (best by ``val/acc`` + last) and ``efficiency`` (parameters, MACs, throughput, accuracy per
   parameter, ``efficiency.json``);
@@ -18,15 +18,16 @@ LightningCLI with this project's defaults:
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from src.callbacks import ParameterEfficiency
+from src.callbacks import LineProgress, ParameterEfficiency
 from src.callbacks.efficiency import free_path
-from src.data import DatasetNotFoundError, ImageClassificationDataModule
+from src.data import BatchSizeError, DatasetNotFoundError, ImageClassificationDataModule
 from src.data.cifar import CIFARDataModule  # noqa: F401  (registers the short name)
 from src.data.synthetic import SyntheticDataModule  # noqa: F401  (registers the short name)
 from src.modules import ImageClassifier
@@ -47,6 +48,11 @@ class KeepingSaveConfigCallback(SaveConfigCallback):
             name = os.path.basename(free_path(log_dir, self.config_filename)) if trainer.is_global_zero else None
             self.config_filename = trainer.strategy.broadcast(name)
         super().setup(trainer, pl_module, stage)
+
+
+def default_progress_bar() -> ProgressBar:
+    """Rich's live bar in a terminal; plain, flushed lines when stdout is a file or pipe (every cluster job)."""
+    return RichProgressBar() if sys.stdout.isatty() else LineProgress()
 
 
 class ResNetCLI(LightningCLI):
@@ -74,7 +80,7 @@ class ResNetCLI(LightningCLI):
         )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Add the Rich progress bar and LR monitor unless the config turns off what they need."""
+        """Add a progress bar and the LR monitor unless the config turns off what they need."""
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer_config = config["trainer"]
         user_callbacks = trainer_config.get("callbacks") or []
@@ -82,7 +88,7 @@ class ResNetCLI(LightningCLI):
         if trainer_config.get("enable_progress_bar") is not False and not any(
             isinstance(callback, ProgressBar) for callback in user_callbacks
         ):
-            extra.append(RichProgressBar())
+            extra.append(default_progress_bar())
         if trainer_config.get("logger") is not False:  # None means Lightning's default logger
             extra.append(LearningRateMonitor(logging_interval="step"))
         self.trainer_defaults["callbacks"] = extra
@@ -118,7 +124,7 @@ def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
             args=args,
             run=run,
         )
-    except DatasetNotFoundError as error:
+    except (DatasetNotFoundError, BatchSizeError) as error:
         # A user's missing data, not a bug: say what to do, without a stack trace.
         raise SystemExit(f"error: {error}") from None
 
