@@ -184,8 +184,8 @@ def test_fp16_preset_uses_a_gradient_scaler_on_gpu(tmp_path, monkeypatch):
 @needs_gpu
 def test_compile_preset_with_inductor_on_gpu(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["fit", "--config", QUICKSTART, *TINY, "--test_after_fit", "false", "--config", str(PRESETS / "compile.yaml")]
-    main([*args, "--trainer.accelerator", "gpu", "--trainer.devices", "1"])
+    args = ["fit", "--config", QUICKSTART, *TINY, "--test_after_fit", "false"]
+    main([*args, "--config", str(PRESETS / "compile.yaml"), "--trainer.accelerator", "gpu", "--trainer.devices", "1"])
     checkpoint = tmp_path / "lightning_logs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
     loaded = ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
     assert loaded(torch.randn(2, 3, 16, 16)).shape == (2, 10)
@@ -281,8 +281,10 @@ def render(*argv: str) -> str:
 
 
 def test_slurm_script_for_m_nodes_by_n_gpus(tmp_path):
-    text = render("--nodes", "3", "--gpus-per-node", "8", "--time", "1-00:00:00", "--name", "r56",
-                  "--config", "configs/cifar10/resnet20.yaml", "--partition", "gpu", "--", "--model.arch", "resnet56")  # fmt: skip
+    text = render(
+        "--nodes", "3", "--gpus-per-node", "8", "--time", "1-00:00:00", "--name", "r56",
+        "--config", "configs/cifar10/resnet20.yaml", "--partition", "gpu", "--", "--model.arch", "resnet56",
+    )  # fmt: skip
     sbatch = [line for line in text.splitlines() if line.startswith("#SBATCH")]
     assert sbatch == [
         "#SBATCH --job-name=r56",
