@@ -114,6 +114,7 @@ class ParameterEfficiency(pl.Callback):
     # ---------------------------------------------------------------- static numbers
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
+        batch_facts(trainer)  # on every rank: a global batch that does not divide stops all ranks, not rank zero alone
         if not trainer.is_global_zero or self.report:
             return
         shape = self.input_shape or getattr(trainer.datamodule, "input_shape", None)
@@ -230,12 +231,24 @@ class ParameterEfficiency(pl.Callback):
         self._eval_samples = 0
 
     def on_validation_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, **_: Any
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         self._eval_samples += len(batch[0])
 
     def on_test_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, **_: Any
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         self._eval_samples += len(batch[0])
 
