@@ -12,7 +12,7 @@ LightningCLI with this project's defaults:
 * ``fit --ckpt_path last|FILE`` continues *that* run in its own directory (weights, optimizer,
   schedule, loop counters, random state, best checkpoint, efficiency record); ``validate``,
   ``test`` and ``predict`` need nothing but ``--ckpt_path``: the checkpoint carries the config;
-* Rich progress bar, learning-rate monitor;
+* Rich progress bar in a terminal (plain progress lines when stdout is a file), learning-rate monitor;
 * always-on callbacks configured from YAML under their own keys: ``checkpoint``
   (best by ``val/acc`` + last) and ``efficiency`` (parameters, MACs, throughput, accuracy per
   parameter, ``efficiency.json``);
@@ -41,11 +41,11 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from src import runs
-from src.callbacks import ParameterEfficiency
+from src.callbacks import LineProgress, ParameterEfficiency
 from src.callbacks.efficiency import free_path
 from src.callbacks.predictions import PredictionWriter
 from src.callbacks.resume import RandomState, RunCheckpoint, ValidateLastStep
-from src.data import DatasetNotFoundError, ImageClassificationDataModule
+from src.data import BatchSizeError, DatasetNotFoundError, ImageClassificationDataModule
 from src.data.cifar import CIFARDataModule  # noqa: F401  (registers the short name)
 from src.data.synthetic import SyntheticDataModule  # noqa: F401  (registers the short name)
 from src.modules import ImageClassifier
@@ -105,6 +105,11 @@ class KeepingSaveConfigCallback(SaveConfigCallback):
         checkpoint["run_model_class"] = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
 
 
+def default_progress_bar() -> ProgressBar:
+    """Rich's live bar in a terminal; plain, flushed lines when stdout is a file or pipe (every cluster job)."""
+    return RichProgressBar() if sys.stdout.isatty() else LineProgress()
+
+
 class ResNetCLI(LightningCLI):
     """LightningCLI with the links, defaults and extra callbacks described in the module docstring."""
 
@@ -144,7 +149,7 @@ class ResNetCLI(LightningCLI):
         )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Add the Rich progress bar and LR monitor unless the config turns off what they need."""
+        """Add a progress bar and the LR monitor unless the config turns off what they need."""
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer_config = config["trainer"]
         user_callbacks = trainer_config.get("callbacks") or []
@@ -152,7 +157,7 @@ class ResNetCLI(LightningCLI):
         if trainer_config.get("enable_progress_bar") is not False and not any(
             isinstance(callback, ProgressBar) for callback in user_callbacks
         ):
-            extra.append(RichProgressBar())
+            extra.append(default_progress_bar())
         if trainer_config.get("logger") is not False:  # None means Lightning's default logger
             extra.append(LearningRateMonitor(logging_interval="step"))
         extra += self._run_callbacks()
@@ -459,7 +464,7 @@ def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
             args=args,
             run=run,
         )
-    except (DatasetNotFoundError, runs.RunError) as error:
+    except (DatasetNotFoundError, BatchSizeError, runs.RunError) as error:
         # A user's mistake or missing data, not a bug: say what to do, without a stack trace.
         raise SystemExit(f"error: {error}") from None
 

@@ -1,5 +1,7 @@
-"""Lightning callbacks: measurements taken while training (they never change the training)."""
+"""Lightning callbacks: measurements taken while training, and how training is run (never what it computes)."""
 
+from src.callbacks.compile import CompileModel
 from src.callbacks.efficiency import ParameterEfficiency
+from src.callbacks.progress import LineProgress
 
-__all__ = ["ParameterEfficiency"]
+__all__ = ["CompileModel", "LineProgress", "ParameterEfficiency"]

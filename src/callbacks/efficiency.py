@@ -6,9 +6,11 @@ On rank zero it measures, once per run (never per step):
   linear, shortcut projection) -- model size in bytes, and MACs / FLOPs per sample at the
   DataModule's ``input_shape`` (conventions in ``src.models.complexity``: FLOPs = 2 x MACs,
   conv + linear layers, counted with ``torch.utils.flop_counter``);
-* while training: images per second (all ranks, per epoch) and peak memory (CUDA allocated
-  memory on GPUs, the process's peak RSS on CPUs);
-* after each validation and test: accuracy per million parameters and per GMAC.
+* the run's scale: world size, per-process and global batch (samples per optimizer step);
+* while training: images per second (all ranks, per epoch) and peak memory -- on GPUs the CUDA
+  allocator's peak, the max over ranks; on CPUs nothing (see ``CPU_MEMORY_NOTE``);
+* after each validation and test: accuracy per million parameters and per GMAC, and the number
+  of samples scored (all ranks together: under DDP it must equal the split's size).
 
 Everything goes to every logger as scalars under ``efficiency/``; TensorBoard also gets an
 HPARAMS session (so its HPARAMS tab plots accuracy against parameters across runs); and all
@@ -27,8 +29,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
-import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -59,9 +59,13 @@ RUN_CONTEXT_FIELDS = (
 RESUMED_FIELDS = (
     "best_val_acc", "best_val_step", "last_val_acc", "val_acc_per_mparam", "val_acc_per_gmac", "test_acc",
     "test_acc_per_mparam", "test_acc_per_gmac", "acc_per_mparam", "acc_per_gmac", "acc_source",
-    "train_images_per_sec", "peak_memory_mb", "peak_memory_kind", "train_time_sec", "started",
+    "train_images_per_sec", "peak_memory_mb", "peak_memory_kind", "peak_memory_note", "train_time_sec", "started",
     "resumed_at_steps",
 )  # fmt: skip
+CPU_MEMORY_NOTE = (
+    "not measured on CPU: the process's peak RSS is mostly Python, torch and data-loader memory and does not "
+    "compare models; compare peak_memory_mb from GPU runs"
+)
 
 
 def free_path(directory: str, filename: str) -> str:
@@ -74,13 +78,23 @@ def free_path(directory: str, filename: str) -> str:
     return path
 
 
-def peak_memory_mb(device: torch.device) -> tuple[float, str]:
-    """Peak memory in MiB and what it measures."""
+def peak_memory_mb(device: torch.device) -> tuple[float | None, str]:
+    """Peak memory in MiB and what it measures; ``None`` where no number would compare models (CPUs)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (2**20 if sys.platform == "darwin" else 2**10), "process_peak_rss"
+    return None, "not_measured_on_cpu"
+
+
+def batch_facts(trainer: pl.Trainer) -> dict[str, int | None]:
+    """World size and batch sizes as trained: ``global_batch_size`` is samples per optimizer step."""
+    per_process = getattr(trainer.datamodule, "per_process_batch_size", None)
+    accumulate = trainer.accumulate_grad_batches
+    return {
+        "world_size": trainer.world_size,
+        "per_process_batch_size": per_process,
+        "accumulate_grad_batches": accumulate,
+        "global_batch_size": per_process * trainer.world_size * accumulate if per_process else None,
+    }
 
 
 class ParameterEfficiency(pl.Callback):
@@ -114,6 +128,7 @@ class ParameterEfficiency(pl.Callback):
         self._epoch_images = 0
         self._restored: dict[str, Any] | None = None  # from a checkpoint, merged in on_train_start
         self._log_dir: str | None = None
+        self._eval_samples = 0
 
     # ---------------------------------------------------------------- static numbers
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -122,6 +137,7 @@ class ParameterEfficiency(pl.Callback):
         if shape is not None and getattr(pl_module, "example_input_array", None) is None:
             # Lightning's model summary counts FLOPs only with an example input ("Total FLOPs: 0" otherwise).
             pl_module.example_input_array = torch.zeros(1, *shape)
+        batch_facts(trainer)  # on every rank: a global batch that does not divide stops all ranks, not rank zero alone
         if not trainer.is_global_zero or self.report:
             return
         self._log_dir = log_dir or trainer.default_root_dir
@@ -219,7 +235,10 @@ class ParameterEfficiency(pl.Callback):
             "train_time_sec": None,
             "peak_memory_mb": None,
             "peak_memory_kind": None,
-            "world_size": trainer.world_size,
+            "peak_memory_note": None,
+            "val_samples": None,
+            "test_samples": None,
+            **batch_facts(trainer),
             "precision": str(trainer.precision),
             "global_step": trainer.global_step,
             "epoch": trainer.current_epoch,
@@ -263,6 +282,10 @@ class ParameterEfficiency(pl.Callback):
         if trainer.is_global_zero and self.report and self.report["macs_per_sample"] is None:
             self._count_cost(pl_module, tuple(batch[0].shape[1:]))  # no input_shape anywhere else
             self._write()
+        if trainer.is_global_zero and self.report and self.report["global_batch_size"] is None:
+            per_process = len(batch[0])  # a DataModule without per_process_batch_size, or plain loaders
+            global_batch = per_process * trainer.world_size * trainer.accumulate_grad_batches
+            self.report.update(per_process_batch_size=per_process, global_batch_size=global_batch)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -271,22 +294,66 @@ class ParameterEfficiency(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         elapsed = time.perf_counter() - self._epoch_start
+        memory, kind = peak_memory_mb(pl_module.device)
+        if memory is not None and trainer.world_size > 1:  # every rank takes part; rank zero reports the largest
+            memory = float(trainer.strategy.reduce(torch.tensor(memory, device=pl_module.device), reduce_op="max"))
         if not trainer.is_global_zero or elapsed <= 0 or not self._epoch_images:
             return
         # Every rank sees its own shard of equal size: the global rate is world_size times ours.
         throughput = self._epoch_images * trainer.world_size / elapsed
-        memory, kind = peak_memory_mb(pl_module.device)
-        self.report.update(train_images_per_sec=throughput, peak_memory_mb=memory, peak_memory_kind=kind)
+        note = CPU_MEMORY_NOTE if memory is None else None
+        self.report.update(
+            train_images_per_sec=throughput, peak_memory_mb=memory, peak_memory_kind=kind, peak_memory_note=note
+        )
         self.report["train_time_sec"] = (self.report.get("train_time_sec") or 0.0) + elapsed
-        metrics = {"efficiency/train_images_per_sec": throughput, f"efficiency/peak_memory_mb_{kind}": memory}
+        metrics = {"efficiency/train_images_per_sec": throughput}
+        if memory is not None:
+            metrics[f"efficiency/peak_memory_mb_{kind}"] = memory
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         self._write()
+
+    # ---------------------------------------------------------------- samples scored
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._eval_samples = 0
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._eval_samples = 0
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._eval_samples += len(batch[0])
+
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._eval_samples += len(batch[0])
+
+    def _samples_scored(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
+        """Samples this evaluation scored on all ranks together (a collective: every rank calls it)."""
+        count = torch.tensor(self._eval_samples, device=pl_module.device)
+        return int(trainer.strategy.reduce(count, reduce_op="sum")) if trainer.world_size > 1 else self._eval_samples
 
     # ---------------------------------------------------------------- accuracy per cost
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        samples = self._samples_scored(trainer, pl_module)
+        if self.report:
+            self.report["val_samples"] = samples
         self._record(trainer, "val", self.val_metric)
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -297,6 +364,9 @@ class ParameterEfficiency(pl.Callback):
             self.report["test_ckpt_path"] = path
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        samples = self._samples_scored(trainer, pl_module)
+        if self.report:
+            self.report["test_samples"] = samples
         self._record(trainer, "test", self.test_metric)
 
     def _record(self, trainer: pl.Trainer, split: str, metric_name: str) -> None:

@@ -7,11 +7,15 @@
 * per-channel normalisation with the data set's own mean and standard deviation.
 
 Files come from torchvision's downloader (checksums verified). With no network, the error
-names the folder and the archive to put there instead of a downloader stack trace.
+names the folder and the archive to put there instead of a downloader stack trace. On a
+cluster the download happens once per shared ``data_dir``: the first process of each node
+(Lightning's ``prepare_data_per_node``) takes a lock file in ``data_dir`` first, so the others
+wait and then find the verified files (see ``src.data.locking``).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import torch
@@ -20,6 +24,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from src.data.base import DatasetNotFoundError, ImageClassificationDataModule
+from src.data.locking import LOCK_NAME, file_lock
 
 CIFAR_INFO = {
     "cifar10": {
@@ -48,8 +53,9 @@ class CIFARDataModule(ImageClassificationDataModule):
         split_seed: seed of the train/val split (independent of the training seed, so every
             run of a study validates on the same images).
         augment: the paper's pad-crop-flip augmentation on the training split.
-        batch_size: samples per batch per process.
-        num_workers: loader processes; ``null`` picks up to 4 from the CPU count.
+        batch_size: the global batch, all processes together (each loads ``batch_size / world_size``).
+        num_workers: loader processes per training process; ``null``: up to 4, from the CPUs this process
+            may use shared among the processes on its node.
         pin_memory: page-locked host memory for faster copies to a GPU; ``null``: when CUDA is available.
     """
 
@@ -118,12 +124,13 @@ class CIFARDataModule(ImageClassificationDataModule):
             ) from None
 
     def prepare_data(self) -> None:
-        """Download once per node (Lightning calls this on one process only)."""
+        """Download once per shared ``data_dir``: Lightning calls this on one process per node, the lock serialises nodes."""
         if not self.download:
             return  # setup() reports missing files
         try:
-            self._open(train=True, transform=None, download=True)
-            self._open(train=False, transform=None, download=True)
+            with file_lock(os.path.join(self.data_dir, LOCK_NAME)):
+                self._open(train=True, transform=None, download=True)
+                self._open(train=False, transform=None, download=True)
         except DatasetNotFoundError:
             raise
         except OSError as err:  # URLError and socket errors are OSErrors

@@ -52,7 +52,7 @@ class SyntheticDataModule(ImageClassificationDataModule):
         noise: standard deviation of the pixel noise (patterns have unit variance).
         max_shift: largest random translation of a pattern, in pixels.
         seed: fixes patterns and samples; the same seed gives the same data on any machine.
-        batch_size: samples per batch per process.
+        batch_size: the global batch, all processes together (each loads ``batch_size / world_size``).
         num_workers: loader processes (0: the tensors are in memory already).
     """
 

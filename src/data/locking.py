@@ -1,0 +1,50 @@
+"""A lock file for work that must happen once per shared folder: downloads, extraction, caches.
+
+Lightning calls ``prepare_data`` on the first process of *every node* (``prepare_data_per_node``
+is true by default, which is right when each node has its own disk). When ``data_dir`` is on a
+filesystem all nodes share, those processes would download and extract into the same folder at
+once. Holding :func:`file_lock` around the download makes them take turns: the first one
+downloads, the others then find verified files and skip. The lock is a POSIX record lock
+(``fcntl.lockf``), which NFS and Lustre (mounted with ``flock``) honour across nodes, and which
+the kernel releases when its holder dies -- a crashed download never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+LOCK_NAME = ".prepare_data.lock"
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, timeout: float | None = None, poll_s: float = 0.5) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created, never deleted) while the ``with`` block runs.
+
+    Args:
+        path: the lock file; put it inside the folder it protects.
+        timeout: seconds to wait before a ``TimeoutError``; ``None`` waits as long as it takes.
+        poll_s: seconds between attempts while another process holds the lock.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a+") as handle:  # lockf needs a file open for writing
+        start, announced = time.monotonic(), False
+        while True:
+            try:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:  # EACCES or EAGAIN: another process holds it
+                waited = time.monotonic() - start
+                if timeout is not None and waited >= timeout:
+                    raise TimeoutError(f"another process held the lock {path} for over {timeout:g} s") from None
+                if not announced:
+                    print(f"waiting for another process to finish with {os.path.dirname(path) or '.'} (lock: {path})")
+                    announced = True
+                time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            fcntl.lockf(handle, fcntl.LOCK_UN)
