@@ -194,7 +194,12 @@ class ParameterEfficiency(pl.Callback):
         self._write()
 
     # ---------------------------------------------------------------- accuracy per cost
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validation_start = time.perf_counter()
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Validation inside a training epoch stops the epoch clock: train_images_per_sec is training only.
+        self._epoch_start += time.perf_counter() - getattr(self, "_validation_start", time.perf_counter())
         if trainer.sanity_checking:
             return
         self._record(trainer, "val", self.val_metric)
