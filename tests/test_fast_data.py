@@ -171,6 +171,33 @@ def test_fast_split_from_files_yields_normalised_batches(tmp_path):
     assert [len(batch[1]) for batch in fast_loader(dataset, batch_size=5, shuffle=True)] == [5, 5, 2]
 
 
+def test_folder_integration_mixin_trains_from_a_jpeg_folder(tmp_path):
+    """What the folder DataModule gets: FastLoaderMixin + fast_split over its (path, label) lists."""
+    from src.data.base import ImageClassificationDataModule
+    from src.data.fast import FastLoaderMixin, resident_device
+    from src.modules import ImageClassifier
+    from tests.helpers import tiny_trainer
+
+    samples = write_jpeg_folder(tmp_path / "train", per_class=8)
+
+    class FolderData(FastLoaderMixin, ImageClassificationDataModule):
+        def __init__(self) -> None:
+            super().__init__(batch_size=8, num_workers=0, pin_memory=False)
+            self.num_classes, self.input_shape = 3, (3, 32, 32)
+
+        def setup(self, stage: str) -> None:
+            options = dict(mean=MEAN, std=STD, cache_dir=tmp_path / "cache", device=resident_device(self))
+            self.train_set = fast_split(samples[::2], train=True, name="train", **options)
+            self.val_set = fast_split(samples[1::2], train=False, name="val", **options)
+
+    data = FolderData()
+    trainer = tiny_trainer(tmp_path, max_epochs=2)
+    trainer.fit(ImageClassifier("resnet8", num_classes=3), data)
+    assert trainer.global_step == 2 * 2  # 12 training images in batches of 8, two epochs
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == ["train", "val"]
+    assert isinstance(trainer.train_dataloader.dataset, FastImageDataset)
+
+
 # ---------------------------------------------------------------- CIFAR on the fast path
 def test_cifar_fast_path_has_the_pil_paths_splits_and_values(fake_cifar):
     root = fake_cifar()
