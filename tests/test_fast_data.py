@@ -168,7 +168,9 @@ def test_fast_split_from_files_yields_normalised_batches(tmp_path):
     ]
     assert images.shape == (5, 3, 32, 32) and labels.tolist() == [0, 0, 0, 0, 1]
     assert torch.allclose(images[0], expected, atol=1e-5)
+    threads = torch.get_num_threads()
     assert [len(batch[1]) for batch in fast_loader(dataset, batch_size=5, shuffle=True)] == [5, 5, 2]
+    assert torch.get_num_threads() == threads  # batches are made on one thread, the model keeps them all
 
 
 def test_folder_integration_mixin_trains_from_a_jpeg_folder(tmp_path):

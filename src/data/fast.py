@@ -29,12 +29,14 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
@@ -247,11 +249,31 @@ class FastImageDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
         index = torch.as_tensor(indices, dtype=torch.int64).to(self.device, non_blocking=True)
-        return self.augment(self.data.images[index], train=self.train), self.data.labels[index]
+        with single_thread(self.device):
+            return self.augment(self.data.images[index], train=self.train), self.data.labels[index]
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         images, labels = self.__getitems__([index])
         return images[0], labels[0]
+
+
+@contextmanager
+def single_thread(device: torch.device) -> Iterator[None]:
+    """On a CPU, run the batch's gathers and casts on one thread.
+
+    They are small and memory-bound: more threads barely help on a quiet machine, and on a busy one
+    (other processes on the cores) OpenMP's thread hand-offs make them 10x slower. The model keeps
+    all threads.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def keep_batch(batch: Any) -> Any:
@@ -266,6 +288,9 @@ def fast_loader(dataset: FastImageDataset, batch_size: int, shuffle: bool, pin_m
     under DDP (one shard per process, reshuffled per epoch with ``set_epoch``); without DDP the order
     is drawn from the global RNG each epoch, so ``seed_everything`` fixes it.
     """
+    # A batch is one gather from memory: loader workers would only add copies. Lightning's advice to add
+    # some (a PossibleUserWarning) does not apply to these loaders.
+    warnings.filterwarnings("ignore", message=r"The '\w+' does not have many workers", category=PossibleUserWarning)
     pin = pin_memory and dataset.device.type == "cpu" and torch.cuda.is_available()
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, num_workers=0, collate_fn=keep_batch, pin_memory=pin
