@@ -27,6 +27,7 @@ TINY = [
     "--data.train_size", "256",
     "--data.val_size", "64",
     "--data.test_size", "64",
+    "--model.lr_scheduler.init_args.warmup_steps", "0",  # 1-4 steps: a run no longer than its warmup is an error
 ]  # fmt: skip
 
 
