@@ -164,3 +164,19 @@ def test_bad_hyperparameters_are_rejected():
         ImageClassifier("resnet8", label_smoothing=1.0)
     with pytest.raises(ValueError, match="Unknown architecture"):
         ImageClassifier("resnet9000x")
+
+
+def test_warmup_as_long_as_the_run_is_a_clear_error(tmp_path):
+    scheduler = partial(WarmupCosineLR, warmup_steps=8)
+    model = ImageClassifier("resnet8", optimizer=sgd(), lr_scheduler=scheduler, lr_scheduler_interval="step")
+    trainer = tiny_trainer(tmp_path, max_epochs=2, limit_val_batches=0)  # 4 batches x 2 epochs = 8 steps
+    with pytest.raises(ValueError, match=r"total_steps \(8\) must be larger than warmup_steps \(8\)"):
+        trainer.fit(model, tiny_data())
+
+
+def test_fast_dev_run_leaves_a_long_warmup_open_ended(tmp_path):
+    scheduler = partial(WarmupCosineLR, warmup_steps=500)
+    model = ImageClassifier("resnet8", optimizer=sgd(), lr_scheduler=scheduler, lr_scheduler_interval="step")
+    trainer = tiny_trainer(tmp_path, fast_dev_run=True)
+    trainer.fit(model, tiny_data())  # a smoke test of one step: no schedule error
+    assert trainer.global_step == 1 and trainer.lr_scheduler_configs[0].scheduler.total_steps is None

@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 import yaml
 
+import src.data
 from src.cli import main
 from tests.conftest import REPO_ROOT
 
@@ -26,6 +27,7 @@ TINY = [
     "--data.train_size", "256",
     "--data.val_size", "64",
     "--data.test_size", "64",
+    "--model.lr_scheduler.init_args.warmup_steps", "0",  # 1-4 steps: a run no longer than its warmup is an error
 ]  # fmt: skip
 
 
@@ -113,6 +115,9 @@ SHIPPED = sorted(p for p in CONFIGS.rglob("*.yaml") if p.name not in OVERLAYS an
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: str(p.relative_to(CONFIGS)))
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "test"])
 def test_print_config_works_for_every_shipped_config(config, subcommand, capsys):
+    data_class = yaml.safe_load(config.read_text())["data"]["class_path"]
+    if "." not in data_class and not hasattr(src.data, data_class):  # a config for a DataModule not merged yet
+        pytest.skip(f"{data_class} is not in src.data on this branch")
     with pytest.raises(SystemExit) as exit_info:
         main([subcommand, "--config", str(config), "--print_config"])
     assert exit_info.value.code in (0, None)

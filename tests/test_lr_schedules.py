@@ -68,3 +68,23 @@ def test_bad_schedule_arguments():
         WarmupMultiStepLR(optimizer(), milestones=[48000, 32000])
     with pytest.raises(ValueError, match="warmup_method"):
         WarmupMultiStepLR(optimizer(), milestones=[1], warmup_method="cosine")
+
+
+def test_total_steps_filled_in_later_is_checked():
+    """The LightningModule sets total_steps after construction: a too-short total must fail there, clearly."""
+    scheduler = WarmupCosineLR(optimizer(), warmup_steps=10)
+    with pytest.raises(ValueError, match=r"total_steps \(10\) must be larger than warmup_steps \(10\)"):
+        scheduler.total_steps = 10  # used to divide by zero at step 10
+    with pytest.raises(ValueError, match=r"total_steps \(4\) must be larger than warmup_steps \(10\)"):
+        scheduler.total_steps = 4  # used to warm up and never decay, silently
+    scheduler.total_steps = 11
+    assert scheduler.lr_factor(11) == pytest.approx(0.0)
+
+
+def test_schedule_loads_state_saved_before_total_steps_was_checked():
+    scheduler = WarmupCosineLR(optimizer(), warmup_steps=2, total_steps=30)
+    state = scheduler.state_dict()
+    state["total_steps"] = state.pop("_total_steps")  # the old attribute name
+    restored = WarmupCosineLR(optimizer(), warmup_steps=0, total_steps=5)
+    restored.load_state_dict(state)
+    assert (restored.total_steps, restored.warmup_steps) == (30, 2)

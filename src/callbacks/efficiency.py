@@ -348,7 +348,12 @@ class ParameterEfficiency(pl.Callback):
         return int(trainer.strategy.reduce(count, reduce_op="sum")) if trainer.world_size > 1 else self._eval_samples
 
     # ---------------------------------------------------------------- accuracy per cost
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validation_start = time.perf_counter()
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Validation inside a training epoch stops the epoch clock: train_images_per_sec is training only.
+        self._epoch_start += time.perf_counter() - getattr(self, "_validation_start", time.perf_counter())
         if trainer.sanity_checking:
             return
         samples = self._samples_scored(trainer, pl_module)

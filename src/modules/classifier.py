@@ -146,7 +146,9 @@ class ImageClassifier(pl.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         interval = self.hparams.lr_scheduler_interval
-        if getattr(scheduler, "total_steps", 0) is None:  # e.g. WarmupCosineLR(total_steps=None)
+        # e.g. WarmupCosineLR(total_steps=None); a fast_dev_run smoke test (a step or two) keeps it open-ended
+        # instead of failing the schedule's check that the run outlasts its warmup.
+        if getattr(scheduler, "total_steps", 0) is None and not self.trainer.fast_dev_run:
             total = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
             if total is None or total < 0 or total == float("inf"):
                 raise ValueError(

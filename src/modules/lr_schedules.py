@@ -38,13 +38,33 @@ class WarmupCosineLR(LambdaLR):
     ) -> None:
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        if total_steps is not None and total_steps <= warmup_steps:
-            raise ValueError(f"total_steps ({total_steps}) must be larger than warmup_steps ({warmup_steps})")
         self.warmup_steps = warmup_steps
-        self.total_steps = total_steps
+        self.total_steps = total_steps  # validated by the setter, also when the LightningModule fills it in later
         self.warmup_start_factor = warmup_start_factor
         self.min_lr_factor = min_lr_factor
         super().__init__(optimizer, self.lr_factor, last_epoch)
+
+    @property
+    def total_steps(self) -> int | None:
+        return self._total_steps
+
+    @total_steps.setter
+    def total_steps(self, total_steps: int | None) -> None:
+        # Checked here, not only in __init__: with total_steps=None the LightningModule sets the trainer's
+        # total after construction, and a total <= warmup_steps would divide by zero or never decay.
+        if total_steps is not None and total_steps <= self.warmup_steps:
+            raise ValueError(
+                f"WarmupCosineLR: total_steps ({total_steps}) must be larger than warmup_steps ({self.warmup_steps}); "
+                "the warmup would take the whole run and the cosine decay would never happen. "
+                "Shorten lr_scheduler.init_args.warmup_steps or train longer (trainer.max_steps / max_epochs)."
+            )
+        self._total_steps = total_steps
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "total_steps" in state_dict:  # state saved before total_steps became a property
+            state_dict = {**state_dict, "_total_steps": state_dict["total_steps"]}
+            del state_dict["total_steps"]
+        super().load_state_dict(state_dict)
 
     def lr_factor(self, step: int) -> float:
         if step < self.warmup_steps:
