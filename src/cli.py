@@ -26,8 +26,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from src.callbacks import ParameterEfficiency
 from src.callbacks.efficiency import free_path
-from src.data import DatasetNotFoundError, ImageClassificationDataModule
+from src.data import DataError, DatasetNotFoundError, ImageClassificationDataModule
 from src.data.cifar import CIFARDataModule  # noqa: F401  (registers the short name)
+from src.data.folder import ImageFolderDataModule  # noqa: F401  (registers the short name)
 from src.data.synthetic import SyntheticDataModule  # noqa: F401  (registers the short name)
 from src.modules import ImageClassifier
 
@@ -118,9 +119,23 @@ def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
             args=args,
             run=run,
         )
-    except DatasetNotFoundError as error:
-        # A user's missing data, not a bug: say what to do, without a stack trace.
-        raise SystemExit(f"error: {error}") from None
+    except Exception as error:
+        # A user's missing or unusable data, not a bug: say what to do, without a stack trace.
+        data_error = _data_error(error)
+        if data_error is None:
+            raise
+        raise SystemExit(f"error: {data_error}") from None
+
+
+def _data_error(error: BaseException | None) -> BaseException | None:
+    """The ``DatasetNotFoundError`` / ``DataError`` in ``error``'s chain (jsonargparse wraps those raised in ``__init__``)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, DatasetNotFoundError | DataError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -1,7 +1,15 @@
 """LightningDataModules. Each exposes ``num_classes`` and ``input_shape``; see ``base.py``."""
 
-from src.data.base import DatasetNotFoundError, ImageClassificationDataModule
+from src.data.base import DataError, DatasetNotFoundError, ImageClassificationDataModule
 from src.data.cifar import CIFARDataModule
+from src.data.folder import ImageFolderDataModule
 from src.data.synthetic import SyntheticDataModule
 
-__all__ = ["CIFARDataModule", "DatasetNotFoundError", "ImageClassificationDataModule", "SyntheticDataModule"]
+__all__ = [
+    "CIFARDataModule",
+    "DataError",
+    "DatasetNotFoundError",
+    "ImageClassificationDataModule",
+    "ImageFolderDataModule",
+    "SyntheticDataModule",
+]

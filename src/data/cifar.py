@@ -19,6 +19,7 @@ from torch.utils.data import Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from src.data import transforms
 from src.data.base import DatasetNotFoundError, ImageClassificationDataModule
 
 CIFAR_INFO = {
@@ -81,17 +82,13 @@ class CIFARDataModule(ImageClassificationDataModule):
         self.input_shape = (3, 32, 32)
 
     # ---------------------------------------------------------------- transforms
-    def _finish(self) -> list:
-        return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.info["mean"], self.info["std"])]
-
     @property
     def train_transform(self) -> v2.Compose:
-        augmentation = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if self.augment else []
-        return v2.Compose(augmentation + self._finish())
+        return transforms.build("cifar" if self.augment else "none", 32, True, self.info["mean"], self.info["std"])
 
     @property
     def eval_transform(self) -> v2.Compose:
-        return v2.Compose(self._finish())
+        return transforms.build("cifar", 32, False, self.info["mean"], self.info["std"])
 
     # ---------------------------------------------------------------- files
     @property
