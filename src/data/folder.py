@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -48,6 +49,10 @@ RUN_RECORD = "data.json"
 STATS_IMAGES_WITHOUT_CHECK = 5000  # images to compute statistics from when the full file check is off
 
 Sample = tuple[str, int]
+
+# torchvision 0.29 announces that torchvision.io's decoders will move to TorchCodec. They are still the fastest
+# here (libjpeg-turbo on the file's bytes, straight to uint8 CHW); PIL takes over whatever they cannot read.
+warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
 
 
 # ---------------------------------------------------------------- decoding
@@ -210,7 +215,7 @@ def stratified_split(labels: Sequence[int], val_split: float, seed: int) -> tupl
     for c in sorted(by_class):
         members = by_class[c]
         if counts[c] >= len(members):
-            raise DataError(f"val_split {val_split} would leave class index {c} without training images")
+            raise DataError(f"val_split {val_split} takes all {len(members)} images of class {c} (index): none left to train on")
         order = torch.randperm(len(members), generator=generator).tolist()
         val += [members[i] for i in order[: counts[c]]]
         train += [members[i] for i in order[counts[c] :]]
