@@ -128,7 +128,10 @@ def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
 
 
 def _data_error(error: BaseException | None) -> BaseException | None:
-    """The ``DatasetNotFoundError`` / ``DataError`` in ``error``'s chain (jsonargparse wraps those raised in ``__init__``)."""
+    """The ``DatasetNotFoundError`` / ``DataError`` in ``error``'s chain.
+
+    jsonargparse wraps an error raised in a DataModule's ``__init__`` in its own ``ValueError``.
+    """
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, DatasetNotFoundError | DataError):

@@ -63,8 +63,16 @@ def test_unreadable_files_are_all_listed_before_training_or_skipped(tmp_path):
     with pytest.warns(UserWarning, match="Leaving out 2 unreadable image files"):
         dm.setup("fit")
     assert len(dm.samples["train"]) + len(dm.samples["val"]) == 8
-    assert sorted(dm.skipped) == sorted([str(root / "train" / "a" / "broken.jpg"), str(root / "train" / "b" / "page.png")])
+    assert sorted(dm.skipped) == sorted(
+        [str(root / "train" / "a" / "broken.jpg"), str(root / "train" / "b" / "page.png")]
+    )
     assert len(list(dm.train_dataloader())) == 1  # a whole epoch decodes without a crash
+
+    write_image(root / "train" / "a" / "broken.jpg")  # fixed in place: the cached check notices
+    write_image(root / "train" / "b" / "page.png")
+    fixed = module(root, val_split=2)
+    fixed.setup("fit")
+    assert len(fixed.samples["train"]) + len(fixed.samples["val"]) == 10 and not fixed.skipped
 
 
 def test_missing_and_empty_folders_and_unknown_classes_are_clear_errors(tmp_path):
@@ -223,7 +231,9 @@ def make_tiny_imagenet_zip(tmp_path):
     annotations = {"val_0.JPEG": "n01629819", "val_1.JPEG": "n01443537", "val_2.JPEG": "n01629819"}
     for i, name in enumerate(annotations):
         write_image(top / "val" / "images" / name, seed=20 + i)
-    (top / "val" / "val_annotations.txt").write_text("".join(f"{k}\t{v}\t0\t0\t10\t10\n" for k, v in annotations.items()))
+    (top / "val" / "val_annotations.txt").write_text(
+        "".join(f"{k}\t{v}\t0\t0\t10\t10\n" for k, v in annotations.items())
+    )
     write_image(top / "test" / "images" / "test_0.JPEG")
     (top / "wnids.txt").write_text("n01443537\nn01629819\n")
     archive = tmp_path / "tiny-imagenet-200.zip"

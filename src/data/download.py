@@ -35,7 +35,7 @@ class Archive(NamedTuple):
 
 
 ARCHIVES: dict[str, Archive] = {
-    # MD5s of the Imagenette archives as torchvision.datasets.Imagenette checks them; fast.ai publishes none for Imagewoof.
+    # Imagenette MD5s as torchvision.datasets.Imagenette checks them; fast.ai publishes none for Imagewoof.
     "imagenette": Archive(f"{FASTAI}/imagenette2.tgz", "fe2fc210e6bb7c5664d602c3cd71e612", "imagenette2"),
     "imagenette-320": Archive(f"{FASTAI}/imagenette2-320.tgz", "3df6f0d01a2c9592104656642f5e78a3", "imagenette2-320"),
     "imagenette-160": Archive(f"{FASTAI}/imagenette2-160.tgz", "e793b78cc4c9e9a4ccc0c1155377a412", "imagenette2-160"),

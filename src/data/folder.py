@@ -215,7 +215,9 @@ def stratified_split(labels: Sequence[int], val_split: float, seed: int) -> tupl
     for c in sorted(by_class):
         members = by_class[c]
         if counts[c] >= len(members):
-            raise DataError(f"val_split {val_split} takes all {len(members)} images of class {c} (index): none left to train on")
+            raise DataError(
+                f"val_split {val_split} takes all {len(members)} images of class {c} (index): none left to train on"
+            )
         order = torch.randperm(len(members), generator=generator).tolist()
         val += [members[i] for i in order[: counts[c]]]
         train += [members[i] for i in order[counts[c] :]]
@@ -316,7 +318,10 @@ class ImageFolderDataModule(ImageClassificationDataModule):
                 raise DataError(f"give data.root or data.dataset, not both (got {root!r} and {dataset!r})")
             root = downloads.prepare(dataset, data_dir, download)  # here, not in prepare_data: see README
         elif root is None:
-            raise DataError(f"set data.root (a folder with train/<class>/<image>) or data.dataset (one of {sorted(downloads.ARCHIVES)})")
+            raise DataError(
+                "set data.root (a folder with train/<class>/<image>) or data.dataset "
+                f"(one of {sorted(downloads.ARCHIVES)})"
+            )
         self.root = root
         self.channels = in_channels
         self.preset = preset
@@ -463,8 +468,13 @@ class ImageFolderDataModule(ImageClassificationDataModule):
     def _check(self, paths: list[str], key: str) -> dict[str, str]:
         """``{path: reason}`` of every file that does not decode (cached by the list of paths)."""
         cache = self._load_cache(key)
-        if "bad" in cache:
-            return cache["bad"]
+        if "bad" in cache:  # files fixed in place since: decode the listed ones again (few, cheap)
+            listed = sorted(cache["bad"])
+            results = probe(listed, self.channels, 0) if listed else []
+            bad = {path: result[0] for path, result in zip(listed, results) if result[0]}
+            if bad != cache["bad"]:
+                self._save_cache(key, {**cache, "bad": bad})
+            return bad
         rank_zero_info(f"Checking {len(paths):,} image files under '{self.root}' (once; cached in '{self.cache_dir}')")
         results = probe(paths, self.channels, self.num_workers)
         bad = {path: result[0] for path, result in zip(paths, results) if result[0]}
@@ -479,9 +489,8 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         key = _hash("stats", [os.path.abspath(p) for p in paths], self.channels)
         cache = self._load_cache(key)
         if "mean" not in cache:
-            known = getattr(self, "_results", {})
-            missing = [p for p in paths if p not in known]
-            results = dict(known, **dict(zip(missing, probe(missing, self.channels, self.num_workers))))
+            missing = [p for p in paths if p not in self._results]
+            results = dict(self._results, **dict(zip(missing, probe(missing, self.channels, self.num_workers))))
             cache["mean"], cache["std"] = channel_stats([results[p] for p in paths])
             self._save_cache(key, {**cache, "images": len(paths)})
         return cache["mean"], cache["std"]
@@ -544,7 +553,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             "num_classes": self.num_classes,
             "input_shape": list(self.input_shape),
             "split_sizes": {split: len(samples) for split, samples in self.samples.items()},
-            "val_source": "folder" if os.path.isdir(self._split_dir("val")) else f"split of train ({self.val_split})",
+            "val_source": "folder" if os.path.isdir(self._split_dir("val")) else f"split of train ({self.val_split:g})",
             "mean": self.mean,
             "std": self.std,
             "preset": self.preset,
