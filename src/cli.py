@@ -45,8 +45,9 @@ from src.callbacks import LineProgress, ParameterEfficiency
 from src.callbacks.efficiency import free_path
 from src.callbacks.predictions import PredictionWriter
 from src.callbacks.resume import RandomState, RunCheckpoint, ValidateLastStep
-from src.data import BatchSizeError, DatasetNotFoundError, ImageClassificationDataModule
+from src.data import BatchSizeError, DataError, DatasetNotFoundError, ImageClassificationDataModule
 from src.data.cifar import CIFARDataModule  # noqa: F401  (registers the short name)
+from src.data.folder import ImageFolderDataModule  # noqa: F401  (registers the short name)
 from src.data.synthetic import SyntheticDataModule  # noqa: F401  (registers the short name)
 from src.modules import ImageClassifier
 
@@ -464,9 +465,29 @@ def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
             args=args,
             run=run,
         )
-    except (DatasetNotFoundError, BatchSizeError, runs.RunError) as error:
-        # A user's mistake or missing data, not a bug: say what to do, without a stack trace.
-        raise SystemExit(f"error: {error}") from None
+    except Exception as error:
+        # A user's mistake or missing or unusable data, not a bug: say what to do, without a stack trace.
+        user_error = _user_error(error)
+        if user_error is None:
+            raise
+        raise SystemExit(f"error: {user_error}") from None
+
+
+USER_ERRORS = (DatasetNotFoundError, DataError, BatchSizeError, runs.RunError)
+
+
+def _user_error(error: BaseException | None) -> BaseException | None:
+    """The user's mistake (one of ``USER_ERRORS``) in ``error``'s chain, if any.
+
+    jsonargparse wraps an error raised in a DataModule's ``__init__`` in its own ``ValueError``.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, USER_ERRORS):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -184,3 +184,11 @@ class ImageClassificationDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
+
+
+class DataError(ValueError):
+    """The data on disk cannot be used as configured (empty class folder, unknown class, unreadable files...).
+
+    Raised before training starts, with the offending paths or names and what is valid; the CLI prints
+    it as one line, like ``DatasetNotFoundError``.
+    """

@@ -23,9 +23,10 @@ from torch.utils.data import Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from src.data import transforms
 from src.data.base import DatasetNotFoundError, ImageClassificationDataModule
-from src.data.locking import LOCK_NAME, file_lock
 from src.data.fast import FastLoaderMixin, Uint8Images, fast_split, resident_device
+from src.data.locking import LOCK_NAME, file_lock
 
 CIFAR_INFO = {
     "cifar10": {
@@ -94,17 +95,13 @@ class CIFARDataModule(FastLoaderMixin, ImageClassificationDataModule):
         self.input_shape = (3, 32, 32)
 
     # ---------------------------------------------------------------- transforms
-    def _finish(self) -> list:
-        return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.info["mean"], self.info["std"])]
-
     @property
     def train_transform(self) -> v2.Compose:
-        augmentation = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if self.augment else []
-        return v2.Compose(augmentation + self._finish())
+        return transforms.build("cifar" if self.augment else "none", 32, True, self.info["mean"], self.info["std"])
 
     @property
     def eval_transform(self) -> v2.Compose:
-        return v2.Compose(self._finish())
+        return transforms.build("cifar", 32, False, self.info["mean"], self.info["std"])
 
     # ---------------------------------------------------------------- files
     @property
@@ -130,7 +127,7 @@ class CIFARDataModule(FastLoaderMixin, ImageClassificationDataModule):
             ) from None
 
     def prepare_data(self) -> None:
-        """Download once per shared ``data_dir``: Lightning calls this on one process per node, the lock serialises nodes."""
+        """Download once per shared ``data_dir``: one process per node runs this, the lock serialises nodes."""
         if not self.download:
             return  # setup() reports missing files
         try:

@@ -17,7 +17,9 @@ from torch.utils.data import TensorDataset
 from src.data.base import ImageClassificationDataModule
 
 
-def make_class_patterns(num_classes: int, in_channels: int, image_size: int, generator: torch.Generator) -> torch.Tensor:
+def make_class_patterns(
+    num_classes: int, in_channels: int, image_size: int, generator: torch.Generator
+) -> torch.Tensor:
     """One smooth, zero-mean, unit-variance pattern per class: ``(num_classes, C, H, W)``."""
     coarse = torch.randn(num_classes, in_channels, 4, 4, generator=generator)
     patterns = F.interpolate(coarse, size=(image_size, image_size), mode="bicubic", align_corners=False)

@@ -1,0 +1,598 @@
+"""Image folders: your own photos, ImageNet and its subsets, Imagenette / Imagewoof, Tiny-ImageNet.
+
+Layout: ``root/train/<class>/<image>`` (images may sit deeper inside a class folder), optionally
+``root/val/<class>/...`` and ``root/test/<class>/...``. Without ``val``, a stratified validation
+split is carved from ``train`` (a pure function of ``split_seed``); without ``test``, testing says
+so. ILSVRC-2012's official flat ``val/`` (50,000 files, no class folders) is read through its
+ground truth: torchvision's ``meta.bin`` in ``root`` or a ``<file> <wnid>`` text file
+(``val_labels``); nothing on disk is moved.
+
+What the model needs is known at instantiation from directory listings only (no image is decoded
+there): the chosen classes, hence ``num_classes``, and ``input_shape`` from ``in_channels`` and
+``image_size``. ``setup`` then lists the files, decodes every one of them once (in the loader
+workers) to find unreadable files *before* training starts, and computes the normalisation
+statistics of the training split when none are given; both results are cached under
+``cache_dir`` so the next run with the same files starts at once.
+
+Decoding uses ``torchvision.io.decode_image`` on the file's bytes (uint8, CHW, converted to
+``in_channels`` by the decoder: grayscale, palette, CMYK and RGBA files all become RGB, or
+grayscale when ``in_channels`` is 1), with PIL as the fallback for formats it cannot read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.transforms.v2 import functional as F
+
+from src.data import download as downloads
+from src.data import transforms
+from src.data.base import DataError, DatasetNotFoundError, ImageClassificationDataModule
+from src.data.fast import FastLoaderMixin, fast_split, resident_device
+
+SUBSETS_DIR = Path(__file__).with_name("subsets")
+SPLITS = ("train", "val", "test")
+RUN_RECORD = "data.json"
+STATS_IMAGES_WITHOUT_CHECK = 5000  # images to compute statistics from when the full file check is off
+
+Sample = tuple[str, int]
+
+# torchvision 0.29 announces that torchvision.io's decoders will move to TorchCodec. They are still the fastest
+# here (libjpeg-turbo on the file's bytes, straight to uint8 CHW); PIL takes over whatever they cannot read.
+warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
+
+
+# ---------------------------------------------------------------- decoding
+def load_image(path: str, channels: int) -> torch.Tensor:
+    """The image at ``path`` as a uint8 ``(channels, H, W)`` tensor (``channels``: 1 or 3)."""
+    try:
+        image = decode_image(read_file(path), mode=ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY)
+    except RuntimeError:  # a format or mode libjpeg / libpng / libwebp do not take: let PIL try
+        with Image.open(path) as pil_image:
+            image = F.pil_to_tensor(pil_image.convert("RGB" if channels == 3 else "L"))
+    if image.ndim == 4:  # an animated image: its first frame
+        image = image[0]
+    if image.dtype != torch.uint8:  # 16-bit PNGs
+        image = F.to_dtype(image, torch.uint8, scale=True)
+    return image
+
+
+class ImageFiles(Dataset):
+    """``(path, label)`` samples, decoded to uint8 ``(channels, H, W)`` and passed through ``transform``."""
+
+    def __init__(self, samples: Sequence[Sample], channels: int, transform: Callable | None = None) -> None:
+        self.samples = list(samples)
+        self.channels = channels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        image = load_image(path, self.channels)
+        return (self.transform(image) if self.transform is not None else image), label
+
+
+class _Probe(Dataset):
+    """Decode each file; return its error (or '') and its per-channel pixel sums, for the scan."""
+
+    def __init__(self, paths: Sequence[str], channels: int) -> None:
+        self.paths, self.channels = list(paths), channels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[str, list[float], list[float], int]:
+        try:
+            pixels = load_image(self.paths[index], self.channels).to(torch.float64).div_(255).flatten(1)
+        except Exception as err:  # noqa: BLE001  (any failure to decode is what we report)
+            return (f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}", [], [], 0)
+        return "", pixels.sum(1).tolist(), pixels.square().sum(1).tolist(), pixels.shape[1]
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def probe(paths: Sequence[str], channels: int, num_workers: int) -> list[tuple[str, list[float], list[float], int]]:
+    """Decode every file (in ``num_workers`` processes): per file ``(error, sums, sums of squares, pixels)``."""
+    loader = DataLoader(_Probe(paths, channels), batch_size=64, num_workers=num_workers, collate_fn=_as_list)
+    return [result for batch in loader for result in batch]
+
+
+def channel_stats(results: Sequence[tuple[str, list[float], list[float], int]]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation over all pixels of the decodable files in ``results``."""
+    good = [r for r in results if not r[0]]
+    pixels = sum(r[3] for r in good)
+    if not pixels:
+        raise DataError("no readable training image to compute the normalisation statistics from")
+    sums = torch.tensor([r[1] for r in good], dtype=torch.float64).sum(0)
+    squares = torch.tensor([r[2] for r in good], dtype=torch.float64).sum(0)
+    mean = sums / pixels
+    std = (squares / pixels - mean.square()).clamp_min(1e-12).sqrt()
+    return [round(v, 6) for v in mean.tolist()], [round(v, 6) for v in std.tolist()]
+
+
+# ---------------------------------------------------------------- listing
+def list_class_folders(folder: str) -> list[str]:
+    """Sorted names of the sub-folders of ``folder`` (hidden ones left out)."""
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+def is_image_file(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith(".")
+
+
+def find_images(folder: str) -> list[str]:
+    """Sorted paths of the image files anywhere under ``folder`` (by extension, as ``ImageFolder`` does)."""
+    found = []
+    for directory, subdirs, files in os.walk(folder, followlinks=True):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        found += [os.path.join(directory, f) for f in files if is_image_file(f)]
+    return sorted(found)
+
+
+def first_image(folder: str) -> str | None:
+    for directory, subdirs, files in os.walk(folder, followlinks=True):
+        subdirs.sort()
+        for name in sorted(files):
+            if is_image_file(name):
+                return os.path.join(directory, name)
+    return None
+
+
+def read_class_list(spec: str) -> list[str]:
+    """Class-folder names from a shipped list (``imagenet100``, ``imagenette``, ``imagewoof``) or a text file.
+
+    One name per line; anything after the first word, and lines starting with ``#``, are comments.
+    """
+    shipped = SUBSETS_DIR / f"{spec}.txt"
+    path = shipped if "/" not in spec and shipped.exists() else Path(spec)
+    if not path.is_file():
+        names = sorted(p.stem for p in SUBSETS_DIR.glob("*.txt"))
+        raise DataError(f"class list {spec!r} is neither a shipped list ({', '.join(names)}) nor a file")
+    names = [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    if not names:
+        raise DataError(f"class list '{path}' names no class")
+    return list(dict.fromkeys(names))
+
+
+def choose_classes(
+    available: Sequence[str], classes: Sequence[str] | None, class_count: int | None, class_seed: int, where: str
+) -> list[str]:
+    """The classes to train on, sorted: the named ones (all if none named), then ``class_count`` of them at random.
+
+    The random choice is ``random.Random(class_seed)`` over the sorted names: the same on any machine.
+    """
+    pool = sorted(set(classes)) if classes else sorted(available)
+    missing = [name for name in pool if name not in set(available)]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
+        raise DataError(
+            f"{len(missing)} of the {len(pool)} requested classes have no folder in '{where}': {shown}. "
+            f"It has {len(available)} class folders, e.g. {', '.join(list(available)[:5])}"
+        )
+    if class_count is not None:
+        if class_count > len(pool):
+            raise DataError(f"class_count {class_count} is more than the {len(pool)} classes to choose from")
+        pool = sorted(random.Random(class_seed).sample(pool, class_count))
+    return pool
+
+
+# ---------------------------------------------------------------- splits
+def stratified_split(labels: Sequence[int], val_split: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, val) indices; every class gives the same share to val (largest remainder), a pure function of seed.
+
+    ``val_split`` < 1 is a fraction of the images, >= 1 a number of images.
+    """
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    total = len(labels)
+    wanted = round(val_split * total) if val_split < 1 else int(val_split)
+    if not 0 < wanted < total:
+        raise DataError(f"val_split {val_split} leaves no image for validation or for training ({total} images)")
+    quotas = {c: wanted * len(members) / total for c, members in by_class.items()}
+    counts = {c: math.floor(q) for c, q in quotas.items()}
+    for c in sorted(quotas, key=lambda c: (counts[c] - quotas[c], c))[: wanted - sum(counts.values())]:
+        counts[c] += 1
+    generator = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for c in sorted(by_class):
+        members = by_class[c]
+        if counts[c] >= len(members):
+            raise DataError(
+                f"val_split {val_split} takes all {len(members)} images of class {c} (index): none left to train on"
+            )
+        order = torch.randperm(len(members), generator=generator).tolist()
+        val += [members[i] for i in order[: counts[c]]]
+        train += [members[i] for i in order[counts[c] :]]
+    return sorted(train), sorted(val)
+
+
+def _hash(*parts: object) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def free_name(folder: str, filename: str) -> str:
+    """``filename`` in ``folder``, or ``stem-1.ext``, ``stem-2.ext``... if taken: an earlier run's file is kept."""
+    stem, ext = os.path.splitext(filename)
+    path, n = os.path.join(folder, filename), 0
+    while os.path.exists(path):
+        n += 1
+        path = os.path.join(folder, f"{stem}-{n}{ext}")
+    return path
+
+
+class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
+    """Images in class folders (see the module docstring for layouts, decoding and caching).
+
+    Args:
+        root: folder holding ``train/`` (and optionally ``val/``, ``test/``), each with one folder per class.
+        dataset: instead of ``root``, a downloadable data set: ``imagenette-160``, ``imagenette-320``,
+            ``imagenette``, ``imagewoof-160``, ``imagewoof-320``, ``imagewoof``, ``tiny-imagenet``.
+        data_dir: where ``dataset`` is downloaded and extracted (once), and the default cache location.
+        download: fetch ``dataset`` when it is not in ``data_dir`` yet.
+        classes: the classes to use: a shipped list name (``imagenet100``, ``imagenette``, ``imagewoof``),
+            a path to a text file with one class-folder name per line, or a list of names; ``null``: all.
+        class_count: use this many classes, chosen at random (by ``class_seed``) from ``classes``.
+        class_seed: seed of that choice; the same seed picks the same classes on any machine.
+        max_per_class: keep at most this many training images per class (chosen by ``split_seed``),
+            before the validation split is carved; for fast studies.
+        val_split: with no ``val/`` folder: the fraction (< 1) or number (>= 1) of training images held
+            out for validation, the same share from every class.
+        split_seed: seed of the validation split and of ``max_per_class``.
+        val_labels: ground truth of a flat ``val/`` (ILSVRC-2012): a text file of ``<file> <class>`` lines
+            (whitespace or comma separated, e.g. Kaggle's ``LOC_val_solution.csv``) or torchvision's
+            ``meta.bin``; ``null`` looks for ``root/meta.bin``.
+        preset: augmentation, ``cifar`` / ``imagenet`` / ``none`` (see ``src/data/transforms.py``).
+        image_size: side of the square images the model sees; ``null``: the shorter side of the first
+            training image (right for data sets of one size, such as CIFAR or MNIST exports).
+        in_channels: 3 (every file converted to RGB) or 1 (every file converted to grayscale).
+        mean, std: per-channel normalisation; ``null``: computed once from the training split (cached).
+        bad_files: ``error`` lists every unreadable image file and stops before training; ``skip`` leaves
+            them out with one warning that lists them.
+        check_files: decode every file once before training (cached); ``false`` skips the check.
+        cache_dir: where the file check and statistics are cached; ``null``: ``<data_dir>/.cache``.
+        fast: the fast path of ``src.data.fast``: every split decoded once into a uint8 tensor (cached in
+            ``cache_dir``, rebuilt when the files change) and augmented a whole batch at a time on the
+            model's device -- the ``cifar`` preset's pad-crop-flip with the same distribution. ``null``:
+            on with the ``cifar`` preset (small images held in memory), off otherwise.
+        batch_size: samples per batch per process.
+        num_workers: loader processes; ``null`` picks from the CPU count.
+        pin_memory: page-locked host memory; ``null``: when CUDA is available.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        dataset: str | None = None,
+        data_dir: str = "data",
+        download: bool = True,
+        classes: list[str] | str | None = None,
+        class_count: int | None = None,
+        class_seed: int = 0,
+        max_per_class: int | None = None,
+        val_split: float = 0.1,
+        split_seed: int = 0,
+        val_labels: str | None = None,
+        preset: transforms.Preset = "none",
+        image_size: int | None = None,
+        in_channels: int = 3,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        bad_files: Literal["error", "skip"] = "error",
+        check_files: bool = True,
+        cache_dir: str | None = None,
+        fast: bool | None = None,
+        batch_size: int = 128,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory)
+        self.save_hyperparameters()
+        transforms.check_preset(preset)
+        if in_channels not in (1, 3):
+            raise DataError(f"in_channels must be 1 (grayscale) or 3 (RGB), got {in_channels}")
+        if val_split <= 0:
+            raise DataError(f"val_split must be a fraction in (0, 1) or a number of images >= 1, got {val_split}")
+        for name, value in (("class_count", class_count), ("max_per_class", max_per_class), ("image_size", image_size)):
+            if value is not None and value < 1:
+                raise DataError(f"{name} must be >= 1 (or null), got {value}")
+        if (mean is None) != (std is None) or (mean is not None and not len(mean) == len(std) == in_channels):
+            raise DataError(f"mean and std must both be null or both have {in_channels} values, got {mean}, {std}")
+        if bad_files not in ("error", "skip"):
+            raise DataError(f"bad_files must be 'error' or 'skip', got {bad_files!r}")
+        if fast and preset != "cifar":
+            raise DataError(
+                f"fast: true implements the 'cifar' preset's pad-crop-flip on whole batches; got preset {preset!r} "
+                "(use preset: cifar, or fast: false)"
+            )
+        self.fast = preset == "cifar" if fast is None else fast
+
+        if dataset is not None:
+            if root is not None:
+                raise DataError(f"give data.root or data.dataset, not both (got {root!r} and {dataset!r})")
+            root = downloads.prepare(dataset, data_dir, download)  # here, not in prepare_data: see README
+        elif root is None:
+            raise DataError(
+                "set data.root (a folder with train/<class>/<image>) or data.dataset "
+                f"(one of {sorted(downloads.ARCHIVES)})"
+            )
+        self.root = root
+        self.channels = in_channels
+        self.preset = preset
+        self.max_per_class, self.val_split, self.split_seed = max_per_class, val_split, split_seed
+        self.val_labels = val_labels
+        self.mean, self.std = mean, std
+        self.bad_files, self.check_files = bad_files, check_files
+        self.cache_dir = cache_dir if cache_dir is not None else os.path.join(data_dir, ".cache")
+
+        train_dir = self._split_dir("train")
+        if not os.path.isdir(root):
+            raise DatasetNotFoundError(
+                f"data root '{root}' does not exist. Put your images there as '{train_dir}/<class>/<image>' "
+                f"(optionally '{root}/val/<class>/...' and '{root}/test/<class>/...'), or point data.root elsewhere"
+            )
+        if not os.path.isdir(train_dir):
+            found = sorted(os.listdir(root))[:10]
+            raise DatasetNotFoundError(
+                f"'{root}' has no 'train' folder (it holds {found}); expected '{train_dir}/<class>/<image>'"
+            )
+        available = list_class_folders(train_dir)
+        if not available:
+            raise DataError(f"'{train_dir}' has no class folders; expected '{train_dir}/<class>/<image>'")
+        names = read_class_list(classes) if isinstance(classes, str) else classes
+        self.classes = choose_classes(available, names, class_count, class_seed, train_dir)
+        self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
+        self._available = available
+        if image_size is None:
+            image_size = self._first_image_size(train_dir)
+        self.image_size = image_size
+        self.num_classes = len(self.classes)
+        self.input_shape = (in_channels, image_size, image_size)
+        self.samples: dict[str, list[Sample]] = {}
+        self.skipped: dict[str, str] = {}
+        self._recorded = False
+        self._results: dict = {}  # decoded-file results of this run's check, reused for the statistics
+
+    # ---------------------------------------------------------------- listing
+    def _split_dir(self, split: str) -> str:
+        return os.path.join(self.root, split)
+
+    def _first_image_size(self, train_dir: str) -> int:
+        for name in self.classes:
+            path = first_image(os.path.join(train_dir, name))
+            if path is not None:
+                try:
+                    with Image.open(path) as image:
+                        return min(image.size)
+                except OSError as err:
+                    raise DataError(f"cannot read '{path}' to infer image_size ({err}); set data.image_size") from None
+        raise DataError(f"no image files ({', '.join(IMG_EXTENSIONS)}) under '{train_dir}'")
+
+    def _foldered(self, split: str, cap: int | None = None) -> list[Sample]:
+        """Samples of ``root/<split>/<class>/...`` for the chosen classes; every class folder must have images."""
+        folder = self._split_dir(split)
+        if split != "train":
+            present = list_class_folders(folder)
+            if set(present) != set(self._available):
+                only_train = sorted(set(self._available) - set(present))[:10]
+                only_here = sorted(set(present) - set(self._available))[:10]
+                raise DataError(
+                    f"the class folders of '{folder}' differ from those of '{self._split_dir('train')}': "
+                    f"only in train: {only_train}; only in {split}: {only_here}"
+                )
+        rng = random.Random(self.split_seed)
+        samples = []
+        for name in self.classes:
+            files = find_images(os.path.join(folder, name))
+            if not files:
+                raise DataError(
+                    f"class folder '{os.path.join(folder, name)}' has no image files ({', '.join(IMG_EXTENSIONS)}); "
+                    "add images, delete the folder, or leave the class out with data.classes"
+                )
+            if cap is not None and len(files) > cap:
+                files = sorted(rng.sample(files, cap))
+            samples += [(path, self.class_to_idx[name]) for path in files]
+        return samples
+
+    def _flat_val(self, folder: str) -> list[Sample]:
+        """Samples of a flat ``val/`` (ILSVRC-2012's official layout) from its ground truth."""
+        files = sorted(f for f in os.listdir(folder) if is_image_file(f))
+        labels_file = self.val_labels or os.path.join(self.root, "meta.bin")
+        if not os.path.isfile(labels_file):
+            raise DataError(
+                f"'{folder}' holds {len(files)} images but no class folders, and its ground truth was not found: set "
+                "data.val_labels to a text file of '<file> <class>' lines (e.g. Kaggle's LOC_val_solution.csv) "
+                f"or to torchvision's meta.bin, or put meta.bin in '{self.root}'"
+            )
+        if labels_file.endswith(".bin"):
+            from torchvision.datasets.imagenet import load_meta_file
+
+            _, val_wnids = load_meta_file(os.path.dirname(labels_file) or ".", os.path.basename(labels_file))
+            if len(val_wnids) != len(files):
+                raise DataError(f"'{labels_file}' labels {len(val_wnids)} images, '{folder}' has {len(files)}")
+            truth = dict(zip(files, val_wnids))
+        else:
+            table = downloads.read_labels_file(labels_file)
+            truth = {f: table.get(f, table.get(os.path.splitext(f)[0])) for f in files}
+        unlabelled = [f for f, label in truth.items() if label is None]
+        unknown = sorted({label for label in truth.values() if label is not None} - set(self._available))
+        if unlabelled or unknown:
+            raise DataError(
+                f"'{labels_file}' does not fit '{folder}': {len(unlabelled)} files without a label "
+                f"(e.g. {unlabelled[:3]}), labels that are not class folders of train: {unknown[:10]}"
+            )
+        return [(os.path.join(folder, f), self.class_to_idx[c]) for f, c in truth.items() if c in self.class_to_idx]
+
+    def _list_samples(self) -> tuple[list[Sample], dict[str, list[Sample]]]:
+        """(training pool, {split: samples} of the val / test folders that exist)."""
+        pool = self._foldered("train", self.max_per_class)
+        folders = {}
+        for split in ("val", "test"):
+            folder = self._split_dir(split)
+            if not os.path.isdir(folder):
+                continue
+            has_classes = bool(list_class_folders(folder))
+            if split == "val" and not has_classes and any(is_image_file(f) for f in os.listdir(folder)):
+                folders[split] = self._flat_val(folder)
+            else:
+                folders[split] = self._foldered(split)
+        return pool, folders
+
+    # ---------------------------------------------------------------- checking and statistics
+    def _cache_path(self, key: str) -> str:
+        return os.path.join(self.cache_dir, f"folder-{key}.json")
+
+    def _load_cache(self, key: str) -> dict:
+        try:
+            with open(self._cache_path(key)) as handle:
+                return json.load(handle)
+        except (OSError, ValueError):
+            return {}
+
+    def _save_cache(self, key: str, content: dict) -> None:
+        try:
+            os.makedirs(self.cache_dir, exist_ok=True)
+            temporary = f"{self._cache_path(key)}.{os.getpid()}.tmp"
+            with open(temporary, "w") as handle:
+                json.dump(content, handle)
+            os.replace(temporary, self._cache_path(key))
+        except OSError as err:
+            rank_zero_warn(f"could not cache the file check in '{self.cache_dir}' ({err}); it will run again next time")
+
+    def _check(self, paths: list[str], key: str) -> dict[str, str]:
+        """``{path: reason}`` of every file that does not decode (cached by the list of paths)."""
+        cache = self._load_cache(key)
+        if "bad" in cache:  # files fixed in place since: decode the listed ones again (few, cheap)
+            listed = sorted(cache["bad"])
+            results = probe(listed, self.channels, 0) if listed else []
+            bad = {path: result[0] for path, result in zip(listed, results) if result[0]}
+            if bad != cache["bad"]:
+                self._save_cache(key, {**cache, "bad": bad})
+            return bad
+        rank_zero_info(f"Checking {len(paths):,} image files under '{self.root}' (once; cached in '{self.cache_dir}')")
+        results = probe(paths, self.channels, self.num_workers)
+        bad = {path: result[0] for path, result in zip(paths, results) if result[0]}
+        self._results = dict(zip(paths, results))  # reused for the statistics of this run
+        self._save_cache(key, {"root": os.path.abspath(self.root), "files": len(paths), "bad": bad})
+        return bad
+
+    def _statistics(self, train: list[Sample]) -> tuple[list[float], list[float]]:
+        paths = [path for path, _ in train]
+        if not self.check_files and len(paths) > STATS_IMAGES_WITHOUT_CHECK:
+            paths = sorted(random.Random(self.split_seed).sample(paths, STATS_IMAGES_WITHOUT_CHECK))
+        key = _hash("stats", [os.path.abspath(p) for p in paths], self.channels)
+        cache = self._load_cache(key)
+        if "mean" not in cache:
+            missing = [p for p in paths if p not in self._results]
+            results = dict(self._results, **dict(zip(missing, probe(missing, self.channels, self.num_workers))))
+            cache["mean"], cache["std"] = channel_stats([results[p] for p in paths])
+            self._save_cache(key, {**cache, "images": len(paths)})
+        return cache["mean"], cache["std"]
+
+    def _drop_bad(self, pool: list[Sample], folders: dict[str, list[Sample]]) -> tuple[list, dict]:
+        every = pool + [s for samples in folders.values() for s in samples]
+        paths = [path for path, _ in every]
+        bad = self._check(paths, _hash("check", [os.path.abspath(p) for p in paths], self.channels))
+        if not bad:
+            return pool, folders
+        listing = "; ".join(f"{path} ({reason})" for path, reason in sorted(bad.items()))
+        if self.bad_files == "error":
+            raise DataError(
+                f"{len(bad)} of {len(paths):,} image files cannot be read: {listing}. Fix or delete them, "
+                "or set data.bad_files: skip to train without them"
+            )
+        rank_zero_warn(f"Leaving out {len(bad)} unreadable image files: {listing}")
+        self.skipped = bad
+        keep = lambda samples: [s for s in samples if s[0] not in bad]  # noqa: E731
+        return keep(pool), {split: keep(samples) for split, samples in folders.items()}
+
+    # ---------------------------------------------------------------- setup
+    def _collect(self) -> None:
+        pool, folders = self._list_samples()
+        if self.check_files:
+            pool, folders = self._drop_bad(pool, folders)
+        if "val" in folders:
+            train, val = pool, folders["val"]
+        else:
+            train_indices, val_indices = stratified_split([label for _, label in pool], self.val_split, self.split_seed)
+            train, val = [pool[i] for i in train_indices], [pool[i] for i in val_indices]
+        self.samples = {"train": train, "val": val, **({"test": folders["test"]} if "test" in folders else {})}
+        if self.mean is None:
+            self.mean, self.std = self._statistics(train)
+        self._results = {}
+
+    def transform(self, split: str) -> Callable:
+        return transforms.build(self.preset, self.image_size, split == "train", self.mean, self.std)
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.samples:
+            self._collect()
+            self._record()
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            self.train_set, self.val_set = self._dataset("train"), self._dataset("val")
+        if stage in ("test", "predict") and self.test_set is None:
+            if "test" not in self.samples:
+                raise DataError(
+                    f"'{self.root}' has no test split (no '{self._split_dir('test')}' folder). Add one with the same "
+                    "class folders as train, or evaluate the validation split with the 'validate' subcommand"
+                )
+            self.test_set = self._dataset("test")
+
+    def _dataset(self, split: str) -> Dataset:
+        """A split as files decoded per sample (the preset's transforms), or on the fast path as one uint8 tensor."""
+        if not self.fast:
+            return ImageFiles(self.samples[split], self.channels, self.transform(split))
+        return fast_split(
+            self.samples[split],
+            self.mean,
+            self.std,
+            train=split == "train",
+            cache_dir=self.cache_dir,
+            name=f"{split}-decoded",
+            channels=self.channels,
+            size=self.image_size,
+            device=resident_device(self),
+        )
+
+    def describe(self) -> dict:
+        """What this run trained on: classes (name -> index), split sizes, statistics, skipped files."""
+        return {
+            "root": os.path.abspath(self.root),
+            "classes": self.class_to_idx,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "split_sizes": {split: len(samples) for split, samples in self.samples.items()},
+            "val_source": "folder" if os.path.isdir(self._split_dir("val")) else f"split of train ({self.val_split:g})",
+            "mean": self.mean,
+            "std": self.std,
+            "preset": self.preset,
+            "skipped_files": self.skipped,
+        }
+
+    def _record(self) -> None:
+        """Write ``describe()`` as ``data.json`` into the run directory (``data-1.json``... if taken)."""
+        trainer = getattr(self, "trainer", None)
+        if self._recorded or trainer is None or not trainer.is_global_zero or not trainer.log_dir:
+            return
+        os.makedirs(trainer.log_dir, exist_ok=True)
+        with open(free_name(trainer.log_dir, RUN_RECORD), "w") as handle:
+            json.dump(self.describe(), handle, indent=2)
+        self._recorded = True
