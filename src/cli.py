@@ -197,7 +197,7 @@ class ResNetCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, MisconfigurationException) as error:  # a bad value in the config, not a bug
-            raise runs.RunError(str(error).splitlines()[0]) from None
+            raise runs.RunError(_root_message(error)) from None
         finally:
             self.config = self._given_config
         self._check_checkpoint_fits_model()
@@ -474,6 +474,21 @@ def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
 
 
 USER_ERRORS = (DatasetNotFoundError, DataError, BatchSizeError, runs.RunError)
+
+
+def _root_message(error: BaseException) -> str:
+    """The first line of the innermost error in ``error``'s chain: the constructor's own words.
+
+    jsonargparse wraps an error raised in a DataModule's ``__init__`` (a subclass-mode union) as
+    "Does not validate against any of the Union subtypes"; the user needs the message under it.
+    """
+    seen, innermost = set(), error
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        innermost = error
+        error = error.__cause__ or error.__context__
+    lines = str(innermost).strip().splitlines()
+    return lines[0] if lines else type(innermost).__name__
 
 
 def _user_error(error: BaseException | None) -> BaseException | None:
