@@ -24,7 +24,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from src.callbacks import ParameterEfficiency
+from src.callbacks import ParameterEfficiency, TrainingDiagnostics
 from src.callbacks.efficiency import free_path
 from src.data import DatasetNotFoundError, ImageClassificationDataModule
 from src.data.cifar import CIFARDataModule  # noqa: F401  (registers the short name)
@@ -66,6 +66,7 @@ class ResNetCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(ParameterEfficiency, "efficiency")
+        parser.add_lightning_class_args(TrainingDiagnostics, "diagnostics")  # off unless diagnostics.enabled: true
         parser.add_argument(
             "--test_after_fit",
             type=bool,

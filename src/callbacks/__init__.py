@@ -1,5 +1,6 @@
 """Lightning callbacks: measurements taken while training (they never change the training)."""
 
+from src.callbacks.diagnostics import TrainingDiagnostics
 from src.callbacks.efficiency import ParameterEfficiency
 
-__all__ = ["ParameterEfficiency"]
+__all__ = ["ParameterEfficiency", "TrainingDiagnostics"]
