@@ -118,16 +118,17 @@ def _train(tmp_path, callback, epochs=2, arch="resnet8"):
 
 
 def _scalars(run_dir):
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "histograms": 0})
     accumulator.Reload()
     tags = accumulator.Tags()
     scalars = {tag: [e.step for e in accumulator.Scalars(tag)] for tag in tags["scalars"] if "diagnostics" in tag}
     images = {tag: [e.step for e in accumulator.Images(tag)] for tag in tags["images"]}
+    images.update({tag: [e.step for e in accumulator.Histograms(tag)] for tag in tags["histograms"]})
     return scalars, images
 
 
 def test_callback_logs_one_value_per_block_every_n_steps(tmp_path):
-    callback = TrainingDiagnostics(enabled=True, every_n_steps=3)
+    callback = TrainingDiagnostics(enabled=True, every_n_steps=3, profile_image=True)
     trainer, run_dir = _train(tmp_path, callback)
     assert trainer.global_step == 8
     records = [json.loads(line) for line in (run_dir / "diagnostics.jsonl").read_text().splitlines()]
@@ -141,7 +142,14 @@ def test_callback_logs_one_value_per_block_every_n_steps(tmp_path):
     expected = {f"diagnostics_{key}/block_{i:02d}" for key in ("grad_norm", "branch_ratio") for i in range(3)}
     assert set(scalars) == expected
     assert all(steps == [0, 3, 6] for steps in scalars.values())
-    assert images == {"diagnostics/depth_profile": [0, 3, 6]}
+    profiles = ("diagnostics/depth_profile", "diagnostics_profile/grad_norm", "diagnostics_profile/branch_ratio")
+    assert images == {tag: [0, 3, 6] for tag in profiles}
+    # The histogram profile: bucket i is block i, its height block i's value.
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"histograms": 0})
+    accumulator.Reload()
+    first = accumulator.Histograms("diagnostics_profile/grad_norm")[0].histogram_value
+    assert list(first.bucket_limit) == [0.5, 1.5, 2.5]
+    assert list(first.bucket) == pytest.approx(records[0]["grad_norm"], rel=1e-6)
     # No hook is left on the network after training.
     assert all(not b.module._forward_pre_hooks for b in residual_blocks(trainer.lightning_module.model))
 
@@ -159,7 +167,7 @@ def test_callback_off_by_default_logs_nothing(tmp_path):
 def test_depth_profiles_of_two_runs_on_one_figure(tmp_path):
     paths = {}
     for arch in ("resnet8", "plain8"):
-        callback = TrainingDiagnostics(enabled=True, every_n_steps=2, profile_image=False)
+        callback = TrainingDiagnostics(enabled=True, every_n_steps=2)
         _, run_dir = _train(tmp_path / arch, callback, epochs=1, arch=arch)
         paths[arch] = run_dir / "diagnostics.jsonl"
     figure = plot_depth_profiles(paths, tmp_path / "grad.png")
