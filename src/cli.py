@@ -41,7 +41,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from src import runs
-from src.callbacks import LineProgress, ParameterEfficiency
+from src.callbacks import LineProgress, ParameterEfficiency, TrainingDiagnostics
 from src.callbacks.efficiency import free_path
 from src.callbacks.predictions import PredictionWriter
 from src.callbacks.resume import RandomState, RunCheckpoint, ValidateLastStep
@@ -133,6 +133,7 @@ class ResNetCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(ParameterEfficiency, "efficiency")
+        parser.add_lightning_class_args(TrainingDiagnostics, "diagnostics")  # off unless diagnostics.enabled: true
         parser.add_argument(
             "--test_after_fit",
             type=bool,

@@ -1,0 +1,110 @@
+"""The blocks of a network, in depth order, with the parts the studies need: branch and shortcut.
+
+A residual block computes ``relu(F(x) + s(x))``: ``F`` is its branch (conv-BN-...-conv-BN),
+``s`` its shortcut (the identity, option A's zero-padding, or a 1x1 projection named
+``downsample``). A plain block computes ``relu(F(x))`` with the same branch and no shortcut.
+Training diagnostics (gradient norms per block, the residual-branch ratio ||F(x)|| / ||x||)
+and the lesion study (keep only ``s``) all need the same three things from each block, for
+both the CIFAR networks and the ImageNet ones, so this module is the one place that knows them:
+
+* which modules are blocks, and whether each one has a shortcut;
+* the branch's last norm layer, whose output *is* ``F(x)`` (a forward hook there sees it);
+* the shortcut module (``nn.Identity`` where it is the identity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+from torchvision.models import resnet as tv
+
+from src.models.cifar_resnet import BasicBlock as CifarBasicBlock
+from src.models.cifar_resnet import PadShortcut
+from src.models.imagenet_resnet import PlainBasicBlock, PlainBottleneck
+
+BLOCK_TYPES = (CifarBasicBlock, tv.BasicBlock, tv.Bottleneck)  # the Plain* blocks subclass torchvision's
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of a network.
+
+    Attributes:
+        index: position in depth order, from 0 (the block nearest the input).
+        name: the module's qualified name (``layer2.0``), as in ``state_dict`` keys.
+        stage: 1-based stage (``layerK``) the block belongs to.
+        module: the block itself.
+        residual: whether it adds a shortcut to its branch.
+        shortcut: ``"identity"``, ``"zero-pad"`` (option A), ``"projection"`` (option B /
+            torchvision's ``downsample``), or ``"none"`` for a plain block.
+    """
+
+    index: int
+    name: str
+    stage: int
+    module: nn.Module
+    residual: bool
+    shortcut: str
+
+    @property
+    def downsampling(self) -> bool:
+        """The block changes the feature map's shape (the first block of a stage after the first)."""
+        return self.shortcut in ("zero-pad", "projection") or (not self.residual and _changes_shape(self.module))
+
+
+def _changes_shape(block: nn.Module) -> bool:
+    conv1 = block.conv1
+    last_conv = block.conv3 if hasattr(block, "conv3") else block.conv2
+    return conv1.in_channels != last_conv.out_channels or any(
+        getattr(block, name).stride != (1, 1) for name in ("conv1", "conv2") if hasattr(block, name)
+    )
+
+
+def is_residual(block: nn.Module) -> bool:
+    """Whether ``block`` (one of ``BLOCK_TYPES``) adds a shortcut."""
+    if isinstance(block, CifarBasicBlock):
+        return block.residual
+    return not isinstance(block, (PlainBasicBlock, PlainBottleneck))
+
+
+def _shortcut_kind(block: nn.Module) -> str:
+    if not is_residual(block):
+        return "none"
+    if block.downsample is None:
+        return "identity"
+    return "zero-pad" if isinstance(block.downsample, PadShortcut) else "projection"
+
+
+def residual_blocks(net: nn.Module) -> list[Block]:
+    """Every block of ``net`` in depth order (residual and plain blocks alike).
+
+    Works for the CIFAR networks and the ImageNet ones (and any net built from their block
+    classes); raises ``ValueError`` for a network with no such blocks.
+    """
+    blocks = []
+    for name, module in net.named_modules():
+        if isinstance(module, BLOCK_TYPES):
+            stage_name = name.split(".")[-2] if "." in name else name
+            stage = int(stage_name[5:]) if stage_name.startswith("layer") and stage_name[5:].isdigit() else 0
+            blocks.append(Block(len(blocks), name, stage, module, is_residual(module), _shortcut_kind(module)))
+    if not blocks:
+        raise ValueError(f"{type(net).__name__} has no residual or plain blocks ({[b.__name__ for b in BLOCK_TYPES]})")
+    return blocks
+
+
+def branch_output(block: nn.Module) -> nn.Module:
+    """The branch's last norm layer: its output is ``F(x)``, before the shortcut is added."""
+    return block.bn3 if hasattr(block, "bn3") else block.bn2
+
+
+def branch_weights(block: nn.Module) -> list[nn.Parameter]:
+    """The branch's convolution weights (the shortcut projection's excluded)."""
+    return [block.conv1.weight, block.conv2.weight] + ([block.conv3.weight] if hasattr(block, "conv3") else [])
+
+
+def shortcut_module(block: nn.Module) -> nn.Module:
+    """``s``: the block's shortcut (``nn.Identity`` for the identity); plain blocks have none."""
+    if not is_residual(block):
+        raise ValueError(f"{type(block).__name__} is a plain block: it has no shortcut")
+    return nn.Identity() if block.downsample is None else block.downsample

@@ -1,0 +1,114 @@
+"""Checkpoint -> (ImageClassifier, DataModule) for ``python -m src.lesion`` and ``python -m src.prune``.
+
+The loading itself is ``src.runs.load_checkpoint_run`` (the model from its hyperparameters, the data
+from the configuration every checkpoint of ``src.cli`` carries). This module adds what the tools need
+around it: one clear message for a file that is not a classifier checkpoint, a ``--config`` YAML with a
+``data:`` section to evaluate on other data (or for checkpoints that carry no data configuration), and
+where each tool writes (``<run>/<tool>/``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from src import runs
+from src.data import ImageClassificationDataModule
+from src.modules import ImageClassifier
+
+
+class CheckpointError(ValueError):
+    """The file is not a checkpoint these tools can use; the message says what it is and what is needed."""
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist (expected a .ckpt written by python -m src.cli fit)"
+        )
+    try:
+        # Lightning checkpoints pickle their hyperparameters; like Lightning, trust the user's own file.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001  (any unreadable file gets the same one-line message)
+        raise CheckpointError(f"{str(path)!r} is not a PyTorch checkpoint ({type(error).__name__}: {error})") from None
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not isinstance(hparams, dict) or "arch" not in hparams or "state_dict" not in checkpoint:
+        what = f"hyper_parameters {sorted(hparams)}" if isinstance(hparams, dict) else "no hyper_parameters"
+        raise CheckpointError(
+            f"{str(path)!r} is not a checkpoint of src.modules.ImageClassifier ({what}; expected an 'arch' "
+            "such as resnet56): train one with python -m src.cli fit"
+        )
+    return checkpoint
+
+
+def _data_class(class_path: str) -> type[ImageClassificationDataModule]:
+    module_name, _, name = class_path.rpartition(".")
+    module = importlib.import_module(module_name or "src.data")  # a short name: one of src.data's
+    cls = getattr(module, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ImageClassificationDataModule)):
+        raise CheckpointError(f"data class_path {class_path!r} is not an ImageClassificationDataModule")
+    return cls
+
+
+def _datamodule_from_config(config_path: Path) -> Any:
+    if not config_path.is_file():
+        raise CheckpointError(f"config {str(config_path)!r} does not exist")
+    data = (yaml.safe_load(config_path.read_text()) or {}).get("data")
+    if not isinstance(data, dict) or "class_path" not in data:
+        raise CheckpointError(f"{str(config_path)!r} has no data: section with a class_path")
+    return _data_class(data["class_path"])(**(data.get("init_args") or {}))
+
+
+def load(checkpoint_path: str | os.PathLike, config: str | os.PathLike | None = None) -> tuple[ImageClassifier, Any]:
+    """The trained classifier (eval mode, on CPU) and its DataModule, not yet set up.
+
+    The data is the run's own (carried by the checkpoint, else its run's ``config.yaml``) unless
+    ``config`` names a YAML file with a ``data:`` section.
+    """
+    path = Path(checkpoint_path)
+    _read_checkpoint(path)
+    model, datamodule = runs.load_checkpoint_run(str(path))
+    if not isinstance(model, ImageClassifier):
+        raise CheckpointError(f"{str(path)!r} holds a {type(model).__name__}, not an ImageClassifier")
+    run_dir = runs.run_dir_of_checkpoint(str(path))
+    saved_config = Path(run_dir) / runs.CONFIG_FILE if run_dir is not None else None
+    if config is not None:
+        datamodule = _datamodule_from_config(Path(config))
+    elif datamodule is None and saved_config is not None and saved_config.is_file():
+        datamodule = _datamodule_from_config(saved_config)  # a checkpoint saved outside the CLI, in a run dir
+    elif datamodule is None:
+        raise CheckpointError(
+            f"{str(path)!r} does not say which data it was trained on (not written by python -m src.cli fit); "
+            "pass --config with a YAML file that has a data: section (e.g. the config you trained with)"
+        )
+    return model, datamodule
+
+
+def output_dir(checkpoint_path: str | os.PathLike, tool: str) -> Path:
+    """Where a tool writes for this checkpoint by default: ``<run>/<tool>/`` (the run of the checkpoint)."""
+    run_dir = runs.run_dir_of_checkpoint(str(checkpoint_path))
+    return Path(run_dir if run_dir is not None else Path(checkpoint_path).parent) / tool
+
+
+def split_loader(datamodule: Any, split: str) -> Any:
+    """The DataModule's loader for ``split`` (``test``, ``val`` or ``train``), after prepare/setup."""
+    stages = {"test": ("test", "test_dataloader"), "val": ("validate", "val_dataloader"),
+              "train": ("fit", "train_dataloader")}  # fmt: skip
+    if split not in stages:
+        raise ValueError(f"split must be one of {sorted(stages)}, got {split!r}")
+    stage, method = stages[split]
+    datamodule.prepare_data()
+    datamodule.setup(stage)
+    return getattr(datamodule, method)()
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: the first GPU if there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -1,0 +1,37 @@
+"""Tables of the studies: a CSV file (never overwriting one) and the same rows as aligned text."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from src.callbacks.efficiency import free_path  # the project's one "never overwrite" rule
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], directory: str | os.PathLike, filename: str) -> str:
+    """Write ``rows`` (one dict each, same keys) to a new CSV in ``directory``; return its path."""
+    os.makedirs(directory, exist_ok=True)
+    path = free_path(directory, filename)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """The rows as a fixed-width text table, for the terminal."""
+    columns = list(columns or rows[0])
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths))]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in cells]
+    return "\n".join(lines)
