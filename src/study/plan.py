@@ -153,9 +153,7 @@ def _name_part(value: Any) -> str:
 def _key_labels(keys: list[str]) -> dict[str, str]:
     """The label of each grid key in directory names: its last dotted component, unless two keys share it."""
     leaves = [key.rsplit(".", 1)[-1] for key in keys]
-    return {
-        key: leaf if leaves.count(leaf) == 1 else re.sub(r"\W+", "_", key) for key, leaf in zip(keys, leaves)
-    }
+    return {key: leaf if leaves.count(leaf) == 1 else re.sub(r"\W+", "_", key) for key, leaf in zip(keys, leaves)}
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def render_sbatch(study: Study, runs: list[RunSpec], workdir: str | Path) -> str
         "",
         "# run DIR COMMAND...: skip DIR if it was tested, resume it from last.ckpt if it has one, else start it.",
         "run() {",
-        '    local dir=$1; shift',
+        "    local dir=$1; shift",
         '    if grep -qsE \'"test_acc": [-0-9]\' "$dir"/efficiency*.json; then',
         '        echo "$dir: finished, skipped"; exit 0',
         "    fi",
