@@ -61,3 +61,14 @@ def fake_cifar(tmp_path, monkeypatch):
         return tmp_path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> Path:
+    """Tiny real runs laid out as a study (see tests/study_runs.py); made once, read by many tests.
+
+    Tests must not write into it: copy it (shutil.copytree) first.
+    """
+    from tests.study_runs import make_study
+
+    return make_study(tmp_path_factory.mktemp("runs"))

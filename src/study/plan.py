@@ -1,0 +1,223 @@
+"""A study: architectures x seeds x overrides on top of base configs, and the runs it expands to.
+
+A study file (``configs/studies/*.yaml``)::
+
+    name: cifar10_ladder                    # the study's folder under root
+    root: lightning_logs
+    configs: [configs/cifar10/resnet20.yaml]  # base config(s) of every run, stacked in order
+    archs: [resnet20, resnet56, plain20, plain56]
+    seeds: [0, 1]
+    grid:                                   # every combination; each key names the run directory
+      model.shortcut: [A, B]
+    args:                                   # the same for every run (does not name the directory)
+      trainer.max_steps: 64000
+    slurm: {...}                            # see src/study/slurm.py
+
+expands to one run per (arch, grid combination, seed), in the directory
+``<root>/<name>/<arch>[-<key><value>...]/seed<k>/``. ``model.shortcut`` does not apply to plain
+networks (they have no shortcuts), so a plain network runs once per seed, named without it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STUDY_KEYS = ("name", "root", "configs", "archs", "seeds", "grid", "args", "slurm")
+RESERVED_KEYS = {
+    "model.arch": "list architectures under 'archs'",
+    "seed_everything": "list seeds under 'seeds'",
+    "run_dir": "the sweep chooses each run's directory",
+    "ckpt_path": "the sweep resumes unfinished runs itself",
+}
+SHORTCUT_KEY = "model.shortcut"
+
+
+class StudyError(ValueError):
+    """A study definition that cannot be run; the message says what is wrong and what is valid."""
+
+
+@dataclass
+class Study:
+    """What to run: see the module docstring for the meaning of each field."""
+
+    name: str
+    root: str = "lightning_logs"
+    configs: list[str] = field(default_factory=list)
+    archs: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)  # raw CLI arguments appended to every run
+    slurm: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.root) / self.name
+
+    def validate(self) -> Study:
+        from src.models import parse_arch  # imports torch: only when a study is really checked
+
+        if not self.name or not re.fullmatch(r"[\w.-]+", str(self.name)):
+            raise StudyError(f"study name must be a non-empty folder name (letters, digits, _ . -), got {self.name!r}")
+        if not self.archs:
+            raise StudyError("a study needs at least one architecture under 'archs' (e.g. [resnet20, plain20])")
+        for arch in self.archs:
+            try:
+                parse_arch(arch)
+            except ValueError as error:
+                raise StudyError(str(error)) from None
+        if len(set(self.archs)) != len(self.archs):
+            raise StudyError(f"'archs' lists an architecture twice: {self.archs}")
+        if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds):
+            raise StudyError(f"'seeds' must be a non-empty list of integers, got {self.seeds!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise StudyError(f"'seeds' lists a seed twice: {self.seeds}")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise StudyError(f"grid key {key!r} needs a non-empty list of values, got {values!r}")
+            if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+                raise StudyError(f"grid key {key!r} lists a value twice: {values}")
+        for key in [*self.grid, *self.args]:
+            if key.lstrip("-") in RESERVED_KEYS:
+                raise StudyError(f"{key!r} cannot be set in a study: {RESERVED_KEYS[key.lstrip('-')]}")
+        for config in self.configs:
+            if not Path(config).is_file():
+                raise StudyError(f"base config {config!r} does not exist (paths are relative to {Path.cwd()})")
+        return self
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and check a study file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise StudyError(f"cannot read study file {str(path)!r}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise StudyError(f"study file {str(path)!r} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise StudyError(f"study file {str(path)!r} must be a mapping with keys {', '.join(STUDY_KEYS)}")
+    unknown = sorted(set(data) - set(STUDY_KEYS))
+    if unknown:
+        hint = ""
+        if {"model", "trainer", "data"} & set(unknown):
+            hint = " (this looks like a run config: list it under 'configs', or pass it to the sweep with --config)"
+        raise StudyError(f"study file {str(path)!r} has unknown keys {unknown}; valid keys: {list(STUDY_KEYS)}{hint}")
+    data.setdefault("name", path.stem)
+    for key in ("configs", "archs", "seeds"):
+        if isinstance(data.get(key), (str, int)):
+            data[key] = [data[key]]
+    for key in ("grid", "args", "slurm"):
+        if data.get(key) is None:
+            data[key] = {}
+        elif not isinstance(data[key], dict):
+            raise StudyError(f"'{key}' in {str(path)!r} must be a mapping, got {data[key]!r}")
+    data["grid"] = {k: v if isinstance(v, list) else [v] for k, v in data["grid"].items()}
+    data = {key: value for key, value in data.items() if value is not None}
+    return Study(**data)
+
+
+def is_study_file(path: str | Path) -> bool:
+    """Whether a YAML file is a study (it has 'archs'), as opposed to a run config."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "archs" in data
+
+
+def cli_value(value: Any) -> str:
+    """A YAML value as the run CLI reads it back: true/false, null, numbers, JSON for lists and mappings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _name_part(value: Any) -> str:
+    return re.sub(r"[^\w.+-]+", "_", cli_value(value)).strip("_") or "none"
+
+
+def _key_labels(keys: list[str]) -> dict[str, str]:
+    """The label of each grid key in directory names: its last dotted component, unless two keys share it."""
+    leaves = [key.rsplit(".", 1)[-1] for key in keys]
+    return {key: leaf if leaves.count(leaf) == 1 else re.sub(r"\W+", "_", key) for key, leaf in zip(keys, leaves)}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a study: which network, which overrides, which seed, and where it lives."""
+
+    study: str
+    variant: str  # <arch>[-<key><value>...]: the folder that holds the seeds
+    arch: str
+    seed: int
+    overrides: tuple[tuple[str, Any], ...]
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant}/seed{self.seed}"
+
+
+def is_plain(arch: str) -> bool:
+    from src.models import parse_arch
+
+    return not parse_arch(arch)[1]
+
+
+def plan_runs(study: Study) -> list[RunSpec]:
+    """Every run of the study, in launch order: arch, then grid combination, then seed."""
+    keys = list(study.grid)
+    labels = _key_labels(keys)
+    runs: list[RunSpec] = []
+    seen: set[str] = set()
+    for arch in study.archs:
+        for values in itertools.product(*(study.grid[key] for key in keys)):
+            combo = list(zip(keys, values))
+            if is_plain(arch):  # no shortcuts to choose: run once, named without the option
+                combo = [(k, v) for k, v in combo if k != SHORTCUT_KEY]
+            variant = "-".join([arch, *(f"{labels[k]}{_name_part(v)}" for k, v in combo)])
+            if variant in seen:
+                continue
+            seen.add(variant)
+            for seed in study.seeds:
+                run_dir = study.directory / variant / f"seed{seed}"
+                runs.append(RunSpec(study.name, variant, arch, seed, tuple(combo), run_dir))
+    return runs
+
+
+def run_dir_args(run_dir: Path) -> list[str]:
+    """The CLI arguments that put a run's files in exactly ``run_dir`` (run identity, ``--run_dir``)."""
+    return ["--run_dir", str(run_dir)]
+
+
+def run_command(study: Study, run: RunSpec, resume: bool = False, python: str | None = None) -> list[str]:
+    """The fresh process that trains and tests one run (``resume``: continue from its ``last.ckpt``)."""
+    command = [python or sys.executable, "-m", "src.cli", "fit"]
+    for config in study.configs:
+        command += ["--config", str(config)]
+    command += run_dir_args(run.run_dir)
+    command += ["--seed_everything", str(run.seed), "--model.arch", run.arch]
+    for key, value in [*study.args.items(), *run.overrides]:
+        command += [f"--{key.lstrip('-')}", cli_value(value)]
+    command += list(study.extra_args)
+    if resume:
+        command += ["--ckpt_path", "last"]
+    return command
+
+
+def format_command(command: list[str]) -> str:
+    return shlex.join(command)

@@ -1,0 +1,149 @@
+"""Reading what a run left in its directory: ``efficiency.json``, ``config.yaml``, TensorBoard scalars, status.
+
+A run directory (``<root>/<study>/<arch>[-<override>]/seed<k>/``) holds::
+
+    config.yaml            the resolved config (a resumed run adds config-1.yaml, ...)
+    efficiency.json        parameters, MACs, best val / test accuracy (a reused directory adds efficiency-1.json, ...)
+    events.out.tfevents*   TensorBoard scalars (train/acc, val/acc, ... against the global step)
+    checkpoints/           best by val/acc and last.ckpt
+
+The sweep and the report only *read* these files, through the small functions here; they never
+build the paths themselves. (Self-contained on purpose: this is the run-directory knowledge
+``src/runs.py`` owns once run identity lands, and these functions can move there unchanged.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+EFFICIENCY_FILE = "efficiency.json"
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+
+RunStatus = Literal["finished", "unfinished", "missing"]
+_NUMBERED = re.compile(r"^(?P<stem>.+?)(?:-(?P<index>\d+))?(?P<ext>\.[^.]+)$")
+
+
+def numbered_files(run_dir: str | Path, filename: str) -> list[Path]:
+    """``filename`` and its never-overwrite siblings (``stem-1.ext``, ``stem-2.ext``...), oldest first."""
+    stem, ext = Path(filename).stem, Path(filename).suffix
+    found = []
+    for path in Path(run_dir).glob(f"{stem}*{ext}"):
+        match = _NUMBERED.match(path.name)
+        if match and match["stem"] == stem and match["ext"] == ext:
+            found.append((int(match["index"] or 0), path))
+    return [path for _, path in sorted(found)]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # a half-written or unreadable file reads as absent
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_efficiency(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's efficiency report: the newest file that has a test accuracy, else the newest one; None if none.
+
+    ``best_val_acc`` is the best over all of the run's efficiency files, so a resumed run that
+    started a fresh file still reports its best validation accuracy from before the resume.
+    """
+    reports = [report for path in numbered_files(run_dir, EFFICIENCY_FILE) if (report := _read_json(path))]
+    if not reports:
+        return None
+    tested = [report for report in reports if report.get("test_acc") is not None]
+    chosen = dict((tested or reports)[-1])
+    vals = [report["best_val_acc"] for report in reports if report.get("best_val_acc") is not None]
+    if vals:
+        chosen["best_val_acc"] = max(vals)
+    return chosen
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's resolved config as it was first saved (``config.yaml``); None if absent or unreadable."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def last_checkpoint(run_dir: str | Path) -> Path | None:
+    """``checkpoints/last.ckpt`` if the run saved one (then it can be resumed), else None."""
+    path = Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+    return path if path.is_file() else None
+
+
+def run_status(run_dir: str | Path) -> RunStatus:
+    """``finished``: tested (efficiency.json has test_acc); ``unfinished``: the directory exists but the run
+    was never tested (crashed, stopped, still running; resumable if it has ``last.ckpt``); ``missing``: no directory.
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        return "missing"
+    report = read_efficiency(path)
+    return "finished" if report is not None and report.get("test_acc") is not None else "unfinished"
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """A directory some run wrote into: it has a config, an efficiency report or a checkpoints folder."""
+    path = Path(path)
+    return (
+        (path / CONFIG_FILE).is_file()
+        or bool(numbered_files(path, EFFICIENCY_FILE))
+        or (path / CHECKPOINT_DIR).is_dir()
+    )
+
+
+def find_run_dirs(root: str | Path) -> list[Path]:
+    """Every run directory under ``root`` (``root`` itself included), sorted; never looks inside a run directory."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    if is_run_dir(root):
+        return [root]
+    found: list[Path] = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found.extend(find_run_dirs(child))
+    return found
+
+
+def run_seed(run_dir: str | Path, config: dict[str, Any] | None = None) -> int | None:
+    """The run's seed: ``seed_everything`` from its config, else the ``seed<k>`` directory name."""
+    config = read_config(run_dir) if config is None else config
+    seed = (config or {}).get("seed_everything")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed
+    match = re.fullmatch(r"seed(\d+)", Path(run_dir).name)
+    return int(match[1]) if match else None
+
+
+def read_scalars(run_dir: str | Path, tags: list[str] | tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
+    """TensorBoard scalars of the run, ``{tag: (steps, values)}``, all points (no down-sampling).
+
+    Only the event files directly in ``run_dir`` are read (they hold what Lightning's
+    TensorBoardLogger wrote); tags the run never logged are left out of the result.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    run_dir = Path(run_dir)
+    if not any(run_dir.glob("events.out.tfevents*")):
+        return {}
+    accumulator = EventAccumulator(str(run_dir), size_guidance={SCALARS: 0})
+    accumulator.Reload()
+    available = set(accumulator.Tags().get("scalars", []))
+    curves = {}
+    for tag in tags:
+        if tag in available:
+            events = sorted(accumulator.Scalars(tag), key=lambda event: (event.step, event.wall_time))
+            by_step = {event.step: event.value for event in events}  # a resumed run may repeat steps: keep the latest
+            curves[tag] = (list(by_step), list(by_step.values()))
+    return curves

@@ -1,0 +1,81 @@
+"""A SLURM array script for a study: one array task per run, plain ``sbatch --array``.
+
+The study file's ``slurm:`` section sets the resources; everything in ``sbatch`` becomes an
+``#SBATCH --key=value`` line::
+
+    slurm:
+      sbatch: {partition: gpu, gres: "gpu:1", cpus-per-task: 8, time: "12:00:00", mem: 32G}
+      setup: ["module load cuda", "source .venv/bin/activate"]   # run before each task
+      srun: false        # true: launch with srun (one process per task, for DDP over several GPUs)
+      max_parallel: 8    # at most this many array tasks at once (--array=0-N%8)
+
+For several GPUs per run, ask for them in ``sbatch`` (``gres: "gpu:4"``, ``ntasks-per-node: 4``),
+set ``srun: true`` and pass ``trainer.devices: 4`` under the study's ``args``.
+
+Each task picks its command from the list by ``SLURM_ARRAY_TASK_ID`` and decides when it starts
+(not when the script was written) whether to skip a finished run or resume one from its
+``last.ckpt`` -- so a requeued or re-submitted array continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from src.study.plan import RunSpec, Study, format_command, run_command
+
+DEFAULT_SBATCH: dict[str, Any] = {"nodes": 1, "ntasks-per-node": 1, "gres": "gpu:1", "cpus-per-task": 8}
+SLURM_KEYS = ("sbatch", "setup", "srun", "max_parallel")
+
+
+def render_sbatch(study: Study, runs: list[RunSpec], workdir: str | Path) -> str:
+    """The text of the array script for ``runs`` (the runs still to do), run from ``workdir``."""
+    if not runs:
+        raise ValueError("no runs to put in a SLURM array")
+    options = study.slurm or {}
+    unknown = sorted(set(options) - set(SLURM_KEYS))
+    if unknown:
+        raise ValueError(f"unknown keys under 'slurm': {unknown}; valid: {list(SLURM_KEYS)}")
+    sbatch = {**DEFAULT_SBATCH, **(options.get("sbatch") or {})}
+    log_dir = study.directory / "sweep_logs"
+    sbatch.setdefault("job-name", study.name)
+    sbatch.setdefault("output", str(log_dir / "slurm-%A_%a.out"))
+    array = f"0-{len(runs) - 1}"
+    if options.get("max_parallel"):
+        array += f"%{int(options['max_parallel'])}"
+    setup = options.get("setup") or []
+    setup = [setup] if isinstance(setup, str) else list(setup)
+    launcher = "srun " if options.get("srun") else ""
+
+    lines = [
+        "#!/bin/bash",
+        f"# Study {study.name!r}: {len(runs)} runs, one array task each. Written by python -m src.sweep",
+        f"#SBATCH --array={array}",
+        *(f"#SBATCH --{key}={value}" for key, value in sbatch.items()),
+        "set -euo pipefail",
+        f"cd {shlex.quote(str(Path(workdir).resolve()))}",
+        f"mkdir -p {shlex.quote(str(log_dir))}",
+        *setup,
+        "",
+        "# run DIR COMMAND...: skip DIR if it was tested, resume it from last.ckpt if it has one, else start it.",
+        "run() {",
+        "    local dir=$1; shift",
+        '    if grep -qsE \'"test_acc": [-0-9]\' "$dir"/efficiency*.json; then',
+        '        echo "$dir: finished, skipped"; exit 0',
+        "    fi",
+        '    if [ -f "$dir/checkpoints/last.ckpt" ]; then set -- "$@" --ckpt_path last; fi',
+        f'    exec {launcher}"$@"',
+        "}",
+        "",
+        'case "$SLURM_ARRAY_TASK_ID" in',
+    ]
+    for index, run in enumerate(runs):
+        command = format_command(run_command(study, run, python="python"))
+        lines.append(f"    {index}) run {shlex.quote(str(run.run_dir))} {command} ;;")
+    lines += [
+        '    *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 1 ;;',
+        "esac",
+        "",
+    ]
+    return "\n".join(lines)
