@@ -386,7 +386,10 @@ class ResNetCLI(LightningCLI):
     def _fresh_run_dir(self, config: Namespace) -> str:
         """A new ``<save_dir>/<name>/version_N``; processes launched for DDP join their launcher's run."""
         launcher_pid, _, launcher_dir = os.environ.get(RUN_DIR_ENV, "").partition(":")
-        if launcher_dir and launcher_pid == str(os.getppid()):
+        # Lightning's DDP launcher starts ranks 1..N-1 as children with LOCAL_RANK set; any other child
+        # process (a test, a notebook's subprocess) is a run of its own.
+        launched_rank = os.environ.get("LOCAL_RANK", "0") != "0"
+        if launcher_dir and launcher_pid == str(os.getppid()) and launched_rank:
             return launcher_dir
         save_dir, name = self._logger_location(config)
         run_dir = runs.next_version_dir(save_dir, name)
@@ -472,6 +475,10 @@ def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
         if user_error is None:
             raise
         raise SystemExit(f"error: {user_error}") from None
+    finally:
+        # Called in-process (a notebook, a test), leave no run directory behind for the next run to join.
+        if os.environ.get(RUN_DIR_ENV, "").partition(":")[0] == str(os.getpid()):
+            del os.environ[RUN_DIR_ENV]
 
 
 USER_ERRORS = (DatasetNotFoundError, DataError, BatchSizeError, runs.RunError)

@@ -35,6 +35,7 @@ PRESETS = REPO_ROOT / "configs" / "trainer"
 TINY = [
     "--model.arch", "resnet8",
     "--trainer.max_epochs", "1",
+    "--model.lr_scheduler.init_args.warmup_steps", "0",  # the quickstart warms up for 30 steps; these runs are shorter
     "--data", "SyntheticDataModule",
     "--data.image_size", "16",
     "--data.train_size", "128",
