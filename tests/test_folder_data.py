@@ -180,8 +180,12 @@ def test_statistics_are_computed_once_cached_and_given_ones_win(tmp_path, monkey
 def test_no_test_folder_says_so_and_a_test_folder_is_used(tmp_path):
     root = write_tree(tmp_path / "data", {"train": {"a": 4, "b": 4}})
     dm = module(root, val_split=2)
-    with pytest.raises(DataError, match="has no test split"):
+    with pytest.raises(DataError, match="has no test split.*data.test_on_val"):
         dm.setup("test")
+    on_val = module(root, val_split=2, test_on_val=True)
+    on_val.setup("fit")
+    on_val.setup("test")
+    assert len(on_val.test_set) == len(on_val.val_set) == 2 and on_val.describe()["test_source"] == "val"
     write_tree(root, {"test": {"a": 1, "b": 2}})
     dm = module(root, val_split=2)
     dm.setup("test")

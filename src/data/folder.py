@@ -269,6 +269,8 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
             them out with one warning that lists them.
         check_files: decode every file once before training (cached); ``false`` skips the check.
         cache_dir: where the file check and statistics are cached; ``null``: ``<data_dir>/.cache``.
+        test_on_val: with no ``test/`` folder, ``test`` scores the validation split (held out of train, also
+            used to pick the best checkpoint: slightly optimistic); ``data.json`` records the test source.
         fast: the fast path of ``src.data.fast``: every split decoded once into a uint8 tensor (cached in
             ``cache_dir``, rebuilt when the files change) and augmented a whole batch at a time on the
             model's device -- the ``cifar`` preset's pad-crop-flip with the same distribution. ``null``:
@@ -299,6 +301,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         bad_files: Literal["error", "skip"] = "error",
         check_files: bool = True,
         cache_dir: str | None = None,
+        test_on_val: bool = False,
         fast: bool | None = None,
         batch_size: int = 128,
         num_workers: int | None = None,
@@ -324,6 +327,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
                 "(use preset: cifar, or fast: false)"
             )
         self.fast = preset == "cifar" if fast is None else fast
+        self.test_on_val = test_on_val
 
         if dataset is not None:
             if root is not None:
@@ -549,12 +553,16 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         if stage in (None, "fit", "validate") and self.train_set is None:
             self.train_set, self.val_set = self._dataset("train"), self._dataset("val")
         if stage in ("test", "predict") and self.test_set is None:
-            if "test" not in self.samples:
+            if "test" not in self.samples and self.test_on_val:
+                self.test_set = self._dataset("val")
+            elif "test" not in self.samples:
                 raise DataError(
                     f"'{self.root}' has no test split (no '{self._split_dir('test')}' folder). Add one with the same "
-                    "class folders as train, or evaluate the validation split with the 'validate' subcommand"
+                    "class folders as train, evaluate the validation split with the 'validate' subcommand, or set "
+                    "data.test_on_val: true to test on it"
                 )
-            self.test_set = self._dataset("test")
+            else:
+                self.test_set = self._dataset("test")
 
     def _dataset(self, split: str) -> Dataset:
         """A split as files decoded per sample (the preset's transforms), or on the fast path as one uint8 tensor."""
@@ -583,6 +591,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
             "val_source": "folder" if os.path.isdir(self._split_dir("val")) else f"split of train ({self.val_split:g})",
             "mean": self.mean,
             "std": self.std,
+            "test_source": "folder" if "test" in self.samples else ("val" if self.test_on_val else None),
             "preset": self.preset,
             "skipped_files": self.skipped,
         }
