@@ -55,6 +55,28 @@ def test_cifar_augments_train_only_and_normalises(fake_cifar):
     assert torch.allclose(test_views[0], expected, atol=1e-5)
 
 
+def test_cifar_paper_mode_trains_on_everything_minus_the_per_pixel_mean(fake_cifar):
+    """val_size 0 + normalize pixel: all 300 training images, no val loader, x - mean image, mean-coloured padding."""
+    root = fake_cifar()
+    dm = CIFARDataModule(data_dir=str(root), download=False, val_size=0, normalize="pixel", batch_size=300,
+                         num_workers=0, augment=False)  # fmt: skip
+    assert dm.fast is False  # the fast path does not implement the per-pixel mean
+    dm.setup("fit")
+    assert len(dm.train_set) == 300 and dm.val_set is None and dm.val_dataloader() == []
+    raw = datasets.CIFAR10(str(root), train=True).data  # N x 32 x 32 x 3 uint8
+    expected = torch.from_numpy(raw).permute(0, 3, 1, 2).double().mean(0) / 255
+    assert torch.allclose(dm.mean_image.double(), expected, atol=1e-6)
+    images, _ = next(iter(dm.train_dataloader()))
+    assert images.mean(0).abs().max() < 1e-5  # every pixel of the training set averages to zero
+    augmented = CIFARDataModule(data_dir=str(root), download=False, val_size=0, normalize="pixel", num_workers=0)
+    augmented.setup("fit")
+    # A crop shifted by 4 px shows 4 columns or rows of padding: zeros, i.e. the mean image's value.
+    crops = torch.stack([augmented.train_set[0][0] for _ in range(40)])
+    assert (crops == 0).all(dim=(1, 2)).any()
+    with pytest.raises(ValueError, match="fast path does not"):
+        CIFARDataModule(data_dir=str(root), download=False, normalize="pixel", fast=True)
+
+
 def test_cifar_missing_data_without_download_names_folder(tmp_path):
     dm = CIFARDataModule(data_dir=str(tmp_path / "nowhere"), download=False)
     with pytest.raises(DatasetNotFoundError) as error:
@@ -81,8 +103,10 @@ def test_cifar_offline_download_failure_is_a_clear_error(tmp_path, monkeypatch):
 def test_cifar_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="dataset must be one of"):
         CIFARDataModule("cifar1000", data_dir=str(tmp_path))
-    with pytest.raises(ValueError, match="val_size"):
-        CIFARDataModule(data_dir=str(tmp_path), val_size=0)
+    with pytest.raises(ValueError, match="val_size must be >= 0"):
+        CIFARDataModule(data_dir=str(tmp_path), val_size=-1)
+    with pytest.raises(ValueError, match="normalize must be"):
+        CIFARDataModule(data_dir=str(tmp_path), normalize="image")
     with pytest.raises(ValueError, match="smaller than the training set"):
         CIFARDataModule(data_dir=str(tmp_path), val_size=300).split_indices(300)
 
@@ -131,3 +155,24 @@ def test_synthetic_rejects_bad_arguments():
         SyntheticDataModule(val_size=0)
     with pytest.raises(ValueError, match="batch_size"):
         SyntheticDataModule(batch_size=0)
+
+
+def test_paper_faithful_overlay_trains_on_all_images_and_tests_the_final_model(fake_cifar, tmp_path, monkeypatch):
+    """configs/cifar10/paper_faithful.yaml through the CLI: no validation at all, the last checkpoint tested."""
+    import json
+
+    from src.cli import main
+    from tests.conftest import REPO_ROOT
+
+    root = fake_cifar(train_per_file=20, test_size=30)  # 100 training images
+    monkeypatch.chdir(tmp_path)
+    configs = REPO_ROOT / "configs" / "cifar10"
+    args = ["fit", "--config", str(configs / "resnet20.yaml"), "--config", str(configs / "paper_faithful.yaml")]
+    args += ["--model.arch", "resnet8", "--trainer.max_steps", "8", "--trainer.enable_progress_bar", "false"]
+    args += ["--data.init_args.data_dir", str(root), "--data.init_args.download", "false", "--run_dir", "run"]
+    args += ["--data.init_args.batch_size", "25", "--data.init_args.num_workers", "0"]
+    main(args)
+    report = json.loads((tmp_path / "run" / "efficiency.json").read_text())
+    assert report["global_step"] == 8 and report["best_val_acc"] is None  # 4 steps per epoch over all 100 images
+    assert report["test_samples"] == 30 and report["test_acc"] is not None
+    assert report["test_ckpt_path"].endswith("step8.ckpt")

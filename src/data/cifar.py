@@ -19,7 +19,7 @@ import os
 from typing import Literal
 
 import torch
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
@@ -51,7 +51,8 @@ class CIFARDataModule(FastLoaderMixin, ImageClassificationDataModule):
         dataset: ``cifar10`` or ``cifar100``.
         data_dir: folder holding (or receiving) ``cifar-10-batches-py`` / ``cifar-100-python``.
         download: download the files into ``data_dir`` when they are missing.
-        val_size: training images held out for validation.
+        val_size: training images held out for validation; 0 trains on all of them with no validation (the
+            paper's final runs: its 45k/5k split only chose the schedule).
         split_seed: seed of the train/val split (independent of the training seed, so every
             run of a study validates on the same images).
         augment: the paper's pad-crop-flip augmentation on the training split.
@@ -59,9 +60,13 @@ class CIFARDataModule(FastLoaderMixin, ImageClassificationDataModule):
         num_workers: loader processes per training process; ``null``: up to 4, from the CPUs this process
             may use shared among the processes on its node.
         pin_memory: page-locked host memory for faster copies to a GPU; ``null``: when CUDA is available.
+        normalize: ``channel`` -- per-channel mean and standard deviation of the data set; ``pixel`` -- subtract
+            the per-pixel mean image of the training split (He et al.: "the per-pixel mean subtracted"), before
+            the pad-and-crop, so the padding is the mean image's value and no std is divided.
         fast: the fast path of ``src.data.fast`` -- every split held as one uint8 tensor (on the GPU when
             training on one) and augmented a whole batch at a time, same augmentation distribution;
-            ``false``: torchvision's per-sample PIL transforms in ``num_workers`` loader processes.
+            ``false``: torchvision's per-sample PIL transforms in ``num_workers`` loader processes;
+            ``null``: the fast path, except with ``normalize: pixel`` (which it does not implement).
     """
 
     def __init__(
@@ -75,14 +80,22 @@ class CIFARDataModule(FastLoaderMixin, ImageClassificationDataModule):
         batch_size: int = 128,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
-        fast: bool = True,
+        normalize: Literal["channel", "pixel"] = "channel",
+        fast: bool | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         self.save_hyperparameters()  # checkpoints carry the data config: `test --ckpt_path X` needs no --config
         if dataset not in CIFAR_INFO:
             raise ValueError(f"dataset must be one of {sorted(CIFAR_INFO)}, got {dataset!r}")
-        if val_size < 1:
-            raise ValueError(f"val_size must be >= 1 (images held out of the training set), got {val_size}")
+        if val_size < 0:
+            raise ValueError(f"val_size must be >= 0 (images held out of the training set; 0: none), got {val_size}")
+        if normalize not in ("channel", "pixel"):
+            raise ValueError(f"normalize must be 'channel' or 'pixel', got {normalize!r}")
+        if fast and normalize == "pixel":
+            raise ValueError(
+                "normalize: pixel subtracts the mean image before the random crop, which the fast path does not "
+                "do: set data.fast false (or null)"
+            )
         self.dataset = dataset
         self.info = CIFAR_INFO[dataset]
         self.data_dir = data_dir
@@ -90,17 +103,23 @@ class CIFARDataModule(FastLoaderMixin, ImageClassificationDataModule):
         self.val_size = val_size
         self.split_seed = split_seed
         self.augment = augment
-        self.fast = fast
+        self.normalize = normalize
+        self.fast = normalize == "channel" if fast is None else fast
+        self.mean_image: torch.Tensor | None = None  # normalize: pixel -- set in setup from the training split
         self.num_classes = self.info["num_classes"]
         self.input_shape = (3, 32, 32)
 
     # ---------------------------------------------------------------- transforms
     @property
     def train_transform(self) -> v2.Compose:
+        if self.mean_image is not None:
+            return transforms.minus_image(self.mean_image, augment=self.augment, padding=4)
         return transforms.build("cifar" if self.augment else "none", 32, True, self.info["mean"], self.info["std"])
 
     @property
     def eval_transform(self) -> v2.Compose:
+        if self.mean_image is not None:
+            return transforms.minus_image(self.mean_image, augment=False)
         return transforms.build("cifar", 32, False, self.info["mean"], self.info["std"])
 
     # ---------------------------------------------------------------- files
@@ -146,6 +165,8 @@ class CIFARDataModule(FastLoaderMixin, ImageClassificationDataModule):
         """(train, val) indices into the official training set; a pure function of ``split_seed``."""
         if self.val_size >= train_set_size:
             raise ValueError(f"val_size ({self.val_size}) must be smaller than the training set ({train_set_size})")
+        if self.val_size == 0:
+            return list(range(train_set_size)), []
         order = torch.randperm(train_set_size, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
         return order[self.val_size :], order[: self.val_size]
 
@@ -165,7 +186,7 @@ class CIFARDataModule(FastLoaderMixin, ImageClassificationDataModule):
         train_indices, val_indices = self.split_indices(len(images))
         return (
             fast_split(images.subset(train_indices), train=True, **options),
-            fast_split(images.subset(val_indices), train=False, **options),
+            fast_split(images.subset(val_indices), train=False, **options) if val_indices else None,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -175,9 +196,18 @@ class CIFARDataModule(FastLoaderMixin, ImageClassificationDataModule):
             if stage in (None, "test", "predict") and self.test_set is None:
                 (self.test_set,) = self._fast_splits(train=False)
             return
+        if self.normalize == "pixel" and self.mean_image is None:
+            raw = self._open(True, transform=None)
+            train_indices, _ = self.split_indices(len(raw))
+            self.mean_image = transforms.mean_image(raw.data[train_indices])
         if stage in (None, "fit", "validate") and self.train_set is None:
             augmented, plain = self._open(True, self.train_transform), self._open(True, self.eval_transform)
             train_indices, val_indices = self.split_indices(len(augmented))
-            self.train_set, self.val_set = Subset(augmented, train_indices), Subset(plain, val_indices)
+            self.train_set = Subset(augmented, train_indices)
+            self.val_set = Subset(plain, val_indices) if val_indices else None
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = self._open(False, self.eval_transform)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """No validation loader with ``val_size: 0`` (Lightning then skips validation)."""
+        return [] if self.val_size == 0 else super().val_dataloader()

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 from torchvision.transforms import v2
 
@@ -70,3 +71,28 @@ def build(
     """The whole per-sample pipeline of one split."""
     steps = augmentation(preset, image_size) if train else evaluation(preset, image_size)
     return v2.Compose(steps + to_float(mean, std))
+
+
+class SubtractImage:
+    """``x - image`` on a float ``(C, H, W)`` tensor: the per-pixel mean subtraction of He et al. (2015)."""
+
+    def __init__(self, image: torch.Tensor) -> None:
+        self.image = image
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.image
+
+
+def mean_image(images: np.ndarray) -> torch.Tensor:
+    """The per-pixel mean of ``N x H x W x C`` uint8 images, as a ``(C, H, W)`` float tensor on the 0-1 scale."""
+    return torch.from_numpy(images.astype(np.float64).mean(axis=0) / 255.0).permute(2, 0, 1).float().contiguous()
+
+
+def minus_image(image: torch.Tensor, augment: bool, padding: int = 4) -> v2.Compose:
+    """To float on the 0-1 scale, subtract the mean ``image``, then (``augment``) pad with zeros -- the mean --
+    random crop and flip: the paper's order, so the padding is mean-coloured rather than black."""
+    steps: list = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), SubtractImage(image)]
+    if augment:
+        size = list(image.shape[-2:])
+        steps += [v2.RandomCrop(size, padding=padding), v2.RandomHorizontalFlip()]
+    return v2.Compose(steps)
