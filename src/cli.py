@@ -42,13 +42,13 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from src import runs
 from src.callbacks import LineProgress, ParameterEfficiency, TrainingDiagnostics
-from src.callbacks.efficiency import free_path
 from src.callbacks.predictions import PredictionWriter
 from src.callbacks.resume import RandomState, RunCheckpoint, ValidateLastStep
 from src.data import BatchSizeError, DataError, DatasetNotFoundError, ImageClassificationDataModule
 from src.data.cifar import CIFARDataModule  # noqa: F401  (registers the short name)
 from src.data.folder import ImageFolderDataModule  # noqa: F401  (registers the short name)
 from src.data.synthetic import SyntheticDataModule  # noqa: F401  (registers the short name)
+from src.files import free_path
 from src.modules import ImageClassifier
 
 LOG_ROOT = "lightning_logs"

@@ -33,7 +33,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from src.callbacks.efficiency import free_path
+from src.files import free_path
 from src.models.blocks import Block, branch_output, branch_weights, residual_blocks
 
 _EPS = 1e-12

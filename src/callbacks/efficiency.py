@@ -38,6 +38,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
+from src.files import free_path
 from src.models.complexity import (
     count_flops,
     count_parameters,
@@ -66,16 +67,6 @@ CPU_MEMORY_NOTE = (
     "not measured on CPU: the process's peak RSS is mostly Python, torch and data-loader memory and does not "
     "compare models; compare peak_memory_mb from GPU runs"
 )
-
-
-def free_path(directory: str, filename: str) -> str:
-    """``directory/filename``, or ``stem-1.ext``, ``stem-2.ext``... if it exists: never overwrite a file."""
-    stem, ext = os.path.splitext(filename)
-    path, index = os.path.join(directory, filename), 0
-    while os.path.exists(path):
-        index += 1
-        path = os.path.join(directory, f"{stem}-{index}{ext}")
-    return path
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float | None, str]:
@@ -317,9 +308,6 @@ class ParameterEfficiency(pl.Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._eval_samples = 0
 
-    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._eval_samples = 0
-
     def on_validation_batch_end(
         self,
         trainer: pl.Trainer,
@@ -331,16 +319,8 @@ class ParameterEfficiency(pl.Callback):
     ) -> None:
         self._eval_samples += len(batch[0])
 
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._eval_samples += len(batch[0])
+    on_test_epoch_start = on_validation_epoch_start
+    on_test_batch_end = on_validation_batch_end
 
     def _samples_scored(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
         """Samples this evaluation scored on all ranks together (a collective: every rank calls it)."""

@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import Dataset, Subset
 
-from src.callbacks.efficiency import free_path
+from src.files import free_path
 
 COLUMNS = ("index", "file", "class", "class_name", "probability", "label")
 

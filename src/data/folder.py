@@ -43,6 +43,7 @@ from src.data import download as downloads
 from src.data import transforms
 from src.data.base import DataError, DatasetNotFoundError, ImageClassificationDataModule
 from src.data.fast import FastLoaderMixin, fast_split, resident_device
+from src.files import free_path
 
 SUBSETS_DIR = Path(__file__).with_name("subsets")
 SPLITS = ("train", "val", "test")
@@ -227,16 +228,6 @@ def stratified_split(labels: Sequence[int], val_split: float, seed: int) -> tupl
 
 def _hash(*parts: object) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def free_name(folder: str, filename: str) -> str:
-    """``filename`` in ``folder``, or ``stem-1.ext``, ``stem-2.ext``... if taken: an earlier run's file is kept."""
-    stem, ext = os.path.splitext(filename)
-    path, n = os.path.join(folder, filename), 0
-    while os.path.exists(path):
-        n += 1
-        path = os.path.join(folder, f"{stem}-{n}{ext}")
-    return path
 
 
 class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
@@ -602,6 +593,6 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         if self._recorded or trainer is None or not trainer.is_global_zero or not trainer.log_dir:
             return
         os.makedirs(trainer.log_dir, exist_ok=True)
-        with open(free_name(trainer.log_dir, RUN_RECORD), "w") as handle:
+        with open(free_path(trainer.log_dir, RUN_RECORD), "w") as handle:
             json.dump(self.describe(), handle, indent=2)
         self._recorded = True

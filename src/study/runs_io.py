@@ -8,8 +8,9 @@ A run directory (``<root>/<study>/<arch>[-<override>]/seed<k>/``) holds::
     checkpoints/           best by val/acc and last.ckpt
 
 The sweep and the report only *read* these files, through the small functions here; they never
-build the paths themselves. (Self-contained on purpose: this is the run-directory knowledge
-``src/runs.py`` owns once run identity lands, and these functions can move there unchanged.)
+build the paths themselves. ``src.runs`` owns the layout (names, checkpoints, the raw readers);
+these are its *tolerant* readers for studies: a run that is missing, crashed or half-written
+reads as ``None`` / absent instead of an error, so a partial study is reported as far as it goes.
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ from typing import Any, Literal
 
 import yaml
 
-EFFICIENCY_FILE = "efficiency.json"
-CONFIG_FILE = "config.yaml"
-CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
+from src import runs
+from src.runs import CHECKPOINT_DIR, CONFIG_FILE, EFFICIENCY_FILE
 
 RunStatus = Literal["finished", "unfinished", "missing"]
 _NUMBERED = re.compile(r"^(?P<stem>.+?)(?:-(?P<index>\d+))?(?P<ext>\.[^.]+)$")
@@ -77,9 +76,9 @@ def read_config(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def last_checkpoint(run_dir: str | Path) -> Path | None:
-    """``checkpoints/last.ckpt`` if the run saved one (then it can be resumed), else None."""
-    path = Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
-    return path if path.is_file() else None
+    """The checkpoint the run would resume from (``last.ckpt`` or a SLURM hpc one), else None."""
+    path = runs.resume_checkpoint(str(run_dir)) if Path(run_dir).is_dir() else None
+    return Path(path) if path else None
 
 
 def run_status(run_dir: str | Path) -> RunStatus:
@@ -127,23 +126,9 @@ def run_seed(run_dir: str | Path, config: dict[str, Any] | None = None) -> int |
 
 
 def read_scalars(run_dir: str | Path, tags: list[str] | tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
-    """TensorBoard scalars of the run, ``{tag: (steps, values)}``, all points (no down-sampling).
+    """TensorBoard scalars of the run, ``{tag: (steps, values)}``, all points, across resumes.
 
-    Only the event files directly in ``run_dir`` are read (they hold what Lightning's
-    TensorBoardLogger wrote); tags the run never logged are left out of the result.
+    Read with ``src.runs.read_metrics``; tags the run never logged are left out of the result.
     """
-    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
-
-    run_dir = Path(run_dir)
-    if not any(run_dir.glob("events.out.tfevents*")):
-        return {}
-    accumulator = EventAccumulator(str(run_dir), size_guidance={SCALARS: 0})
-    accumulator.Reload()
-    available = set(accumulator.Tags().get("scalars", []))
-    curves = {}
-    for tag in tags:
-        if tag in available:
-            events = sorted(accumulator.Scalars(tag), key=lambda event: (event.step, event.wall_time))
-            by_step = {event.step: event.value for event in events}  # a resumed run may repeat steps: keep the latest
-            curves[tag] = (list(by_step), list(by_step.values()))
-    return curves
+    metrics = runs.read_metrics(str(run_dir))
+    return {tag: ([s for s, _ in metrics[tag]], [v for _, v in metrics[tag]]) for tag in tags if tag in metrics}

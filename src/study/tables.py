@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from src.callbacks.efficiency import free_path  # the project's one "never overwrite" rule
+from src.files import free_path  # the project's one "never overwrite" rule
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], directory: str | os.PathLike, filename: str) -> str:
