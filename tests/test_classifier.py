@@ -180,3 +180,17 @@ def test_fast_dev_run_leaves_a_long_warmup_open_ended(tmp_path):
     trainer = tiny_trainer(tmp_path, fast_dev_run=True)
     trainer.fit(model, tiny_data())  # a smoke test of one step: no schedule error
     assert trainer.global_step == 1 and trainer.lr_scheduler_configs[0].scheduler.total_steps is None
+
+
+def test_test_flip_scores_the_mean_of_each_image_and_its_mirror(tmp_path):
+    torch.manual_seed(0)
+    model = ImageClassifier("resnet8", num_classes=10, test_flip=True)
+    data = tiny_data()
+    accuracy = tiny_trainer(tmp_path).test(model, data, verbose=False)[0]["test/acc"]
+    images, labels = data.test_set.tensors
+    model.eval()
+    with torch.no_grad():
+        flipped = (model(images) + model(images.flip(-1))) / 2
+        single = model(images)
+    assert accuracy == pytest.approx((flipped.argmax(-1) == labels).float().mean().item())
+    assert not torch.equal(flipped.argmax(-1), single.argmax(-1))  # the mirror really changes predictions here

@@ -58,6 +58,8 @@ class ImageClassifier(pl.LightningModule):
         no_decay_norm_and_bias: put norm parameters and biases in a group with no weight decay.
         l1_penalty: coefficient of an L1 penalty on conv/linear weights, added to the loss.
         channels_last: train in channels-last memory format (faster convolutions on GPUs).
+        test_flip: at test time average the logits of each image and its horizontal mirror (flip test-time
+            augmentation); validation -- which picks the best checkpoint -- is left as it is.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class ImageClassifier(pl.LightningModule):
         no_decay_norm_and_bias: bool = False,
         l1_penalty: float = 0.0,
         channels_last: bool = False,
+        test_flip: bool = False,
     ) -> None:
         super().__init__()
         if l1_penalty < 0:
@@ -110,6 +113,8 @@ class ImageClassifier(pl.LightningModule):
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images, labels = batch
         logits = self(images)
+        if stage == "test" and self.hparams.get("test_flip"):
+            logits = (logits + self(images.flip(-1))) / 2
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         sync = stage != "train"  # epoch-level val/test numbers must agree across DDP ranks
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, sync_dist=sync)
