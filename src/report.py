@@ -9,7 +9,9 @@ scalars ``train/acc`` and ``val/acc`` -- and never trains. Writes into ``--out``
   and the marginal accuracy per extra Mparam / GMAC over the previous depth of the same line);
 * ``report.md``: the same table for people, the figures, what budget the runs had, and every
   run that is unfinished (not tested: still running or crashed) or missing;
-* ``test_error_vs_params.png``, ``test_error_vs_macs.png``, ``training_curves.png``.
+* ``test_error_vs_params.png``, ``test_error_vs_macs.png``, ``training_curves.png``;
+* ``diagnostics_grad_norm.png``, ``diagnostics_branch_ratio.png`` when runs trained with the
+  diagnostics callback: per-block profiles, residual against plain.
 
 Given a study file, the root is the study's folder and the runs it plans but cannot find are
 listed as missing. A partial study -- one seed, untested or crashed runs -- is reported as far
@@ -23,6 +25,7 @@ import sys
 from pathlib import Path
 
 from src.study.plan import StudyError, is_study_file, load_study, plan_runs
+from src.study.plots import plot_depth_profiles, read_diagnostics
 from src.study.report_figures import plot_error_vs_cost, plot_training_curves
 from src.study.report_tables import Row, RunRecord, aggregate, collect_runs, markdown_table, write_csv
 from src.study.runs_io import read_scalars
@@ -33,6 +36,28 @@ FIGURES = {
     "curves": "training_curves.png",
 }
 CURVE_TAGS = {"train": "train/acc", "val": "val/acc"}
+# Written when finished runs trained with the diagnostics callback (diagnostics.enabled: true).
+DIAGNOSTICS_FILE = "diagnostics.jsonl"
+DIAGNOSTICS_FIGURES = {"grad_norm": "diagnostics_grad_norm.png", "branch_ratio": "diagnostics_branch_ratio.png"}
+
+
+def diagnostics_figures(records: list[RunRecord], out: Path) -> list[str]:
+    """Gradient norm and ||F(x)|| / ||x|| against block index, one curve per variant (its first finished seed).
+
+    Returns the names of the figures written: none when no run recorded diagnostics.
+    """
+    files: dict[str, Path] = {}
+    for run in records:
+        path = Path(run.run_dir) / DIAGNOSTICS_FILE
+        if run.status == "finished" and path.is_file() and not any(k.startswith(f"{run.variant} ") for k in files):
+            files[f"{run.variant} (seed {run.seed})"] = path
+    written = []
+    for key, name in DIAGNOSTICS_FIGURES.items():
+        usable = {label: path for label, path in files.items() if any(key in r for r in read_diagnostics(path))}
+        if usable:
+            plot_depth_profiles(usable, out / name, key=key)
+            written.append(name)
+    return written
 
 
 def read_curves(records: list[RunRecord]) -> dict[str, dict[str, list]]:
@@ -86,7 +111,9 @@ def _status_lines(records: list[RunRecord]) -> list[str]:
     return lines
 
 
-def render_markdown(title: str, records: list[RunRecord], rows: list[Row], paper: bool) -> str:
+def render_markdown(
+    title: str, records: list[RunRecord], rows: list[Row], paper: bool, diagnostics: list[str] | None = None
+) -> str:
     counts = {status: sum(run.status == status for run in records) for status in ("finished", "unfinished", "missing")}
     lines = [
         f"# Study report: {title}",
@@ -121,6 +148,16 @@ def render_markdown(title: str, records: list[RunRecord], rows: list[Row], paper
             "recipe and all 50k images.",
             "",
         ]
+    if diagnostics:
+        lines += [
+            "## Inside the networks: training diagnostics",
+            "",
+            "Per block, input to output, averaged over the last measured steps of each variant's first finished "
+            "seed: the gradient norm of the block's branch weights, and ||F(x)|| / ||x||, how much the block's "
+            "branch changes its input (`diagnostics.jsonl`, written with `diagnostics.enabled: true`).",
+            "",
+            *[f"![{name}]({name})\n" for name in diagnostics],
+        ]
     lines += ["## Budget of the finished runs", "", *(_budget_lines(records) or ["- none"]), ""]
     status = _status_lines(records)
     if status:
@@ -144,7 +181,8 @@ def write_report(
     plot_error_vs_cost(rows, "params", out / FIGURES["params"], paper=with_paper)
     plot_error_vs_cost(rows, "macs", out / FIGURES["macs"], paper=with_paper)
     plot_training_curves(rows, read_curves(records), out / FIGURES["curves"])
-    (out / "report.md").write_text(render_markdown(str(root), records, rows, with_paper))
+    diagnostics = diagnostics_figures(records, out)
+    (out / "report.md").write_text(render_markdown(str(root), records, rows, with_paper, diagnostics))
     return out, records
 
 

@@ -156,3 +156,21 @@ def test_paper_reference_numbers_match_table6_and_our_models():
         model = build_model(f"resnet{result.depth}", 10)
         assert count_parameters(model) == result.params
         assert count_flops(model, (3, 32, 32)) // 2 == result.macs
+
+
+def test_runs_with_training_diagnostics_get_depth_profile_figures(tiny_study, tmp_path):
+    """diagnostics.jsonl in finished runs -> one gradient-norm and one branch-ratio figure, linked from report.md."""
+    root = tmp_path / "with_diagnostics"
+    shutil.copytree(tiny_study, root)
+    for variant, scale in (("resnet8", 1.0), ("plain8", 0.1)):
+        records = [{"step": step, "grad_norm": [scale * (i + 1) for i in range(3)], "branch_ratio": [0.5, 0.4, 0.3]}
+                   for step in (0, 2)]  # fmt: skip
+        (root / variant / "seed0" / "diagnostics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "out"
+    assert main([str(root), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    for name in ("diagnostics_grad_norm.png", "diagnostics_branch_ratio.png"):
+        assert (out / name).read_bytes()[:8] == PNG_SIGNATURE and f"]({name})" in text
+    assert not (tmp_path / "plain_report" / "diagnostics_grad_norm.png").exists()
+    assert main([str(tiny_study), "--out", str(tmp_path / "plain_report")]) == 0  # no diagnostics: no such figure
+    assert not (tmp_path / "plain_report" / "diagnostics_grad_norm.png").exists()
