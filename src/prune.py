@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from src.data import DatasetNotFoundError
+from src.models import parse_arch
 from src.study.checkpoint import load as _load
 from src.study.checkpoint import output_dir, pick_device, split_loader
 from src.study.plots import plot_pruning
@@ -39,7 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _label(model: object, checkpoint: str, taken: set[str]) -> str:
     hparams = model.hparams
-    label = hparams.arch + (f" ({hparams.shortcut})" if hparams.get("shortcut") else "")
+    residual = parse_arch(hparams.arch)[1]  # a plain net has no shortcut, whatever the config said
+    label = hparams.arch + (f" ({hparams.shortcut})" if residual and hparams.get("shortcut") else "")
     return label if label not in taken else f"{label} [{checkpoint}]"
 
 

@@ -215,3 +215,12 @@ def test_a_checkpoint_of_another_kind_exits_with_one_line(tmp_path):
     ]
     with pytest.raises(SystemExit, match="is not a PyTorch checkpoint"):
         prune_command.main([str(REPO_ROOT / "README.md")])
+
+
+def test_pruning_a_channels_last_network(trained):
+    """A model trained with channels_last: true (the fast recipe) prunes like any other."""
+    run = trained["resnet8"]
+    net = copy.deepcopy(run["model"].model).to(memory_format=torch.channels_last)
+    rows = prune_sweep(net, _loader(run), [0.0, 0.5])
+    assert rows[1]["pruned_weights"] == round(0.5 * 74_800)
+    assert rows[0]["acc"] == pytest.approx(run["test_acc"], abs=1e-6)

@@ -106,7 +106,9 @@ def prune_sweep(
     total_params = count_parameters(net)
     rows = []
     for sparsity in sparsities:
-        pruned_net = copy.deepcopy(net).to(device)
+        # Channels-last weights (``model.channels_last: true``) are not contiguous, and torch's global
+        # pruning flattens every weight with ``view``: prune a copy in the default layout.
+        pruned_net = copy.deepcopy(net).to(device=device, memory_format=torch.contiguous_format)
         targets = prunable_weights(pruned_net)
         prunable = sum(getattr(module, name).numel() for module, name in targets)
         amount = round(sparsity * prunable)  # an int: exactly this many weights, not prune's own rounding

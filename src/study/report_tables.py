@@ -61,7 +61,7 @@ def _context(config: dict | None) -> dict[str, Any]:
         "data_dir": init.get("data_dir") if isinstance(init, dict) else None,
         "val_size": init.get("val_size") if isinstance(init, dict) else None,
         "batch_size": init.get("batch_size") if isinstance(init, dict) else None,
-        "max_steps": _nested(config, "trainer", "max_steps"),
+        "max_steps": None if _nested(config, "trainer", "max_steps") in (None, -1) else config["trainer"]["max_steps"],
         "max_epochs": _nested(config, "trainer", "max_epochs"),
     }
 
