@@ -479,6 +479,10 @@ def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
         # Called in-process (a notebook, a test), leave no run directory behind for the next run to join.
         if os.environ.get(RUN_DIR_ENV, "").partition(":")[0] == str(os.getpid()):
             del os.environ[RUN_DIR_ENV]
+        if run and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Shut the process group down before the interpreter does: left to exit, a DDP rank can abort
+            # in a communication thread's destructor ("terminate called without an active exception").
+            torch.distributed.destroy_process_group()
 
 
 USER_ERRORS = (DatasetNotFoundError, DataError, BatchSizeError, runs.RunError)
