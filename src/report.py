@@ -11,7 +11,9 @@ scalars ``train/acc`` and ``val/acc`` -- and never trains. Writes into ``--out``
   run that is unfinished (not tested: still running or crashed) or missing;
 * ``test_error_vs_params.png``, ``test_error_vs_macs.png``, ``training_curves.png``;
 * ``diagnostics_grad_norm.png``, ``diagnostics_branch_ratio.png`` when runs trained with the
-  diagnostics callback: per-block profiles, residual against plain.
+  diagnostics callback: per-block profiles, residual against plain;
+* links to the ``lesion/lesion.png`` and ``prune/prune.png`` that ``python -m src.lesion`` /
+  ``python -m src.prune`` wrote into the study's run directories.
 
 Given a study file, the root is the study's folder and the runs it plans but cannot find are
 listed as missing. A partial study -- one seed, untested or crashed runs -- is reported as far
@@ -21,6 +23,7 @@ as it goes; the report never fails because a run is incomplete.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -111,8 +114,28 @@ def _status_lines(records: list[RunRecord]) -> list[str]:
     return lines
 
 
+TOOL_FIGURES = {"lesion": "lesion.png", "prune": "prune.png"}  # written by python -m src.lesion / src.prune
+
+
+def tool_figures(records: list[RunRecord], out: Path) -> list[tuple[str, str]]:
+    """``(caption, path relative to out)`` of the lesion / pruning figures the finished runs hold."""
+    found = []
+    for run in records:
+        for tool, name in TOOL_FIGURES.items():
+            figure = Path(run.run_dir) / tool / name
+            if run.status == "finished" and figure.is_file():
+                caption = f"{run.variant}/seed{run.seed}: {'block lesions' if tool == 'lesion' else 'pruning sweep'}"
+                found.append((caption, os.path.relpath(figure.resolve(), out.resolve())))
+    return found
+
+
 def render_markdown(
-    title: str, records: list[RunRecord], rows: list[Row], paper: bool, diagnostics: list[str] | None = None
+    title: str,
+    records: list[RunRecord],
+    rows: list[Row],
+    paper: bool,
+    diagnostics: list[str] | None = None,
+    tools: list[tuple[str, str]] | None = None,
 ) -> str:
     counts = {status: sum(run.status == status for run in records) for status in ("finished", "unfinished", "missing")}
     lines = [
@@ -158,6 +181,14 @@ def render_markdown(
             "",
             *[f"![{name}]({name})\n" for name in diagnostics],
         ]
+    if tools:
+        lines += [
+            "## Block lesions and pruning",
+            "",
+            "From `python -m src.lesion` / `python -m src.prune` run on the study's checkpoints:",
+            "",
+            *[f"![{caption}]({path})\n" for caption, path in tools],
+        ]
     lines += ["## Budget of the finished runs", "", *(_budget_lines(records) or ["- none"]), ""]
     status = _status_lines(records)
     if status:
@@ -182,7 +213,8 @@ def write_report(
     plot_error_vs_cost(rows, "macs", out / FIGURES["macs"], paper=with_paper)
     plot_training_curves(rows, read_curves(records), out / FIGURES["curves"])
     diagnostics = diagnostics_figures(records, out)
-    (out / "report.md").write_text(render_markdown(str(root), records, rows, with_paper, diagnostics))
+    tools = tool_figures(records, out)
+    (out / "report.md").write_text(render_markdown(str(root), records, rows, with_paper, diagnostics, tools))
     return out, records
 
 

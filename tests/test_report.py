@@ -174,3 +174,16 @@ def test_runs_with_training_diagnostics_get_depth_profile_figures(tiny_study, tm
     assert not (tmp_path / "plain_report" / "diagnostics_grad_norm.png").exists()
     assert main([str(tiny_study), "--out", str(tmp_path / "plain_report")]) == 0  # no diagnostics: no such figure
     assert not (tmp_path / "plain_report" / "diagnostics_grad_norm.png").exists()
+
+
+def test_lesion_and_pruning_figures_of_the_runs_are_linked(tiny_study, tmp_path):
+    root = tmp_path / "with_tools"
+    shutil.copytree(tiny_study, root)
+    (root / "resnet8" / "seed0" / "lesion").mkdir()
+    (root / "resnet8" / "seed0" / "lesion" / "lesion.png").write_bytes(PNG_SIGNATURE)
+    out = tmp_path / "out"
+    assert main([str(root), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "## Block lesions and pruning" in text
+    assert "![resnet8/seed0: block lesions](../with_tools/resnet8/seed0/lesion/lesion.png)" in text
+    assert "pruning sweep" not in text  # no run has a prune.png
