@@ -245,6 +245,7 @@ def ddp_run(out_dir: str) -> None:
 
     from src.data.base import ImageClassificationDataModule
     from src.data.fast import FastLoaderMixin
+    from tests.helpers import tiny_trainer
 
     class IndexedData(FastLoaderMixin, ImageClassificationDataModule):
         def __init__(self) -> None:
@@ -276,17 +277,7 @@ def ddp_run(out_dir: str) -> None:
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     pl.seed_everything(0)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=out_dir,
-    )
+    trainer = tiny_trainer(out_dir, devices=2, strategy="ddp", max_epochs=2)
     trainer.fit(Recorder(), IndexedData())
 
 
