@@ -13,16 +13,15 @@ Archives are checked against their MD5 where the publisher's checksum is known.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
 from torchvision.datasets.utils import download_and_extract_archive
 
 from src.data.base import DatasetNotFoundError
+from src.data.locking import file_lock
 
 FASTAI = "https://s3.amazonaws.com/fast-ai-imageclas"
 MARKER = ".complete"
@@ -63,18 +62,6 @@ def is_complete(name: str, data_dir: str) -> bool:
     return os.path.exists(os.path.join(dataset_root(name, data_dir), MARKER))
 
 
-@contextmanager
-def _lock(path: str):  # noqa: ANN202  (a context manager)
-    """An exclusive lock on ``path`` (a file), so that concurrent processes download and extract once."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def how_to_get(name: str, data_dir: str) -> str:
     archive = check_name(name)
     return (
@@ -91,7 +78,7 @@ def prepare(name: str, data_dir: str, download: bool) -> str:
         return root
     if not download:
         raise DatasetNotFoundError(f"{name} was not found in '{root}'. {how_to_get(name, data_dir)}")
-    with _lock(os.path.join(data_dir, f".{name}.lock")):
+    with file_lock(os.path.join(data_dir, f".{name}.lock")):
         if is_complete(name, data_dir):  # another process finished while we waited
             return root
         archive = ARCHIVES[name]
