@@ -52,6 +52,7 @@ import math
 import os
 import time
 from datetime import datetime, timezone
+from itertools import islice
 from typing import Any
 
 import lightning.pytorch as pl
@@ -101,6 +102,7 @@ CUDA_MEMORY_NOTE = (
     "held on the GPU by the fast data path (data_on_device_mb): model, optimizer state, activations, workspace"
 )
 SPLITS = ("train_set", "val_set", "test_set", "predict_set")
+CONTAINER_ITEMS = 64
 
 
 def peak_memory_mb(device: torch.device, data_bytes: int = 0) -> tuple[float | None, str]:
@@ -115,7 +117,11 @@ def peak_memory_mb(device: torch.device, data_bytes: int = 0) -> tuple[float | N
 
 
 def _tensors(value: Any, depth: int = 3) -> list[torch.Tensor]:
-    """Tensors held by a data set object: its attributes, their attributes, lists and dicts, a few levels deep."""
+    """Tensors held by a data set object: its attributes, their attributes, lists and dicts, a few levels deep.
+
+    Containers are looked into for their first ``CONTAINER_ITEMS`` items only: tensors sit in short
+    tuples (images, labels), and a folder data set's list of 50,000 file names holds none.
+    """
     if isinstance(value, torch.Tensor):
         return [value]
     if depth == 0 or value is None or isinstance(value, (str, bytes, int, float, bool)):
@@ -123,9 +129,9 @@ def _tensors(value: Any, depth: int = 3) -> list[torch.Tensor]:
     if isinstance(value, Subset):
         return _tensors(value.dataset, depth)
     if isinstance(value, dict):
-        items = list(value.values())
+        items = list(islice(value.values(), CONTAINER_ITEMS))
     elif isinstance(value, (list, tuple)):
-        items = list(value)
+        items = list(islice(value, CONTAINER_ITEMS))
     elif hasattr(value, "__dict__"):
         items = list(vars(value).values())
     else:
