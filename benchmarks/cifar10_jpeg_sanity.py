@@ -68,7 +68,7 @@ def main() -> None:
     trainer.fit(model, train_loader, val_loader)
     elapsed = time.perf_counter() - start
     report = json.loads(open(callback.path).read())
-    keys = ("arch", "params_total", "macs_per_sample", "best_val_acc", "acc_per_mparam", "train_images_per_sec")
+    keys = ("arch", "params_total", "macs_per_sample", "best_val_acc", "raw_acc_per_mparam", "train_images_per_sec")
     print(json.dumps({**{k: report[k] for k in keys}, "fit_seconds": round(elapsed, 1), "report": callback.path}))
 
 

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import platform
+import subprocess
 from functools import partial
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 from torch.utils.data import DataLoader
 
 import src.callbacks.efficiency as efficiency_module
+import src.callbacks.provenance as provenance_module
 from src.callbacks import ParameterEfficiency
+from src.callbacks.efficiency import HPARAM_METRICS
+from src.data.fast import Uint8Images, fast_split
 from src.models import build_model
 from src.models.complexity import count_macs, count_parameters
 from src.modules import ImageClassifier
+from tests.conftest import REPO_ROOT
 from tests.helpers import tiny_data, tiny_trainer
 
 REQUIRED_FIELDS = {
     "arch", "params_total", "params_trainable", "macs_per_sample", "flops_per_sample", "input_shape",
-    "best_val_acc", "test_acc", "acc_per_mparam",
+    "best_val_acc", "test_acc", "raw_acc_per_mparam", "raw_acc_per_gmac", "train_images_seen", "train_time_sec",
+    "test_flip", "test_passes_per_sample", "provenance", "status", "data_on_device_mb",
 }  # fmt: skip
 
 
@@ -34,13 +44,16 @@ class RecordValAcc(pl.Callback):
             self.values.append(float(trainer.callback_metrics["val/acc"]))
 
 
-def run(tmp_path, arch="resnet8", epochs=3, test=True, callback=None, version=None, **data_options):
+def run(
+    tmp_path, arch="resnet8", epochs=3, test=True, callback=None, version=None, model_options=None, extra=(), **data
+):
     logger = TensorBoardLogger(tmp_path, name="run", version=version, default_hp_metric=False)
     callback = callback or ParameterEfficiency()
     record = RecordValAcc()
-    model = ImageClassifier(arch, num_classes=10, optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9))
-    trainer = tiny_trainer(tmp_path, max_epochs=epochs, logger=logger, callbacks=[callback, record])
-    data = tiny_data(**data_options)
+    optimizer = partial(torch.optim.SGD, lr=0.05, momentum=0.9)
+    model = ImageClassifier(arch, num_classes=10, optimizer=optimizer, **(model_options or {}))
+    trainer = tiny_trainer(tmp_path, max_epochs=epochs, logger=logger, callbacks=[callback, record, *extra])
+    data = tiny_data(**data)
     trainer.fit(model, data)
     results = trainer.test(model, data, verbose=False)[0] if test else None
     return trainer, callback, record.values, results
@@ -69,10 +82,15 @@ def test_efficiency_json_holds_the_measured_numbers(tmp_path):
     assert report["val_acc_per_mparam"] == pytest.approx(max(val_accs) / (params / 1e6))
     assert report["test_acc"] == pytest.approx(results["test/acc"])
     assert report["acc_source"] == "test"
-    assert report["acc_per_mparam"] == pytest.approx(results["test/acc"] / (params / 1e6))
-    assert report["acc_per_gmac"] == pytest.approx(results["test/acc"] / (report["macs_per_sample"] / 1e9))
-    assert report["train_images_per_sec"] > 0
+    assert report["raw_acc_per_mparam"] == pytest.approx(results["test/acc"] / (params / 1e6))
+    assert report["raw_acc_per_gmac"] == pytest.approx(results["test/acc"] / (report["macs_per_sample"] / 1e9))
+    assert "acc_per_mparam" not in report and "acc_per_gmac" not in report  # renamed: never "the headline"
+    assert report["train_images_per_sec"] > 0 and report["train_time_sec"] > 0
+    assert report["train_images_seen"] == 3 * 128  # 3 epochs of 128 training images
+    assert (report["test_flip"], report["test_passes_per_sample"]) == (False, 1)
     assert report["peak_memory_mb"] is None and report["peak_memory_kind"] == "not_measured_on_cpu"  # CPU run
+    assert report["data_on_device_mb"] is None
+    assert report["status"] == "finished"
     assert report["val_samples"] == 64 and report["test_samples"] == 64
     assert (report["world_size"], report["per_process_batch_size"], report["global_batch_size"]) == (1, 32, 32)
     assert report["global_step"] == trainer.global_step == 12
@@ -82,7 +100,8 @@ def test_without_test_the_headline_is_validation_accuracy(tmp_path):
     _, _, val_accs, _ = run(tmp_path, epochs=1, test=False)
     report = json.loads((tmp_path / "run" / "version_0" / "efficiency.json").read_text())
     assert report["test_acc"] is None and report["acc_source"] == "val"
-    assert report["acc_per_mparam"] == pytest.approx(val_accs[0] / (report["params_total"] / 1e6))
+    assert report["raw_acc_per_mparam"] == pytest.approx(val_accs[0] / (report["params_total"] / 1e6))
+    assert report["status"] == "finished"  # fit ended normally
 
 
 def test_tensorboard_gets_scalars_and_an_hparams_session(tmp_path):
@@ -97,10 +116,17 @@ def test_tensorboard_gets_scalars_and_an_hparams_session(tmp_path):
         "efficiency/test_acc_per_mparam",
         "hp/best_val_acc",
         "hp/test_acc",
+        "hp/params_total",
+        "hp/macs_per_sample",
         "val/acc",
     }
     assert expected <= tags
-    assert "_hparams_/experiment" in events.summary_metadata
+    assert not {"hp/val_acc_per_mparam", "hp/val_acc_per_gmac"} & tags  # no ratio is presented as the metric
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        events.summary_metadata["_hparams_/experiment"].plugin_data.content
+    ).experiment
+    assert {info.name.tag for info in experiment.metric_infos} == set(HPARAM_METRICS)
+    assert events.Scalars("hp/params_total")[0].value == count_parameters(build_model("resnet8", 10))
     best = [event.value for event in events.Scalars("hp/best_val_acc")]
     assert best[-1] == pytest.approx(max(v for v in best if v == v))  # NaN placeholder first, then the best
 
@@ -144,3 +170,122 @@ def test_configured_input_shape_wins(tmp_path):
     _, callback, _, _ = run(tmp_path, epochs=1, test=False, callback=ParameterEfficiency(input_shape=[3, 32, 32]))
     assert callback.report["input_shape"] == [3, 32, 32]
     assert callback.report["macs_per_sample"] == count_macs(build_model("resnet8", 10), (3, 32, 32))
+
+
+# ---------------------------------------------------------------- test protocol, status, provenance, memory
+def test_flip_test_is_recorded_and_costs_two_passes_per_gmac(tmp_path):
+    _, _, val_accs, results = run(tmp_path, epochs=1, model_options={"test_flip": True})
+    report = json.loads((tmp_path / "run" / "version_0" / "efficiency.json").read_text())
+    assert (report["test_flip"], report["test_passes_per_sample"]) == (True, 2)
+    gmacs = report["macs_per_sample"] / 1e9
+    assert report["test_acc_per_gmac"] == pytest.approx(results["test/acc"] / (2 * gmacs))
+    assert report["raw_acc_per_gmac"] == report["test_acc_per_gmac"]
+    assert report["val_acc_per_gmac"] == pytest.approx(val_accs[0] / gmacs)  # validation: one pass, no flip
+    assert report["test_acc_per_mparam"] == pytest.approx(results["test/acc"] / (report["params_total"] / 1e6))
+
+
+class DivergeAt(pl.Callback):
+    """Plays the divergence check: at ``step`` it marks the run diverged and stops training."""
+
+    def __init__(self, efficiency: ParameterEfficiency, step: int) -> None:
+        self.efficiency, self.step = efficiency, step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            self.efficiency.mark_diverged(trainer.global_step, "loss is nan")
+            trainer.should_stop = True
+
+
+def test_mark_diverged_is_written_at_once_and_kept_to_the_end(tmp_path):
+    efficiency = ParameterEfficiency()
+    seen = {}
+
+    class Peek(pl.Callback):  # the file as it is right after the call, before any later write
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if trainer.global_step == 3:
+                seen.update(json.loads(open(efficiency.path).read()))
+
+    trainer, _, _, _ = run(tmp_path, epochs=3, callback=efficiency, extra=[DivergeAt(efficiency, 3), Peek()])
+    assert (seen["status"], seen["diverged_step"], seen["diverged_reason"]) == ("diverged", 3, "loss is nan")
+    report = json.loads((tmp_path / "run" / "version_0" / "efficiency.json").read_text())
+    assert report["status"] == "diverged" and report["diverged_step"] == 3  # neither fit's end nor test's undid it
+    assert report["diverged_reason"] == "loss is nan" and report["test_acc"] is not None
+    assert trainer.global_step == 3
+
+
+def test_mark_diverged_on_another_rank_or_before_setup_is_a_no_op():
+    efficiency = ParameterEfficiency()
+    efficiency.mark_diverged(5, "loss is inf")  # no record: not rank zero, or nothing set up yet
+    assert efficiency.report == {} and efficiency.path is None
+
+
+def test_provenance_names_the_commit_packages_device_and_config(tmp_path):
+    from importlib import metadata
+
+    trainer, _, _, _ = run(tmp_path, epochs=1, test=False)
+    record = json.loads((tmp_path / "run" / "version_0" / "efficiency.json").read_text())["provenance"]
+    head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert record["git_commit"] == head.stdout.strip() and len(record["git_commit"]) == 40
+    assert isinstance(record["git_dirty"], bool)
+    assert record["packages"] == {
+        "torch": metadata.version("torch"),
+        "torchvision": metadata.version("torchvision"),
+        "lightning": metadata.version("lightning"),
+        "torchmetrics": metadata.version("torchmetrics"),
+        "python": platform.python_version(),
+    }
+    assert record["device"] == provenance_module.cpu_model() and record["device"]
+    # No CLI config here: the hash is over the module's and the DataModule's hyperparameters.
+    expected = {"model": dict(trainer.lightning_module.hparams), "data": dict(tiny_data().hparams)}
+    assert record["config_sha256"] == provenance_module.config_sha256(expected)
+
+
+def test_config_hash_is_canonical():
+    config = {"model": {"arch": "resnet20", "lr": 0.1}, "seed_everything": 1, "ckpt_path": None}
+    reordered = {"seed_everything": 1, "model": {"lr": 0.1, "arch": "resnet20"}, "ckpt_path": "last"}
+    digest = provenance_module.config_sha256(config)
+    assert digest == provenance_module.config_sha256(reordered)  # key order and ckpt_path do not count
+    text = json.dumps(
+        {"model": {"arch": "resnet20", "lr": 0.1}, "seed_everything": 1}, sort_keys=True, separators=(",", ":")
+    )
+    assert digest == hashlib.sha256(text.encode()).hexdigest()
+    assert digest != provenance_module.config_sha256({**config, "seed_everything": 2})
+    assert provenance_module.config_sha256(None) is None
+    # Objects in a config (a partial, a function) hash the same in every process: no memory addresses.
+    assert provenance_module.config_sha256({"f": lambda: 0}) == provenance_module.config_sha256({"f": lambda: 0})
+
+
+def test_git_state_is_null_outside_the_repository_and_never_fails(tmp_path, monkeypatch):
+    assert provenance_module.git_state(tmp_path) == (None, None)  # not a repository
+    assert provenance_module.git_state(REPO_ROOT / "src") == (None, None)  # inside one, but not its top level
+    commit, dirty = provenance_module.git_state(REPO_ROOT)
+    assert commit is not None and dirty is not None
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(provenance_module.subprocess, "run", no_git)
+    assert provenance_module.git_state(REPO_ROOT) == (None, None)
+
+
+def test_training_peak_memory_leaves_out_the_data_held_on_the_gpu(monkeypatch):
+    """CUDA itself is not exercised here (CPU-only tests): the allocator's peak is faked."""
+    monkeypatch.setattr(efficiency_module.torch.cuda, "max_memory_allocated", lambda device=None: 300 * 2**20)
+    memory, kind = efficiency_module.peak_memory_mb(torch.device("cuda", 0), data_bytes=100 * 2**20)
+    assert (memory, kind) == (200.0, "cuda_max_allocated_excluding_data")
+    assert efficiency_module.peak_memory_mb(torch.device("cpu"), data_bytes=5) == (None, "not_measured_on_cpu")
+
+
+def test_data_on_device_counts_each_fast_split_once():
+    images = torch.zeros(10, 3, 8, 8, dtype=torch.uint8)
+    data = Uint8Images(images, torch.arange(10))
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    train = fast_split(data.subset(range(8)), mean, std, train=True)
+    val = fast_split(data.subset(range(8, 10)), mean, std, train=False)
+    datamodule = SimpleNamespace(train_set=train, val_set=val, test_set=val, predict_set=None)
+    expected = (8 + 2) * 3 * 8 * 8 + (8 + 2) * 8  # uint8 images + int64 labels; the test split is the val split
+    # BatchAugment's two 3-float buffers are tensors on the device too.
+    augment = 2 * 2 * 3 * 4
+    assert efficiency_module.data_on_device_bytes(datamodule, torch.device("cpu")) == expected + augment
+    assert efficiency_module.data_on_device_bytes(datamodule, torch.device("meta")) == 0
+    assert efficiency_module.data_on_device_bytes(SimpleNamespace(), torch.device("cpu")) == 0

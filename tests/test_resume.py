@@ -99,7 +99,8 @@ def test_killed_and_resumed_run_ends_exactly_like_the_uninterrupted_one(study):
     assert study["step_at_kill"] == 8  # the resume really starts from the epoch-end checkpoint before the kill
     straight, killed = runs.read_efficiency(study["straight"]), runs.read_efficiency(study["killed"])
     assert straight["best_val_acc"] > 0.3  # it learns, so "best" is a real choice between epochs
-    for key in ("best_val_acc", "best_val_step", "last_val_acc", "test_acc", "global_step", "test_ckpt_path"):
+    same = ("best_val_acc", "best_val_step", "last_val_acc", "test_acc", "global_step", "test_ckpt_path")
+    for key in (*same, "status", "train_images_seen"):  # images seen: the steps redone after the kill count once
         assert killed[key] == straight[key], key
     final = [
         torch.load(run / "checkpoints" / "last.ckpt", weights_only=True) for run in (study["straight"], study["killed"])

@@ -7,21 +7,42 @@ On rank zero it measures, once per run (never per step):
   DataModule's ``input_shape`` (conventions in ``src.models.complexity``: FLOPs = 2 x MACs,
   conv + linear layers, counted with ``torch.utils.flop_counter``);
 * the run's scale: world size, per-process and global batch (samples per optimizer step);
-* while training: images per second (all ranks, per epoch) and peak memory -- on GPUs the CUDA
-  allocator's peak, the max over ranks; on CPUs nothing (see ``CPU_MEMORY_NOTE``);
-* after each validation and test: accuracy per million parameters and per GMAC, and the number
-  of samples scored (all ranks together: under DDP it must equal the split's size).
+* while training: training wall time and images seen (summed over epochs and resumes),
+  images per second (all ranks, last epoch) and peak memory -- on GPUs the CUDA allocator's
+  peak since training started, the max over ranks, *less* the data set's tensors that the fast
+  data path keeps on the GPU (reported apart as ``data_on_device_mb``); on CPUs nothing (see
+  ``CPU_MEMORY_NOTE``);
+* the test protocol's cost: ``test_flip`` and ``test_passes_per_sample`` (2 forward passes per
+  test image with flip test-time augmentation);
+* after each validation and test: the accuracy, the number of samples scored (all ranks
+  together: under DDP it must equal the split's size), and the *raw* ratios accuracy / Mparam
+  and accuracy / GMAC (GMACs of the forward passes actually made per sample);
+* provenance (``src.callbacks.provenance``): git commit and dirty flag, package versions,
+  device name and a hash of the resolved config.
+
+The raw ratios are kept for reference only: accuracy divided by size rewards being small (a
+constant classifier scores above zero, ResNet-20 beats ResNet-110 by 6x), so they rank size,
+not efficiency. Compare models by error against parameters / MACs / training compute
+(``3 x macs_per_sample x train_images_seen``), as ``src.report`` does.
+
+Why the clock is kept per batch: Lightning does not call ``on_train_epoch_start`` when it
+resumes mid-epoch (a SLURM requeue, ``val_check_interval < 1``, a ``max_steps`` stop continued),
+and a checkpoint taken at an epoch's last validation precedes ``on_train_epoch_end``. So training
+time is added up at every batch end and paused for validation, which keeps the record in every
+checkpoint exact whatever point a run is resumed from.
 
 Everything goes to every logger as scalars under ``efficiency/``; TensorBoard also gets an
-HPARAMS session (so its HPARAMS tab plots accuracy against parameters across runs); and all
-of it is written to ``efficiency.json`` in the run's log directory, rewritten after each
-evaluation so a crashed run still leaves its numbers behind.
+HPARAMS session with accuracy, parameters and MACs as its metrics (so its HPARAMS tab plots
+accuracy against size across runs); and all of it is written to ``efficiency.json`` in the
+run's log directory, rewritten after each epoch and evaluation so a crashed run still leaves its
+numbers behind. ``status`` is ``"finished"`` once fit (or test) ended normally, ``"diverged"``
+when :meth:`ParameterEfficiency.mark_diverged` was called, absent while a run is in progress.
 
 The run context (data set, batch size, optimizer, lr, weight decay, schedule, seed, step and
 epoch limits) is recorded beside the numbers, so runs of a sweep can be told apart without
 their configs. The callback's record is part of every checkpoint (``state_dict``): a resumed
 run continues the same ``efficiency.json`` -- best validation accuracy, its step, training
-time -- instead of starting a new one, and opens no second HPARAMS session.
+time, images seen -- instead of starting a new one, and opens no second HPARAMS session.
 """
 
 from __future__ import annotations
@@ -31,13 +52,18 @@ import math
 import os
 import time
 from datetime import datetime, timezone
+from itertools import islice
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import Subset
 
+from src.callbacks.provenance import provenance
 from src.files import free_path
 from src.models.complexity import (
     count_flops,
@@ -48,10 +74,11 @@ from src.models.complexity import (
 )
 
 FLOP_CONVENTION = (
-    "per sample; MACs of conv and linear layers counted by torch.utils.flop_counter; FLOPs = 2 x MACs; "
-    "batch norm, activations, pooling and residual additions not counted"
+    "per sample and forward pass; MACs of conv and linear layers counted by torch.utils.flop_counter; "
+    "FLOPs = 2 x MACs; batch norm, activations, pooling and residual additions not counted"
 )
-HPARAM_METRICS = ("hp/best_val_acc", "hp/val_acc_per_mparam", "hp/val_acc_per_gmac", "hp/test_acc")
+# TensorBoard HPARAMS metrics: accuracy and size, never a ratio of the two (see the module docstring).
+HPARAM_METRICS = ("hp/best_val_acc", "hp/test_acc", "hp/params_total", "hp/macs_per_sample")
 RUN_CONTEXT_FIELDS = (
     "data", "dataset", "batch_size", "optimizer", "lr", "weight_decay", "lr_scheduler", "lr_scheduler_interval",
     "seed", "max_steps", "max_epochs",
@@ -59,21 +86,72 @@ RUN_CONTEXT_FIELDS = (
 # What a resumed run takes over from its checkpoint (the rest is measured afresh, e.g. the limits it now runs to).
 RESUMED_FIELDS = (
     "best_val_acc", "best_val_step", "last_val_acc", "val_acc_per_mparam", "val_acc_per_gmac", "test_acc",
-    "test_acc_per_mparam", "test_acc_per_gmac", "acc_per_mparam", "acc_per_gmac", "acc_source",
-    "train_images_per_sec", "peak_memory_mb", "peak_memory_kind", "peak_memory_note", "train_time_sec", "started",
-    "resumed_at_steps",
+    "test_acc_per_mparam", "test_acc_per_gmac", "raw_acc_per_mparam", "raw_acc_per_gmac", "acc_source",
+    "train_images_per_sec", "peak_memory_mb", "peak_memory_kind", "peak_memory_note", "train_time_sec",
+    "train_images_seen", "started", "resumed_at_steps", "earlier_provenance",
 )  # fmt: skip
+# Keys of records written before the rename, read when such a checkpoint is resumed.
+LEGACY_KEYS = {"raw_acc_per_mparam": "acc_per_mparam", "raw_acc_per_gmac": "acc_per_gmac"}
 CPU_MEMORY_NOTE = (
     "not measured on CPU: the process's peak RSS is mostly Python, torch and data-loader memory and does not "
     "compare models; compare peak_memory_mb from GPU runs"
 )
+CUDA_MEMORY_KIND = "cuda_max_allocated_excluding_data"
+CUDA_MEMORY_NOTE = (
+    "torch.cuda.max_memory_allocated since training started, the largest over all processes, less the data set "
+    "held on the GPU by the fast data path (data_on_device_mb): model, optimizer state, activations, workspace"
+)
+SPLITS = ("train_set", "val_set", "test_set", "predict_set")
+CONTAINER_ITEMS = 64
 
 
-def peak_memory_mb(device: torch.device) -> tuple[float | None, str]:
-    """Peak memory in MiB and what it measures; ``None`` where no number would compare models (CPUs)."""
+def peak_memory_mb(device: torch.device, data_bytes: int = 0) -> tuple[float | None, str]:
+    """Peak memory of training in MiB and what it measures; ``None`` where no number would compare models (CPUs).
+
+    ``data_bytes`` (the data set resident on the device, see :func:`data_on_device_bytes`) is taken
+    out: it is a constant offset per data set, not a property of the model.
+    """
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+        return (torch.cuda.max_memory_allocated(device) - data_bytes) / 2**20, CUDA_MEMORY_KIND
     return None, "not_measured_on_cpu"
+
+
+def _tensors(value: Any, depth: int = 3) -> list[torch.Tensor]:
+    """Tensors held by a data set object: its attributes, their attributes, lists and dicts, a few levels deep.
+
+    Containers are looked into for their first ``CONTAINER_ITEMS`` items only: tensors sit in short
+    tuples (images, labels), and a folder data set's list of 50,000 file names holds none.
+    """
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if depth == 0 or value is None or isinstance(value, (str, bytes, int, float, bool)):
+        return []
+    if isinstance(value, Subset):
+        return _tensors(value.dataset, depth)
+    if isinstance(value, dict):
+        items = list(islice(value.values(), CONTAINER_ITEMS))
+    elif isinstance(value, (list, tuple)):
+        items = list(islice(value, CONTAINER_ITEMS))
+    elif hasattr(value, "__dict__"):
+        items = list(vars(value).values())
+    else:
+        return []
+    return [tensor for item in items for tensor in _tensors(item, depth - 1)]
+
+
+def data_on_device_bytes(datamodule: Any, device: torch.device) -> int:
+    """Bytes of the tensors that the DataModule's splits hold on ``device``.
+
+    On the fast data path (``src.data.fast``) on a GPU: every split's uint8 images and labels
+    (~150 MB for CIFAR, ~1.35 GB for Tiny-ImageNet). Each storage is counted once.
+    """
+    storages: dict[int, int] = {}
+    for split in SPLITS:
+        for tensor in _tensors(getattr(datamodule, split, None)):
+            if tensor.device == device:
+                storage = tensor.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
 
 
 def batch_facts(trainer: pl.Trainer) -> dict[str, int | None]:
@@ -86,6 +164,21 @@ def batch_facts(trainer: pl.Trainer) -> dict[str, int | None]:
         "accumulate_grad_batches": accumulate,
         "global_batch_size": per_process * trainer.world_size * accumulate if per_process else None,
     }
+
+
+def resolved_config(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any] | None:
+    """The run's config as the CLI saves it (``config.yaml``), else the module's and DataModule's hparams."""
+    for callback in trainer.callbacks:
+        if any(cls.__name__ == "SaveConfigCallback" for cls in type(callback).__mro__):
+            try:
+                return yaml.safe_load(callback.parser.dump(callback.config, skip_none=False))
+            except Exception:  # a config that does not dump: fall back to the hparams, never fail the run
+                break
+    config: dict[str, Any] = {"model": dict(pl_module.hparams)}
+    data_hparams = getattr(trainer.datamodule, "hparams", None)
+    if data_hparams:
+        config["data"] = dict(data_hparams)
+    return config
 
 
 class ParameterEfficiency(pl.Callback):
@@ -115,8 +208,10 @@ class ParameterEfficiency(pl.Callback):
         self.log_hparams = log_hparams
         self.path: str | None = None
         self.report: dict[str, Any] = {}
-        self._epoch_start = 0.0
+        self._running_since: float | None = None  # the training clock; None while paused (validation, between epochs)
+        self._epoch_seconds = 0.0
         self._epoch_images = 0
+        self._data_bytes = 0
         self._restored: dict[str, Any] | None = None  # from a checkpoint, merged in on_train_start
         self._log_dir: str | None = None
         self._eval_samples = 0
@@ -134,6 +229,7 @@ class ParameterEfficiency(pl.Callback):
         self._log_dir = log_dir or trainer.default_root_dir
         self.report = self._describe_model(trainer, pl_module)
         self.report.update(self._run_context(trainer, pl_module, stage))
+        self.report["provenance"] = provenance(trainer.strategy.root_device, resolved_config(trainer, pl_module))
         if shape is not None:
             self._count_cost(pl_module, tuple(shape))
         if stage != "fit":  # fitting waits for on_train_start: a resumed run's record is restored by then
@@ -141,15 +237,35 @@ class ParameterEfficiency(pl.Callback):
             self._write()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero or not self.report or self.path is not None:
-            return
+        device = pl_module.device
+        self._data_bytes = data_on_device_bytes(trainer.datamodule, device) if device.type == "cuda" else 0
+        if device.type == "cuda":  # the peak of training, not of setup, the sanity check or an earlier fit
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        if trainer.is_global_zero and self.report and self.path is None:
+            self._start_record(trainer, pl_module)
+        # Started here, not in on_train_epoch_start, which a run resumed mid-epoch never gets.
+        self._epoch_seconds, self._epoch_images = 0.0, 0
+        self._running_since = time.perf_counter()
+
+    def _start_record(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.report.update(self._run_context(trainer, pl_module, "fit"))
+        self.report["data_on_device_mb"] = self._data_bytes / 2**20 if pl_module.device.type == "cuda" else None
         restored = self._restored
         if restored is not None:  # the same run, continued: same file, same record
             self.path = os.path.join(self._log_dir, restored["filename"])
-            kept = {key: value for key, value in restored["report"].items() if key in RESUMED_FIELDS}
+            old = restored["report"]
+            kept = {key: value for key, value in old.items() if key in RESUMED_FIELDS}
+            for key, legacy in LEGACY_KEYS.items():
+                if key not in old and legacy in old:
+                    kept[key] = old[legacy]
+            if "train_images_seen" not in old:  # a record from before it was counted: unknown, not guessed
+                kept["train_images_seen"] = None
             self.report.update(kept)
-            self.report["resumed_at_steps"] = [*restored["report"].get("resumed_at_steps", []), trainer.global_step]
+            self.report["resumed_at_steps"] = [*old.get("resumed_at_steps", []), trainer.global_step]
+            if old.get("provenance") and old["provenance"] != self.report["provenance"]:
+                # Resumed with other code, packages, device or config: keep what the earlier part ran on.
+                self.report["earlier_provenance"] = [*old.get("earlier_provenance", []), old["provenance"]]
         else:
             self.path = free_path(self._log_dir, self.filename)
         self._write()
@@ -166,12 +282,37 @@ class ParameterEfficiency(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored = state_dict or None
 
+    # ---------------------------------------------------------------- run status
+    def mark_diverged(self, step: int, reason: str) -> None:
+        """Record that training diverged (``status: "diverged"``, its step and why) and write the file now.
+
+        For the divergence check (``src.callbacks.divergence``); a diverged run is listed apart by the
+        sweep and the report and never averaged. A no-op on ranks other than zero.
+        """
+        if not self.report:
+            return
+        self.report.update(status="diverged", diverged_step=int(step), diverged_reason=str(reason))
+        if self.path is not None:
+            self._write()
+
+    def _finish(self, trainer: pl.Trainer) -> None:
+        """``status: "finished"`` after a normal end -- not after divergence, not when stopped by SIGTERM."""
+        if not trainer.is_global_zero or not self.report or self.path is None:
+            return
+        if self.report.get("status") != "diverged" and not getattr(trainer, "received_sigterm", False):
+            self.report["status"] = "finished"
+        self._write()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._finish(trainer)
+
     # ---------------------------------------------------------------- run context
     def _run_context(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> dict[str, Any]:
-        """What tells the runs of a sweep apart: data, batch, optimizer, schedule, seed, limits."""
+        """What tells the runs of a sweep apart: data, batch, optimizer, schedule, seed, limits, test protocol."""
         datamodule = trainer.datamodule
         dataset = getattr(datamodule, "dataset", None)
         seed = os.environ.get("PL_GLOBAL_SEED")
+        test_flip = bool(pl_module.hparams.get("test_flip", False))
         context: dict[str, Any] = {
             "stage": stage,
             "data": type(datamodule).__name__ if datamodule is not None else None,
@@ -180,6 +321,8 @@ class ParameterEfficiency(pl.Callback):
             "seed": int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
             "max_steps": trainer.max_steps if trainer.max_steps >= 0 else None,
             "max_epochs": trainer.max_epochs,
+            "test_flip": test_flip,
+            "test_passes_per_sample": 2 if test_flip else 1,
         }
         if trainer.optimizers:
             optimizer = trainer.optimizers[0]
@@ -218,15 +361,17 @@ class ParameterEfficiency(pl.Callback):
             "val_acc_per_gmac": None,
             "test_acc_per_mparam": None,
             "test_acc_per_gmac": None,
-            "acc_per_mparam": None,
-            "acc_per_gmac": None,
+            "raw_acc_per_mparam": None,
+            "raw_acc_per_gmac": None,
             "acc_source": None,
             "test_ckpt_path": None,
             "train_images_per_sec": None,
             "train_time_sec": None,
+            "train_images_seen": 0,
             "peak_memory_mb": None,
             "peak_memory_kind": None,
             "peak_memory_note": None,
+            "data_on_device_mb": None,
             "val_samples": None,
             "test_samples": None,
             **batch_facts(trainer),
@@ -235,6 +380,7 @@ class ParameterEfficiency(pl.Callback):
             "epoch": trainer.current_epoch,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "resumed_at_steps": [],
+            "earlier_provenance": [],
         }
 
     def _count_cost(self, pl_module: pl.LightningModule, shape: tuple[int, ...]) -> None:
@@ -256,20 +402,35 @@ class ParameterEfficiency(pl.Callback):
 
     def _log_hparams(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         context = {f"run/{key}": self.report.get(key) for key in RUN_CONTEXT_FIELDS}
+        metrics = {name: math.nan for name in HPARAM_METRICS}
+        for key in ("params_total", "macs_per_sample"):
+            if self.report[key] is not None:
+                metrics[f"hp/{key}"] = self.report[key]
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 params = {**dict(pl_module.hparams), **context, **self._size_numbers()}
-                logger.log_hyperparams(params, metrics={name: math.nan for name in HPARAM_METRICS})
+                logger.log_hyperparams(params, metrics=metrics)
 
     # ---------------------------------------------------------------- training cost
+    def _lap(self, trainer: pl.Trainer, pause: bool = False) -> None:
+        """Add the training time since the last lap to the epoch's and the run's; ``pause`` stops the clock."""
+        now = time.perf_counter()
+        if self._running_since is not None:
+            seconds = now - self._running_since
+            self._epoch_seconds += seconds
+            if trainer.is_global_zero and self.report:
+                self.report["train_time_sec"] = (self.report.get("train_time_sec") or 0.0) + seconds
+        self._running_since = None if pause else now
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(pl_module.device)
-        self._epoch_start, self._epoch_images = time.perf_counter(), 0
+        self._epoch_seconds, self._epoch_images = 0.0, 0
+        self._running_since = time.perf_counter()
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if self._running_since is None:  # whatever path led here, a training batch runs on the clock
+            self._running_since = time.perf_counter()
         if trainer.is_global_zero and self.report and self.report["macs_per_sample"] is None:
             self._count_cost(pl_module, tuple(batch[0].shape[1:]))  # no input_shape anywhere else
             self._write()
@@ -281,28 +442,45 @@ class ParameterEfficiency(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._epoch_images += len(batch[0])
+        images = len(batch[0])
+        self._epoch_images += images
+        self._lap(trainer)  # the record in a checkpoint taken after this batch counts this batch
+        if trainer.is_global_zero and self.report and self.report["train_images_seen"] is not None:
+            # Every rank sees its own shard of equal size (DistributedSampler pads): all ranks = world_size x ours.
+            self.report["train_images_seen"] += images * trainer.world_size
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        elapsed = time.perf_counter() - self._epoch_start
-        memory, kind = peak_memory_mb(pl_module.device)
+        self._lap(trainer, pause=True)
+        memory, kind = peak_memory_mb(pl_module.device, self._data_bytes)
         if memory is not None and trainer.world_size > 1:  # every rank takes part; rank zero reports the largest
             memory = float(trainer.strategy.reduce(torch.tensor(memory, device=pl_module.device), reduce_op="max"))
-        if not trainer.is_global_zero or elapsed <= 0 or not self._epoch_images:
+        if not trainer.is_global_zero or not self.report:
             return
-        # Every rank sees its own shard of equal size: the global rate is world_size times ours.
-        throughput = self._epoch_images * trainer.world_size / elapsed
-        note = CPU_MEMORY_NOTE if memory is None else None
-        self.report.update(
-            train_images_per_sec=throughput, peak_memory_mb=memory, peak_memory_kind=kind, peak_memory_note=note
+        report = self.report
+        if memory is not None and report.get("peak_memory_kind") == kind and report.get("peak_memory_mb") is not None:
+            memory = max(memory, report["peak_memory_mb"])  # the run's peak, over resumes too
+        report.update(
+            peak_memory_mb=memory,
+            peak_memory_kind=kind,
+            peak_memory_note=CPU_MEMORY_NOTE if memory is None else CUDA_MEMORY_NOTE,
+            global_step=trainer.global_step,
         )
-        self.report["train_time_sec"] = (self.report.get("train_time_sec") or 0.0) + elapsed
-        metrics = {"efficiency/train_images_per_sec": throughput}
+        metrics = {}
+        if self._epoch_seconds > 0 and self._epoch_images:  # none after a resume at an epoch's very end
+            # Every rank sees its own shard of equal size: the global rate is world_size times ours.
+            throughput = self._epoch_images * trainer.world_size / self._epoch_seconds
+            report["train_images_per_sec"] = throughput
+            metrics["efficiency/train_images_per_sec"] = throughput
         if memory is not None:
             metrics[f"efficiency/peak_memory_mb_{kind}"] = memory
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         self._write()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._lap(trainer, pause=True)
+        if trainer.is_global_zero and self.report and self.path is not None:
+            self._write()
 
     # ---------------------------------------------------------------- samples scored
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -329,11 +507,11 @@ class ParameterEfficiency(pl.Callback):
 
     # ---------------------------------------------------------------- accuracy per cost
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._validation_start = time.perf_counter()
+        self._lap(trainer, pause=True)  # validation inside training stops the clock: train time is training only
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Validation inside a training epoch stops the epoch clock: train_images_per_sec is training only.
-        self._epoch_start += time.perf_counter() - getattr(self, "_validation_start", time.perf_counter())
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._running_since = time.perf_counter()  # back to training (data loading included)
         if trainer.sanity_checking:
             return
         samples = self._samples_scored(trainer, pl_module)
@@ -347,12 +525,16 @@ class ParameterEfficiency(pl.Callback):
             if path and self._log_dir and os.path.abspath(path).startswith(os.path.abspath(self._log_dir) + os.sep):
                 path = os.path.relpath(path, self._log_dir)  # inside the run: stays true if the run is moved
             self.report["test_ckpt_path"] = path
+            # The module tested may differ from the one trained (its own hparams): record the protocol run.
+            test_flip = bool(pl_module.hparams.get("test_flip", False))
+            self.report.update(test_flip=test_flip, test_passes_per_sample=2 if test_flip else 1)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         samples = self._samples_scored(trainer, pl_module)
         if self.report:
             self.report["test_samples"] = samples
         self._record(trainer, "test", self.test_metric)
+        self._finish(trainer)
 
     def _record(self, trainer: pl.Trainer, split: str, metric_name: str) -> None:
         if not trainer.is_global_zero or not self.report:
@@ -362,10 +544,11 @@ class ParameterEfficiency(pl.Callback):
             rank_zero_warn(f"ParameterEfficiency: no metric {metric_name!r} was logged; nothing recorded for {split}")
             return
         acc = float(value)
-        per_mparam = acc / (self.report["params_total"] / 1e6)
-        macs = self.report["macs_per_sample"]
-        per_gmac = acc / (macs / 1e9) if macs else None
         report = self.report
+        per_mparam = acc / (report["params_total"] / 1e6)
+        macs = report["macs_per_sample"]
+        passes = report.get("test_passes_per_sample", 1) if split == "test" else 1  # MACs actually spent per image
+        per_gmac = acc / (macs * passes / 1e9) if macs else None
         report.update(global_step=trainer.global_step, epoch=trainer.current_epoch)
         if split == "val":
             report["last_val_acc"] = acc
@@ -381,19 +564,15 @@ class ParameterEfficiency(pl.Callback):
         source = "test" if report["test_acc"] is not None else "val"
         report.update(
             acc_source=source,
-            acc_per_mparam=report[f"{source}_acc_per_mparam"],
-            acc_per_gmac=report[f"{source}_acc_per_gmac"],
+            raw_acc_per_mparam=report[f"{source}_acc_per_mparam"],
+            raw_acc_per_gmac=report[f"{source}_acc_per_gmac"],
         )
 
         metrics = {f"efficiency/{split}_acc_per_mparam": per_mparam}
         if per_gmac is not None:
             metrics[f"efficiency/{split}_acc_per_gmac"] = per_gmac
         if split == "val":
-            metrics.update(
-                {"hp/best_val_acc": report["best_val_acc"], "hp/val_acc_per_mparam": report["val_acc_per_mparam"]}
-            )
-            if report["val_acc_per_gmac"] is not None:
-                metrics["hp/val_acc_per_gmac"] = report["val_acc_per_gmac"]
+            metrics["hp/best_val_acc"] = report["best_val_acc"]
         else:
             metrics["hp/test_acc"] = acc
         for logger in trainer.loggers:

@@ -1,0 +1,127 @@
+"""Where a run's numbers came from: the code (git commit, dirty flag), the packages, the device, the config.
+
+Why: a study's runs are made over days, on several machines, from a repository that keeps
+changing. Two runs whose accuracies are compared must have run the same code on the same
+config; ``efficiency.json`` carries this record so the report can list it per run and flag the
+runs that differ from the rest.
+
+Nothing here may stop a run: every probe that fails (no git, not a repository, no
+``/proc/cpuinfo``, a config that does not serialise) gives ``None`` for its field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics")
+# The package this file belongs to lives at <repo>/src: the repository the code runs from.
+CODE_ROOT = Path(__file__).resolve().parents[2]
+# Left out of the config's hash: where a command started from, not what it trains.
+UNHASHED_CONFIG_KEYS = ("ckpt_path",)
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def git_state(root: Path = CODE_ROOT) -> tuple[str | None, bool | None]:
+    """``(commit, dirty)`` of the git repository whose top level is ``root``; ``(None, None)`` otherwise.
+
+    ``dirty``: a tracked file differs from the commit (untracked files -- run outputs, notes -- do not
+    count). ``root`` must be the repository's top level itself: code installed into a virtual
+    environment that happens to sit inside some other repository is not that repository's code.
+    """
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True)
+        return done.stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root.resolve():
+            return None, None
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None, None
+    return commit, dirty
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that compute a run's numbers, and Python's."""
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.lower().startswith("model name") and ":" in line:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name for a CUDA device, the CPU's model otherwise."""
+    if device.type == "cuda":
+        try:
+            return torch.cuda.get_device_name(device)
+        except (RuntimeError, AssertionError):
+            return "cuda (name unavailable)"
+    if device.type == "cpu":
+        return cpu_model()
+    return device.type
+
+
+def _jsonable(value: Any) -> Any:
+    """Config values as JSON; objects by their repr without memory addresses (stable between processes)."""
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return _ADDRESS.sub("", repr(value))
+
+
+def config_sha256(config: dict[str, Any] | None) -> str | None:
+    """SHA-256 of the config as canonical JSON (sorted keys, no spaces), ``ckpt_path`` left out.
+
+    For a CLI run, ``config`` is ``yaml.safe_load`` of the ``config.yaml`` it saved, so the hash can
+    be checked from that file alone.
+    """
+    if config is None:
+        return None
+    kept = {key: value for key, value in config.items() if key not in UNHASHED_CONFIG_KEYS}
+    try:
+        text = json.dumps(_jsonable(kept), sort_keys=True, separators=(",", ":"), allow_nan=True)
+    except (TypeError, ValueError):
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def provenance(device: torch.device, config: dict[str, Any] | None, root: Path = CODE_ROOT) -> dict[str, Any]:
+    """The ``provenance`` record of ``efficiency.json`` (see the module docstring)."""
+    commit, dirty = git_state(root)
+    return {
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "packages": package_versions(),
+        "device": device_name(device),
+        "config_sha256": config_sha256(config),
+    }
