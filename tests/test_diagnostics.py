@@ -298,7 +298,7 @@ def test_profile_averages_the_late_window_of_every_seed(tmp_path):
     assert (profile.seeds, profile.first_step, profile.last_step, profile.residual) == (2, 80, 100, True)
     assert profile.mean == pytest.approx([3.0, 4.0, 4.0]) and profile.low == [2.0, 3.0, 4.0]
     assert profile.high == [4.0, 5.0, 4.0]
-    assert notes == [f"resnet8: skipped {old} for grad_rms: an old diagnostics.jsonl (size-dependent fields only)"]
+    assert notes == [f"resnet8: skipped {old}: an old diagnostics.jsonl (size-dependent fields only)"]
     (ci,), _ = depth_profiles({"resnet8": [seed0, seed1]}, "grad_rms", band="ci95")
     t = 12.706204736  # t(0.975, df=1); the two seeds [2, 4] have a standard error of 1
     assert ci.low[0] == pytest.approx(3 - t) and ci.high[0] == pytest.approx(3 + t)
@@ -378,7 +378,8 @@ def test_report_draws_every_finished_seed_and_notes_old_files(tmp_path):
     written = diagnostics_figures(runs, out, notes)
     assert written == [f"diagnostics_{key}.png" for key in FIGURE_KEYS]
     assert all((out / name).stat().st_size > 0 for name in written)
-    assert len(notes) == 3 and all(n.startswith("plain8: skipped") and "old diagnostics.jsonl" in n for n in notes)
+    assert notes == [f"plain8: skipped {tmp_path / 'plain8' / 'seed0' / 'diagnostics.jsonl'}: an old diagnostics.jsonl "
+                     "(size-dependent fields only)"]  # fmt: skip
     files = {"resnet8": seeds}
     (profile,), _ = depth_profiles(files, "grad_rms")
     assert profile.seeds == 2 and profile.mean == [2.0, 2.0, 2.0]

@@ -134,9 +134,11 @@ def depth_profiles(
         for file in files:
             records = [r for r in read_diagnostics(file) if r.get(key) is not None]
             if not records or any(k not in records[-1] for k in LAYOUT_KEYS):
-                old = any("grad_norm" in r or "branch_ratio" in r for r in read_diagnostics(file))
-                why = "an old diagnostics.jsonl (size-dependent fields only)" if old else f"no {key!r} records"
-                notes.append(f"{label}: skipped {file} for {key}: {why}")
+                if any("grad_norm" in r or "branch_ratio" in r for r in read_diagnostics(file)):
+                    note = f"{label}: skipped {file}: an old diagnostics.jsonl (size-dependent fields only)"
+                else:
+                    note = f"{label}: skipped {file} for {key}: no {key!r} records with the block layout"
+                notes.append(note)
                 continue
             if layout is not None and records[-1]["stage"] != layout["stage"]:
                 notes.append(f"{label}: skipped {file} for {key}: its blocks differ from the variant's other seeds")
