@@ -171,6 +171,12 @@ def depth_profiles(
     return profiles, notes
 
 
+def _steps(profile: DepthProfile) -> str:
+    if profile.first_step == profile.last_step:
+        return f"step {profile.last_step}"
+    return f"steps {profile.first_step}–{profile.last_step}"
+
+
 def _draw_boundaries(axis: Any, boundaries: Sequence[float]) -> None:
     for boundary in sorted(set(boundaries)):
         axis.axvline(boundary, color="grey", linestyle=":", linewidth=1)
@@ -208,7 +214,7 @@ def draw_depth_profiles(
             profile.x,
             profile.mean,
             markersize=3,
-            label=f"{profile.label} ({kind}, n={profile.seeds}, steps {profile.first_step}–{profile.last_step})",
+            label=f"{profile.label} ({kind}, n={profile.seeds}, {_steps(profile)})",
             **style,
         )
         if profile.seeds > 1:
