@@ -7,8 +7,9 @@ from the inside rather than as a difference of two step times.
 
 * ``step``: one SGD training step (forward, backward, update), for scale;
 * ``hooks + norms``: on a measured step, the time spent inside the callback's forward hooks
-  (per-sample norms of each block's input and branch output) plus reading out the per-block
-  gradient norms and ratios;
+  (per-sample norms of each block's branch output and of its shortcut's output or input, and
+  their ratio) plus reading out the per-block gradient statistics (RMS per weight, ||g|| / ||w||,
+  raw norm) and ratios;
 * ``log``: writing one measurement -- scalars and depth histograms to TensorBoard, a line of
   ``diagnostics.jsonl`` -- and, separately, drawing the optional profile figure;
 * ``off``: the disabled callback's three per-step hook calls (the cost every run pays).
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from src.callbacks import TrainingDiagnostics
-from src.callbacks.diagnostics import BranchRatioRecorder, gradient_norms
+from src.callbacks.diagnostics import BranchRatioRecorder, block_layout, gradient_statistics
 from src.models import build_model
 from src.models.blocks import residual_blocks
 
@@ -71,15 +72,16 @@ def measure(arch: str, args: argparse.Namespace, log_dir: str) -> dict[str, floa
 
         return wrapper
 
-    recorder._pre_hook = lambda index, make=recorder._pre_hook: timed(make(index))
-    recorder._branch_hook = lambda index, make=recorder._branch_hook: timed(make(index))
+    recorder._input_hook = lambda index, make=recorder._input_hook: timed(make(index))
+    recorder._output_hook = lambda store, index, make=recorder._output_hook: timed(make(store, index))
+    recorder._block_hook = lambda index, make=recorder._block_hook: timed(make(index))
 
     def measured_step() -> None:
         recorder.attach()
         optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(net(images), labels).backward()
         start = time.process_time()
-        gradient_norms(blocks)
+        gradient_statistics(blocks)
         recorder.ratios()
         recorder.detach()
         inside[0] += time.process_time() - start
@@ -97,17 +99,12 @@ def measure(arch: str, args: argparse.Namespace, log_dir: str) -> dict[str, floa
     # Logging one measurement, through the callback's own code, to a real TensorBoard file.
     logger = TensorBoardLogger(log_dir, name=arch, default_hp_metric=False)
     trainer = SimpleNamespace(loggers=[logger], global_step=0)
-    record = {
-        "step": 0,
-        "epoch": 0,
-        "blocks": [b.name for b in blocks],
-        "grad_norm": gradient_norms(blocks),
-        "branch_ratio": [1.0] * len(blocks),
-    }
+    record = {"step": 0, "epoch": 0, **gradient_statistics(blocks), "branch_to_shortcut": [1.0] * len(blocks)}
 
     def logging(image: bool) -> None:
         callback = TrainingDiagnostics(enabled=True, profile_image=image)
         callback.blocks, callback.path = blocks, f"{log_dir}/{arch}-{image}.jsonl"
+        callback.layout = block_layout(blocks)
         callback._log(trainer, record)
 
     logging(True)  # imports matplotlib once

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from src.study.plan import StudyError, is_study_file, load_study, plan_runs
-from src.study.plots import plot_depth_profiles, read_diagnostics
+from src.study.plots import depth_profiles, draw_depth_profiles
 from src.study.report_figures import plot_error_vs_cost, plot_training_curves
 from src.study.report_tables import Row, RunRecord, aggregate, collect_runs, markdown_table, write_csv
 from src.study.runs_io import read_scalars
@@ -41,25 +41,39 @@ FIGURES = {
 CURVE_TAGS = {"train": "train/acc", "val": "val/acc"}
 # Written when finished runs trained with the diagnostics callback (diagnostics.enabled: true).
 DIAGNOSTICS_FILE = "diagnostics.jsonl"
-DIAGNOSTICS_FIGURES = {"grad_norm": "diagnostics_grad_norm.png", "branch_ratio": "diagnostics_branch_ratio.png"}
+DIAGNOSTICS_FIGURES = {
+    "grad_rms": "diagnostics_grad_rms.png",
+    "grad_to_weight": "diagnostics_grad_to_weight.png",
+    "branch_to_shortcut": "diagnostics_branch_to_shortcut.png",
+}
 
 
-def diagnostics_figures(records: list[RunRecord], out: Path) -> list[str]:
-    """Gradient norm and ||F(x)|| / ||x|| against block index, one curve per variant (its first finished seed).
+def diagnostics_figures(records: list[RunRecord], out: Path, notes: list[str] | None = None) -> list[str]:
+    """Scale-free per-block profiles against relative depth: one curve per variant over ALL its finished seeds.
 
-    Returns the names of the figures written: none when no run recorded diagnostics.
+    RMS gradient per weight, ||g|| / ||w|| and ||F(x)|| / ||s(x)|| (``src.study.depth_profiles``: each
+    seed averaged over measured steps >= 75% of its last, then the mean over seeds with a min-max band).
+    Returns the names of the figures written: none when no run recorded the scale-free diagnostics.
+    What was skipped (old ``diagnostics.jsonl`` files, seeds whose blocks differ) is appended to
+    ``notes``, or printed to stderr when ``notes`` is None.
     """
-    files: dict[str, Path] = {}
+    files: dict[str, list[Path]] = {}
     for run in records:
         path = Path(run.run_dir) / DIAGNOSTICS_FILE
-        if run.status == "finished" and path.is_file() and not any(k.startswith(f"{run.variant} ") for k in files):
-            files[f"{run.variant} (seed {run.seed})"] = path
-    written = []
+        if run.status == "finished" and path.is_file():
+            files.setdefault(run.variant, []).append(path)
+    written, skipped = [], []
     for key, name in DIAGNOSTICS_FIGURES.items():
-        usable = {label: path for label, path in files.items() if any(key in r for r in read_diagnostics(path))}
-        if usable:
-            plot_depth_profiles(usable, out / name, key=key)
+        profiles, why = depth_profiles(files, key)
+        skipped += [note for note in why if note not in skipped]
+        if profiles:
+            draw_depth_profiles(profiles, out / name, key=key)
             written.append(name)
+    if notes is None:
+        for note in skipped:
+            print(f"diagnostics: {note}", file=sys.stderr)
+    else:
+        notes.extend(skipped)
     return written
 
 

@@ -163,17 +163,18 @@ def test_runs_with_training_diagnostics_get_depth_profile_figures(tiny_study, tm
     root = tmp_path / "with_diagnostics"
     shutil.copytree(tiny_study, root)
     for variant, scale in (("resnet8", 1.0), ("plain8", 0.1)):
-        records = [{"step": step, "grad_norm": [scale * (i + 1) for i in range(3)], "branch_ratio": [0.5, 0.4, 0.3]}
+        records = [{"step": step, "grad_rms": [scale * (i + 1) for i in range(3)], "grad_to_weight": [0.1] * 3,
+                    "branch_to_shortcut": [0.5, 0.4, 0.3], "stage": [1, 2, 3], "residual": [scale == 1.0] * 3}
                    for step in (0, 2)]  # fmt: skip
         (root / variant / "seed0" / "diagnostics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "out"
     assert main([str(root), "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
-    for name in ("diagnostics_grad_norm.png", "diagnostics_branch_ratio.png"):
+    for name in ("diagnostics_grad_rms.png", "diagnostics_grad_to_weight.png", "diagnostics_branch_to_shortcut.png"):
         assert (out / name).read_bytes()[:8] == PNG_SIGNATURE and f"]({name})" in text
-    assert not (tmp_path / "plain_report" / "diagnostics_grad_norm.png").exists()
+    assert not (tmp_path / "plain_report" / "diagnostics_grad_rms.png").exists()
     assert main([str(tiny_study), "--out", str(tmp_path / "plain_report")]) == 0  # no diagnostics: no such figure
-    assert not (tmp_path / "plain_report" / "diagnostics_grad_norm.png").exists()
+    assert not (tmp_path / "plain_report" / "diagnostics_grad_rms.png").exists()
 
 
 def test_lesion_and_pruning_figures_of_the_runs_are_linked(tiny_study, tmp_path):

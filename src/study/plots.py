@@ -1,15 +1,13 @@
 """Figures of the studies (matplotlib only; no other project imports, so callbacks can draw too).
 
-* ``depth_profile_figure`` / ``plot_depth_profiles``: a per-block value (gradient norm,
-  residual-branch ratio) against block index -- one training step, or the runs' saved
-  ``diagnostics.jsonl`` side by side (plain vs residual);
+* ``depth_profiles`` / ``plot_depth_profiles`` / ``depth_profile_figure`` and helpers: re-exported from
+  ``src.study.depth_profiles`` (per-block diagnostics against relative depth, over seeds);
 * ``plot_lesion``: accuracy after removing each block, and after removing k random blocks;
 * ``plot_pruning``: accuracy against remaining parameters, several networks on one plot.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,65 +15,23 @@ from typing import Any
 from matplotlib.figure import Figure  # no pyplot: no global figure registry, no display, nothing to close
 from matplotlib.ticker import MaxNLocator
 
-LABELS = {"grad_norm": "gradient norm of branch weights", "branch_ratio": "||F(x)|| / ||x||"}
+from src.study.depth_profiles import (
+    depth_profile_figure,
+    depth_profiles,
+    draw_depth_profiles,
+    plot_depth_profiles,
+    read_diagnostics,
+)
 
-
-def depth_profile_figure(values: Mapping[str, Sequence[float | None]], title: str = "") -> Figure:
-    """One panel per quantity (``grad_norm``, ``branch_ratio``): value against block index."""
-    keys = [key for key in values if values[key]]
-    figure = Figure(figsize=(4.5 * max(len(keys), 1), 3.2))
-    axes = figure.subplots(1, max(len(keys), 1), squeeze=False)
-    for axis, key in zip(axes[0], keys):
-        points = [(i, v) for i, v in enumerate(values[key]) if v is not None]
-        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3)
-        axis.set_xlabel("block index (input → output)")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_ylabel(LABELS.get(key, key))
-        if key == "grad_norm" and all(p[1] > 0 for p in points):
-            axis.set_yscale("log")
-        axis.grid(alpha=0.3)
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    return figure
-
-
-def read_diagnostics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a ``diagnostics.jsonl`` (one per measured step)."""
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def plot_depth_profiles(
-    runs: Mapping[str, str | os.PathLike], path: str | os.PathLike, key: str = "grad_norm", last: int = 5
-) -> Figure:
-    """``key`` against block index for several runs (label -> ``diagnostics.jsonl``) on one axis.
-
-    Each run's curve is the mean over its last ``last`` measured steps, so one noisy step
-    does not decide the picture. Saves the figure to ``path`` and returns it.
-    """
-    figure = Figure(figsize=(6, 4))
-    axis = figure.subplots()
-    for label, file in runs.items():
-        records = [r for r in read_diagnostics(file) if key in r][-last:]
-        if not records:
-            raise ValueError(f"{file} has no {key!r} records")
-        width = len(records[0][key])
-        means = []
-        for index in range(width):
-            seen = [r[key][index] for r in records if r[key][index] is not None]
-            means.append(sum(seen) / len(seen) if seen else float("nan"))
-        axis.plot(range(width), means, marker="o", markersize=3, label=f"{label} (steps ≤ {records[-1]['step']})")
-    axis.set_xlabel("block index (input → output)")
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_ylabel(LABELS.get(key, key))
-    if key == "grad_norm":
-        axis.set_yscale("log")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=150)
-    return figure
+__all__ = [
+    "depth_profile_figure",
+    "depth_profiles",
+    "draw_depth_profiles",
+    "plot_depth_profiles",
+    "plot_lesion",
+    "plot_pruning",
+    "read_diagnostics",
+]
 
 
 def plot_lesion(
