@@ -19,9 +19,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from src.study.paper import CIFAR10_TABLE6, CITATION  # noqa: E402
-from src.study.report_tables import Row  # noqa: E402
+from src.study.report_tables import Row, size_text  # noqa: E402
 
 Curve = tuple[Sequence[float], Sequence[float]]  # (steps, values)
 
@@ -152,19 +153,26 @@ def plot_size_to_target(
 ) -> Path:
     """Parameters / MACs / training compute each line needs to reach ``target`` accuracy (one panel per size)."""
     kinds = [("params", "parameters"), ("macs", "MACs per sample"), ("compute", "training compute (MACs)")]
-    fig, axes = plt.subplots(1, 3, figsize=(13, max(2.5, 0.5 * len(needed) + 1.5)), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(1, 3, figsize=(13, max(4.0, 0.5 * len(needed) + 2.0)), dpi=120, squeeze=False)
     names = sorted(needed)
     for ax, (kind, label) in zip(axes.flat, kinds):
+        found = []
         for index, line in enumerate(names):
             value, how = needed[line].get(kind, (None, "no size recorded"))
             if value is None:
                 ax.text(0.02, index, how, transform=ax.get_yaxis_transform(), va="center", fontsize=8, color="gray")
                 continue
-            ax.barh(index, value, color="tab:gray" if how != "interpolated" else "tab:blue")
-            ax.annotate("" if how == "interpolated" else f"≤ ({how})", (value, index), xytext=(3, -3),
-                        textcoords="offset points", fontsize=7)  # fmt: skip
+            found.append(value)
+            exact = how == "interpolated"
+            ax.plot([value], [index], "o" if exact else "<", color="tab:blue" if exact else "tab:gray", markersize=8)
+            text = size_text(value) if exact else f"≤ {size_text(value)} ({how})"
+            ax.annotate(text, (value, index), xytext=(0, 8), textcoords="offset points", fontsize=7, ha="center")
+        if found:
+            ax.set_xlim(min(found) / 4, max(found) * 4)
+        ax.set_ylim(-0.7, len(names) - 0.3)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on a short log range
         ax.set_xlabel(f"{label} (log)")
         ax.grid(True, axis="x", which="both", alpha=0.3)
     target_text = "no target" if target is None else f"{100 * target:.2f}% test accuracy"

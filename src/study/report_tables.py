@@ -169,13 +169,15 @@ def read_run(run_dir: Path, variant: str) -> RunRecord:
     fields = _identity_fields(config) if config else {"model.arch": json.dumps(arch), "config.yaml": '"absent"'}
     if arch:
         fields["model.arch"] = json.dumps(arch)
-    record.settings = fields
-    record.identity = tuple(sorted(fields.items()))
     try:
         record.family, record.residual, record.depth = parse_arch(arch or "")
     except ValueError:
         record.residual = not str(arch).startswith("plain")
         record.depth = int(re.sub(r"\D", "", str(arch)) or 0)
+    if not record.residual:
+        fields.pop("model.shortcut", None)  # plain nets have no shortcut: the setting does not apply to them
+    record.settings = fields
+    record.identity = tuple(sorted(fields.items()))
     return record
 
 
@@ -190,19 +192,33 @@ def _value(text: str) -> str:
     return "none" if value is None else str(value)
 
 
+UNSET = json.dumps("unset")  # a setting some runs' configs lack (e.g. saved by an older version)
+
+
 def name_variants(records: list[RunRecord]) -> None:
     """Name each run's variant and line from the settings that differ within the study (never from folders)."""
     present = [run for run in records if run.identity]
     keys = sorted({key for run in present for key in run.settings})
-    differing = [
-        key for key in keys if key != "model.arch" and len({run.settings.get(key, "<unset>") for run in present}) > 1
-    ]
+
+    def values(key: str) -> set[str]:
+        # A plain net lacks model.shortcut (it does not apply): that absence is not a difference.
+        return {
+            run.settings.get(key, UNSET)
+            for run in present
+            if key in run.settings or not (key == "model.shortcut" and not run.residual)
+        }
+
+    differing = [key for key in keys if key != "model.arch" and len(values(key)) > 1]
     short = {}
     for key in differing:
         tail = key.rsplit(".", 1)[-1]
         short[key] = tail if sum(k.rsplit(".", 1)[-1] == tail for k in differing) == 1 else key
     for run in present:
-        extras = [f"{short[key]}={_value(run.settings[key])}" for key in differing if key in run.settings]
+        extras = [
+            f"{short[key]}={_value(run.settings.get(key, UNSET))}"
+            for key in differing
+            if key in run.settings or not (key == "model.shortcut" and not run.residual)
+        ]
         if run.settings.get("config.yaml"):
             extras.append(f"[no config.yaml: {run.run_dir.parent.name}]")
         suffix = (" " + ", ".join(extras)) if extras else ""
