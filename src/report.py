@@ -126,7 +126,7 @@ def paper_overlay(records: list[RunRecord], mode: str) -> tuple[str | None, list
             f"{CITATION} is not overlaid: no finished CIFAR ResNet run follows its protocol "
             f"({'; '.join(differing) or 'no residual CIFAR run'}). `--paper force` draws it anyway."
         ]
-    label = "" if matching and len(matching) == len(finished) else "different protocol"
+    label = "" if matching and not differing else "different protocol"
     why = [
         f"Black marks: {CITATION}, CIFAR-10 test error of the ResNets with option A shortcuts, trained on all 50k "
         "training images for 64k iterations at batch 128, the final model tested on the 10k test images. "
@@ -362,8 +362,9 @@ def summary_paragraph(
             sentences.append(f"Line {line} has one size: no fit, no marginal slope, no interpolation.")
         elif isinstance(fit, PowerLaw):
             ci = f" (95% bootstrap CI {fit.b_low:.2f} to {fit.b_high:.2f})" if fit.b_low is not None else ""
+            trend = f"falls as params^-{fit.b:.2f}" if fit.b > 0 else f"does not fall with size (b = {fit.b:.2f})"
             sentences.append(
-                f"Along {line}, test error scales as params^-{fit.b:.2f}{ci} over {fit.sizes} sizes"
+                f"Along {line}, test error {trend}{ci} over {fit.sizes} sizes"
                 + ("" if fit.b_low is not None else f"; {fit.note}")
                 + "."
             )

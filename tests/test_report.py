@@ -110,6 +110,7 @@ def test_markdown_shows_the_table_figures_and_unfinished_runs(tiny_study, report
     assert "test: synthetic test split, best checkpoint by val/acc" in text
     assert "optimizer: SGD, lr 0.1" in text and "precision: 32-true" in text
     assert "Table 6 is not overlaid" in text  # synthetic data, 4 steps: not the paper's protocol
+    assert "Training compute of some runs is estimated: global batch x steps" in text
 
 
 def test_figures_are_valid_non_empty_pngs(report):
@@ -293,7 +294,7 @@ def test_power_law_exponent_is_recovered_with_a_bootstrap_interval(tmp_path):
     assert float(line["fit_b"]) == pytest.approx(0.4, abs=1e-3)  # params rounded to integers
     assert float(line["fit_b_ci_low"]) <= 0.4 <= float(line["fit_b_ci_high"])
     assert line["fit_c"] == ""  # three sizes: no irreducible term
-    assert "test error scales as params^-0.40 (95% bootstrap CI" in text
+    assert "Along resnet, test error falls as params^-0.40 (95% bootstrap CI" in text
 
 
 def test_irreducible_term_with_four_sizes(tmp_path):
@@ -402,8 +403,10 @@ def test_paper_overlay_only_for_the_papers_protocol(tmp_path):
     """CIFAR-10, all 50k images, final model on the test split, 64k steps at batch 128: overlay; else only forced."""
     paper = tmp_path / "paper"
     write_run(paper / "resnet20" / "seed0", "resnet20", 0, 0.9125, 269_722)
+    write_run(paper / "plain20" / "seed0", "plain20", 0, 0.90, 269_722)  # same protocol; Table 6 has no plain nets
     _, _, text = run_report(paper)
     assert "Black marks: He et al. 2016, Table 6" in text and "6.61 ± 0.16" in text and "Different protocol" not in text
+    assert "its best run, 6.43, is a grey cross and is not a mean" in text
     assert "data: CIFARDataModule/cifar10 at data" in text
     assert "test: official test split, final checkpoint" in text
     assert "schedule: MultiStepLR (milestones [32000, 48000], gamma 0.1)" in text
@@ -442,3 +445,21 @@ def test_pareto_marks_sit_on_the_shifted_points(tmp_path, monkeypatch):
     # resnet20 and resnet32 are on the frontier; plain20 (same size, higher error) is not.
     assert len(marked) == 2 and marked <= means
     assert all(x != 269_722 for x, _ in marked)  # drawn where the (shifted) series point is
+
+
+def test_only_nan_and_one_seed_one_size_runs_still_give_every_file(tmp_path):
+    """Bad input: a NaN accuracy, one seed, one size; the report says so in words and writes everything else."""
+    write_run(tmp_path / "plain20" / "seed0", "plain20", 0, float("nan"), 269_722, status="diverged", diverged_step=3)
+    out, rows, text = run_report(tmp_path)
+    assert rows == {} and "No finished run with a finite test accuracy: nothing to compare yet." in text
+    assert "_No target accuracy: no line has a tested run._" in text and "`plain20/seed0` at step 3" in text
+    write_run(tmp_path / "resnet20" / "seed0", "resnet20", 0, 0.9, 269_722)
+    out, rows, text = run_report(tmp_path)
+    assert list(rows) == ["resnet20"] and rows["resnet20"]["test_acc_ci_low"] == ""
+    assert "One seed only, so no interval and no test: `resnet20`." in text
+    assert "Line resnet has one size: no fit, no marginal slope, no interpolation." in text
+    (line,) = read_csv(out / "report_lines.csv")
+    assert line["fit_note"] == "1 size with a tested run: a fit needs two"
+    assert read_csv(out / "report_comparisons.csv") == []  # its plain twin diverged: nothing to compare
+    for name in (*FIGURES, "report.csv", "report_lines.csv", "report_comparisons.csv"):
+        assert (out / name).stat().st_size > 0, name
