@@ -463,3 +463,18 @@ def test_only_nan_and_one_seed_one_size_runs_still_give_every_file(tmp_path):
     assert read_csv(out / "report_comparisons.csv") == []  # its plain twin diverged: nothing to compare
     for name in (*FIGURES, "report.csv", "report_lines.csv", "report_comparisons.csv"):
         assert (out / name).stat().st_size > 0, name
+
+
+def test_protocol_of_a_folder_run_comes_from_its_data_json(tmp_path):
+    run_dir = tmp_path / "resnet20" / "seed0"
+    config = resolved_config("resnet20", 0, run_dir, **{"checkpoint.monitor": "val/acc"})
+    config["data"] = {"class_path": "src.data.ImageFolderDataModule", "init_args": {"root": "jpeg", "batch_size": 128}}
+    write_run(run_dir, "resnet20", 0, 0.85, 269_722, config=config, test_samples=5000)
+    record = {"root": "/data/cifar10-jpeg", "split_sizes": {"train": 45000, "val": 5000}, "test_source": "val"}
+    (run_dir / "data.json").write_text(json.dumps(record))
+    _, _, text = run_report(tmp_path)
+    assert (
+        "data: ImageFolderDataModule at /data/cifar10-jpeg; splits: train 45,000, val 5,000; 5,000 test images" in text
+    )
+    assert "test: held-out validation split (also picks the checkpoint), best checkpoint by val/acc" in text
+    assert "tested on the held-out validation split" in text  # why Table 6 is not overlaid
