@@ -221,6 +221,10 @@ def plot_training_curves(rows: list[Row], curves: dict[str, dict[str, list[Curve
                 width = 1.0 if split == "train" else 1.8
                 ax.plot(steps, error, style, color=colors[row.line], linewidth=width,
                         label=f"{row.variant} {split} (n={len(seeds)})")  # fmt: skip
+                if split == "val" and len(seeds) > 1:  # each seed thin behind the mean: the spread is visible
+                    for seed_steps, seed_acc in seeds:
+                        ax.plot(seed_steps, [100.0 * (1.0 - value) for value in seed_acc], "-", alpha=0.35,
+                                color=colors[row.line], linewidth=0.7)  # fmt: skip
         if finals:  # like the paper's 0-20% axis: the end of training, not the first iterations, is the story
             ax.set_ylim(0, min(100.0, max(20.0, 3.0 * max(finals))))
         ax.set_title(f"depth {depth}")
@@ -232,7 +236,10 @@ def plot_training_curves(rows: list[Row], curves: dict[str, dict[str, list[Curve
         ax.axis("off")
     if not depths:
         axes.flat[0].text(0.5, 0.5, "no training curves logged", ha="center", va="center")
-    fig.suptitle("Training (dashed) and validation (solid) error,\nmean over seeds (the form of He et al. Fig. 6)")
+    fig.suptitle(
+        "Training (dashed) and validation (solid) error, mean over seeds;\n"
+        "thin: each seed's validation error (the form of He et al. Fig. 6)"
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
