@@ -478,3 +478,13 @@ def test_protocol_of_a_folder_run_comes_from_its_data_json(tmp_path):
     )
     assert "test: held-out validation split (also picks the checkpoint), best checkpoint by val/acc" in text
     assert "tested on the held-out validation split" in text  # why Table 6 is not overlaid
+
+
+def test_a_run_without_config_yaml_is_named_apart_and_renames_nothing(tmp_path):
+    write_run(tmp_path / "resnet20" / "seed0", "resnet20", 0, 0.90, 269_722)
+    write_run(tmp_path / "resnet20" / "seed1", "resnet20", 1, 0.92, 269_722)
+    write_run(tmp_path / "old" / "seed0", "resnet20", 0, 0.50, 269_722)
+    (tmp_path / "old" / "seed0" / "config.yaml").unlink()
+    _, rows, _ = run_report(tmp_path)
+    assert set(rows) == {"resnet20", "resnet20 [no config.yaml: old]"}
+    assert rows["resnet20"]["n"] == "2" and rows["resnet20 [no config.yaml: old]"]["n"] == "1"

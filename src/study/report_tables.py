@@ -166,7 +166,8 @@ def read_run(run_dir: Path, variant: str) -> RunRecord:
         record.context = protocol.describe(config, report, data)
         split, checkpoint = protocol.test_protocol(config, report, data)
         record.paper_differences = protocol_differences(config, report, data, split, checkpoint)
-    fields = _identity_fields(config) if config else {"model.arch": json.dumps(arch), "config.yaml": '"absent"'}
+    # Without config.yaml nothing says what the run was beyond its architecture: only seeds of one folder group.
+    fields = _identity_fields(config) if config else {"config.yaml": json.dumps(f"absent: {run_dir.parent}")}
     if arch:
         fields["model.arch"] = json.dumps(arch)
     try:
@@ -198,13 +199,14 @@ UNSET = json.dumps("unset")  # a setting some runs' configs lack (e.g. saved by 
 def name_variants(records: list[RunRecord]) -> None:
     """Name each run's variant and line from the settings that differ within the study (never from folders)."""
     present = [run for run in records if run.identity]
-    keys = sorted({key for run in present for key in run.settings})
+    configured = [run for run in present if "config.yaml" not in run.settings]
+    keys = sorted({key for run in configured for key in run.settings})
 
     def values(key: str) -> set[str]:
         # A plain net lacks model.shortcut (it does not apply): that absence is not a difference.
         return {
             run.settings.get(key, UNSET)
-            for run in present
+            for run in configured
             if key in run.settings or not (key == "model.shortcut" and not run.residual)
         }
 
@@ -214,13 +216,14 @@ def name_variants(records: list[RunRecord]) -> None:
         tail = key.rsplit(".", 1)[-1]
         short[key] = tail if sum(k.rsplit(".", 1)[-1] == tail for k in differing) == 1 else key
     for run in present:
-        extras = [
-            f"{short[key]}={_value(run.settings.get(key, UNSET))}"
-            for key in differing
-            if key in run.settings or not (key == "model.shortcut" and not run.residual)
-        ]
-        if run.settings.get("config.yaml"):
-            extras.append(f"[no config.yaml: {run.run_dir.parent.name}]")
+        if "config.yaml" in run.settings:
+            extras = [f"[no config.yaml: {run.run_dir.parent.name}]"]
+        else:
+            extras = [
+                f"{short[key]}={_value(run.settings.get(key, UNSET))}"
+                for key in differing
+                if key in run.settings or not (key == "model.shortcut" and not run.residual)
+            ]
         suffix = (" " + ", ".join(extras)) if extras else ""
         run.variant = f"{run.arch}{suffix}"
         run.line = f"{_stem(run.arch or '?', run.family)}{suffix}"
