@@ -1,41 +1,71 @@
-"""Report a study: ``python -m src.report <log root | study file> [--out DIR]``.
+"""Report a study: ``python -m src.report <log root | study file> [--out DIR] [--target-acc A] [--paper MODE]``.
 
-Reads only what the runs saved -- ``efficiency.json``, ``config.yaml`` and the TensorBoard
-scalars ``train/acc`` and ``val/acc`` -- and never trains. Writes into ``--out`` (default:
-``<root>/report/``):
+Reads only what the runs saved -- ``efficiency.json``, ``config.yaml``, ``data.json`` and the
+TensorBoard scalars ``train/acc`` and ``val/acc`` -- and never trains. Writes into ``--out``
+(default: ``<root>/report/``):
 
-* ``report.csv``: one row per variant (arch, depth, residual / plain, shortcut, params, MACs,
-  best val and test accuracy as mean and std over seeds with n, accuracy per Mparam and per GMAC,
-  and the marginal accuracy per extra Mparam / GMAC over the previous depth of the same line);
-* ``report.md``: the same table for people, the figures, what budget the runs had, and every
-  run that is unfinished (not tested: still running or crashed) or missing;
-* ``test_error_vs_params.png``, ``test_error_vs_macs.png``, ``training_curves.png``;
-* ``diagnostics_grad_norm.png``, ``diagnostics_branch_ratio.png`` when runs trained with the
-  diagnostics callback: per-block profiles, residual against plain;
+* ``report.csv``: one row per variant (its resolved config minus the seed: see
+  ``src.study.report_tables``): size, MACs, training compute, wall-clock, test accuracy as mean,
+  sample std, n and 95% t-interval, the test set's binomial SE, marginal slopes with SEs along
+  the variant's line, and the raw accuracy-per-size ratios (``raw_acc_per_mparam``: they rank
+  size, not efficiency, and lead nothing);
+* ``report_lines.csv``: per line, the power-law fit of error against parameters and the
+  parameters / MACs / training compute needed to reach the target accuracy;
+* ``report_comparisons.csv``: each residual/plain pair of equal size, Welch or paired t-test;
+* ``report.md``: the table, a summary that states only what the numbers support, the figures,
+  budget and protocol, per-run provenance, and every run that diverged, is unfinished or missing;
+* ``test_error_vs_{params,macs,compute,time}.png``, ``size_to_target.png``, ``training_curves.png``;
+* ``diagnostics_grad_rms.png``, ``diagnostics_grad_to_weight.png``, ``diagnostics_branch_to_shortcut.png``
+  when runs trained with the diagnostics callback: scale-free per-block profiles against relative
+  depth, every finished seed, residual against plain;
 * links to the ``lesion/lesion.png`` and ``prune/prune.png`` that ``python -m src.lesion`` /
   ``python -m src.prune`` wrote into the study's run directories.
 
 Given a study file, the root is the study's folder and the runs it plans but cannot find are
-listed as missing. A partial study -- one seed, untested or crashed runs -- is reported as far
-as it goes; the report never fails because a run is incomplete.
+listed as missing. A partial study -- one seed, one size, untested, crashed or diverged runs,
+a target no line reaches -- is reported as far as it goes, in words; the report never fails
+because a run is incomplete.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
 
+from src.study.paper import CITATION
 from src.study.plan import StudyError, is_study_file, load_study, plan_runs
 from src.study.plots import depth_profiles, draw_depth_profiles
-from src.study.report_figures import plot_error_vs_cost, plot_training_curves
-from src.study.report_tables import Row, RunRecord, aggregate, collect_runs, markdown_table, write_csv
+from src.study.protocol import protocol_line
+from src.study.report_figures import plot_error_vs_cost, plot_size_to_target, plot_training_curves
+from src.study.report_tables import (
+    Pair,
+    Row,
+    RunRecord,
+    aggregate,
+    collect_runs,
+    default_target,
+    lines_of,
+    majority_commit,
+    markdown_table,
+    power_laws,
+    row_size,
+    size_text,
+    twin_pairs,
+    write_csv,
+    write_rows,
+)
 from src.study.runs_io import read_scalars
+from src.study.statistics import PowerLaw, size_to_reach
 
 FIGURES = {
     "params": "test_error_vs_params.png",
     "macs": "test_error_vs_macs.png",
+    "compute": "test_error_vs_compute.png",
+    "time": "test_error_vs_time.png",
+    "target": "size_to_target.png",
     "curves": "training_curves.png",
 }
 CURVE_TAGS = {"train": "train/acc", "val": "val/acc"}
@@ -90,32 +120,93 @@ def read_curves(records: list[RunRecord]) -> dict[str, dict[str, list]]:
     return curves
 
 
-def compares_with_paper(records: list[RunRecord]) -> bool:
-    """Whether He et al.'s CIFAR-10 numbers belong on the figures: every finished run is a CIFAR net on CIFAR-10."""
+def paper_overlay(records: list[RunRecord], mode: str) -> tuple[str | None, list[str]]:
+    """Whether (and labelled how) He et al.'s Table 6 goes on the figures, and the lines saying why.
+
+    ``auto``: only when some finished residual CIFAR run followed the paper's protocol (CIFAR-10,
+    all 50k training images, the official test split, the final model, 64k steps at batch 128);
+    ``force``: always, labelled "different protocol" unless every finished run matches; ``off``: never.
+    Returns ``(None, why)`` for no overlay, ``("", why)`` for a matching one, ``("different protocol", why)``.
+    """
     finished = [run for run in records if run.status == "finished"]
-    if not finished:
-        return False
-    for run in finished:
-        data = " ".join(str(run.context.get(key) or "") for key in ("data", "data_dir")).lower()
-        if not (run.arch or "").replace("cifar_", "").startswith(("resnet", "plain")) or "cifar10" not in data:
-            return False
-        if "cifar100" in data:
-            return False
-    return True
+    residual = [run for run in finished if run.residual and run.family == "cifar"]
+    matching = [run for run in residual if not run.paper_differences]
+    differing = sorted({reason for run in finished for reason in run.paper_differences})
+    if mode == "off":
+        return None, []
+    if mode == "auto" and not matching:
+        if not finished:
+            return None, []
+        return None, [
+            f"{CITATION} is not overlaid: no finished CIFAR ResNet run follows its protocol "
+            f"({'; '.join(differing) or 'no residual CIFAR run'}). `--paper force` draws it anyway."
+        ]
+    label = "" if matching and not differing else "different protocol"
+    why = [
+        f"Black marks: {CITATION}, CIFAR-10 test error of the ResNets with option A shortcuts, trained on all 50k "
+        "training images for 64k iterations at batch 128, the final model tested on the 10k test images. "
+        "ResNet-110 is drawn at its mean over 5 runs, 6.61 ± 0.16 (std); its best run, 6.43, is a grey cross "
+        "and is not a mean. The other depths are single runs."
+    ]
+    if label:
+        why.append(
+            f"**Different protocol**: the overlay was forced; these runs differ from the paper's "
+            f"({'; '.join(differing) or 'plain or non-CIFAR nets only'}), so the distance to the marks is not "
+            "a reproduction gap."
+        )
+    elif matching:
+        why.append(f"The runs compared follow the paper's protocol ({len(matching)} finished ResNet runs).")
+    return label, why
 
 
-def _budget_lines(records: list[RunRecord]) -> list[str]:
-    finished = [run for run in records if run.status == "finished"]
-    budgets: dict[str, int] = {}
-    for run in finished:
-        parts = [f"{key} {value}" for key, value in run.context.items() if value is not None and key != "data_dir"]
-        text = ", ".join(parts) or "not recorded"
-        budgets[text] = budgets.get(text, 0) + 1
-    return [f"- {text} ({count} runs)" for text, count in budgets.items()]
+def budget_lines(records: list[RunRecord]) -> list[str]:
+    """One line per distinct protocol (data, splits, test, optimizer, schedule, precision, length) with its count."""
+    counts: dict[str, list[str]] = {}
+    for run in records:
+        if run.status in ("finished", "diverged") and run.context:
+            counts.setdefault(protocol_line(run.context), []).append(run.variant)
+    return [f"- {text} ({len(names)} runs: {', '.join(sorted(set(names)))})" for text, names in counts.items()]
 
 
-def _status_lines(records: list[RunRecord]) -> list[str]:
+def provenance_lines(records: list[RunRecord]) -> list[str]:
+    """Per run: commit, dirty flag, device, config hash; runs on another commit than the study's majority flagged."""
+    present = [run for run in records if run.status != "missing"]
+    if not any(run.provenance for run in present):
+        return ["No run recorded provenance (efficiency.json without a `provenance` field: an older run)."]
+    majority = majority_commit(present)
+    lines = [
+        f"Majority commit: `{(majority or 'none')[:12]}`.",
+        "",
+        "| Run | Status | Commit | Dirty | Device | Config sha256 | Flag |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in present:
+        prov = run.provenance
+        commit = prov.get("git_commit")
+        flag = []
+        if not prov:
+            flag.append("no provenance recorded")
+        elif commit != majority:
+            flag.append("**commit differs from the majority**")
+        if prov.get("git_dirty"):
+            flag.append("**uncommitted changes**")
+        lines.append(
+            f"| `{run.variant}/seed{run.seed}` | {run.status} | `{(commit or '—')[:12]}` "
+            f"| {prov.get('git_dirty', '—')} | {prov.get('device', '—')} "
+            f"| `{(prov.get('config_sha256') or '—')[:12]}` | {', '.join(flag)} |"
+        )
+    return lines
+
+
+def status_lines(records: list[RunRecord]) -> list[str]:
     lines = []
+    diverged = [run for run in records if run.status == "diverged"]
+    if diverged:
+        lines.append(f"**Diverged** ({len(diverged)}; never averaged, never on a frontier):\n")
+        for run in diverged:
+            reason = f": {run.diverged_reason}" if run.diverged_reason else ""
+            lines.append(f"- `{run.variant}/seed{run.seed}` at step {run.diverged_step}{reason} — {run.run_dir}")
+        lines.append("")
     for status, meaning in (
         ("unfinished", "never tested: still running, stopped or crashed (the sweep resumes or restarts them)"),
         ("missing", "no run directory"),
@@ -143,57 +234,255 @@ def tool_figures(records: list[RunRecord], out: Path) -> list[tuple[str, str]]:
     return found
 
 
+# ------------------------------------------------------------------------------------------------ lines
+
+
+def sizes_to_target(rows: list[Row], target: float | None) -> dict[str, dict[str, tuple[float | None, str]]]:
+    """``{line: {"params"|"macs"|"compute": (size, how)}}`` to reach ``target`` mean test accuracy."""
+    needed: dict[str, dict[str, tuple[float | None, str]]] = {}
+    for line, members in lines_of(rows).items():
+        needed[line] = {}
+        for size in ("params", "macs", "compute"):
+            ordered = sorted((row for row in members if row_size(row, size)), key=lambda row: row_size(row, size))
+            if target is None or not ordered:
+                needed[line][size] = (None, "no target" if target is None else "no size recorded")
+                continue
+            needed[line][size] = size_to_reach(
+                [row_size(row, size) for row in ordered], [row.test_acc_mean for row in ordered], target
+            )
+    return needed
+
+
+def _fit_text(fit: PowerLaw | str) -> str:
+    if isinstance(fit, str):
+        return f"no fit: {fit}"
+    text = f"b = {fit.b:.3f}"
+    if fit.b_low is not None:
+        text += f" [{fit.b_low:.3f}, {fit.b_high:.3f}]"
+    text += f", a = {fit.a:.3g}"
+    if fit.c is not None:
+        text += f", irreducible c = {fit.c:.2f}%"
+    return text + (f" ({fit.note})" if fit.note else "")
+
+
+def _reach_text(value: float | None, how: str) -> str:
+    if value is None:
+        return how
+    return size_text(value) if how == "interpolated" else f"≤ {size_text(value)} ({how})"
+
+
+def line_table(rows: list[Row], fits: dict, needed: dict) -> tuple[list[str], list[dict]]:
+    md = [
+        "| Line | Sizes | Seeds per size | Fit: error % = a · params^-b (+ c), 95% bootstrap CI on b "
+        "| Params to target | MACs to target | Training compute to target |",
+        "|---|---:|---|---|---:|---:|---:|",
+    ]
+    csv_rows = []
+    for line, members in lines_of(rows).items():
+        fit = fits.get(line, "no fit")
+        reach = needed.get(line, {})
+        md.append(
+            f"| {line} | {len(members)} | {'/'.join(str(row.n) for row in members)} | {_fit_text(fit)} "
+            + "".join(f"| {_reach_text(*reach.get(size, (None, '—')))} " for size in ("params", "macs", "compute"))
+            + "|"
+        )
+        csv_rows.append(
+            {
+                "line": line,
+                "sizes": len(members),
+                "variants": " ".join(row.variant for row in members),
+                "fit_a": fit.a if isinstance(fit, PowerLaw) else None,
+                "fit_b": fit.b if isinstance(fit, PowerLaw) else None,
+                "fit_b_ci_low": fit.b_low if isinstance(fit, PowerLaw) else None,
+                "fit_b_ci_high": fit.b_high if isinstance(fit, PowerLaw) else None,
+                "fit_c": fit.c if isinstance(fit, PowerLaw) else None,
+                "fit_note": fit.note if isinstance(fit, PowerLaw) else fit,
+                **{f"{size}_to_target": reach.get(size, (None, ""))[0] for size in ("params", "macs", "compute")},
+                **{f"{size}_to_target_how": reach.get(size, (None, ""))[1] for size in ("params", "macs", "compute")},
+            }
+        )
+    return md, csv_rows
+
+
+def comparison_table(pairs: list[Pair]) -> tuple[list[str], list[dict]]:
+    md = [
+        "| Residual | Plain | n | Difference (acc pp, residual − plain) | Test | p | Effect size |",
+        "|---|---|---|---:|---|---:|---:|",
+    ]
+    csv_rows = []
+    for pair in pairs:
+        c = pair.comparison
+        diff = "—" if c.difference is None else f"{100 * c.difference:+.2f}"
+        p = "—" if c.p_value is None else f"{c.p_value:.3g}"
+        effect = "—" if c.effect is None else f"{c.effect_name} {c.effect:+.2f}"
+        test = c.test if not c.reason else f"{c.test}: {c.reason}"
+        names = f"| `{pair.residual.variant}` | `{pair.plain.variant}` | {c.n_a}/{c.n_b}"
+        md.append(f"{names} | {diff} | {test} | {p} | {effect} |")
+        csv_rows.append(
+            {
+                "residual": pair.residual.variant,
+                "plain": pair.plain.variant,
+                "n_residual": c.n_a,
+                "n_plain": c.n_b,
+                "difference_acc": c.difference,
+                "test": c.test,
+                "statistic": c.statistic,
+                "p_value": c.p_value,
+                "effect_size": c.effect,
+                "effect_size_name": c.effect_name,
+                "note": c.reason,
+            }
+        )
+    return md, csv_rows
+
+
+def summary_paragraph(
+    records: list[RunRecord], rows: list[Row], pairs: list[Pair], fits: dict, needed: dict, target: float | None,
+    target_how: str,
+) -> str:  # fmt: skip
+    """Sentences that state only what the numbers support: tests with n >= 3 decide, smaller n only describes."""
+    if not rows:
+        return "No finished run with a finite test accuracy: nothing to compare yet."
+    sentences = []
+    for pair in pairs:
+        c = pair.comparison
+        names = f"`{pair.residual.variant}` against `{pair.plain.variant}`"
+        n = min(c.n_a, c.n_b)
+        diff = 100 * (c.difference or 0.0)
+        if c.p_value is None:
+            sentences.append(
+                f"{names}: {diff:+.2f} points of test accuracy, not distinguishable with n = {c.n_a}/{c.n_b} "
+                f"({c.reason})."
+            )
+        elif n < 3:
+            sentences.append(
+                f"{names}: {diff:+.2f} points ({c.test} p = {c.p_value:.2g}), not distinguishable with n = {n}."
+            )
+        elif c.p_value < 0.05:
+            direction = "higher" if diff > 0 else "lower"
+            sentences.append(
+                f"{names}: the residual net's test accuracy is {direction} by {abs(diff):.2f} points "
+                f"({c.test} p = {c.p_value:.2g}, {c.effect_name} = {c.effect:+.2f}, n = {n})."
+            )
+        else:
+            sentences.append(
+                f"{names}: no difference detected ({diff:+.2f} points, {c.test} p = {c.p_value:.2g}, n = {n})."
+            )
+    single = [row.variant for row in rows if row.n == 1]
+    if single:
+        sentences.append(f"One seed only, so no interval and no test: {', '.join(f'`{v}`' for v in single)}.")
+    for line, members in lines_of(rows).items():
+        fit = fits.get(line)
+        if len(members) == 1:
+            sentences.append(f"Line {line} has one size: no fit, no marginal slope, no interpolation.")
+        elif isinstance(fit, PowerLaw):
+            ci = f" (95% bootstrap CI {fit.b_low:.2f} to {fit.b_high:.2f})" if fit.b_low is not None else ""
+            trend = f"falls as params^-{fit.b:.2f}" if fit.b > 0 else f"does not fall with size (b = {fit.b:.2f})"
+            sentences.append(
+                f"Along {line}, test error {trend}{ci} over {fit.sizes} sizes"
+                + ("" if fit.b_low is not None else f"; {fit.note}")
+                + "."
+            )
+    if target is not None:
+        reached = {line: reach["params"] for line, reach in needed.items()}
+        missed = [line for line, (value, _) in reached.items() if value is None]
+        text = f"Target accuracy {100 * target:.2f}% ({target_how})"
+        if missed:
+            text += f": not reached by {', '.join(missed)} at any tested size"
+        text += "."
+        sentences.append(text)
+    with_se = [row for row in rows if row.test_binomial_se is not None]
+    if with_se:
+        se = max(row.test_binomial_se for row in with_se)
+        sentences.append(
+            f"With {with_se[0].test_samples:,} test images one run's accuracy carries a binomial standard error "
+            f"of up to {100 * se:.2f} points."
+        )
+    diverged = [run for run in records if run.status == "diverged"]
+    if diverged:
+        sentences.append(f"{len(diverged)} run(s) diverged and are excluded from every number (listed below).")
+    return " ".join(sentences)
+
+
 def render_markdown(
     title: str,
     records: list[RunRecord],
     rows: list[Row],
-    paper: bool,
+    paper: tuple[str | None, list[str]],
     diagnostics: list[str] | None = None,
     tools: list[tuple[str, str]] | None = None,
-) -> str:
-    counts = {status: sum(run.status == status for run in records) for status in ("finished", "unfinished", "missing")}
+    target: tuple[float | None, str] = (None, ""),
+    diagnostic_notes: list[str] | None = None,
+) -> tuple[str, list[dict], list[dict]]:
+    """report.md's text, and the lines / comparisons tables for their CSV files."""
+    diagnostic_notes = diagnostic_notes or []
+    counts = {s: sum(run.status == s for run in records) for s in ("finished", "diverged", "unfinished", "missing")}
+    fits = power_laws(rows, "params")
+    needed = sizes_to_target(rows, target[0])
+    pairs = twin_pairs(rows)
+    lines_md, lines_csv = line_table(rows, fits, needed)
+    pairs_md, pairs_csv = comparison_table(pairs)
     lines = [
         f"# Study report: {title}",
         "",
-        f"Runs: {counts['finished']} finished (tested), {counts['unfinished']} unfinished, "
-        f"{counts['missing']} missing. Only finished runs enter the numbers.",
+        f"Runs: {counts['finished']} finished (tested), {counts['diverged']} diverged, {counts['unfinished']} "
+        f"unfinished, {counts['missing']} missing. Only finished runs with a finite test accuracy enter the numbers.",
         "",
-        "## What each parameter buys",
+        "## Summary",
+        "",
+        summary_paragraph(records, rows, pairs, fits, needed, target[0], target[1]),
+        "",
+        "## Error against size and cost",
         "",
         markdown_table(rows) if rows else "_No finished runs yet._",
         "",
-        "Accuracies are top-1 in %, mean ± sample std over the n finished seeds (no ± with one seed). "
-        "*Test acc / Mparam* and */ GMAC* divide the mean test accuracy (a fraction, as in `efficiency.json`) by "
-        "millions of parameters and by GMACs per sample. *Marginal* is the test accuracy gained, in percentage points, "
-        "per extra million parameters (or GMAC) over the previous depth of the same line (same kind, same shortcut, "
-        "same overrides).",
+        "A variant is a resolved config minus its seed (settings that differ within the study are in its name); "
+        "a line is the variants that differ only in depth. Test accuracy: mean ± sample std (ddof = 1) over the n "
+        "seeds, and the 95% t-interval of the mean (none with one seed). *Binomial SE*: the test set's own "
+        "sampling error of one run's accuracy, sqrt(p(1 − p)/m). *Training compute*: 3 × MACs per sample × "
+        "training images seen. *Marginal*: points of test accuracy per extra million parameters over the previous "
+        "size of the same line, ± its standard error (from the two means' standard errors). The raw accuracy "
+        "per Mparam / GMAC ratios are in report.csv only (`raw_acc_per_mparam`): they rank size, not efficiency.",
+        "",
+    ]
+    sources = sorted({row.train_compute_source for row in rows if row.train_compute_source})
+    fallback = [s for s in sources if s != "train_images_seen"]
+    if fallback:
+        lines += [f"Training compute of some runs is estimated: {'; '.join(fallback)}.", ""]
+    lines += ["## Lines: scaling and size to reach the target", ""]
+    if target[0] is None:
+        lines += ["_No target accuracy: no line has a tested run._", ""]
+    else:
+        lines += [f"Target: {100 * target[0]:.2f}% test accuracy ({target[1]}).", ""]
+    lines += [*lines_md, "", "## Residual against plain", ""]
+    lines += pairs_md if pairs else ["_No residual/plain pair of equal size with the same other settings._"]
+    lines += [
+        "",
+        "Paired t-test (effect size d_z) when both variants ran the same seeds, else Welch's t-test (Hedges' g).",
         "",
         "## Figures",
         "",
-        f"![test error vs parameters]({FIGURES['params']})",
-        "",
-        f"![test error vs MACs]({FIGURES['macs']})",
+        *[f"![test error vs {key}]({FIGURES[key]})\n" for key in ("params", "macs", "compute", "time")],
+        f"![size to reach the target]({FIGURES['target']})",
         "",
         f"![training curves]({FIGURES['curves']})",
         "",
+        *[f"{text}\n" for text in paper[1]],
     ]
-    if paper:
-        lines += [
-            "Crosses: He et al. (2016), Table 6, CIFAR-10 test error of the ResNets with option A shortcuts, "
-            "trained on all 50k training images for 64k iterations (ResNet-110: the best of 5 runs, 6.43; "
-            "mean 6.61 ± 0.16). They compare with the test numbers here only when these runs used the same "
-            "recipe and all 50k images.",
-            "",
-        ]
     if diagnostics:
         lines += [
             "## Inside the networks: training diagnostics",
             "",
-            "Per block, input to output, averaged over the last measured steps of each variant's first finished "
-            "seed: the gradient norm of the block's branch weights, and ||F(x)|| / ||x||, how much the block's "
-            "branch changes its input (`diagnostics.jsonl`, written with `diagnostics.enabled: true`).",
+            "Per block against relative depth (position within stage; stage boundaries dotted): the RMS gradient "
+            "per weight of the block's branch convolutions, ||g|| / ||w|| (batch norm makes a conv's scale "
+            "irrelevant, so the relative step is what matters), and ||F(x)|| / ||s(x)||, the branch against the "
+            "shortcut it is added to (plain nets: ||F(x)|| / ||x|| where the shapes match). Each seed is "
+            "averaged over its measured steps >= 75% of its last; the curve is the mean over all finished seeds, "
+            "the band their min-max (`diagnostics.jsonl`, written with `diagnostics.enabled: true`).",
             "",
             *[f"![{name}]({name})\n" for name in diagnostics],
+            *[f"- {note}" for note in diagnostic_notes],
+            "",
         ]
     if tools:
         lines += [
@@ -203,33 +492,62 @@ def render_markdown(
             "",
             *[f"![{caption}]({path})\n" for caption, path in tools],
         ]
-    lines += ["## Budget of the finished runs", "", *(_budget_lines(records) or ["- none"]), ""]
-    status = _status_lines(records)
+    lines += ["## Budget and protocol", "", *(budget_lines(records) or ["- none"]), ""]
+    lines += ["## Provenance", "", *provenance_lines(records), ""]
+    status = status_lines(records)
     if status:
         lines += ["## Not in the numbers", "", *status]
-    return "\n".join(lines)
+    return "\n".join(lines), lines_csv, pairs_csv
+
+
+def choose_target(rows: list[Row], target_acc: float | None) -> tuple[float | None, str]:
+    """The target accuracy and how it was chosen (given, or the best accuracy every line reaches)."""
+    if target_acc is not None:
+        return target_acc, "given with --target-acc"
+    target = default_target(rows)
+    return target, "default: the best mean test accuracy every line reaches; set it with --target-acc"
 
 
 def write_report(
-    root: str | Path, out: str | Path | None = None, expected: list | None = None, paper: str = "auto"
+    root: str | Path,
+    out: str | Path | None = None,
+    expected: list | None = None,
+    paper: str = "auto",
+    target_acc: float | None = None,
 ) -> tuple[Path, list[RunRecord]]:
-    """Write report.md, report.csv and the figures for the runs under ``root``; return the folder and the runs."""
+    """Write report.md, the CSV files and the figures for the runs under ``root``; return the folder and the runs."""
     root = Path(root)
     out = Path(out) if out is not None else root / "report"
     out.mkdir(parents=True, exist_ok=True)
     records = collect_runs(root, expected)
     rows = aggregate(records)
-    with_paper = {"on": True, "off": False}.get(paper, None)
-    if with_paper is None:
-        with_paper = compares_with_paper(records)
+    overlay = paper_overlay(records, {"on": "force"}.get(paper, paper))
+    target = choose_target(rows, target_acc)
     write_csv(rows, out / "report.csv")
-    plot_error_vs_cost(rows, "params", out / FIGURES["params"], paper=with_paper)
-    plot_error_vs_cost(rows, "macs", out / FIGURES["macs"], paper=with_paper)
+    for cost in ("params", "macs", "compute", "time"):
+        plot_error_vs_cost(rows, cost, out / FIGURES[cost], paper=overlay[0])
+    plot_size_to_target(sizes_to_target(rows, target[0]), target[0], out / FIGURES["target"])
     plot_training_curves(rows, read_curves(records), out / FIGURES["curves"])
-    diagnostics = diagnostics_figures(records, out)
+    diagnostic_notes: list[str] = []
+    diagnostics = diagnostics_figures(records, out, diagnostic_notes)
     tools = tool_figures(records, out)
-    (out / "report.md").write_text(render_markdown(str(root), records, rows, with_paper, diagnostics, tools))
+    text, lines_csv, pairs_csv = render_markdown(
+        str(root), records, rows, overlay, diagnostics, tools, target, diagnostic_notes
+    )
+    write_rows(lines_csv, out / "report_lines.csv")
+    write_rows(pairs_csv, out / "report_comparisons.csv")
+    (out / "report.md").write_text(text)
     return out, records
+
+
+def _target(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an accuracy: give a fraction in (0, 1), e.g. 0.9 for 90%")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,9 +559,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="folder for report.md, report.csv and the figures (default: <root>/report)")
     parser.add_argument(
         "--paper",
-        choices=("auto", "on", "off"),
+        choices=("auto", "force", "on", "off"),
         default="auto",
-        help="overlay He et al. Table 6 (auto: when every run is a CIFAR net on CIFAR-10)",
+        help="overlay He et al. Table 6 (auto: only for runs that follow its protocol; force (or on): always, "
+        "labelled 'different protocol' when they do not)",
+    )
+    parser.add_argument(
+        "--target-acc",
+        type=_target,
+        default=None,
+        help="test accuracy (fraction) each line's size-to-target is computed for "
+        "(default: the best mean accuracy every line reaches)",
     )
     args = parser.parse_args(argv)
     source = Path(args.source)
@@ -262,9 +588,13 @@ def main(argv: list[str] | None = None) -> int:
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out, records = write_report(root, args.out, expected, args.paper)
+    out, records = write_report(root, args.out, expected, args.paper, args.target_acc)
     finished = sum(run.status == "finished" for run in records)
-    print(f"{finished} finished of {len(records)} runs under {root}; wrote {out}/report.md, report.csv and figures")
+    diverged = sum(run.status == "diverged" for run in records)
+    print(
+        f"{finished} finished, {diverged} diverged of {len(records)} runs under {root}; "
+        f"wrote {out}/report.md, report.csv, report_lines.csv, report_comparisons.csv and figures"
+    )
     return 0
 
 

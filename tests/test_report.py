@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import statistics
 import struct
@@ -16,10 +17,17 @@ from src.study.paper import CIFAR10_TABLE6
 from src.study.report_figures import pareto_front
 from src.study.report_tables import mean_std
 from src.study.runs_io import read_scalars, run_status
-from tests.study_runs import QUICKSTART, STUDY
+from tests.study_runs import QUICKSTART, STUDY, resolved_config, write_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-FIGURES = ("test_error_vs_params.png", "test_error_vs_macs.png", "training_curves.png")
+FIGURES = (
+    "test_error_vs_params.png",
+    "test_error_vs_macs.png",
+    "test_error_vs_compute.png",
+    "test_error_vs_time.png",
+    "size_to_target.png",
+    "training_curves.png",
+)
 
 
 def efficiency(study, arch, seed):
@@ -47,7 +55,7 @@ def test_rows_hold_mean_std_and_n_over_finished_seeds(tiny_study, report):
         tests = [efficiency(tiny_study, arch, s)["test_acc"] for s in seeds]
         vals = [efficiency(tiny_study, arch, s)["best_val_acc"] for s in seeds]
         row = rows[arch]
-        assert (row["n"], row["n_test"], row["n_val"], row["seeds"]) == ("2", "2", "2", "0 1")
+        assert (row["n"], row["n_val"], row["seeds"]) == ("2", "2", "0 1")
         assert float(row["test_acc_mean"]) == pytest.approx(statistics.fmean(tests))
         assert float(row["test_acc_std"]) == pytest.approx(statistics.stdev(tests))
         assert float(row["best_val_acc_mean"]) == pytest.approx(statistics.fmean(vals))
@@ -63,11 +71,16 @@ def test_size_cost_and_marginal_columns(tiny_study, report):
     r8, r14 = rows["resnet8"], rows["resnet14"]
     assert int(r8["params"]) == small["params_total"] == 75_290 and int(r8["macs"]) == small["macs_per_sample"]
     mean8 = float(r8["test_acc_mean"])
-    assert float(r8["test_acc_per_mparam"]) == pytest.approx(mean8 / (small["params_total"] / 1e6))
-    assert float(r8["test_acc_per_gmac"]) == pytest.approx(mean8 / (small["macs_per_sample"] / 1e9))
+    # The raw ratios stay in the CSV under names that say what they are (they rank size, not efficiency).
+    assert float(r8["raw_acc_per_mparam"]) == pytest.approx(mean8 / (small["params_total"] / 1e6))
+    assert float(r8["raw_acc_per_gmac"]) == pytest.approx(mean8 / (small["macs_per_sample"] / 1e9))
+    # Training compute: 3 x MACs x images seen (these runs predate train_images_seen: global batch x steps).
+    seen = small.get("train_images_seen") or small["global_batch_size"] * small["global_step"]
+    computes = [3 * small["macs_per_sample"] * seen, 3 * efficiency(tiny_study, "resnet8", 1)["macs_per_sample"] * seen]
+    assert float(r8["train_compute_macs"]) == pytest.approx(statistics.fmean(computes))
     # ResNet-14 is the next depth of ResNet-8's line; points gained per extra million parameters / GMACs.
     gain = 100 * (big["test_acc"] - mean8)
-    assert r14["marginal_from"] == "resnet8"
+    assert r14["marginal_from"] == "resnet8" and r14["marginal_pp_per_extra_mparam_se"] == ""  # resnet14: n = 1
     extra_params = (big["params_total"] - small["params_total"]) / 1e6
     extra_macs = (big["macs_per_sample"] - small["macs_per_sample"]) / 1e9
     assert float(r14["marginal_pp_per_extra_mparam"]) == pytest.approx(gain / extra_params)
@@ -80,15 +93,24 @@ def test_markdown_shows_the_table_figures_and_unfinished_runs(tiny_study, report
     out, rows = report
     text = (out / "report.md").read_text()
     mean, std = float(rows["resnet8"]["test_acc_mean"]), float(rows["resnet8"]["test_acc_std"])
-    assert "| `resnet8` | A | 75,290 | 3.06M | 2 | " in text
+    assert "| `resnet8` | resnet | 75,290 | 3.06M | " in text
     assert f"{100 * mean:.2f} ± {100 * std:.2f}" in text
-    assert "Runs: 5 finished (tested), 1 unfinished, 2 missing." in text
+    assert "Runs: 5 finished (tested), 0 diverged, 1 unfinished, 2 missing." in text
+    assert "not distinguishable with n = 2" in text and "ahead" not in text  # two seeds decide nothing
+    assert "Line plain has one size: no fit, no marginal slope" in text
+    assert "One seed only, so no interval and no test: `resnet14`" in text
+    assert "Test acc / Mparam" not in text  # the raw ratio leads nothing
     assert "**Unfinished** (1;" in text and "`plain14/seed0`" in text
     # Seed 1 exists for the other variants of the folder: the one-seed variants lack it.
     assert "**Missing** (2;" in text and "`resnet14/seed1`" in text and "`plain14/seed1`" in text
     for figure in FIGURES:
         assert f"]({figure})" in text
     assert "max_epochs 2" in text  # the budget the runs had
+    assert "data: SyntheticDataModule; splits: train 128, val 64, test 64; 64 test images scored" in text
+    assert "test: synthetic test split, best checkpoint by val/acc" in text
+    assert "optimizer: SGD, lr 0.1" in text and "precision: 32-true" in text
+    assert "Table 6 is not overlaid" in text  # synthetic data, 4 steps: not the paper's protocol
+    assert "Training compute of some runs is estimated: global batch x steps" in text
 
 
 def test_figures_are_valid_non_empty_pngs(report):
@@ -188,3 +210,282 @@ def test_lesion_and_pruning_figures_of_the_runs_are_linked(tiny_study, tmp_path)
     assert "## Block lesions and pruning" in text
     assert "![resnet8/seed0: block lesions](../with_tools/resnet8/seed0/lesion/lesion.png)" in text
     assert "pruning sweep" not in text  # no run has a prune.png
+
+
+# ------------------------------------------------------------------------------------------------ written runs
+# Runs written with known accuracies (tests/study_runs.write_run): statistics checked against closed forms.
+
+T975_DF2 = 0.95 / math.sqrt(2 * 0.975 * 0.025)  # t quantile, df = 2, closed form: (2p - 1) / sqrt(2 p (1 - p))
+
+
+def t2_two_sided_p(t):
+    """Two-sided p of Student's t with 2 degrees of freedom: its CDF is 1/2 + t / (2 sqrt(2 + t^2))."""
+    return 1.0 - abs(t) / math.sqrt(2.0 + t * t)
+
+
+def read_csv(path):
+    return list(csv.DictReader(path.open()))
+
+
+def run_report(root, *args):
+    out = root / "report"
+    assert main([str(root), "--out", str(out), *args]) == 0
+    rows = {row["variant"]: row for row in read_csv(out / "report.csv")}
+    return out, rows, (out / "report.md").read_text()
+
+
+def test_interval_and_paired_test_match_the_t_formula(tmp_path):
+    """3 seeds each, same seeds: paired t (df = 2), t-interval of the mean, both by hand."""
+    residual, plain = [0.80, 0.82, 0.87], [0.70, 0.75, 0.74]
+    for seed, (r, p) in enumerate(zip(residual, plain)):
+        write_run(tmp_path / "resnet20" / f"seed{seed}", "resnet20", seed, r, 269_722)
+        write_run(tmp_path / "plain20" / f"seed{seed}", "plain20", seed, p, 269_722)
+    out, rows, text = run_report(tmp_path)
+    row = rows["resnet20"]
+    mean = sum(residual) / 3
+    std = math.sqrt(sum((x - mean) ** 2 for x in residual) / 2)  # ddof = 1: 0.036056
+    assert float(row["test_acc_std"]) == pytest.approx(std)
+    assert float(row["test_acc_ci_low"]) == pytest.approx(mean - T975_DF2 * std / math.sqrt(3))
+    assert float(row["test_acc_ci_high"]) == pytest.approx(mean + 0.089566, abs=1e-6)
+    assert float(row["test_binomial_se"]) == pytest.approx(math.sqrt(mean * (1 - mean) / 10_000))
+    # Differences 0.10, 0.07, 0.13: mean 0.10, std 0.03, t = 0.10 / (0.03 / sqrt 3) = 5.7735.
+    (comparison,) = read_csv(out / "report_comparisons.csv")
+    t = 0.10 / (0.03 / math.sqrt(3))
+    assert comparison["test"] == "paired t" and (comparison["residual"], comparison["plain"]) == ("resnet20", "plain20")
+    assert float(comparison["statistic"]) == pytest.approx(t)
+    assert float(comparison["p_value"]) == pytest.approx(t2_two_sided_p(t))  # 0.0287
+    assert float(comparison["effect_size"]) == pytest.approx(0.10 / 0.03)  # d_z
+    # n = 3 and p < 0.05: the summary may state a direction.
+    assert "the residual net's test accuracy is higher by 10.00 points (paired t p = 0.029" in text
+
+
+def test_welch_test_and_hedges_g_when_seeds_differ(tmp_path):
+    """2 seeds each, different seeds, equal spread: Welch's df is exactly 2, so p has a closed form."""
+    for seed, acc in ((0, 0.80), (1, 0.84)):
+        write_run(tmp_path / "resnet20" / f"seed{seed}", "resnet20", seed, acc, 269_722)
+    for seed, acc in ((2, 0.70), (3, 0.74)):
+        write_run(tmp_path / "plain20" / f"seed{seed}", "plain20", seed, acc, 269_722)
+    out, _, text = run_report(tmp_path)
+    (comparison,) = read_csv(out / "report_comparisons.csv")
+    t = 0.10 / math.sqrt(0.0008 / 2 + 0.0008 / 2)  # both variances 0.0008
+    assert comparison["test"] == "Welch t"
+    assert float(comparison["p_value"]) == pytest.approx(t2_two_sided_p(t))  # 0.0715
+    assert float(comparison["effect_size"]) == pytest.approx(0.10 / math.sqrt(0.0008) * (1 - 3 / (4 * 4 - 9)))
+    assert "not distinguishable with n = 2" in text and "higher by" not in text
+
+
+def write_power_law_line(root, irreducible=0.0, exponent=0.4, depths=(20, 32, 44), kind="resnet"):
+    """Error (%) = irreducible + 30 (params / 1e5)^-exponent at the mean; the two seeds are 2% either side."""
+    sizes = {}
+    for depth in depths:
+        params = 1e5 * 2 ** ((depth - 20) / 12)
+        error = irreducible + 30.0 * (params / 1e5) ** -exponent
+        sizes[depth] = (int(params), error)
+        for seed, factor in ((0, 0.98), (1, 1.02)):
+            accuracy = 1.0 - error * factor / 100.0
+            write_run(root / f"{kind}{depth}" / f"seed{seed}", f"{kind}{depth}", seed, accuracy, int(params))
+    return sizes
+
+
+def test_power_law_exponent_is_recovered_with_a_bootstrap_interval(tmp_path):
+    write_power_law_line(tmp_path)
+    out, _, text = run_report(tmp_path)
+    (line,) = read_csv(out / "report_lines.csv")
+    assert line["line"] == "resnet" and line["sizes"] == "3"
+    assert float(line["fit_b"]) == pytest.approx(0.4, abs=1e-3)  # params rounded to integers
+    assert float(line["fit_b_ci_low"]) <= 0.4 <= float(line["fit_b_ci_high"])
+    assert line["fit_c"] == ""  # three sizes: no irreducible term
+    assert "Along resnet, test error falls as params^-0.40 (95% bootstrap CI" in text
+
+
+def test_irreducible_term_with_four_sizes(tmp_path):
+    write_power_law_line(tmp_path, irreducible=5.0, depths=(20, 32, 44, 56, 68))
+    out, _, _ = run_report(tmp_path)
+    (line,) = read_csv(out / "report_lines.csv")
+    assert float(line["fit_b"]) == pytest.approx(0.4, abs=0.01)
+    assert float(line["fit_c"]) == pytest.approx(5.0, abs=0.05)
+
+
+def test_size_to_reach_a_target_is_interpolated_in_log_size(tmp_path):
+    sizes = write_power_law_line(tmp_path)
+    (p1, e1), (p2, e2) = sizes[20], sizes[32]
+    target = 1 - (e1 + e2) / 2 / 100  # halfway in accuracy between the two smallest sizes
+    out, _, text = run_report(tmp_path, "--target-acc", str(target))
+    (line,) = read_csv(out / "report_lines.csv")
+    expected = math.exp(math.log(p1) + 0.5 * (math.log(p2) - math.log(p1)))
+    assert float(line["params_to_target"]) == pytest.approx(expected)
+    assert line["params_to_target_how"] == "interpolated"
+    assert "given with --target-acc" in text
+
+
+def test_a_target_no_line_reaches_is_said_in_words(tmp_path):
+    write_power_law_line(tmp_path)
+    out, _, text = run_report(tmp_path, "--target-acc", "0.99")
+    assert "Target accuracy 99.00% (given with --target-acc): not reached by resnet at any tested size." in text
+    (line,) = read_csv(out / "report_lines.csv")
+    assert line["params_to_target"] == "" and line["params_to_target_how"] == "not reached"
+    assert all((out / figure).read_bytes()[:8] == PNG_SIGNATURE for figure in FIGURES)
+
+
+def test_bad_target_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--target-acc", "90"])
+    assert "'90' is not an accuracy: give a fraction in (0, 1)" in capsys.readouterr().err
+
+
+def test_variants_come_from_configs_not_folders(tmp_path):
+    """One logger name, five versions: two architectures and two widths at one depth are never averaged."""
+    logs = tmp_path / "lightning_logs" / "default"
+
+    def run(version, arch, seed, acc, params, width):
+        run_dir = logs / f"version_{version}"
+        config = resolved_config(arch, seed, run_dir, **{"model.width": width})
+        write_run(run_dir, arch, seed, acc, params, config=config)
+
+    run(0, "resnet8", 0, 0.60, 75_290, 1)
+    run(1, "plain20", 0, 0.65, 269_722, 1)
+    run(2, "resnet8", 0, 0.70, 300_000, 2)
+    run(3, "resnet8", 1, 0.72, 300_000, 2)
+    run(4, "resnet20", 0, 0.75, 269_722, 1)
+    _, rows, text = run_report(tmp_path)
+    assert set(rows) == {"resnet8 width=1", "resnet8 width=2", "plain20 width=1", "resnet20 width=1"}
+    assert rows["resnet8 width=2"]["n"] == "2" and rows["resnet8 width=1"]["n"] == "1"
+    assert float(rows["resnet8 width=2"]["test_acc_mean"]) == pytest.approx(0.71)
+    assert rows["resnet8 width=2"]["line"] == "resnet width=2" and rows["resnet20 width=1"]["line"] == "resnet width=1"
+    # The marginal column compares along a line only: resnet20 against the narrow resnet8, never the wide one.
+    assert rows["resnet20 width=1"]["marginal_from"] == "resnet8 width=1"
+    gain = 100 * (0.75 - 0.60) / ((269_722 - 75_290) / 1e6)
+    assert float(rows["resnet20 width=1"]["marginal_pp_per_extra_mparam"]) == pytest.approx(gain)
+    assert rows["resnet8 width=2"]["marginal_from"] == ""
+    assert "default" not in rows and "Missing" not in text  # version_N folders are not seeds
+
+
+def test_seeds_never_average_runs_that_differ_in_lr(tmp_path):
+    for seed, lr, acc in ((0, 0.1, 0.9), (1, 0.01, 0.5)):
+        run_dir = tmp_path / "resnet20" / f"seed{seed}"
+        config = resolved_config("resnet20", seed, run_dir, **{"model.optimizer.init_args.lr": lr})
+        write_run(run_dir, "resnet20", seed, acc, 269_722, config=config)
+    _, rows, _ = run_report(tmp_path)
+    assert set(rows) == {"resnet20 lr=0.1", "resnet20 lr=0.01"}
+    assert {row["n"] for row in rows.values()} == {"1"}
+
+
+def test_diverged_and_nan_runs_are_listed_apart_never_averaged(tmp_path):
+    for seed, acc in ((0, 0.90), (1, 0.92)):
+        write_run(tmp_path / "resnet20" / f"seed{seed}", "resnet20", seed, acc, 269_722)
+    # Diverged at step 17, yet it has a (meaningless) test accuracy that would be the best of the study's size.
+    write_run(tmp_path / "resnet20" / "seed2", "resnet20", 2, 0.129, 269_722, status="diverged", diverged_step=17,
+              diverged_reason="train/loss is nan")  # fmt: skip
+    write_run(tmp_path / "plain20" / "seed0", "plain20", 0, float("nan"), 269_722, status=None)  # NaN, no status
+    write_run(tmp_path / "plain20" / "seed1", "plain20", 1, 0.80, 269_722)
+    out, rows, text = run_report(tmp_path)
+    assert rows["resnet20"]["n"] == "2" and float(rows["resnet20"]["test_acc_mean"]) == pytest.approx(0.91)
+    assert rows["plain20"]["n"] == "1" and rows["plain20"]["seeds"] == "1"
+    assert "Runs: 3 finished (tested), 2 diverged, 0 unfinished, 1 missing." in text  # plain20 lacks a seed 2
+    assert "**Diverged** (2; never averaged, never on a frontier)" in text
+    assert "- `resnet20/seed2` at step 17: train/loss is nan" in text
+    assert "- `plain20/seed0` at step 64000: test accuracy is nan" in text
+    assert "2 run(s) diverged and are excluded from every number" in text
+    assert run_status(tmp_path / "resnet20" / "seed2") == "diverged"
+
+
+def test_provenance_is_listed_and_a_different_commit_flagged(tmp_path):
+    for seed, commit in ((0, "a" * 40), (1, "a" * 40), (2, "b" * 40)):
+        provenance = {"git_commit": commit, "git_dirty": seed == 1, "device": "NVIDIA H200", "config_sha256": "c" * 64}
+        write_run(tmp_path / "resnet20" / f"seed{seed}", "resnet20", seed, 0.9, 269_722, provenance=provenance)
+    _, _, text = run_report(tmp_path)
+    assert f"Majority commit: `{'a' * 12}`." in text
+    assert f"| `resnet20/seed2` | finished | `{'b' * 12}` | False | NVIDIA H200 | `{'c' * 12}` " in text
+    assert "| **commit differs from the majority** |" in text
+    assert text.count("commit differs from the majority") == 1 and text.count("**uncommitted changes**") == 1
+
+
+def test_paper_overlay_only_for_the_papers_protocol(tmp_path):
+    """CIFAR-10, all 50k images, final model on the test split, 64k steps at batch 128: overlay; else only forced."""
+    paper = tmp_path / "paper"
+    write_run(paper / "resnet20" / "seed0", "resnet20", 0, 0.9125, 269_722)
+    write_run(paper / "plain20" / "seed0", "plain20", 0, 0.90, 269_722)  # same protocol; Table 6 has no plain nets
+    _, _, text = run_report(paper)
+    assert "Black marks: He et al. 2016, Table 6" in text and "6.61 ± 0.16" in text and "Different protocol" not in text
+    assert "its best run, 6.43, is a grey cross and is not a mean" in text
+    assert "data: CIFARDataModule/cifar10 at data" in text
+    assert "test: official test split, final checkpoint" in text
+    assert "schedule: MultiStepLR (milestones [32000, 48000], gamma 0.1)" in text
+    assert "precision: 16-mixed" in text and "max_steps 64000, 64000 steps trained, global batch 128" in text
+    short = tmp_path / "short"
+    run_dir = short / "resnet20" / "seed0"
+    config = resolved_config(
+        "resnet20", 0, run_dir, **{"data.init_args.val_size": 5000, "checkpoint.monitor": "val/acc"}
+    )
+    write_run(run_dir, "resnet20", 0, 0.85, 269_722, config=config, global_step=2000,
+              test_ckpt_path="checkpoints/epoch005-step1800-val_acc0.85.ckpt")  # fmt: skip
+    _, _, text = run_report(short)
+    assert "Table 6 is not overlaid" in text and "trained on 45,000 of the 50,000 images" in text
+    assert "2000 steps at batch 128" in text and "tested the best checkpoint by val/acc" in text
+    _, _, text = run_report(short, "--paper", "force")
+    assert "**Different protocol**: the overlay was forced" in text
+
+
+def test_pareto_marks_sit_on_the_shifted_points(tmp_path, monkeypatch):
+    from matplotlib.collections import PathCollection
+
+    from src.study import report_figures
+
+    for arch, acc in (("resnet20", 0.90), ("plain20", 0.88), ("resnet32", 0.92)):
+        write_run(tmp_path / arch / "seed0", arch, 0, acc, 269_722 if arch.endswith("20") else 464_154)
+    from src.study.report_tables import aggregate, collect_runs
+
+    rows = aggregate(collect_runs(tmp_path))
+    figures = []
+    monkeypatch.setattr(report_figures.plt, "close", figures.append)
+    report_figures.plot_error_vs_cost(rows, "params", tmp_path / "f.png")
+    (ax,) = figures[0].axes
+    means = {tuple(point) for line in ax.lines if line.get_marker() in ("o", "s") for point in line.get_xydata()}
+    circles = [c for c in ax.collections if isinstance(c, PathCollection) and c.get_sizes()[0] == 170]
+    marked = {tuple(point) for point in circles[0].get_offsets()}
+    # resnet20 and resnet32 are on the frontier; plain20 (same size, higher error) is not.
+    assert len(marked) == 2 and marked <= means
+    assert all(x != 269_722 for x, _ in marked)  # drawn where the (shifted) series point is
+
+
+def test_only_nan_and_one_seed_one_size_runs_still_give_every_file(tmp_path):
+    """Bad input: a NaN accuracy, one seed, one size; the report says so in words and writes everything else."""
+    write_run(tmp_path / "plain20" / "seed0", "plain20", 0, float("nan"), 269_722, status="diverged", diverged_step=3)
+    out, rows, text = run_report(tmp_path)
+    assert rows == {} and "No finished run with a finite test accuracy: nothing to compare yet." in text
+    assert "_No target accuracy: no line has a tested run._" in text and "`plain20/seed0` at step 3" in text
+    write_run(tmp_path / "resnet20" / "seed0", "resnet20", 0, 0.9, 269_722)
+    out, rows, text = run_report(tmp_path)
+    assert list(rows) == ["resnet20"] and rows["resnet20"]["test_acc_ci_low"] == ""
+    assert "One seed only, so no interval and no test: `resnet20`." in text
+    assert "Line resnet has one size: no fit, no marginal slope, no interpolation." in text
+    (line,) = read_csv(out / "report_lines.csv")
+    assert line["fit_note"] == "1 size with a tested run: a fit needs two"
+    assert read_csv(out / "report_comparisons.csv") == []  # its plain twin diverged: nothing to compare
+    for name in (*FIGURES, "report.csv", "report_lines.csv", "report_comparisons.csv"):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_protocol_of_a_folder_run_comes_from_its_data_json(tmp_path):
+    run_dir = tmp_path / "resnet20" / "seed0"
+    config = resolved_config("resnet20", 0, run_dir, **{"checkpoint.monitor": "val/acc"})
+    config["data"] = {"class_path": "src.data.ImageFolderDataModule", "init_args": {"root": "jpeg", "batch_size": 128}}
+    write_run(run_dir, "resnet20", 0, 0.85, 269_722, config=config, test_samples=5000)
+    record = {"root": "/data/cifar10-jpeg", "split_sizes": {"train": 45000, "val": 5000}, "test_source": "val"}
+    (run_dir / "data.json").write_text(json.dumps(record))
+    _, _, text = run_report(tmp_path)
+    assert (
+        "data: ImageFolderDataModule at /data/cifar10-jpeg; splits: train 45,000, val 5,000; 5,000 test images" in text
+    )
+    assert "test: held-out validation split (also picks the checkpoint), best checkpoint by val/acc" in text
+    assert "tested on the held-out validation split" in text  # why Table 6 is not overlaid
+
+
+def test_a_run_without_config_yaml_is_named_apart_and_renames_nothing(tmp_path):
+    write_run(tmp_path / "resnet20" / "seed0", "resnet20", 0, 0.90, 269_722)
+    write_run(tmp_path / "resnet20" / "seed1", "resnet20", 1, 0.92, 269_722)
+    write_run(tmp_path / "old" / "seed0", "resnet20", 0, 0.50, 269_722)
+    (tmp_path / "old" / "seed0" / "config.yaml").unlink()
+    _, rows, _ = run_report(tmp_path)
+    assert set(rows) == {"resnet20", "resnet20 [no config.yaml: old]"}
+    assert rows["resnet20"]["n"] == "2" and rows["resnet20 [no config.yaml: old]"]["n"] == "1"

@@ -1,9 +1,10 @@
 """The study's figures (matplotlib, PNG): what each parameter and each MAC buys, and how each net trained.
 
-* ``test_error_vs_params.png`` / ``test_error_vs_macs.png``: test error (%) against parameters /
-  MACs per sample (log x), one series per line (residual, plain, ...), error bars = std over
-  seeds, depth written beside each point, the Pareto frontier (no other variant is both smaller
-  and more accurate) drawn through its points, optionally He et al.'s Table 6 as reference;
+* ``test_error_vs_{params,macs,compute,time}.png``: test error (%) against parameters, MACs per
+  sample, training compute and wall-clock (log x), one series per line, every seed a small point,
+  the mean with its 95% t-interval, depth beside each mean, the Pareto frontier (no other variant
+  is both cheaper and more accurate) drawn through its points, optionally He et al.'s Table 6;
+* ``size_to_target.png``: what each line needs to reach a target accuracy;
 * ``training_curves.png``: training (dashed) and validation (solid) error against iterations,
   one panel per depth, plain against residual -- the form of He et al. Fig. 6.
 """
@@ -18,9 +19,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from src.study.paper import CIFAR10_TABLE6, CITATION  # noqa: E402
-from src.study.report_tables import Row  # noqa: E402
+from src.study.report_tables import Row, size_text  # noqa: E402
 
 Curve = tuple[Sequence[float], Sequence[float]]  # (steps, values)
 
@@ -51,47 +53,132 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def plot_error_vs_cost(rows: list[Row], cost: str, path: str | Path, paper: bool = False) -> Path:
-    """Test error (%) against ``cost`` (``params`` or ``macs``), one series per line; returns the file."""
-    label_x = {"params": "parameters", "macs": "MACs per sample"}[cost]
-    tested = [row for row in rows if row.test_error_mean is not None and getattr(row, cost)]
+COSTS = {
+    "params": ("parameters", lambda row: row.params, lambda run: run.params),
+    "macs": ("MACs per sample", lambda row: row.macs, lambda run: run.macs),
+    "compute": ("training compute (3 x MACs x images seen)", lambda row: row.train_compute_macs,
+                lambda run: run.train_compute),
+    "time": ("training wall-clock (s)", lambda row: row.train_time_sec_mean, lambda run: run.train_time_sec),
+}  # fmt: skip
+
+
+def plot_error_vs_cost(rows: list[Row], cost: str, path: str | Path, paper: str | None = None) -> Path:
+    """Test error (%) against ``cost`` (a key of ``COSTS``), one series per line; returns the file.
+
+    Every finished seed is a small point; the line joins the means, whose error bars are the 95%
+    t-interval (none with one seed). Series are shifted a little in log x so residual and plain
+    twins of one size stay visible; the Pareto circles sit on the shifted means they mark.
+    ``paper``: None, or the label of He et al.'s Table 6 overlay ("" when the protocol matches).
+    """
+    label_x, row_cost, run_cost = COSTS[cost]
+    tested = [row for row in rows if row.test_error_mean is not None and row_cost(row)]
     colors = line_colors(rows)
-    fig, ax = plt.subplots(figsize=(7, 4.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
     lines = sorted({row.line for row in tested})
+    true_points: list[tuple[float, float]] = []  # (cost, mean error): what the frontier is computed on
+    drawn: list[tuple[float, float]] = []  # the same means where they are drawn (shifted)
+    values: list[float] = []
     for position, line in enumerate(lines):
-        series = sorted((row for row in tested if row.line == line), key=lambda row: row.depth)
-        # Plain and residual twins have the same size: shift each series a little (in log x) to keep both visible.
-        nudge = 1.0 + 0.015 * (position - (len(lines) - 1) / 2)
-        xs = [getattr(row, cost) * nudge for row in series]
+        series = sorted((row for row in tested if row.line == line), key=lambda row: row_cost(row))
+        nudge = 1.0 + 0.03 * (position - (len(lines) - 1) / 2)
+        xs = [row_cost(row) * nudge for row in series]
         ys = [row.test_error_mean for row in series]
-        errs = [row.test_error_std for row in series]
+        half = [row.test_error_half_width or 0.0 for row in series]
+        errs = [[y - max(0.0, y - h) for y, h in zip(ys, half)], [min(100.0, y + h) - y for y, h in zip(ys, half)]]
         seeds = "/".join(sorted({str(row.n) for row in series}))
         marker = "s" if series[0].kind == "plain" else "o"
         ax.errorbar(xs, ys, yerr=errs, marker=marker, capsize=3, color=colors[line], label=f"{line} (n={seeds})")
+        for row in series:
+            points = [(run_cost(run) or row_cost(row), 100.0 * (1.0 - run.test_acc)) for run in row.runs]
+            ax.scatter([px * nudge for px, _ in points], [py for _, py in points], s=18, alpha=0.6,
+                       color=colors[line], marker=marker, linewidths=0, zorder=3)  # fmt: skip
+            values += [py for _, py in points]
         for row, x, y in zip(series, xs, ys):
             ax.annotate(str(row.depth), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    if tested:
-        points = [(getattr(row, cost), row.test_error_mean) for row in tested]
-        front = [points[i] for i in pareto_front(points)]
+        true_points += [(row_cost(row), y) for row, y in zip(series, ys)]
+        drawn += list(zip(xs, ys))
+        values += [y - h for y, h in zip(ys, half)] + [y + h for y, h in zip(ys, half)]
+    if true_points:
+        best = {true_points[i] for i in pareto_front(true_points)}  # ties (twins of one size) are all marked
+        front = sorted(drawn[i] for i, point in enumerate(true_points) if point in best)
         ax.plot(*zip(*front), color="black", linestyle=":", linewidth=1, zorder=0)
-        ax.scatter(*zip(*front), s=160, facecolors="none", edgecolors="black", linewidths=1, label="Pareto frontier")
-    if paper:
+        ax.scatter(*zip(*front), s=170, facecolors="none", edgecolors="black", linewidths=1, label="Pareto frontier")
+    if paper is not None and cost in ("params", "macs"):
         depths = max((row.depth for row in tested if row.family == "cifar"), default=0)
         reference = [result for result in CIFAR10_TABLE6 if result.depth <= max(depths, 56)]
-        xs = [getattr(result, cost) for result in reference]
-        ax.scatter(xs, [r.test_error for r in reference], marker="x", color="black", label=f"{CITATION} (ResNet, A)")
-        for result, x in zip(reference, xs):
-            ax.annotate(f"{result.depth}", (x, result.test_error), xytext=(5, -10), textcoords="offset points",
-                        fontsize=7, color="dimgray")  # fmt: skip
+        suffix = f" — {paper}" if paper else ""
+        values += [r.test_error for r in reference] + [r.mean_error + r.std_error for r in reference if r.mean_error]
+        single = [r for r in reference if r.mean_error is None]
+        xs = [getattr(result, cost) for result in single]
+        ax.scatter(xs, [r.test_error for r in single], marker="x", color="black",
+                   label=f"{CITATION} (ResNet, A; one run){suffix}")  # fmt: skip
+        for result in (r for r in reference if r.mean_error is not None):
+            x = getattr(result, cost)
+            ax.errorbar(
+                [x],
+                [result.mean_error],
+                yerr=[result.std_error],
+                marker="D",
+                color="black",
+                capsize=3,
+                markersize=4,
+                linestyle="none",
+                label=f"{CITATION}: ResNet-{result.depth} mean ± std of 5",
+            )
+            ax.scatter([x], [result.test_error], marker="x", color="gray", label="its best of 5 (not a mean)")
+        for result in reference:
+            ax.annotate(f"{result.depth}", (getattr(result, cost), result.mean_error or result.test_error),
+                        xytext=(5, -10), textcoords="offset points", fontsize=7, color="dimgray")  # fmt: skip
+    if values:  # intervals from two seeds can be wider than 0-100%: keep the axis on what error can be
+        low, high = max(0.0, min(values)), min(100.0, max(values))
+        margin = max(1.0, 0.08 * (high - low))
+        ax.set_ylim(max(0.0, low - margin), min(100.0, high + margin) + 0.5)
     ax.set_xscale("log")
     ax.set_xlabel(f"{label_x} (log scale)")
     ax.set_ylabel("test error (%)")
-    ax.set_title(f"Test error vs {label_x}: mean ± std over seeds")
+    ax.set_title(f"Test error vs {label_x}\nmean with 95% t-interval; small points: single seeds")
     ax.grid(True, which="both", alpha=0.3)
     if not tested:
         ax.text(0.5, 0.5, "no tested runs yet", transform=ax.transAxes, ha="center", va="center")
     else:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_size_to_target(
+    needed: dict[str, dict[str, tuple[float | None, str]]], target: float | None, path: str | Path
+) -> Path:
+    """Parameters / MACs / training compute each line needs to reach ``target`` accuracy (one panel per size)."""
+    kinds = [("params", "parameters"), ("macs", "MACs per sample"), ("compute", "training compute (MACs)")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, max(4.0, 0.5 * len(needed) + 2.0)), dpi=120, squeeze=False)
+    names = sorted(needed)
+    for ax, (kind, label) in zip(axes.flat, kinds):
+        found = []
+        for index, line in enumerate(names):
+            value, how = needed[line].get(kind, (None, "no size recorded"))
+            if value is None:
+                ax.text(0.02, index, how, transform=ax.get_yaxis_transform(), va="center", fontsize=8, color="gray")
+                continue
+            found.append(value)
+            exact = how == "interpolated"
+            ax.plot([value], [index], "o" if exact else "<", color="tab:blue" if exact else "tab:gray", markersize=8)
+            text = size_text(value) if exact else f"≤ {size_text(value)} ({how})"
+            ax.annotate(text, (value, index), xytext=(0, 8), textcoords="offset points", fontsize=7, ha="center")
+        if found:
+            ax.set_xlim(min(found) / 4, max(found) * 4)
+        ax.set_ylim(-0.7, len(names) - 0.3)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on a short log range
+        ax.set_xlabel(f"{label} (log)")
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+    target_text = "no target" if target is None else f"{100 * target:.2f}% test accuracy"
+    fig.suptitle(f"Size each line needs to reach {target_text} (interpolated in log size between tested sizes)")
+    if not names:
+        axes.flat[0].text(0.5, 0.5, "no lines", ha="center", va="center", transform=axes.flat[0].transAxes)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -134,6 +221,10 @@ def plot_training_curves(rows: list[Row], curves: dict[str, dict[str, list[Curve
                 width = 1.0 if split == "train" else 1.8
                 ax.plot(steps, error, style, color=colors[row.line], linewidth=width,
                         label=f"{row.variant} {split} (n={len(seeds)})")  # fmt: skip
+                if split == "val" and len(seeds) > 1:  # each seed thin behind the mean: the spread is visible
+                    for seed_steps, seed_acc in seeds:
+                        ax.plot(seed_steps, [100.0 * (1.0 - value) for value in seed_acc], "-", alpha=0.35,
+                                color=colors[row.line], linewidth=0.7)  # fmt: skip
         if finals:  # like the paper's 0-20% axis: the end of training, not the first iterations, is the story
             ax.set_ylim(0, min(100.0, max(20.0, 3.0 * max(finals))))
         ax.set_title(f"depth {depth}")
@@ -145,7 +236,10 @@ def plot_training_curves(rows: list[Row], curves: dict[str, dict[str, list[Curve
         ax.axis("off")
     if not depths:
         axes.flat[0].text(0.5, 0.5, "no training curves logged", ha="center", va="center")
-    fig.suptitle("Training (dashed) and validation (solid) error,\nmean over seeds (the form of He et al. Fig. 6)")
+    fig.suptitle(
+        "Training (dashed) and validation (solid) error, mean over seeds;\n"
+        "thin: each seed's validation error (the form of He et al. Fig. 6)"
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -16,6 +16,7 @@ reads as ``None`` / absent instead of an error, so a partial study is reported a
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +26,8 @@ import yaml
 from src import runs
 from src.runs import CHECKPOINT_DIR, CONFIG_FILE, EFFICIENCY_FILE
 
-RunStatus = Literal["finished", "unfinished", "missing"]
+RunStatus = Literal["finished", "diverged", "unfinished", "missing"]
+DATA_RECORD = "data.json"  # what a folder data module trained on (src.data.folder writes it)
 _NUMBERED = re.compile(r"^(?P<stem>.+?)(?:-(?P<index>\d+))?(?P<ext>\.[^.]+)$")
 
 
@@ -51,6 +53,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def read_efficiency(run_dir: str | Path) -> dict[str, Any] | None:
     """The run's efficiency report: the newest file that has a test accuracy, else the newest one; None if none.
 
+    ``status`` (and ``diverged_step`` / ``diverged_reason``) come from the newest file that has one.
+
     ``best_val_acc`` is the best over all of the run's efficiency files, so a resumed run that
     started a fresh file still reports its best validation accuracy from before the resume.
     """
@@ -59,9 +63,14 @@ def read_efficiency(run_dir: str | Path) -> dict[str, Any] | None:
         return None
     tested = [report for report in reports if report.get("test_acc") is not None]
     chosen = dict((tested or reports)[-1])
-    vals = [report["best_val_acc"] for report in reports if report.get("best_val_acc") is not None]
+    vals = [report["best_val_acc"] for report in reports if isinstance(report.get("best_val_acc"), (int, float))]
+    vals = [value for value in vals if math.isfinite(value)]  # a diverged run may have written NaN
     if vals:
         chosen["best_val_acc"] = max(vals)
+    with_status = [report for report in reports if report.get("status")]
+    if with_status:  # the newest status wins: a diverged run stays diverged even if an older file was tested
+        for key in ("status", "diverged_step", "diverged_reason"):
+            chosen[key] = with_status[-1].get(key)
     return chosen
 
 
@@ -82,14 +91,23 @@ def last_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def run_status(run_dir: str | Path) -> RunStatus:
-    """``finished``: tested (efficiency.json has test_acc); ``unfinished``: the directory exists but the run
-    was never tested (crashed, stopped, still running; resumable if it has ``last.ckpt``); ``missing``: no directory.
+    """``diverged``: efficiency.json says ``status: diverged`` (its numbers are not a result, whatever they are);
+    ``finished``: tested (efficiency.json has test_acc); ``unfinished``: the directory exists but the run was never
+    tested (crashed, stopped, still running; resumable if it has ``last.ckpt``); ``missing``: no directory.
     """
     path = Path(run_dir)
     if not path.is_dir():
         return "missing"
     report = read_efficiency(path)
+    if report is not None and report.get("status") == "diverged":
+        return "diverged"
     return "finished" if report is not None and report.get("test_acc") is not None else "unfinished"
+
+
+def read_data_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """``data.json`` (root, split sizes, test source) as the run's first data module wrote it; None if absent."""
+    files = numbered_files(run_dir, DATA_RECORD)
+    return _read_json(files[0]) if files else None
 
 
 def is_run_dir(path: str | Path) -> bool:
