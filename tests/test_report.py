@@ -110,6 +110,16 @@ def test_markdown_shows_the_table_figures_and_unfinished_runs(tiny_study, report
     assert "test: synthetic test split, best checkpoint by val/acc" in text
     assert "optimizer: SGD, lr 0.1" in text and "precision: 32-true" in text
     assert "Table 6 is not overlaid" in text  # synthetic data, 4 steps: not the paper's protocol
+    assert "Training compute of some runs is estimated" not in text  # the callback counts train_images_seen
+
+
+def test_training_compute_of_an_old_run_is_estimated_and_said(tmp_path):
+    """Runs from before ``train_images_seen`` existed: 3 x MACs x global batch x steps, and report.md says so."""
+    for seed in (0, 1):
+        write_run(tmp_path / "resnet20" / f"seed{seed}", "resnet20", seed, 0.9, 269_722, train_images_seen=None)
+    out, _, text = run_report(tmp_path)
+    (row,) = read_csv(out / "report.csv")
+    assert float(row["train_compute_macs"]) == pytest.approx(3 * 269_722 * 150 * 64000 * 128)
     assert "Training compute of some runs is estimated: global batch x steps" in text
 
 
