@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import statistics
 import subprocess
 import sys
 from functools import partial
@@ -95,27 +96,50 @@ def test_a_lesioned_block_computes_what_it_does_with_a_silent_branch(arch, short
             assert torch.allclose(removed, silent(images), atol=1e-5), block.name
 
 
-def test_plain_networks_cannot_be_lesioned_and_say_why(trained):
-    net = trained["plain8"]["model"].model
-    with pytest.raises(PlainNetworkError, match="plain8 has no shortcut connections.*single path"):
-        lesion_study(net, _loader(trained["plain8"]), name="plain8")
-    with pytest.raises(PlainNetworkError, match="layer1.0"):
-        with lesioned(net, residual_blocks(net)[:1]):
+def test_plain_network_lesions_skip_shape_keeping_blocks_and_refuse_downsampling_ones(trained):
+    """Veit et al.'s control: a plain block whose shapes match is replaced by the identity; the others refused."""
+    run = trained["plain8"]
+    net = run["model"].model
+    rows = lesion_study(net, _loader(run), name="plain8")
+    assert [(r["removed"], r["replaced_by"]) for r in rows] == [
+        ("none", ""), ("layer1.0", "identity"), ("layer2.0", ""), ("layer3.0", "")
+    ]
+    assert rows[0]["acc"] == pytest.approx(run["test_acc"], abs=1e-6)
+    assert rows[1]["acc"] is not None and rows[1]["acc_drop"] == pytest.approx(rows[0]["acc"] - rows[1]["acc"])
+    assert [r["acc"] for r in rows[2:]] == [None, None] and [r["acc_drop"] for r in rows[2:]] == [None, None]
+    assert rows[2]["note"] == "not removable: no shortcut, changes shape (16 -> 32 channels, stride 2)"
+    # The skipped block is exactly absent: stem -> layer2 -> layer3 -> head.
+    images = torch.randn(4, 3, 16, 16)
+    with torch.no_grad(), lesioned(net, residual_blocks(net)[:1]):
+        skipped = net(images)
+    with torch.no_grad():
+        x = net.relu(net.bn1(net.conv1(images)))
+        by_hand = net.fc(torch.flatten(net.pool(net.layer3(net.layer2(x))), 1))
+    assert torch.equal(skipped, by_hand)
+    assert isinstance(net.layer1[0], type(residual_blocks(net)[0].module))  # restored
+    with pytest.raises(
+        PlainNetworkError,
+        match=r"block layer2.0 of plain8 \(BasicBlock\) has no shortcut and changes the feature map's shape "
+        r"\(16 -> 32 channels, stride 2\): it cannot be removed",
+    ):
+        with lesioned(net, residual_blocks(net)[1:2], "plain8"):
             pass
 
 
 def test_random_lesions_are_seeded_and_remove_k_distinct_blocks(trained):
     run = trained["resnet8"]
     net, loader = run["model"].model, _loader(run)
-    rows = random_lesions(net, loader, ks=[1, 2, 3], trials=2, seed=7)
+    rows = random_lesions(net, loader, ks=[1, 2, 3], trials=2, seed=7, include_downsampling=True)
     assert [(r["k"], r["trial"]) for r in rows] == [(k, t) for k in (1, 2, 3) for t in range(2)]
     assert all(len(set(r["removed"].split())) == r["k"] for r in rows)
     assert rows[-1]["removed"] == "layer1.0 layer2.0 layer3.0"
-    assert rows == random_lesions(net, loader, ks=[1, 2, 3], trials=2, seed=7)
-    only_identity = random_lesions(net, loader, ks=[1], trials=3, include_downsampling=False)
+    assert rows == random_lesions(net, loader, ks=[1, 2, 3], trials=2, seed=7, include_downsampling=True)
+    baseline = accuracy(net, loader)
+    assert all(r["acc_drop"] == pytest.approx(baseline - r["acc"]) for r in rows)
+    only_identity = random_lesions(net, loader, ks=[1], trials=3)  # the default: no downsampling block
     assert {r["removed"] for r in only_identity} == {"layer1.0"}
-    with pytest.raises(ValueError, match=r"k must be between 1 and the 3 removable blocks, got \[4\]"):
-        random_lesions(net, loader, ks=[4])
+    with pytest.raises(ValueError, match=r"k must be between 1 and the 1 removable blocks, got \[2\]"):
+        random_lesions(net, loader, ks=[2])
 
 
 # ---------------------------------------------------------------------------------------------- pruning
@@ -157,29 +181,82 @@ def _csv(path):
         return list(csv.DictReader(handle))
 
 
-def test_lesion_command_writes_table_and_figure_without_overwriting(trained, tmp_path):
+def test_lesion_command_writes_tables_and_figure_without_overwriting(trained, tmp_path):
     run = trained["resnet8"]
     out = tmp_path / "lesion"
-    args = [str(run["checkpoint"]), "--k", "1", "2", "--trials", "2", "--out", str(out), "--device", "cpu"]
+    args = [str(run["checkpoint"]), "--k", "1", "2", "--trials", "2", "--include-downsampling", "--out", str(out),
+            "--device", "cpu"]  # fmt: skip
     paths = lesion_command.main(args)
     single, random = _csv(paths["single"]), _csv(paths["random"])
     assert [r["removed"] for r in single] == ["none", "layer1.0", "layer2.0", "layer3.0"]
     assert float(single[0]["acc"]) == pytest.approx(run["test_acc"], abs=1e-6)
     assert len(random) == 4 and (out / "lesion.png").stat().st_size > 0
+    stages = _csv(paths["stages"])
+    assert [(r["stage"], r["downsampling"], r["blocks"], r["removed"]) for r in stages] == [
+        ("1", "False", "1", "1"), ("2", "True", "1", "1"), ("3", "True", "1", "1")
+    ]
+    assert float(stages[1]["drop_mean"]) == pytest.approx(float(single[2]["acc_drop"])) and stages[1]["drop_std"] == ""
+    summary = _csv(paths["random_summary"])
+    assert [(r["k"], r["n"]) for r in summary] == [("1", "2"), ("2", "2")]
+    accs = [float(r["acc"]) for r in random if r["k"] == "2"]
+    assert float(summary[1]["acc_std"]) == pytest.approx(statistics.stdev(accs), abs=1e-4)  # ddof = 1
     again = lesion_command.main(args)
     assert again["single"] == str(out / "lesion-1.csv") and again["figure"] == str(out / "lesion-1.png")
+    assert again["random_summary"] == str(out / "lesion_random_summary-1.csv")
     assert _csv(paths["single"]) == single
 
 
-def test_prune_command_puts_residual_and_plain_on_one_curve(trained, tmp_path):
-    checkpoints = [str(trained[arch]["checkpoint"]) for arch in ("resnet8", "plain8")]
-    paths = prune_command.main([*checkpoints, "--sparsities", "0", "0.5", "0.9", "--out", str(tmp_path)])
-    rows = _csv(paths["table"])
-    assert [(r["model"], r["sparsity"]) for r in rows] == [
-        (arch, s) for arch in ("resnet8", "plain8") for s in ("0.0", "0.5", "0.9")
+def test_lesion_command_on_a_plain_net_skips_what_it_can(trained, tmp_path):
+    run = trained["plain8"]
+    paths = lesion_command.main([str(run["checkpoint"]), "--trials", "2", "--out", str(tmp_path), "--bn-reestimate",
+                                 "--bn-batches", "2"])  # fmt: skip
+    single = _csv(paths["single"])
+    assert [(r["removed"], r["replaced_by"], r["bn_reestimated"]) for r in single] == [
+        ("none", "", "True"), ("layer1.0", "identity", "True"), ("layer2.0", "", "True"), ("layer3.0", "", "True")
     ]
-    assert float(rows[3]["acc"]) == pytest.approx(trained["plain8"]["test_acc"], abs=1e-6)
-    assert (tmp_path / "prune.png").stat().st_size > 0
+    assert single[3]["acc"] == "" and "not removable" in single[3]["note"]
+    assert [r["removed"] for r in _csv(paths["random"])] == ["layer1.0", "layer1.0"]  # k = 1, 2 draws
+    stages = _csv(paths["stages"])
+    assert [(r["stage"], r["downsampling"], r["removed"], r["drop_mean"]) for r in stages][1:] == [
+        ("2", "True", "0", ""), ("3", "True", "0", "")
+    ]
+
+
+def test_prune_command_puts_residual_and_plain_with_their_controls_on_one_figure(trained, tmp_path):
+    checkpoints = [str(trained[arch]["checkpoint"]) for arch in ("resnet8", "plain8")]
+    args = [*checkpoints, "--sparsities", "0", "0.5", "0.9", "--bn-batches", "2", "--out", str(tmp_path)]
+    paths = prune_command.main(args)
+    rows = _csv(paths["table"])
+    assert [(r["model"], r["scope"], r["sparsity"], r["method"]) for r in rows] == [
+        (arch, scope, s, method)
+        for arch in ("resnet8", "plain8")
+        for scope in ("global", "layer")
+        for s in ("0.0", "0.5", "0.9")
+        for method in ("magnitude", "random")
+    ]
+    assert {r["finetune_steps"] for r in rows} == {"0"} and {r["bn_batches"] for r in rows} == {"2"}
+    plain_intact = next(r for r in rows if r["model"] == "plain8" and r["sparsity"] == "0.0")
+    assert float(plain_intact["acc_original_bn"]) == pytest.approx(trained["plain8"]["test_acc"], abs=1e-6)
+    layers = _csv(paths["layers"])
+    assert len(layers) == 2 * 2 * 2 * 3 * 8  # models x scopes x methods x sparsities x 8 prunable layers (7 conv, fc)
+    assert {r["layer_sparsity"] for r in layers if r["scope"] == "layer" and r["sparsity"] == "0.5"} == {"0.5"}
+    markdown = (tmp_path / "prune.md").read_text()
+    assert "## Collapse" in markdown and "### plain8: global scope" in markdown
+    assert "| layer3.0.conv2 | conv | 36864 | 0.0% | 50.0% | 90.0% |" in markdown  # layer scope: exactly s
+    assert "BN statistics: re-estimated on 2 training batches" in markdown and "Fine-tuning: 0 steps" in markdown
+    for name in ("prune.png", "prune_layers.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    again = prune_command.main([*args[:2], "--sparsities", "0.5", "--scope", "layer", "--no-random-control",
+                                "--no-bn-recalibrate", "--out", str(tmp_path)])  # fmt: skip
+    assert sorted(again.values()) == sorted(
+        str(tmp_path / f"{stem}-1.{ext}")
+        for stem, ext in [("prune", "csv"), ("prune_layers", "csv"), ("prune", "md"), ("prune", "png"),
+                          ("prune_layers", "png")]  # fmt: skip
+    )
+    rows_again = _csv(again["table"])
+    assert [(r["scope"], r["method"], r["bn_batches"]) for r in rows_again] == [("layer", "magnitude", "0")] * 2
+    assert rows_again[0]["acc"] == rows_again[0]["acc_original_bn"]
+    assert _csv(paths["table"]) == rows  # the first run's files are untouched
 
 
 def test_default_output_is_inside_the_checkpoints_run(trained):
@@ -191,7 +268,7 @@ def test_default_output_is_inside_the_checkpoints_run(trained):
 @pytest.mark.parametrize(
     "command, extra, message",
     [
-        ("lesion", [], "plain8 has no shortcut connections"),
+        ("lesion", ["--include-downsampling"], "plain8: downsampling blocks layer2.0 layer3.0 have no shortcut"),
         ("prune", ["--sparsities", "0.5", "1.0"], r"sparsity must be a fraction in [0, 1)"),
     ],
 )
