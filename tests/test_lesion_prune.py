@@ -22,14 +22,21 @@ from src.study import (
     PlainNetworkError,
     accuracy,
     check_sparsities,
+    collapse_findings,
+    evaluate,
     lesion_study,
     lesioned,
     prunable_weights,
+    prune_study,
     prune_sweep,
     random_lesions,
+    random_summary,
+    recalibrate_batch_norm,
     sgd_finetune,
+    stage_summary,
 )
-from src.study.prune import zero_count
+from src.study.plots import plot_lesion
+from src.study.prune import prune_magnitude, prune_random, zero_count
 from tests.conftest import REPO_ROOT
 from tests.helpers import tiny_data, tiny_trainer
 
@@ -301,3 +308,196 @@ def test_pruning_a_channels_last_network(trained):
     rows = prune_sweep(net, _loader(run), [0.0, 0.5])
     assert rows[1]["pruned_weights"] == round(0.5 * 74_800)
     assert rows[0]["acc"] == pytest.approx(run["test_acc"], abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- hand-checked cases
+def _toy_net() -> torch.nn.Sequential:
+    """Linear(2->4) with weight magnitudes 0.1..0.8, ReLU, Linear(4->2) with magnitudes 1..8 (signs alternate)."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 4, bias=False), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    signs = torch.tensor([1.0, -1.0] * 4)
+    with torch.no_grad():
+        net[0].weight.copy_((torch.arange(1, 9) / 10 * signs).view(4, 2))
+        net[2].weight.copy_((torch.arange(1, 9) * signs).view(2, 4))
+        net[2].bias.copy_(torch.tensor([0.0, 0.5]))
+    return net
+
+
+def _toy_loader(samples: int = 64, batch: int = 16):
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(samples, 2, generator=generator)
+    labels = torch.randint(2, (samples,), generator=generator)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=batch)
+
+
+@pytest.mark.parametrize(
+    "scope, sparsity, pruned",
+    [
+        ("global", 0.25, [4, 0]),  # the 4 smallest of all 16 weights are all in the first layer
+        ("global", 0.5, [8, 0]),  # the first layer entirely: collapsed
+        ("layer", 0.25, [2, 2]),
+        ("layer", 0.5, [4, 4]),
+    ],
+)
+def test_per_layer_sparsity_of_a_toy_net_for_global_and_layer_scope(scope, sparsity, pruned):
+    study = prune_study(_toy_net(), _toy_loader(), [sparsity], scopes=[scope])
+    assert [(r["layer"], r["kind"], r["weights"], r["pruned"]) for r in study.layers] == [
+        ("0", "linear", 8, pruned[0]), ("2", "linear", 8, pruned[1])
+    ]
+    assert [r["layer_sparsity"] for r in study.layers] == [pruned[0] / 8, pruned[1] / 8]
+    (row,) = study.rows
+    assert row["pruned_weights"] == sum(pruned) and row["zero_fraction"] == sum(pruned) / 16
+    assert row["remaining_params"] == 18 - sum(pruned)  # 16 weights + 2 biases of the head
+    assert row["max_layer_sparsity"] == max(pruned) / 8
+
+
+def test_a_fully_pruned_layer_and_one_class_predictions_are_reported():
+    net, loader = _toy_net(), _toy_loader()
+    rows = prune_study(net, loader, [0.25, 0.5], scopes=["global"]).rows
+    assert [r["collapsed_layers"] for r in rows] == ["", "0"]
+    # Without its first layer the net outputs its head's bias (0, 0.5) for every input: class 1 for all.
+    labels = torch.cat([labels for _, labels in loader])
+    assert rows[1]["predictions_collapsed"] is True and rows[1]["top_class_share"] == 1.0
+    assert rows[1]["acc"] == pytest.approx(float((labels == 1).float().mean()))
+    assert rows[0]["predictions_collapsed"] is False and rows[0]["top_class_share"] < 0.99
+    assert collapse_findings([{"model": "toy", **r} for r in rows]) == [
+        "toy, global magnitude at sparsity 0.5: 1 layer(s) at least 99% pruned (0); "
+        "predictions collapsed after pruning: 100.0% of samples get one class"
+    ]
+    assert evaluate(net, loader).top_class_share < 0.99  # the net itself is untouched
+
+
+def test_the_random_control_prunes_the_same_number_per_layer_but_other_weights(trained):
+    run = trained["resnet8"]
+    net = run["model"].model
+    study = prune_study(net, _loader(run), [0.5, 0.9], scopes=["global", "layer"], random_control=True, seed=3)
+    magnitude, random = (
+        [(r["scope"], r["sparsity"], r["layer"], r["pruned"]) for r in study.layers if r["method"] == method]
+        for method in ("magnitude", "random")
+    )
+    assert magnitude == random and len(magnitude) == 2 * 2 * 8
+    assert len({pruned / weights for pruned, weights in _global_layer_counts(study)}) > 1  # global is not uniform
+    rows = {(r["scope"], r["sparsity"], r["method"]): r for r in study.rows}
+    for scope in ("global", "layer"):
+        twin, control = rows[(scope, 0.9, "magnitude")], rows[(scope, 0.9, "random")]
+        assert twin["pruned_weights"] == control["pruned_weights"] and control["random_seed"] == 3
+    # The masks differ: the random net's zeros are not the smallest weights.
+    pruned = copy.deepcopy(net)
+    counts = prune_magnitude(pruned, 0.5, "layer")
+    control = copy.deepcopy(net)
+    assert prune_random(control, counts, torch.Generator().manual_seed(0)) == counts
+    pairs = zip(prunable_weights(pruned), prunable_weights(control))
+    assert all(not torch.equal(a.weight_mask, b.weight_mask) for (a, _), (b, _) in pairs)
+
+
+def _global_layer_counts(study):
+    return [(r["pruned"], r["weights"]) for r in study.layers
+            if r["scope"] == "global" and r["method"] == "magnitude" and r["sparsity"] == 0.5]  # fmt: skip
+
+
+def test_bn_recalibration_gives_the_batch_statistics_of_the_pruned_net():
+    """Hand check: a 1x1 conv (2 channels) + BN; prune one channel's weight, recalibrate on two batches."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1, bias=False), torch.nn.BatchNorm2d(2, momentum=0.1))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([2.0, -0.5]).view(2, 1, 1, 1))
+    net[1].running_mean.fill_(7.0)  # stale statistics of the intact network
+    counts = prune_magnitude(net, 0.5, "layer")  # the smaller weight (-0.5, channel 1) goes
+    assert counts == [1]
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(4, 1, 3, 3, generator=generator) + i, torch.zeros(4)) for i in range(2)]
+    used = recalibrate_batch_norm(net, batches, batches=5)
+    assert used == 2 and net[1].momentum == 0.1 and not net.training
+    # Cumulative average (momentum None): each batch counts the same; variances are the unbiased ones.
+    expected_mean = sum(2.0 * x.mean() for x, _ in batches) / 2
+    expected_var = sum(4.0 * x.var(unbiased=True) for x, _ in batches) / 2
+    assert net[1].running_mean.tolist() == pytest.approx([float(expected_mean), 0.0], abs=1e-5)
+    assert net[1].running_var.tolist() == pytest.approx([float(expected_var), 0.0], abs=1e-5)
+    assert int(net[1].num_batches_tracked) == 2 and net[0].weight[1].item() == 0.0  # the mask is still on
+    with pytest.raises(ValueError, match="at least 1 batch, got 0"):
+        recalibrate_batch_norm(net, batches, batches=0)
+
+
+def test_prune_sweep_recalibrates_bn_on_request_and_records_it(trained):
+    run = trained["resnet8"]
+    run["data"].setup("fit")
+    train = run["data"].train_dataloader()
+    net = run["model"].model
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    (row,) = prune_sweep(net, _loader(run), [0.0], bn_loader=train, bn_batches=3)
+    assert row["bn_batches"] == 3 and row["finetune_steps"] == 0 and row["acc_finetuned"] is None
+    assert row["acc_original_bn"] == pytest.approx(run["test_acc"], abs=1e-6)  # unpruned, training statistics
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # a copy was recalibrated
+    tuned = prune_sweep(net, _loader(run), [0.5], finetune=sgd_finetune(train, steps=2))[0]
+    assert tuned["finetune_steps"] == 2 and tuned["bn_batches"] == 0 and tuned["acc"] == tuned["acc_original_bn"]
+
+
+def test_random_draws_never_pick_a_downsampling_block_unless_asked():
+    torch.manual_seed(0)
+    net = build_model("resnet14", 10).eval()  # 6 blocks; layer2.0 and layer3.0 downsample
+    loader = _toy_image_loader()
+    rows = random_lesions(net, loader, ks=[1, 2, 3, 4], trials=6, seed=1)
+    drawn = {name for row in rows for name in row["removed"].split()}
+    assert drawn == {"layer1.0", "layer1.1", "layer2.1", "layer3.1"}
+    asked = random_lesions(net, loader, ks=[6], trials=1, include_downsampling=True)
+    assert asked[0]["removed"] == "layer1.0 layer1.1 layer2.0 layer2.1 layer3.0 layer3.1"
+    with pytest.raises(ValueError, match=r"k must be between 1 and the 4 removable blocks, got \[5\]"):
+        random_lesions(net, loader, ks=[5])
+
+
+def _toy_image_loader():
+    generator = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(8, 3, 16, 16, generator=generator), torch.arange(8) % 10)
+    return torch.utils.data.DataLoader(data, batch_size=4)
+
+
+def test_bn_reestimated_lesions_leave_the_network_untouched():
+    torch.manual_seed(0)
+    net = build_model("resnet14", 10).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    loader = _toy_image_loader()
+    rows = lesion_study(net, loader, bn_loader=loader, bn_batches=2)
+    assert all(r["bn_reestimated"] for r in rows) and len(rows) == 7
+    random = random_lesions(net, loader, ks=[2], trials=2, bn_loader=loader, bn_batches=2, baseline=rows[0]["acc"])
+    assert all(r["bn_reestimated"] and r["acc_drop"] == pytest.approx(rows[0]["acc"] - r["acc"]) for r in random)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert [b.name for b in residual_blocks(net)] == [r["removed"] for r in rows[1:]]
+
+
+def test_summaries_use_the_sample_standard_deviation():
+    random = [{"k": 2, "acc": a, "acc_drop": 0.9 - a} for a in (0.5, 0.7, 0.9)]
+    random.append({"k": 1, "acc": 0.8, "acc_drop": 0.1})
+    summary = random_summary(random)
+    assert [(s["k"], s["n"]) for s in summary] == [(1, 1), (2, 3)]
+    assert summary[0]["acc_std"] is None and summary[0]["drop_std"] is None  # one draw: no spread
+    assert summary[1]["acc_mean"] == pytest.approx(0.7) and summary[1]["acc_std"] == pytest.approx(0.2)  # ddof = 1
+    assert summary[1]["drop_std"] == pytest.approx(0.2)
+    assert (summary[1]["acc_min"], summary[1]["acc_max"]) == (0.5, 0.9)
+    single = [
+        {"removed": "none", "stage": 0, "downsampling": False, "acc_drop": 0.0},
+        {"removed": "layer1.0", "stage": 1, "downsampling": False, "acc_drop": 0.1},
+        {"removed": "layer1.1", "stage": 1, "downsampling": False, "acc_drop": 0.3},
+        {"removed": "layer2.0", "stage": 2, "downsampling": True, "acc_drop": None},
+        {"removed": "layer2.1", "stage": 2, "downsampling": False, "acc_drop": 0.05},
+    ]
+    stages = stage_summary(single)
+    assert [(s["stage"], s["downsampling"], s["blocks"], s["removed"]) for s in stages] == [
+        (1, False, 2, 2), (2, False, 1, 1), (2, True, 1, 0)
+    ]
+    assert stages[0]["drop_mean"] == pytest.approx(0.2) and stages[0]["drop_std"] == pytest.approx(0.1414214)
+    assert (stages[0]["drop_min"], stages[0]["drop_max"]) == (0.1, 0.3)
+    assert stages[1]["drop_std"] is None and stages[2]["drop_mean"] is None
+
+
+def test_the_lesion_figure_draws_sample_std_error_bars_and_says_n(tmp_path):
+    single = [
+        {"removed": "none", "block_index": -1, "downsampling": False, "acc": 0.9},
+        {"removed": "layer1.0", "block_index": 0, "downsampling": False, "acc": 0.8},
+        {"removed": "layer2.0", "block_index": 1, "downsampling": True, "acc": None},
+    ]
+    random = [{"k": 1, "acc": a} for a in (0.5, 0.7, 0.9)]
+    figure = plot_lesion(single, random, tmp_path / "lesion.png")
+    right = figure.axes[1]
+    (bars,) = right.containers[0].lines[2]
+    lower, upper = bars.get_segments()[1][:, 1]
+    assert upper - lower == pytest.approx(2 * 0.2)  # ± stdev (ddof = 1), not the population 0.163
+    assert right.get_legend().get_texts()[0].get_text() == "n = 3 per k"
+    assert "ddof = 1" in right.get_ylabel()
