@@ -501,3 +501,18 @@ def test_the_lesion_figure_draws_sample_std_error_bars_and_says_n(tmp_path):
     assert upper - lower == pytest.approx(2 * 0.2)  # ± stdev (ddof = 1), not the population 0.163
     assert right.get_legend().get_texts()[0].get_text() == "n = 3 per k"
     assert "ddof = 1" in right.get_ylabel()
+
+
+def test_bn_recalibration_reads_the_same_shuffled_batches_every_time():
+    """Every pruned copy is recalibrated on the same images, and the caller's random state is left alone."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    generator = torch.Generator().manual_seed(1)
+    data = torch.utils.data.TensorDataset(torch.randn(64, 2, generator=generator), torch.zeros(64))
+    shuffled = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True)
+    state = torch.random.get_rng_state()
+    recalibrate_batch_norm(net, shuffled, batches=2)
+    first = net[1].running_mean.clone()
+    recalibrate_batch_norm(net, shuffled, batches=2)
+    assert torch.equal(net[1].running_mean, first) and torch.equal(torch.random.get_rng_state(), state)
+    recalibrate_batch_norm(net, shuffled, batches=2, seed=5)
+    assert not torch.equal(net[1].running_mean, first)

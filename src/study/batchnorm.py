@@ -35,8 +35,15 @@ def recalibrate_batch_norm(
     loader: Iterable[tuple[Tensor, Tensor]],
     batches: int = DEFAULT_BN_BATCHES,
     device: str | torch.device = "cpu",
+    seed: int | None = 0,
 ) -> int:
     """Recompute the running statistics of ``net``'s BN layers on ``batches`` batches of ``loader``.
+
+    With ``seed`` (the default), the loader is read with torch's CPU random generator seeded so, inside
+    ``torch.random.fork_rng`` (the caller's random state is untouched): a shuffled training loader
+    then yields the same batches with the same augmentation (worker seeds derive from it too) every
+    time. Every pruned or lesioned copy gets its statistics from the *same* images, so differences
+    between them are not the noise of different batches. ``seed=None`` reads the loader as it comes.
 
     Returns the number of batches actually used (fewer when the loader is shorter). The network is
     left in eval mode; the BN layers' own ``momentum`` is restored. ``ValueError`` for
@@ -55,9 +62,12 @@ def recalibrate_batch_norm(
             bn.reset_running_stats()
             bn.momentum = None  # cumulative moving average: every batch counts the same
             bn.train()
-        for images, _ in itertools.islice(loader, batches):
-            net(images.to(device))
-            used += 1
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for images, _ in itertools.islice(loader, batches):
+                net(images.to(device))
+                used += 1
     finally:
         for bn, momentum in zip(norms, momenta):
             bn.momentum = momentum

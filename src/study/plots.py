@@ -154,7 +154,7 @@ def plot_pruning(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str | 
     one class. With fine-tuned rows, a second panel shows the accuracy after fine-tuning.
     """
     tuned = any(row.get("acc_finetuned") not in (None, "") for rows in curves.values() for row in rows)
-    figure = Figure(figsize=(12 if tuned else 7, 4.5))
+    figure = Figure(figsize=(13 if tuned else 9, 4.5))
     panels = figure.subplots(1, 2 if tuned else 1, squeeze=False)[0]
     colours = [f"C{i}" for i in range(10)]
     for panel, key in zip(panels, ("acc", "acc_finetuned")):
@@ -180,8 +180,8 @@ def plot_pruning(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str | 
         panel.set_xlabel("remaining non-zero parameters")
         panel.set_ylabel("accuracy" + (" after fine-tuning" if key == "acc_finetuned" else " after pruning"))
         panel.grid(alpha=0.3, which="both")
-    panels[0].plot([], [], "x", color="red", label="predictions collapsed to one class")
-    panels[0].legend(fontsize="x-small")
+    panels[-1].plot([], [], "x", color="red", label="predictions collapsed to one class")
+    panels[-1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside, not over, the curves
     bn = {int(row.get("bn_batches") or 0) for rows in curves.values() for row in rows}
     figure.suptitle("BN statistics re-estimated after pruning" if bn - {0} else "BN statistics of the intact network",
                     fontsize="medium")  # fmt: skip

@@ -199,12 +199,13 @@ def _measure(
     limit_batches: int | None,
     bn_loader: Iterable[tuple[Tensor, Tensor]] | None,
     bn_batches: int,
+    seed: int,
 ) -> tuple[Evaluation, Evaluation, int]:
     """(with the original BN statistics, after re-estimating them -- the same when off, batches used)."""
     original = evaluate(net, loader, device, limit_batches)
     if bn_loader is None:
         return original, original, 0
-    used = recalibrate_batch_norm(net, bn_loader, bn_batches, device)
+    used = recalibrate_batch_norm(net, bn_loader, bn_batches, device, seed)
     return original, evaluate(net, loader, device, limit_batches), used
 
 
@@ -234,14 +235,16 @@ def prune_study(
       fine-tuning), ``total_params``, ``remaining_params`` (total minus pruned);
     * ``max_layer_sparsity``, ``collapsed_layers`` (names of layers at least ``layer_collapse``
       pruned, space-separated; empty when none);
-    * ``bn_batches`` (batches the BN statistics were re-estimated on; 0 without ``bn_loader``),
+    * ``bn_batches`` (batches the BN statistics were re-estimated on, the same ones for every copy:
+      ``seed`` fixes them; 0 without ``bn_loader``),
       ``acc_original_bn`` (pruned, the intact network's BN statistics), ``acc`` (pruned, statistics
       re-estimated; equal to ``acc_original_bn`` when off), ``top_class_share`` and
       ``predictions_collapsed`` (share >= ``collapse_share``) of that ``acc`` evaluation;
     * ``finetune_steps`` (0 without ``finetune``; its ``steps`` attribute otherwise),
       ``acc_finetuned``, ``top_class_share_finetuned``, ``predictions_collapsed_finetuned``
       (``None`` without ``finetune``);
-    * ``random_seed``: the seed of the random control (``None`` for magnitude rows).
+    * ``random_seed``: the seed of the random control (``None`` for magnitude rows); ``seed`` also
+      fixes which training batches BN statistics are re-estimated on.
     """
     sparsities = check_sparsities(sparsities)
     scopes = check_scopes(scopes)
@@ -260,12 +263,14 @@ def prune_study(
                     counts = prune_magnitude(pruned_net, sparsity, scope)
                 else:
                     counts = prune_random(pruned_net, counts, generator)
-                original, measured, used = _measure(pruned_net, loader, device, limit_batches, bn_loader, bn_batches)
+                original, measured, used = _measure(
+                    pruned_net, loader, device, limit_batches, bn_loader, bn_batches, seed
+                )
                 tuned = None
                 if finetune is not None:
                     finetune(pruned_net)  # the masks stay on: pruned weights remain zero while the rest adapt
                     if bn_loader is not None:
-                        recalibrate_batch_norm(pruned_net, bn_loader, bn_batches, device)
+                        recalibrate_batch_norm(pruned_net, bn_loader, bn_batches, device, seed)
                     tuned = evaluate(pruned_net, loader, device, limit_batches)
                 targets = prunable_layers(pruned_net)
                 for _, module in targets:
