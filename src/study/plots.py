@@ -109,7 +109,7 @@ def plot_lesion(
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_xlabel("block removed (index; red = downsampling)")
     left.set_ylabel("accuracy")
-    left.legend(loc="lower left", fontsize="small")
+    left.legend(loc="best", fontsize="small")
     left.grid(axis="y", alpha=0.3)
     by_k: dict[int, list[float]] = {}
     for row in random:
@@ -123,7 +123,7 @@ def plot_lesion(
     right.errorbar([0, *ks], [baseline, *means], yerr=[0.0, *errors], marker="o", capsize=3, label=f"n = {n} per k")
     right.set_xlabel("random blocks removed (k)")
     right.set_ylabel(f"accuracy ({spread})")
-    right.legend(loc="lower left", fontsize="small")
+    right.legend(loc="best", fontsize="small")
     right.grid(alpha=0.3)
     if title:
         figure.suptitle(title)
