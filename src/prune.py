@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
             train = split_loader(datamodule, "train") if args.bn_recalibrate or args.finetune_steps else None
             finetune = None
             if args.finetune_steps:
-                finetune = sgd_finetune(train, args.finetune_steps, lr=args.finetune_lr, device=device)
+                finetune = sgd_finetune(train, args.finetune_steps, lr=args.finetune_lr, device=device, seed=args.seed)
             study = prune_study(
                 net, loader, args.sparsities, finetune, device, args.limit_batches, scopes=args.scope,
                 random_control=args.random_control, seed=args.seed,

@@ -178,7 +178,9 @@ def plot_pruning(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str | 
         panel.set_xscale("log")
         panel.invert_xaxis()  # left to right: more pruning
         panel.set_xlabel("remaining non-zero parameters")
-        panel.set_ylabel("accuracy" + (" after fine-tuning" if key == "acc_finetuned" else " after pruning"))
+        steps = sorted({str(row.get("finetune_steps")) for rows in curves.values() for row in rows})
+        tuning = f" after fine-tuning ({'/'.join(steps)} steps)"
+        panel.set_ylabel("accuracy" + (tuning if key == "acc_finetuned" else " after pruning"))
         panel.grid(alpha=0.3, which="both")
     panels[-1].plot([], [], "x", color="red", label="predictions collapsed to one class")
     panels[-1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside, not over, the curves

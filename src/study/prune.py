@@ -139,7 +139,9 @@ def _forever(loader: Iterable[Any]) -> Iterable[Any]:
 class SGDFinetune:
     """A fine-tune hook for ``prune_sweep``: ``steps`` SGD steps (cycling through ``loader``) in train mode.
 
-    A class rather than a closure so the sweep can record ``steps`` beside the accuracies.
+    A class rather than a closure so the sweep can record ``steps`` beside the accuracies. With
+    ``seed`` (the default) the loader is read under a seeded, forked torch RNG, so every pruned copy
+    is fine-tuned on the same batches (paired comparisons; the caller's random state is untouched).
     """
 
     loader: Iterable[tuple[Tensor, Tensor]]
@@ -148,6 +150,7 @@ class SGDFinetune:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     device: str | torch.device = "cpu"
+    seed: int | None = 0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -158,10 +161,13 @@ class SGDFinetune:
             net.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
         net.train()
-        for images, labels in itertools.islice(_forever(self.loader), self.steps):
-            optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(net(images.to(self.device)), labels.to(self.device)).backward()
-            optimizer.step()
+        with torch.random.fork_rng(devices=[], enabled=self.seed is not None):
+            if self.seed is not None:
+                torch.manual_seed(self.seed)
+            for images, labels in itertools.islice(_forever(self.loader), self.steps):
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(net(images.to(self.device)), labels.to(self.device)).backward()
+                optimizer.step()
         net.eval()
 
 
@@ -172,9 +178,10 @@ def sgd_finetune(
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
     device: str | torch.device = "cpu",
+    seed: int | None = 0,
 ) -> SGDFinetune:
     """``SGDFinetune(loader, steps, ...)``: a fine-tune hook that records its number of steps."""
-    return SGDFinetune(loader, steps, lr, momentum, weight_decay, device)
+    return SGDFinetune(loader, steps, lr, momentum, weight_decay, device, seed)
 
 
 # ---------------------------------------------------------------------------------------------- the sweep
