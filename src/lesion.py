@@ -35,8 +35,6 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 from src.data import DatasetNotFoundError
 from src.study.batchnorm import DEFAULT_BN_BATCHES
 from src.study.checkpoint import load as _load
@@ -55,13 +53,18 @@ def default_ks(blocks: int) -> list[int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m src.lesion", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m src.lesion",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],  # what each option does and the files written
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("checkpoint", help="a .ckpt written by python -m src.cli fit (ResNet or plain net)")
     parser.add_argument("--config", help="YAML with a data: section (default: the data the checkpoint carries)")
     parser.add_argument("--split", choices=["test", "val"], default="test", help="split to measure on")
     parser.add_argument("--k", type=int, nargs="+", help="numbers of random blocks to remove (default: 1..half)")
     parser.add_argument("--trials", type=int, default=5, help="random draws per k")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws (and of the training batches)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     draws = parser.add_mutually_exclusive_group()
     draws.add_argument("--include-downsampling", action="store_true",
                        help="let random draws pick the downsampling blocks too (default: never)")  # fmt: skip
@@ -83,7 +86,6 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     try:
         if args.bn_batches < 1:
             raise ValueError(f"--bn-batches must be >= 1, got {args.bn_batches}")
-        torch.manual_seed(args.seed)  # the order of the training batches for --bn-reestimate
         model, datamodule = _load(args.checkpoint, args.config)
         arch = model.hparams.arch
         device = pick_device(args.device)

@@ -58,7 +58,12 @@ SUMMARY_COLUMNS = ["model", "scope", "method", "sparsity", "remaining_params", "
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m src.prune", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m src.prune",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],  # what each option does and the files written
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("checkpoints", nargs="+", help=".ckpt files written by python -m src.cli fit")
     parser.add_argument("--sparsities", type=float, nargs="+", default=DEFAULT_SPARSITIES,
                         help="fractions of prunable weights to zero, each in [0, 1)")  # fmt: skip

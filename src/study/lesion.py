@@ -19,8 +19,9 @@ Downsampling blocks are special in both (they change the representation's shape)
 draws skip them unless asked, and the per-stage summary keeps them apart.
 
 Removing blocks shifts the statistics every later BN layer sees; with ``bn_loader`` they are
-re-estimated on training batches after each removal (``src.study.batchnorm``), on a copy, and the
-intact baseline gets the same treatment so the drops compare like with like.
+re-estimated on training batches after each removal (``src.study.batchnorm``; the same seeded
+batches each time), on a copy, and the intact baseline gets the same treatment so the drops
+compare like with like.
 """
 
 from __future__ import annotations
