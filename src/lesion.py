@@ -1,24 +1,49 @@
-"""Block-lesion study of a trained ResNet: ``python -m src.lesion <checkpoint>``.
+"""Block-lesion study of a trained network: ``python -m src.lesion <checkpoint>``.
 
-Removes each residual block in turn (keeping its shortcut) and records the test accuracy,
-then removes ``k`` random blocks (several seeded draws per ``k``); writes ``lesion.csv``,
-``lesion_random.csv`` and ``lesion.png`` into ``<run>/lesion/`` (or ``--out``), never
-overwriting earlier results. A plain network is refused with the reason. See
+Removes each block in turn and records the test accuracy, then removes ``k`` random blocks
+(several seeded draws per ``k``). A residual block keeps its shortcut; a plain block whose input
+and output shapes match is skipped (replaced by the identity, Veit et al.'s control for plain
+networks); a plain downsampling block cannot be removed and its row says so. See
 ``src.study.lesion`` for what removing a block means exactly.
+
+Options beyond the defaults:
+
+* ``--include-downsampling``: random draws may pick the downsampling blocks too (by default they
+  are left out: they change the representation's shape, and Veit et al. treat them apart);
+  refused for a plain network, whose downsampling blocks cannot be removed;
+* ``--bn-reestimate`` (with ``--bn-batches``): re-estimate BN statistics on training batches after
+  each removal (and for the intact baseline), on a copy of the network.
+
+Writes into ``<run>/lesion/`` (or ``--out``), never overwriting earlier results (a second run
+writes ``lesion-1.*``):
+
+* ``lesion.csv``: one row per block (``removed``, ``block_index``, ``stage``, ``shortcut``,
+  ``downsampling``, ``replaced_by``, ``acc``, ``acc_drop``, ``bn_reestimated``, ``note``);
+* ``lesion_stages.csv``: per stage, downsampling blocks apart: ``blocks``, ``removed``,
+  ``drop_mean``, ``drop_std`` (ddof = 1), ``drop_min``, ``drop_max``;
+* ``lesion_random.csv``: one row per draw (``k``, ``trial``, ``removed``, ``acc``, ``acc_drop``,
+  ``bn_reestimated``);
+* ``lesion_random_summary.csv``: per ``k``: ``n`` draws, ``acc_mean``, ``acc_std`` (ddof = 1),
+  ``acc_min``, ``acc_max``, ``drop_mean``, ``drop_std``;
+* ``lesion.png``: single-block lesions and the random-k curve (mean ± sample std, n per k).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from src.data import DatasetNotFoundError
-from src.models.blocks import residual_blocks
+from src.study.batchnorm import DEFAULT_BN_BATCHES
 from src.study.checkpoint import load as _load
 from src.study.checkpoint import output_dir, pick_device, split_loader
-from src.study.lesion import lesion_study, random_lesions
+from src.study.lesion import check_draws, draw_pool, lesion_study, random_lesions, random_summary, stage_summary
 from src.study.plots import plot_lesion
-from src.study.tables import format_table, free_path, write_csv
+from src.study.tables import format_table, free_stem, with_suffix, write_csv
+
+FILES = ("lesion.csv", "lesion_stages.csv", "lesion_random.csv", "lesion_random_summary.csv", "lesion.png")
 
 
 def default_ks(blocks: int) -> list[int]:
@@ -28,14 +53,27 @@ def default_ks(blocks: int) -> list[int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m src.lesion", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="a .ckpt written by python -m src.cli fit (a ResNet, not a plain net)")
+    parser = argparse.ArgumentParser(
+        prog="python -m src.lesion",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],  # what each option does and the files written
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", help="a .ckpt written by python -m src.cli fit (ResNet or plain net)")
     parser.add_argument("--config", help="YAML with a data: section (default: the data the checkpoint carries)")
     parser.add_argument("--split", choices=["test", "val"], default="test", help="split to measure on")
     parser.add_argument("--k", type=int, nargs="+", help="numbers of random blocks to remove (default: 1..half)")
     parser.add_argument("--trials", type=int, default=5, help="random draws per k")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
-    parser.add_argument("--exclude-downsampling", action="store_true", help="never draw the downsampling blocks")
+    draws = parser.add_mutually_exclusive_group()
+    draws.add_argument("--include-downsampling", action="store_true",
+                       help="let random draws pick the downsampling blocks too (default: never)")  # fmt: skip
+    draws.add_argument("--exclude-downsampling", action="store_true",
+                       help="never draw the downsampling blocks (the default; kept for old command lines)")  # fmt: skip
+    parser.add_argument("--bn-reestimate", action="store_true",
+                        help="re-estimate BN statistics on training batches after each removal (and for the baseline)")
+    parser.add_argument("--bn-batches", type=int, default=DEFAULT_BN_BATCHES,
+                        help=f"training batches for --bn-reestimate (default {DEFAULT_BN_BATCHES})")
     parser.add_argument("--limit-batches", type=int, help="evaluate on the first N batches only (quick looks)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", help="output directory (default: <run>/lesion)")
@@ -43,32 +81,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, str]:
-    """Run the study; return the paths written (``single``, ``random``, ``figure``)."""
+    """Run the study; return the paths written (``single``, ``stages``, ``random``, ``random_summary``, ``figure``)."""
     args = parse_args(argv)
     try:
+        if args.bn_batches < 1:
+            raise ValueError(f"--bn-batches must be >= 1, got {args.bn_batches}")
         model, datamodule = _load(args.checkpoint, args.config)
         arch = model.hparams.arch
         device = pick_device(args.device)
         net = model.model.to(device)
+        # The draws are checked first: a bad k or a plain net's downsampling blocks fail before any evaluation.
+        pool = draw_pool(net, args.include_downsampling, arch)
+        ks = args.k or default_ks(len(pool))
+        check_draws(pool, ks, args.trials)
         loader = split_loader(datamodule, args.split)
-        removable = [b for b in residual_blocks(net) if not (args.exclude_downsampling and b.downsampling)]
-        ks = args.k or default_ks(len(removable))
-        # The random draws first: they check k and trials before any long evaluation.
+        bn_loader = split_loader(datamodule, "train") if args.bn_reestimate else None
+        options = dict(device=device, limit_batches=args.limit_batches, name=arch, bn_loader=bn_loader,
+                       bn_batches=args.bn_batches)  # fmt: skip
+        single = lesion_study(net, loader, **options)
+        baseline = single[0]["acc"]
         random = random_lesions(
-            net, loader, ks, args.trials, args.seed, not args.exclude_downsampling, device, args.limit_batches, arch
+            net, loader, ks, args.trials, args.seed, args.include_downsampling, baseline=baseline, **options
         )
-        single = lesion_study(net, loader, device, args.limit_batches, name=arch)
     except (ValueError, DatasetNotFoundError, FileNotFoundError) as error:  # PlainNetworkError, CheckpointError too
         raise SystemExit(f"error: {error}") from None
 
-    out = args.out or output_dir(args.checkpoint, "lesion")
-    paths = {"single": write_csv(single, out, "lesion.csv"), "random": write_csv(random, out, "lesion_random.csv")}
-    paths["figure"] = free_path(out, "lesion.png")
-    plot_lesion(single, random, paths["figure"], title=f"{arch}: block lesions, {args.split} split")
-    print(format_table(single))
-    print()
-    print(format_table(random))
-    print(f"\nwrote {paths['single']}, {paths['random']}, {paths['figure']}")
+    stages, summary = stage_summary(single), random_summary(random)
+    out = Path(args.out or output_dir(args.checkpoint, "lesion"))
+    os.makedirs(out, exist_ok=True)
+    suffix = free_stem(out, FILES)
+    name = {file: with_suffix(file, suffix) for file in FILES}
+    paths = {
+        "single": write_csv(single, out, name["lesion.csv"]),
+        "stages": write_csv(stages, out, name["lesion_stages.csv"]),
+        "random": write_csv(random, out, name["lesion_random.csv"]),
+        "random_summary": write_csv(summary, out, name["lesion_random_summary.csv"]),
+        "figure": str(out / name["lesion.png"]),
+    }
+    bn = ", BN re-estimated" if args.bn_reestimate else ""
+    plot_lesion(single, random, paths["figure"], title=f"{arch}: block lesions, {args.split} split{bn}")
+    for table in (single, stages, summary):
+        print(format_table(table), end="\n\n")
+    print("wrote " + ", ".join(paths.values()))
     return paths
 
 

@@ -1,11 +1,28 @@
-"""Global magnitude pruning sweep: how many of a trained network's parameters matter.
+"""Magnitude pruning sweep with its controls: how many of a trained network's weights matter.
 
-At each sparsity ``s`` a copy of the network gets ``torch.nn.utils.prune.global_unstructured``
-with ``L1Unstructured``: the ``round(s * N)`` smallest-magnitude weights among *all* ``N``
-prunable weights -- every convolution (shortcut projections included) and linear weight;
-biases and batch-norm parameters are left alone -- are set to zero, wherever they sit in the
-network. Optionally the pruned copy is fine-tuned for a few steps with its mask held fixed
-(pruned weights stay zero), then evaluated again.
+At each sparsity ``s`` a copy of the network has ``s`` of its prunable weights -- every
+convolution (shortcut projections included) and linear weight; biases and batch-norm parameters
+are left alone -- set to zero with ``torch.nn.utils.prune``. Which weights, in one of two *scopes*:
+
+* ``global``: ``global_unstructured`` with ``L1Unstructured``, the ``round(s * N)`` smallest
+  magnitudes among *all* ``N`` prunable weights, wherever they sit. Layers whose weights are
+  small by scale (wide late stages, whose He-initialised weights have a smaller std; BN makes any
+  scale equivalent) lose far more than ``s`` of their weights, down to a whole layer at high ``s``;
+* ``layer``: ``l1_unstructured`` per layer, ``round(s * n)`` of each layer's ``n`` weights: the
+  uniform baseline, every layer exactly at ``s``.
+
+Each magnitude mask gets a *random control*: the same number of weights removed from every layer,
+chosen uniformly at random (seeded). Magnitude beating random at the same per-layer sparsities is
+what says the magnitudes carried information, rather than the layer budget alone.
+
+After pruning, every BN layer's statistics are re-estimated on training batches
+(``src.study.batchnorm``), masks in force, when a loader is given; ``acc_original_bn`` keeps the
+accuracy with the intact network's statistics. An optional fine-tune trains each pruned copy for a
+few steps with its mask held fixed (pruned weights stay zero), then BN is re-estimated again.
+
+Collapse is reported, not left to be inferred from a flat curve: ``collapsed_layers`` names every
+layer with at least ``LAYER_COLLAPSE`` of its weights pruned, and ``predictions_collapsed`` flags a
+network that predicts one class for (almost) everything (``src.study.evaluate.COLLAPSE_SHARE``).
 
 Unstructured sparsity does not shrink dense kernels, so MACs are unchanged and not reported;
 the x-axis of the curve is the number of remaining non-zero parameters.
@@ -16,6 +33,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,9 +42,13 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from src.models.complexity import count_parameters
-from src.study.evaluate import accuracy
+from src.study.batchnorm import DEFAULT_BN_BATCHES, recalibrate_batch_norm
+from src.study.evaluate import COLLAPSE_SHARE, Evaluation, evaluate
 
 PRUNABLE_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+SCOPES = ("global", "layer")
+METHODS = ("magnitude", "random")
+LAYER_COLLAPSE = 0.99  # a layer with at least this fraction of its weights pruned has collapsed
 
 
 def check_sparsities(sparsities: Iterable[float]) -> list[float]:
@@ -41,9 +63,30 @@ def check_sparsities(sparsities: Iterable[float]) -> list[float]:
     return [float(s) for s in values]
 
 
+def check_scopes(scopes: Iterable[str]) -> list[str]:
+    """The scopes, checked: each one of ``SCOPES``, at least one, no repeats."""
+    values = list(scopes)
+    bad = [s for s in values if s not in SCOPES]
+    if bad or not values or len(set(values)) != len(values):
+        raise ValueError(f"scope must be one or both of {list(SCOPES)} (no repeats), got {values}")
+    return values
+
+
+def prunable_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(qualified name, module)`` of every convolution and linear layer, in definition order."""
+    return [(name, module) for name, module in net.named_modules() if isinstance(module, PRUNABLE_TYPES)]
+
+
 def prunable_weights(net: nn.Module) -> list[tuple[nn.Module, str]]:
     """``(module, "weight")`` for every convolution and linear layer: what ``prune`` may zero."""
-    return [(module, "weight") for module in net.modules() if isinstance(module, PRUNABLE_TYPES)]
+    return [(module, "weight") for _, module in prunable_layers(net)]
+
+
+def layer_kind(name: str, module: nn.Module) -> str:
+    """``linear``, ``shortcut`` (a projection of a residual block) or ``conv``."""
+    if isinstance(module, nn.Linear):
+        return "linear"
+    return "shortcut" if "downsample" in name.split(".") else "conv"
 
 
 def zero_count(net: nn.Module) -> tuple[int, int]:
@@ -52,6 +95,35 @@ def zero_count(net: nn.Module) -> tuple[int, int]:
     return sum(int((w == 0).sum()) for w in weights), sum(w.numel() for w in weights)
 
 
+# ---------------------------------------------------------------------------------------------- masks
+def prune_magnitude(net: nn.Module, sparsity: float, scope: str) -> list[int]:
+    """Apply an L1 magnitude mask to ``net`` in place; return the pruned count of each prunable layer."""
+    targets = prunable_weights(net)
+    if scope == "global":
+        amount = round(sparsity * sum(module.weight.numel() for module, _ in targets))  # exact, not prune's rounding
+        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
+    elif scope == "layer":
+        for module, name in targets:
+            prune.l1_unstructured(module, name, amount=round(sparsity * module.weight.numel()))
+    else:
+        check_scopes([scope])
+    return [int((module.weight_mask == 0).sum()) for module, _ in targets]
+
+
+def prune_random(net: nn.Module, counts: Sequence[int], generator: torch.Generator) -> list[int]:
+    """Prune exactly ``counts[i]`` uniformly drawn weights of prunable layer ``i`` (the random control)."""
+    targets = prunable_weights(net)
+    if len(counts) != len(targets):
+        raise ValueError(f"random control: {len(counts)} per-layer counts for {len(targets)} prunable layers")
+    for (module, name), count in zip(targets, counts):
+        weight = module.weight
+        mask = torch.ones(weight.numel(), dtype=weight.dtype)
+        mask[torch.randperm(weight.numel(), generator=generator)[:count]] = 0
+        prune.custom_from_mask(module, name, mask.view_as(weight).to(weight.device))
+    return [int((module.weight_mask == 0).sum()) for module, _ in targets]
+
+
+# ---------------------------------------------------------------------------------------------- fine-tune
 def _forever(loader: Iterable[Any]) -> Iterable[Any]:
     """Batches of ``loader`` again and again (a new epoch each time; ``itertools.cycle`` would keep them all)."""
     while True:
@@ -63,6 +135,42 @@ def _forever(loader: Iterable[Any]) -> Iterable[Any]:
             raise ValueError("fine-tune: the loader yielded no batches")
 
 
+@dataclass
+class SGDFinetune:
+    """A fine-tune hook for ``prune_sweep``: ``steps`` SGD steps (cycling through ``loader``) in train mode.
+
+    A class rather than a closure so the sweep can record ``steps`` beside the accuracies. With
+    ``seed`` (the default) the loader is read under a seeded, forked torch RNG, so every pruned copy
+    is fine-tuned on the same batches (paired comparisons; the caller's random state is untouched).
+    """
+
+    loader: Iterable[tuple[Tensor, Tensor]]
+    steps: int
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    device: str | torch.device = "cpu"
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"fine-tune steps must be >= 1, got {self.steps}")
+
+    def __call__(self, net: nn.Module) -> None:
+        optimizer = torch.optim.SGD(
+            net.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+        net.train()
+        with torch.random.fork_rng(devices=[], enabled=self.seed is not None):
+            if self.seed is not None:
+                torch.manual_seed(self.seed)
+            for images, labels in itertools.islice(_forever(self.loader), self.steps):
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(net(images.to(self.device)), labels.to(self.device)).backward()
+                optimizer.step()
+        net.eval()
+
+
 def sgd_finetune(
     loader: Iterable[tuple[Tensor, Tensor]],
     steps: int,
@@ -70,21 +178,152 @@ def sgd_finetune(
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
     device: str | torch.device = "cpu",
-) -> Callable[[nn.Module], None]:
-    """A fine-tune hook for ``prune_sweep``: ``steps`` SGD steps (cycling through ``loader``) in train mode."""
-    if steps < 1:
-        raise ValueError(f"fine-tune steps must be >= 1, got {steps}")
+    seed: int | None = 0,
+) -> SGDFinetune:
+    """``SGDFinetune(loader, steps, ...)``: a fine-tune hook that records its number of steps."""
+    return SGDFinetune(loader, steps, lr, momentum, weight_decay, device, seed)
 
-    def finetune(net: nn.Module) -> None:
-        optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-        net.train()
-        for images, labels in itertools.islice(_forever(loader), steps):
-            optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(net(images.to(device)), labels.to(device)).backward()
-            optimizer.step()
-        net.eval()
 
-    return finetune
+# ---------------------------------------------------------------------------------------------- the sweep
+@dataclass
+class PruneStudy:
+    """What ``prune_study`` measured.
+
+    Attributes:
+        rows: one per (scope, method, sparsity): counts, collapse flags, accuracies (see ``prune_study``).
+        layers: one per (scope, method, sparsity, prunable layer): ``layer``, ``index``, ``kind``,
+            ``weights``, ``pruned``, ``layer_sparsity``, ``collapsed``.
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _measure(
+    net: nn.Module,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    device: str | torch.device,
+    limit_batches: int | None,
+    bn_loader: Iterable[tuple[Tensor, Tensor]] | None,
+    bn_batches: int,
+    seed: int,
+) -> tuple[Evaluation, Evaluation, int]:
+    """(with the original BN statistics, after re-estimating them -- the same when off, batches used)."""
+    original = evaluate(net, loader, device, limit_batches)
+    if bn_loader is None:
+        return original, original, 0
+    used = recalibrate_batch_norm(net, bn_loader, bn_batches, device, seed)
+    return original, evaluate(net, loader, device, limit_batches), used
+
+
+def prune_study(
+    net: nn.Module,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    sparsities: Sequence[float],
+    finetune: Callable[[nn.Module], None] | None = None,
+    device: str | torch.device = "cpu",
+    limit_batches: int | None = None,
+    scopes: Sequence[str] = ("global",),
+    random_control: bool = False,
+    seed: int = 0,
+    bn_loader: Iterable[tuple[Tensor, Tensor]] | None = None,
+    bn_batches: int = DEFAULT_BN_BATCHES,
+    layer_collapse: float = LAYER_COLLAPSE,
+    collapse_share: float = COLLAPSE_SHARE,
+) -> PruneStudy:
+    """Prune copies of ``net`` at each sparsity, per scope (and random control), and measure them.
+
+    ``net`` itself is untouched. Rows, in the order scope > sparsity > method:
+
+    * ``scope`` (``global``/``layer``), ``method`` (``magnitude``/``random``), ``sparsity``;
+    * ``prunable_weights`` (N), ``pruned_weights`` (as the mask says: ``round(s * N)`` for global,
+      the sum of ``round(s * n)`` per layer for layer scope; the random control copies its magnitude
+      twin's per-layer counts), ``zero_fraction`` (zeros among the prunable weights after pruning and
+      fine-tuning), ``total_params``, ``remaining_params`` (total minus pruned);
+    * ``max_layer_sparsity``, ``collapsed_layers`` (names of layers at least ``layer_collapse``
+      pruned, space-separated; empty when none);
+    * ``bn_batches`` (batches the BN statistics were re-estimated on, the same ones for every copy:
+      ``seed`` fixes them; 0 without ``bn_loader``),
+      ``acc_original_bn`` (pruned, the intact network's BN statistics), ``acc`` (pruned, statistics
+      re-estimated; equal to ``acc_original_bn`` when off), ``top_class_share`` and
+      ``predictions_collapsed`` (share >= ``collapse_share``) of that ``acc`` evaluation;
+    * ``finetune_steps`` (0 without ``finetune``; its ``steps`` attribute otherwise),
+      ``acc_finetuned``, ``top_class_share_finetuned``, ``predictions_collapsed_finetuned``
+      (``None`` without ``finetune``);
+    * ``random_seed``: the seed of the random control (``None`` for magnitude rows); ``seed`` also
+      fixes which training batches BN statistics are re-estimated on.
+    """
+    sparsities = check_sparsities(sparsities)
+    scopes = check_scopes(scopes)
+    total_params = count_parameters(net)
+    steps = 0 if finetune is None else int(getattr(finetune, "steps", -1))  # -1: a hook that does not say
+    generator = torch.Generator().manual_seed(seed)
+    study = PruneStudy()
+    for scope in scopes:
+        for sparsity in sparsities:
+            counts: list[int] = []
+            for method in ("magnitude", "random") if random_control else ("magnitude",):
+                # Channels-last weights (``model.channels_last: true``) are not contiguous, and torch's global
+                # pruning flattens every weight with ``view``: prune a copy in the default layout.
+                pruned_net = copy.deepcopy(net).to(device=device, memory_format=torch.contiguous_format)
+                if method == "magnitude":
+                    counts = prune_magnitude(pruned_net, sparsity, scope)
+                else:
+                    counts = prune_random(pruned_net, counts, generator)
+                original, measured, used = _measure(
+                    pruned_net, loader, device, limit_batches, bn_loader, bn_batches, seed
+                )
+                tuned = None
+                if finetune is not None:
+                    finetune(pruned_net)  # the masks stay on: pruned weights remain zero while the rest adapt
+                    if bn_loader is not None:
+                        recalibrate_batch_norm(pruned_net, bn_loader, bn_batches, device, seed)
+                    tuned = evaluate(pruned_net, loader, device, limit_batches)
+                targets = prunable_layers(pruned_net)
+                for _, module in targets:
+                    prune.remove(module, "weight")  # make the zeros permanent (plain ``weight`` again)
+                zeros, prunable = zero_count(pruned_net)
+                layers = [
+                    {
+                        "scope": scope,
+                        "method": method,
+                        "sparsity": sparsity,
+                        "layer": name,
+                        "index": index,
+                        "kind": layer_kind(name, module),
+                        "weights": module.weight.numel(),
+                        "pruned": count,
+                        "layer_sparsity": count / module.weight.numel(),
+                        "collapsed": count / module.weight.numel() >= layer_collapse,
+                    }
+                    for index, ((name, module), count) in enumerate(zip(targets, counts))
+                ]
+                study.layers += layers
+                study.rows.append(
+                    {
+                        "scope": scope,
+                        "method": method,
+                        "sparsity": sparsity,
+                        "prunable_weights": prunable,
+                        "pruned_weights": sum(counts),
+                        "zero_fraction": zeros / prunable,
+                        "total_params": total_params,
+                        "remaining_params": total_params - sum(counts),
+                        "max_layer_sparsity": max(layer["layer_sparsity"] for layer in layers),
+                        "collapsed_layers": " ".join(layer["layer"] for layer in layers if layer["collapsed"]),
+                        "bn_batches": used,
+                        "acc_original_bn": original.acc,
+                        "acc": measured.acc,
+                        "top_class_share": measured.top_class_share,
+                        "predictions_collapsed": measured.collapsed(collapse_share),
+                        "finetune_steps": steps,
+                        "acc_finetuned": None if tuned is None else tuned.acc,
+                        "top_class_share_finetuned": None if tuned is None else tuned.top_class_share,
+                        "predictions_collapsed_finetuned": None if tuned is None else tuned.collapsed(collapse_share),
+                        "random_seed": seed if method == "random" else None,
+                    }
+                )
+    return study
 
 
 def prune_sweep(
@@ -94,43 +333,27 @@ def prune_sweep(
     finetune: Callable[[nn.Module], None] | None = None,
     device: str | torch.device = "cpu",
     limit_batches: int | None = None,
+    **options: Any,
 ) -> list[dict[str, Any]]:
-    """Prune a copy of ``net`` at each sparsity and measure its accuracy (``net`` itself is untouched).
+    """The rows of ``prune_study`` (same arguments; ``options`` are its keyword-only ones)."""
+    return prune_study(net, loader, sparsities, finetune, device, limit_batches, **options).rows
 
-    Rows: ``sparsity``, ``prunable_weights`` (N), ``pruned_weights`` (``round(s * N)``),
-    ``zero_fraction`` (zeros among the prunable weights after pruning, and after fine-tuning if
-    any), ``total_params``, ``remaining_params`` (total minus pruned), ``acc``, and
-    ``acc_finetuned`` (``None`` without ``finetune``).
-    """
-    sparsities = check_sparsities(sparsities)
-    total_params = count_parameters(net)
-    rows = []
-    for sparsity in sparsities:
-        # Channels-last weights (``model.channels_last: true``) are not contiguous, and torch's global
-        # pruning flattens every weight with ``view``: prune a copy in the default layout.
-        pruned_net = copy.deepcopy(net).to(device=device, memory_format=torch.contiguous_format)
-        targets = prunable_weights(pruned_net)
-        prunable = sum(getattr(module, name).numel() for module, name in targets)
-        amount = round(sparsity * prunable)  # an int: exactly this many weights, not prune's own rounding
-        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
-        acc = accuracy(pruned_net, loader, device, limit_batches)
-        acc_finetuned = None
-        if finetune is not None:
-            finetune(pruned_net)  # the masks stay on: pruned weights remain zero while the rest adapt
-            acc_finetuned = accuracy(pruned_net, loader, device, limit_batches)
-        for module, name in targets:
-            prune.remove(module, name)  # make the zeros permanent (plain ``weight`` again)
-        zeros, _ = zero_count(pruned_net)
-        rows.append(
-            {
-                "sparsity": sparsity,
-                "prunable_weights": prunable,
-                "pruned_weights": amount,
-                "zero_fraction": zeros / prunable,
-                "total_params": total_params,
-                "remaining_params": total_params - amount,
-                "acc": acc,
-                "acc_finetuned": acc_finetuned,
-            }
-        )
-    return rows
+
+def collapse_findings(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """One sentence per row with a collapsed layer or collapsed predictions (rows may carry a ``model``)."""
+    findings = []
+    for row in rows:
+        what = []
+        if row.get("collapsed_layers"):
+            names = row["collapsed_layers"].split()
+            what.append(f"{len(names)} layer(s) at least {LAYER_COLLAPSE:.0%} pruned ({', '.join(names)})")
+        for suffix, stage in (("", "after pruning"), ("_finetuned", "after fine-tuning")):
+            if row.get(f"predictions_collapsed{suffix}"):
+                share = row[f"top_class_share{suffix}"]
+                what.append(f"predictions collapsed {stage}: {share:.1%} of samples get one class")
+        if what:
+            model = f"{row['model']}, " if row.get("model") else ""
+            findings.append(
+                f"{model}{row['scope']} {row['method']} at sparsity {row['sparsity']:g}: " + "; ".join(what)
+            )
+    return findings

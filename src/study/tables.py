@@ -35,3 +35,31 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
     lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths))]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in cells]
     return "\n".join(lines)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """The rows as a GitHub Markdown table (floats to 4 places, ``None`` empty)."""
+    columns = list(columns or rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_cell(row.get(column)) for column in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def free_stem(directory: str | os.PathLike, filenames: Sequence[str]) -> str:
+    """The first suffix (``""``, ``"-1"``, ``"-2"``...) under which none of ``filenames`` exists in ``directory``.
+
+    A tool that writes several files at once (``prune.csv``, ``prune.md``, ``prune.png``) keeps them
+    together: a second run writes ``prune-1.*`` for all of them, never overwriting any.
+    """
+    index = 0
+    while True:
+        suffix = f"-{index}" if index else ""
+        if not any(os.path.exists(os.path.join(directory, with_suffix(name, suffix))) for name in filenames):
+            return suffix
+        index += 1
+
+
+def with_suffix(filename: str, suffix: str) -> str:
+    """``prune.csv`` + ``-1`` -> ``prune-1.csv``."""
+    stem, ext = os.path.splitext(filename)
+    return f"{stem}{suffix}{ext}"
