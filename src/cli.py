@@ -43,7 +43,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from src import runs
 from src.callbacks import LineProgress, ParameterEfficiency, TrainingDiagnostics
 from src.callbacks.predictions import PredictionWriter
-from src.callbacks.resume import RandomState, RunCheckpoint, ValidateLastStep
+from src.callbacks.resume import EpochStartResume, RandomState, RunCheckpoint, ValidateLastStep
 from src.data import BatchSizeError, DataError, DatasetNotFoundError, ImageClassificationDataModule
 from src.data.cifar import CIFARDataModule  # noqa: F401  (registers the short name)
 from src.data.folder import ImageFolderDataModule  # noqa: F401  (registers the short name)
@@ -214,7 +214,7 @@ class ResNetCLI(LightningCLI):
         return kwargs
 
     def _run_callbacks(self) -> list:
-        callbacks = [RandomState(), ValidateLastStep()]
+        callbacks = [RandomState(), EpochStartResume(), ValidateLastStep()]
         if self.subcommand == "predict":
             callbacks.append(PredictionWriter())
         return callbacks

@@ -112,7 +112,15 @@ def _as_list(batch: list) -> list:
 
 def probe(paths: Sequence[str], channels: int, num_workers: int) -> list[tuple[str, list[float], list[float], int]]:
     """Decode every file (in ``num_workers`` processes): per file ``(error, sums, sums of squares, pixels)``."""
-    loader = DataLoader(_Probe(paths, channels), batch_size=64, num_workers=num_workers, collate_fn=_as_list)
+    # Its own generator: a DataLoader draws a seed from the global RNG when iterated, and this one runs only when
+    # the cache is cold -- with the global RNG, a run's shuffles and augmentations would depend on the cache.
+    loader = DataLoader(
+        _Probe(paths, channels),
+        batch_size=64,
+        num_workers=num_workers,
+        collate_fn=_as_list,
+        generator=torch.Generator().manual_seed(0),
+    )
     return [result for batch in loader for result in batch]
 
 
