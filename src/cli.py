@@ -174,6 +174,7 @@ class ResNetCLI(LightningCLI):
         self.checkpoint: dict[str, Any] | None = None  # the checkpoint this command starts from, summarised
         self.run_dir: str | None = None
         self._run_dir_existed = True  # until a run directory is chosen: never remove what is not ours
+        self._first_created: str | None = None
         try:
             super().__init__(*args, **kwargs)
         except Exception:
@@ -212,6 +213,11 @@ class ResNetCLI(LightningCLI):
         if trainer is not None and (trainer.global_step > 0 or not trainer.is_global_zero):
             return
         shutil.rmtree(run_dir, ignore_errors=True)
+        # and the parents this command created (lightning_logs/<name>/), if nothing else went into them since
+        parent, top = os.path.dirname(os.path.abspath(run_dir)), os.path.abspath(self._first_created or run_dir)
+        while (parent == top or parent.startswith(top + os.sep)) and os.path.isdir(parent) and not os.listdir(parent):
+            os.rmdir(parent)
+            parent = os.path.dirname(parent)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -457,6 +463,7 @@ class ResNetCLI(LightningCLI):
         else:
             run_dir = named or self._fresh_run_dir(config)
         self._run_dir_existed = os.path.exists(run_dir)  # before anything of this command creates it
+        self._first_created = _first_missing(run_dir)  # e.g. lightning_logs/ itself, on a first run
         self.run_dir = os.path.normpath(run_dir)
 
     def _fit_run_dir(self, given: str | None, named: str | None) -> str | None:
@@ -623,6 +630,14 @@ def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
 
 
 USER_ERRORS = (DatasetNotFoundError, DataError, BatchSizeError, runs.RunError)
+
+
+def _first_missing(path: str) -> str | None:
+    """The outermost of ``path`` and its parents that does not exist yet (``None`` if ``path`` exists)."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        missing, path = path, os.path.dirname(path)
+    return missing
 
 
 def _file_stamps(directory: str) -> dict[str, tuple[int, int]]:

@@ -68,8 +68,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], bina
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(error, OSError) and error.errno is not None and error.filename is None:
-            raise OSError(error.errno, error.strerror or os.strerror(error.errno), path) from error
+        # Name the file. A writer may wrap the disk's error (torch.save: a RuntimeError whose context is the
+        # OSError(ENOSPC) of its write), so look for it in the chain.
+        found = disk_error(error) or (error if isinstance(error, OSError) and error.errno is not None else None)
+        if found is not None and (found is not error or found.filename is None):
+            raise OSError(found.errno, found.strerror or os.strerror(found.errno), path) from error
         raise
     _fsync_directory(os.path.dirname(path) or ".")
 
