@@ -327,7 +327,7 @@ def test_epoch_end_state_becomes_the_next_epochs_start():
 
 
 def test_fast_folder_bf16_max_steps_resume_equals_the_uninterrupted_run(tree, tmp_path):
-    """kill -9 at step 8 (5 steps per epoch; newest checkpoint: last.ckpt at step 5), resume, end at step 14."""
+    """kill -9 at step 6 (4 steps per epoch; newest checkpoint: last.ckpt at step 4), resume, end at step 14."""
     args = folder_args(
         tree, tmp_path / "cache",
         "--data.preset", "cifar", "--data.fast", "true",
@@ -338,9 +338,9 @@ def test_fast_folder_bf16_max_steps_resume_equals_the_uninterrupted_run(tree, tm
         "--trainer.callbacks+=tests.helpers.KillAt",
     )  # fmt: skip
     straight = launch("fit", *args, "--run_dir", "straight", cwd=tmp_path)
-    killed = cli("fit", *args, "--run_dir", "killed", cwd=tmp_path, env={"KILL_AT_STEP": "8"})
+    killed = cli("fit", *args, "--run_dir", "killed", cwd=tmp_path, env={"KILL_AT_STEP": "6"})
     assert killed.returncode == -signal.SIGKILL
-    assert torch.load(tmp_path / "killed/checkpoints/last.ckpt", weights_only=True)["global_step"] == 5
+    assert torch.load(tmp_path / "killed/checkpoints/last.ckpt", weights_only=True)["global_step"] == 4
     resumed = cli("fit", "--run_dir", "killed", "--ckpt_path", "last", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "could not find the monitored key" not in resumed.stderr
@@ -352,6 +352,6 @@ def test_fast_folder_bf16_max_steps_resume_equals_the_uninterrupted_run(tree, tm
     metrics = [runs.read_metrics(tmp_path / run) for run in ("straight", "killed")]
     for key in ("val/acc", "val/loss", "train/loss_epoch"):
         assert metrics[0][key] == metrics[1][key], key  # same values at the same logged steps
-    assert [step for step, _ in metrics[1]["val/loss"]] == [4, 9, 13]
+    assert [step for step, _ in metrics[1]["val/loss"]] == [3, 7, 11, 13]
     reports = [runs.read_efficiency(tmp_path / run) for run in ("straight", "killed")]
-    assert reports[0]["test_acc"] == reports[1]["test_acc"] and reports[1]["resumed_at_steps"] == [5]
+    assert reports[0]["test_acc"] == reports[1]["test_acc"] and reports[1]["resumed_at_steps"] == [4]
