@@ -38,7 +38,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-from src.files import free_path, write_json_atomic
+from src.files import free_path
 from src.models.complexity import (
     count_flops,
     count_parameters,
@@ -406,4 +406,6 @@ class ParameterEfficiency(pl.Callback):
         assert self.path is not None
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self.report["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        from src.files import write_json_atomic  # (here, not at the top: keeps this edit apart from the imports)
+
         write_json_atomic(self.path, self.report)  # same directory, fsync, rename; no fragment on a full disk
