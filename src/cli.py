@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import difflib
 import os
 import re
+import shutil
 import sys
 from typing import Any, NoReturn
 
@@ -38,17 +40,19 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from src import runs
 from src.callbacks import LineProgress, ParameterEfficiency, TrainingDiagnostics
+from src.callbacks.checkpoint_io import AtomicCheckpointIO
 from src.callbacks.predictions import PredictionWriter
-from src.callbacks.resume import RandomState, RunCheckpoint, ValidateLastStep
+from src.callbacks.resume import EpochStartResume, RandomState, RunCheckpoint, ValidateLastStep
 from src.data import BatchSizeError, DataError, DatasetNotFoundError, ImageClassificationDataModule
 from src.data.cifar import CIFARDataModule  # noqa: F401  (registers the short name)
 from src.data.folder import ImageFolderDataModule  # noqa: F401  (registers the short name)
 from src.data.synthetic import SyntheticDataModule  # noqa: F401  (registers the short name)
-from src.files import free_path
+from src.files import disk_error_message, free_path
 from src.modules import ImageClassifier
 
 LOG_ROOT = "lightning_logs"
@@ -68,18 +72,70 @@ def _one_line(message: str) -> str:
     key = re.match(r'Parser key "([^"]+)"', lines[0]) if lines else None
     given = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")), None)
     expected = [line[len("- Expected a ") :] for line in lines if line.startswith("- Expected a ")]
+    nested = _nested_one_line(lines)
+    if nested is not None:
+        return nested
     if key and given is not None and expected:
         valid = " or ".join(expected).replace("typing.Literal", "one of ").replace("<class 'NoneType'>", "null")
         return f"--{key[1]}: invalid value {given!r}; valid: {valid}"
     return " ".join(lines)
 
 
+TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _nested_one_line(lines: list[str]) -> str | None:
+    """A bad value of a subclass's argument (``--data.init_args.batch_size 1.5``): its full key, value, type.
+
+    jsonargparse reports it as the outer key (``data``) failing every Union subtype, with the inner
+    ``Parser key "batch_size": Expected a <class 'int'>. Got value: 1.5`` buried in the list.
+    """
+    keys: list[str] = []
+    for line in lines:
+        if line.startswith("- Problem with given class_path"):
+            keys.append("init_args")
+            continue
+        match = re.match(r'Parser key "([^"]+)"', line)
+        if match:
+            keys.append(match[1])
+            continue
+        bad = re.match(r"Expected a (.+?)\. Got value: (.*)$", line)
+        if bad and len(keys) > 1:
+            kind = re.sub(r"<class '(\w+)'>", lambda m: TYPE_NAMES.get(m[1], m[1]), bad[1])
+            return f"--{'.'.join(keys)}: invalid value {bad[2].strip()!r}; valid: {kind}"
+    return None
+
+
 class ArgumentParser(LightningArgumentParser):
-    """Parse errors as one ``error: ...`` line (no page of usage) and exit status 2."""
+    """Parse errors as one ``error: ...`` line (no page of usage) and exit status 2; no abbreviated options.
+
+    ``allow_abbrev=False``: argparse would otherwise take ``--trainer.max_epoch 2`` as the only option it
+    is a prefix of (``--trainer.max_epochs``); a typo must be an error, not a guess.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def _suggest(self, message: str) -> str:
+        """``unrecognized arguments: --trainer.max_epoch 2`` + the options the unknown ones were probably meant as."""
+        known = set(self._option_string_actions)
+        subcommands = self._subcommands_action.choices if getattr(self, "_subcommands_action", None) else {}
+        for parser in subcommands.values():
+            known |= set(parser._option_string_actions)
+        unknown = [word.split("=")[0] for word in message.split(":", 1)[1].split() if word.startswith("--")]
+        hints = []
+        for option in unknown:
+            close = difflib.get_close_matches(option, sorted(known), n=1, cutoff=0.8)
+            if close:
+                hints.append(f"{option} -> {close[0]}?")
+        return f"{message} (did you mean: {', '.join(hints)})" if hints else message
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
             super().error(message, ex)
+        if message.startswith("unrecognized arguments:"):
+            message = self._suggest(message)
         sys.stderr.write(f"error: {_one_line(message)}\n(python -m src.cli <subcommand> --help lists every option)\n")
         sys.exit(2)
 
@@ -117,7 +173,51 @@ class ResNetCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.checkpoint: dict[str, Any] | None = None  # the checkpoint this command starts from, summarised
         self.run_dir: str | None = None
-        super().__init__(*args, **kwargs)
+        self._run_dir_existed = True  # until a run directory is chosen: never remove what is not ours
+        self._first_created: str | None = None
+        try:
+            super().__init__(*args, **kwargs)
+        except Exception:
+            self._remove_unused_run_dir()
+            raise
+
+    # ---------------------------------------------------------------- what a command wrote
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Say where the run writes; run; convert a schedule that does not fit the run into a user error;
+        list the files written."""
+        global_zero = self.trainer.is_global_zero
+        before = _file_stamps(self.run_dir) if self.run_dir else {}
+        if global_zero and self.run_dir:
+            print(f"Run directory: {self.run_dir}", flush=True)
+        try:
+            super()._run_subcommand(subcommand)
+        except ValueError as error:
+            if _raised_in_lr_schedule(error):  # warmup longer than the run, no total_steps...: the config's fault
+                raise runs.RunError(" ".join(str(error).split())) from error
+            raise
+        if global_zero and self.run_dir:
+            written = sorted(path for path, stamp in _file_stamps(self.run_dir).items() if before.get(path) != stamp)
+            shown = ", ".join(written[:12]) + (f", ... ({len(written)} files)" if len(written) > 12 else "")
+            print(f"Wrote in {self.run_dir}: {shown or 'nothing'}", flush=True)
+
+    def _remove_unused_run_dir(self) -> None:
+        """A failed command leaves no run directory it created, unless training reached a checkpoint or a step.
+
+        Validation (bad data, a schedule that does not fit, a full disk...) can only fail once the trainer has
+        set the directory up (events file, config.yaml, data.json); what it left would look like a run.
+        """
+        run_dir = self.run_dir
+        if self._run_dir_existed or not run_dir or not os.path.isdir(run_dir) or runs.has_checkpoints(run_dir):
+            return
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and (trainer.global_step > 0 or not trainer.is_global_zero):
+            return
+        shutil.rmtree(run_dir, ignore_errors=True)
+        # and the parents this command created (lightning_logs/<name>/), if nothing else went into them since
+        parent, top = os.path.dirname(os.path.abspath(run_dir)), os.path.abspath(self._first_created or run_dir)
+        while (parent == top or parent.startswith(top + os.sep)) and os.path.isdir(parent) and not os.listdir(parent):
+            os.rmdir(parent)
+            parent = os.path.dirname(parent)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -136,9 +236,12 @@ class ResNetCLI(LightningCLI):
         parser.add_lightning_class_args(TrainingDiagnostics, "diagnostics")  # off unless diagnostics.enabled: true
         parser.add_argument(
             "--test_after_fit",
-            type=bool,
-            default=False,
-            help="After fit, test the best checkpoint (by checkpoint.monitor) in the same run directory.",
+            type=bool | None,
+            default=None,
+            help=(
+                "After fit, test the best checkpoint (by checkpoint.monitor) in the same run directory. "
+                "Default (null): when the data has a test split (the DataModule's has_test_split)."
+            ),
         )
         parser.add_argument(
             "--run_dir",
@@ -167,7 +270,10 @@ class ResNetCLI(LightningCLI):
         return self._instantiate_run_trainer(**kwargs)
 
     def after_fit(self) -> None:
-        if self.config[self.subcommand].get("test_after_fit"):
+        test_after_fit = self.config[self.subcommand].get("test_after_fit")
+        if test_after_fit is None:  # auto: whenever the data has a test split
+            test_after_fit = bool(getattr(self.datamodule, "has_test_split", False))
+        if test_after_fit:
             checkpoint = self.trainer.checkpoint_callback
             ckpt_path = "best" if checkpoint is not None and checkpoint.best_model_path else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
@@ -214,7 +320,7 @@ class ResNetCLI(LightningCLI):
         return kwargs
 
     def _run_callbacks(self) -> list:
-        callbacks = [RandomState(), ValidateLastStep()]
+        callbacks = [RandomState(), EpochStartResume(), ValidateLastStep()]
         if self.subcommand == "predict":
             callbacks.append(PredictionWriter())
         return callbacks
@@ -227,6 +333,8 @@ class ResNetCLI(LightningCLI):
         if trainer_config.get("enable_checkpointing") is False:
             extra_callbacks = [cb for cb in extra_callbacks if not isinstance(cb, ModelCheckpoint)]
         trainer = self._instantiate_trainer(trainer_config, extra_callbacks)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: make it atomic
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         for callback in trainer.callbacks:
             if isinstance(callback, SaveConfigCallback) and self.subcommand is not None:
                 callback.config = self._given_config[self.subcommand]
@@ -249,12 +357,16 @@ class ResNetCLI(LightningCLI):
         settings = {"ckpt_path": known.ckpt_path, "run_dir": known.run_dir}
         for config_file in known.config:  # later files win, the command line wins over all
             if os.path.isfile(config_file):
-                with open(config_file) as handle:
-                    loaded = yaml.safe_load(handle) or {}
+                loaded = read_config_file(config_file)
                 for key in settings:
-                    if isinstance(loaded, dict) and loaded.get(key) is not None and getattr(known, key) is None:
+                    if loaded.get(key) is not None and getattr(known, key) is None:
                         settings[key] = loaded[key]
         ckpt_path = settings["ckpt_path"]
+        if ckpt_path in ("last", "best", "hpc") and not settings["run_dir"] and not known.config:
+            raise runs.RunError(
+                f"--ckpt_path {ckpt_path} names a checkpoint of a run, but no run is given: add --run_dir DIR "
+                "(the run's directory, e.g. lightning_logs/default/version_0), or give the checkpoint's file path"
+            )
         if not ckpt_path or (ckpt_path in ("last", "best", "hpc") and not settings["run_dir"]):
             return  # nothing to read, or a run named by its logger: resolved after parsing
         self._read_checkpoint(runs.resolve_checkpoint(ckpt_path, settings["run_dir"]))
@@ -350,6 +462,8 @@ class ResNetCLI(LightningCLI):
             run_dir = self._fit_run_dir(given, named) or self._fresh_run_dir(config)
         else:
             run_dir = named or self._fresh_run_dir(config)
+        self._run_dir_existed = os.path.exists(run_dir)  # before anything of this command creates it
+        self._first_created = _first_missing(run_dir)  # e.g. lightning_logs/ itself, on a first run
         self.run_dir = os.path.normpath(run_dir)
 
     def _fit_run_dir(self, given: str | None, named: str | None) -> str | None:
@@ -445,6 +559,33 @@ class ResNetCLI(LightningCLI):
             config.checkpoint.dirpath = wanted
 
 
+def read_config_file(path: str) -> dict[str, Any]:
+    """A ``--config`` file's settings; a file that is not YAML, empty, or not a mapping is a one-line error."""
+    try:
+        with open(path) as handle:
+            loaded = yaml.safe_load(handle)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise runs.RunError(
+            f"config file '{path}' is not valid YAML{where}: {problem}; fix the file (indentation, ':' after keys)"
+        ) from None
+    except OSError as error:
+        raise runs.RunError(f"cannot read config file '{path}': {error.strerror}") from None
+    if loaded is None:
+        raise runs.RunError(
+            f"config file '{path}' is empty; a config is a YAML mapping of settings such as 'trainer:', 'model:', "
+            "'data:' (see configs/quickstart.yaml)"
+        )
+    if not isinstance(loaded, dict):
+        raise runs.RunError(
+            f"config file '{path}' holds a YAML {type(loaded).__name__}, not a mapping of settings such as "
+            "'trainer:', 'model:', 'data:' (see configs/quickstart.yaml)"
+        )
+    return loaded
+
+
 def trainer_defaults() -> dict:
     return {
         "logger": {
@@ -473,7 +614,10 @@ def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
         # A user's mistake or missing or unusable data, not a bug: say what to do, without a stack trace.
         user_error = _user_error(error)
         if user_error is None:
-            raise
+            disk = disk_error_message(error)  # a full or read-only disk
+            if disk is None:
+                raise
+            raise SystemExit(f"error: {disk}") from None
         raise SystemExit(f"error: {user_error}") from None
     finally:
         # Called in-process (a notebook, a test), leave no run directory behind for the next run to join.
@@ -486,6 +630,41 @@ def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
 
 
 USER_ERRORS = (DatasetNotFoundError, DataError, BatchSizeError, runs.RunError)
+
+
+def _first_missing(path: str) -> str | None:
+    """The outermost of ``path`` and its parents that does not exist yet (``None`` if ``path`` exists)."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
+def _file_stamps(directory: str) -> dict[str, tuple[int, int]]:
+    """``{relative path: (size, mtime)}`` of the files under ``directory`` (none if it does not exist)."""
+    stamps = {}
+    for folder, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            stamps[os.path.relpath(path, directory)] = (stat.st_size, stat.st_mtime_ns)
+    return stamps
+
+
+def _raised_in_lr_schedule(error: BaseException) -> bool:
+    """Whether ``error`` came from building the LR schedule (``configure_optimizers``, ``src/modules/lr_schedules``)."""
+    traceback = error.__traceback__
+    while traceback is not None:
+        code = traceback.tb_frame.f_code
+        if code.co_name == "configure_optimizers" or code.co_filename.endswith(
+            os.path.join("modules", "lr_schedules.py")
+        ):
+            return True
+        traceback = traceback.tb_next
+    return False
 
 
 def _root_message(error: BaseException) -> str:

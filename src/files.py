@@ -1,13 +1,34 @@
 """File helpers every layer may use (imports nothing of the project).
 
-The project's one rule about files a user already has: never overwrite them. A second run into a
-directory, a resumed run, a second report of the same runs -- each writes ``name-1.ext`` beside
-``name.ext`` instead.
+The project's rules about files:
+
+* never overwrite a file a user already has: a second run into a directory, a resumed run, a second
+  report of the same runs -- each writes ``name-1.ext`` beside ``name.ext`` instead (:func:`free_path`);
+* a file is either whole or not there (:func:`atomic_write`): written to a temporary file *in the
+  same directory* (so the final rename never becomes a cross-filesystem copy, and nothing lands in
+  ``$TMPDIR``), flushed to disk, then renamed over the target. A kill or a full disk leaves the old
+  file (or none), never a fragment; the temporary file is removed on any error;
+* a full or read-only disk is the user's to fix, not a bug: :func:`disk_error_message` turns it into
+  one line naming the path and what to do.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import secrets
+from collections.abc import Callable
+from typing import IO, Any
+
+# Errors of the disk, not of the program: out of space or quota, read-only, not allowed.
+DISK_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
 
 
 def free_path(directory: str, filename: str) -> str:
@@ -18,3 +39,86 @@ def free_path(directory: str, filename: str) -> str:
         index += 1
         path = os.path.join(directory, f"{stem}-{index}{ext}")
     return path
+
+
+def temporary_path(path: str | os.PathLike) -> str:
+    """A hidden, unique temporary name beside ``path`` (same directory, hence same file system)."""
+    directory, name = os.path.split(os.fspath(path))
+    return os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], binary: bool = True) -> None:
+    """Write ``path`` whole or not at all: ``write(handle)`` into a temporary file beside it, fsync, rename.
+
+    Any error (ENOSPC halfway, a kill...) leaves ``path`` as it was and removes the temporary file; the
+    ``OSError`` raised names ``path``.
+    """
+    path = os.fspath(path)
+    tmp = temporary_path(path)
+    try:
+        # 0o666 & ~umask, like open(): mkstemp would make the file private (0600).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        # Name the file. A writer may wrap the disk's error (torch.save: a RuntimeError whose context is the
+        # OSError(ENOSPC) of its write), so look for it in the chain.
+        found = disk_error(error) or (error if isinstance(error, OSError) and error.errno is not None else None)
+        if found is not None and (found is not error or found.filename is None):
+            raise OSError(found.errno, found.strerror or os.strerror(found.errno), path) from error
+        raise
+    _fsync_directory(os.path.dirname(path) or ".")
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename itself durable (a crash right after it keeps the new file); best effort."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: str | os.PathLike, content: Any, indent: int | None = 2) -> None:
+    """``json.dump(content)`` to ``path`` through :func:`atomic_write` (a reader never sees half a file)."""
+    text = json.dumps(content, indent=indent)
+    atomic_write(path, lambda handle: handle.write(text), binary=False)
+
+
+def disk_error(error: BaseException | None) -> OSError | None:
+    """The full-disk / read-only / permission ``OSError`` in ``error``'s chain (``__cause__``/``__context__``)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def disk_error_message(error: BaseException) -> str | None:
+    """One line for a disk error in ``error``'s chain: the path, what is wrong, what to do; ``None`` otherwise."""
+    found = disk_error(error)
+    if found is None:
+        return None
+    where = found.filename if found.filename is not None else "a file"
+    what = DISK_ERRNOS[found.errno]
+    if found.errno in (errno.ENOSPC, errno.EDQUOT):
+        todo = "free space there (or write elsewhere: --run_dir, data.cache_dir), then run again"
+    elif found.errno == errno.EROFS:
+        todo = "write to a writable place instead (--run_dir, data.cache_dir), then run again"
+    else:
+        todo = "make it writable for you, or write elsewhere (--run_dir, data.cache_dir), then run again"
+    return f"cannot write '{where}': {what} ({found.strerror or os.strerror(found.errno)}); {todo}"

@@ -81,6 +81,13 @@ def build_study(args: argparse.Namespace, extra: list[str]) -> Study:
         args.config = [config for config in args.config if config not in studies] or None
     if args.study:
         if not is_study_file(args.study) and Path(args.study).is_file():
+            try:  # a file that is not YAML at all is that, not "a run config"
+                yaml.safe_load(Path(args.study).read_text())
+            except yaml.YAMLError as error:
+                mark = getattr(error, "problem_mark", None)
+                where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+                problem = getattr(error, "problem", None) or " ".join(str(error).split())
+                raise StudyError(f"study file {args.study!r} is not valid YAML{where}: {problem}") from None
             raise StudyError(f"{args.study!r} has no 'archs': it is a run config; pass it with --config")
         study = load_study(args.study)
     else:

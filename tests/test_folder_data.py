@@ -20,7 +20,8 @@ from tests.test_cli import cli
 
 
 def module(root, **overrides) -> ImageFolderDataModule:
-    options = dict(root=str(root), num_workers=0, batch_size=8, cache_dir=str(root / "cache"))
+    # preset "none": these tests check pixels exactly (the default picks an augmenting preset from the image size).
+    options = dict(root=str(root), num_workers=0, batch_size=8, cache_dir=str(root / "cache"), preset="none")
     return ImageFolderDataModule(**{**options, **overrides})
 
 

@@ -585,7 +585,6 @@ class ParameterEfficiency(pl.Callback):
         assert self.path is not None
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self.report["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as handle:
-            json.dump(self.report, handle, indent=2)
-        os.replace(tmp, self.path)
+        from src.files import write_json_atomic  # (here, not at the top: keeps this edit apart from the imports)
+
+        write_json_atomic(self.path, self.report)  # same directory, fsync, rename; no fragment on a full disk

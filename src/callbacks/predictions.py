@@ -1,8 +1,9 @@
 """``predict`` output: one CSV row per input, in the run directory.
 
 Columns: ``index`` (position in the predicted data set), ``file`` (the image's path when the
-data set keeps paths, like ``torchvision.datasets.ImageFolder``; empty otherwise), ``class``
-(predicted class index), ``class_name`` (when the data set names its classes), ``probability``
+data set keeps paths, like ``torchvision.datasets.ImageFolder`` and ``ImageFolderDataModule``'s
+splits, on the fast path too; empty otherwise), ``class`` (predicted class index), ``class_name``
+(when the data set names its classes: the folder names for folder data), ``probability``
 (softmax probability of that class) and ``label`` (the true label, when the data has one).
 """
 

@@ -12,6 +12,13 @@
   in-process data loading (``num_workers: 0``); loader worker processes keep their own
   generators, and a mid-epoch checkpoint (a SLURM ``hpc_ckpt``) restarts the data order of its
   epoch, so those resume correctly but not bit for bit.
+* ``EpochStartResume``: a run limited by ``max_steps`` is "iteration based" for Lightning (2.6), which
+  then treats *every* resume as a restart inside an epoch. From an epoch-end ``last.ckpt`` it replays
+  the end of the finished epoch -- a second ``on_train_epoch_end`` (ModelCheckpoint's "could not find
+  the monitored key" warning), one more pass over the loader (a sampler seed drawn from the global
+  RNG: a different shuffle and different augmentations from then on), epoch metrics logged one step
+  late. This callback marks such a checkpoint's epoch as completed when it is loaded, so the resumed
+  run starts the next epoch exactly as the uninterrupted one does. (``max_epochs`` runs need nothing.)
 * ``ValidateLastStep``: with ``max_steps`` the last epoch is usually cut short, and Lightning
   never validates (or checkpoints) a partial epoch. This asks for a stop at the last step,
   which Lightning answers with a validation run -- and ModelCheckpoint saves after it.
@@ -81,6 +88,78 @@ class RandomState(pl.Callback):
         # Lightning restores callbacks after the model exists and before the first training batch is
         # drawn; nothing between here and there draws random numbers (the sanity check is isolated).
         restore_random_state(state_dict)
+
+
+def _zero(tracker: dict[str, Any]) -> None:
+    for key in tracker:
+        if isinstance(tracker[key], dict):
+            _zero(tracker[key])
+        elif isinstance(tracker[key], int) and not isinstance(tracker[key], bool):
+            tracker[key] = 0
+
+
+def mark_epoch_completed(loops: dict[str, Any]) -> bool:
+    """Make a checkpoint's fit-loop state that of the next epoch's start, if it was saved at the end of an epoch.
+
+    "The end of an epoch" is what Lightning's ``on_train_epoch_end`` saves: the epoch processed but not yet
+    counted completed, every batch of it done. Returns whether the state was changed.
+    """
+    fit = loops.get("fit_loop") if isinstance(loops, dict) else None
+    if not isinstance(fit, dict) or "epoch_progress" not in fit or "epoch_loop.batch_progress" not in fit:
+        return False
+    epochs, batches = fit["epoch_progress"], fit["epoch_loop.batch_progress"]
+    total, current = epochs["total"], epochs["current"]
+    at_epoch_end = (
+        total["ready"] == total["started"] == total["processed"] == total["completed"] + 1
+        and current["processed"] == current["completed"] + 1
+        and batches.get("is_last_batch")
+        and batches["total"]["ready"] == batches["total"]["completed"]
+    )
+    if not at_epoch_end:
+        return False
+    total["completed"], current["completed"] = total["processed"], current["processed"]
+    # What Lightning's epoch loop does at the start of an epoch: the per-epoch counters start again from 0.
+    _zero(batches["current"])
+    batches["is_last_batch"] = False
+    for key in ("epoch_loop.scheduler_progress", "epoch_loop.automatic_optimization.optim_progress"):
+        for tracker in _currents(fit.get(key)):
+            _zero(tracker)
+    return True
+
+
+def _currents(progress: Any) -> list[dict[str, Any]]:
+    """Every ``current`` counter dict inside a (nested) progress state."""
+    if not isinstance(progress, dict):
+        return []
+    found = [progress["current"]] if isinstance(progress.get("current"), dict) else []
+    for key, value in progress.items():
+        if key != "current":
+            found += _currents(value)
+    return found
+
+
+class EpochStartResume(pl.Callback):
+    """Resume a ``max_steps`` run from an epoch-end checkpoint at the next epoch's start (see the module docstring)."""
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Callbacks are restored before the loops, from this same dict: the loops then load the edited state.
+        self._logged_step = None
+        if trainer.max_steps != -1 and "loops" in checkpoint and mark_epoch_completed(checkpoint["loops"]):
+            state = checkpoint["loops"]["fit_loop"].get("epoch_loop.state_dict") or {}
+            self._logged_step = state.get("_batches_that_stepped")
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # Lightning's epoch loop adds one to its logging step when it restarts (it assumes a checkpoint taken
+        # before the step count was updated); this one was taken after, so the logged steps would shift by one.
+        if getattr(self, "_logged_step", None) is not None:
+            trainer.fit_loop.epoch_loop._batches_that_stepped = self._logged_step
+            # Still "restarting", the fit loop would skip this epoch's end-of-epoch LR-scheduler step.
+            trainer.fit_loop._restarting = False
+            self._logged_step = None
 
 
 class ValidateLastStep(pl.Callback):

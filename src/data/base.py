@@ -122,6 +122,12 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         self.test_set: Dataset | None = None
 
     @property
+    def has_test_split(self) -> bool:
+        """Whether ``test`` has data to score: the CLI's ``test_after_fit: null`` (the default) tests after fit
+        exactly when this is true. Data sets with a test split say so here; a folder without ``test/`` does not."""
+        return True
+
+    @property
     def in_channels(self) -> int:
         return self.input_shape[0]
 

@@ -42,6 +42,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as TF
 
+from src.files import atomic_write
+
 CACHE_VERSION = 1  # bump when the cache layout or the decoding changes
 READ_MODES = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB, 4: ImageReadMode.RGB_ALPHA}
 JPEG_MAGIC = b"\xff\xd8"
@@ -146,18 +148,42 @@ def load_or_decode(
         return decode_files(samples, channels, size)
     path = Path(cache_dir) / f"{name}-{cache_key(samples, channels, size)}.pt"
     if path.exists():
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        return Uint8Images(stored["images"], stored["labels"])
+        cached = _read_cache(path, len(samples), channels)
+        if cached is not None:
+            return cached
     decoded = decode_files(samples, channels, size)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        torch.save({"images": decoded.images, "labels": decoded.labels}, tmp)
-        os.replace(tmp, path)  # atomic: concurrent runs (DDP ranks) never read half a file
+        # Atomic (a temporary file beside it, fsync, rename): concurrent runs (DDP ranks) and a run killed
+        # halfway never leave half a file under the final name.
+        atomic_write(path, lambda handle: torch.save({"images": decoded.images, "labels": decoded.labels}, handle))
     except OSError as error:
         message = f"could not write the decoded-image cache {path} ({error}); decoding again next run"
         warnings.warn(message, stacklevel=2)
     return decoded
+
+
+def _read_cache(path: Path, count: int, channels: int) -> Uint8Images | None:
+    """The cached images, or ``None`` (with a warning naming the file, which is removed) when it is unusable.
+
+    A truncated or corrupt file (a full disk, a copy cut short, bit rot) must not block every run on the
+    folder: it is decoded again and the cache rewritten.
+    """
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        data = Uint8Images(stored["images"], stored["labels"])
+        if len(data) != count or data.images.shape[1] != channels:
+            raise ValueError(f"{len(data)} images of {data.images.shape[1]} channels, expected {count} of {channels}")
+        return data
+    except Exception as error:  # noqa: BLE001  (whatever is wrong with the file, the remedy is the same)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = f"the decoded-image cache {path} is unreadable ({reason}); decoding the images again"
+        warnings.warn(message, stacklevel=3)
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        return None
 
 
 # ---------------------------------------------------------------- batched augmentation
@@ -234,6 +260,9 @@ class FastImageDataset(Dataset):
         self.data = data
         self.augment = augment
         self.train = train
+        # Set by a folder DataModule: ``(path, label)`` per index and the class names, for predictions.csv.
+        self.samples: list[tuple[str, int]] | None = None
+        self.classes: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.data)

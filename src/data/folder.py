@@ -42,12 +42,13 @@ from torchvision.transforms.v2 import functional as F
 from src.data import download as downloads
 from src.data import transforms
 from src.data.base import DataError, DatasetNotFoundError, ImageClassificationDataModule
-from src.data.fast import FastLoaderMixin, fast_split, resident_device
-from src.files import free_path
+from src.data.fast import FastImageDataset, FastLoaderMixin, fast_split, resident_device
+from src.files import free_path, write_json_atomic
 
 SUBSETS_DIR = Path(__file__).with_name("subsets")
 SPLITS = ("train", "val", "test")
 RUN_RECORD = "data.json"
+SMALL_IMAGE_SIZE = 64  # preset: null picks 'cifar' up to this side, 'imagenet' above
 STATS_IMAGES_WITHOUT_CHECK = 5000  # images to compute statistics from when the full file check is off
 
 Sample = tuple[str, int]
@@ -79,6 +80,7 @@ class ImageFiles(Dataset):
         self.samples = list(samples)
         self.channels = channels
         self.transform = transform
+        self.classes: list[str] | None = None  # names by label index, when the DataModule knows them
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -112,7 +114,15 @@ def _as_list(batch: list) -> list:
 
 def probe(paths: Sequence[str], channels: int, num_workers: int) -> list[tuple[str, list[float], list[float], int]]:
     """Decode every file (in ``num_workers`` processes): per file ``(error, sums, sums of squares, pixels)``."""
-    loader = DataLoader(_Probe(paths, channels), batch_size=64, num_workers=num_workers, collate_fn=_as_list)
+    # Its own generator: a DataLoader draws a seed from the global RNG when iterated, and this one runs only when
+    # the cache is cold -- with the global RNG, a run's shuffles and augmentations would depend on the cache.
+    loader = DataLoader(
+        _Probe(paths, channels),
+        batch_size=64,
+        num_workers=num_workers,
+        collate_fn=_as_list,
+        generator=torch.Generator().manual_seed(0),
+    )
     return [result for batch in loader for result in batch]
 
 
@@ -230,6 +240,15 @@ def _hash(*parts: object) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _identities(paths: Sequence[str]) -> list[tuple[str, int, int]]:
+    """``(absolute path, size, mtime in ns)`` per file: a cache key that changes when a file is replaced in place."""
+    identities = []
+    for path in paths:
+        stat = os.stat(path)
+        identities.append((os.path.abspath(path), stat.st_size, stat.st_mtime_ns))
+    return identities
+
+
 class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
     """Images in class folders (see the module docstring for layouts, decoding and caching).
 
@@ -251,7 +270,8 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         val_labels: ground truth of a flat ``val/`` (ILSVRC-2012): a text file of ``<file> <class>`` lines
             (whitespace or comma separated, e.g. Kaggle's ``LOC_val_solution.csv``) or torchvision's
             ``meta.bin``; ``null`` looks for ``root/meta.bin``.
-        preset: augmentation, ``cifar`` / ``imagenet`` / ``none`` (see ``src/data/transforms.py``).
+        preset: augmentation, ``cifar`` / ``imagenet`` / ``none`` (see ``src/data/transforms.py``); ``null``
+            picks from ``image_size``: ``cifar`` up to 64 px (pad-crop-flip, on the fast path), else ``imagenet``.
         image_size: side of the square images the model sees; ``null``: the shorter side of the first
             training image (right for data sets of one size, such as CIFAR or MNIST exports).
         in_channels: 3 (every file converted to RGB) or 1 (every file converted to grayscale).
@@ -266,7 +286,8 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
             ``cache_dir``, rebuilt when the files change) and augmented a whole batch at a time on the
             model's device -- the ``cifar`` preset's pad-crop-flip with the same distribution. ``null``:
             on with the ``cifar`` preset (small images held in memory), off otherwise.
-        batch_size: samples per batch per process.
+        batch_size: the *global* batch: samples per optimizer step, all processes together (each of N
+            processes loads ``batch_size / N``; see ``src/data/base.py``).
         num_workers: loader processes; ``null`` picks from the CPU count.
         pin_memory: page-locked host memory; ``null``: when CUDA is available.
     """
@@ -284,7 +305,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         val_split: float = 0.1,
         split_seed: int = 0,
         val_labels: str | None = None,
-        preset: transforms.Preset = "none",
+        preset: transforms.Preset | None = None,
         image_size: int | None = None,
         in_channels: int = 3,
         mean: list[float] | None = None,
@@ -300,7 +321,8 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         self.save_hyperparameters()
-        transforms.check_preset(preset)
+        if preset is not None:
+            transforms.check_preset(preset)
         if in_channels not in (1, 3):
             raise DataError(f"in_channels must be 1 (grayscale) or 3 (RGB), got {in_channels}")
         if val_split <= 0:
@@ -312,12 +334,6 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
             raise DataError(f"mean and std must both be null or both have {in_channels} values, got {mean}, {std}")
         if bad_files not in ("error", "skip"):
             raise DataError(f"bad_files must be 'error' or 'skip', got {bad_files!r}")
-        if fast and preset != "cifar":
-            raise DataError(
-                f"fast: true implements the 'cifar' preset's pad-crop-flip on whole batches; got preset {preset!r} "
-                "(use preset: cifar, or fast: false)"
-            )
-        self.fast = preset == "cifar" if fast is None else fast
         self.test_on_val = test_on_val
 
         if dataset is not None:
@@ -331,7 +347,6 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
             )
         self.root = root
         self.channels = in_channels
-        self.preset = preset
         self.max_per_class, self.val_split, self.split_seed = max_per_class, val_split, split_seed
         self.val_labels = val_labels
         self.mean, self.std = mean, std
@@ -359,6 +374,15 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         if image_size is None:
             image_size = self._first_image_size(train_dir)
         self.image_size = image_size
+        if preset is None:  # small images (CIFAR, Tiny-ImageNet) get CIFAR's pad-crop-flip, larger ImageNet's
+            preset = "cifar" if image_size <= SMALL_IMAGE_SIZE else "imagenet"
+        self.preset = preset
+        if fast and preset != "cifar":
+            raise DataError(
+                f"fast: true implements the 'cifar' preset's pad-crop-flip on whole batches; got preset {preset!r} "
+                "(use preset: cifar, or fast: false)"
+            )
+        self.fast = preset == "cifar" if fast is None else fast
         self.num_classes = len(self.classes)
         self.input_shape = (in_channels, image_size, image_size)
         self.samples: dict[str, list[Sample]] = {}
@@ -367,6 +391,11 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         self._results: dict = {}  # decoded-file results of this run's check, reused for the statistics
 
     # ---------------------------------------------------------------- listing
+    @property
+    def has_test_split(self) -> bool:
+        """A ``test/`` folder, or ``test_on_val``: what ``test`` (and ``test_after_fit: null``) will score."""
+        return os.path.isdir(self._split_dir("test")) or self.test_on_val
+
     def _split_dir(self, split: str) -> str:
         return os.path.join(self.root, split)
 
@@ -455,26 +484,45 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
     def _cache_path(self, key: str) -> str:
         return os.path.join(self.cache_dir, f"folder-{key}.json")
 
-    def _load_cache(self, key: str) -> dict:
+    def _load_cache(self, key: str, fields: dict[str, type]) -> dict:
+        """The cache file of ``key`` if it is whole and has ``fields`` (name -> type), else ``{}``.
+
+        A truncated or corrupt file is named in a warning, removed and rebuilt: it must not block the folder.
+        """
+        path = self._cache_path(key)
         try:
-            with open(self._cache_path(key)) as handle:
-                return json.load(handle)
-        except (OSError, ValueError):
+            with open(path) as handle:
+                content = json.load(handle)
+        except FileNotFoundError:
             return {}
+        except (OSError, ValueError) as err:
+            return self._drop_cache(path, f"{type(err).__name__}: {err}")
+        if not isinstance(content, dict):
+            return self._drop_cache(path, f"a JSON {type(content).__name__}, not an object")
+        wrong = [name for name, kind in fields.items() if not isinstance(content.get(name), kind)]
+        if wrong:
+            return self._drop_cache(path, f"missing or malformed {', '.join(wrong)}")
+        return content
+
+    @staticmethod
+    def _drop_cache(path: str, reason: str) -> dict:
+        rank_zero_warn(f"the data cache '{path}' is unreadable ({reason}); rebuilding it")
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        return {}
 
     def _save_cache(self, key: str, content: dict) -> None:
         try:
             os.makedirs(self.cache_dir, exist_ok=True)
-            temporary = f"{self._cache_path(key)}.{os.getpid()}.tmp"
-            with open(temporary, "w") as handle:
-                json.dump(content, handle)
-            os.replace(temporary, self._cache_path(key))
+            write_json_atomic(self._cache_path(key), content, indent=None)  # whole or not at all
         except OSError as err:
             rank_zero_warn(f"could not cache the file check in '{self.cache_dir}' ({err}); it will run again next time")
 
     def _check(self, paths: list[str], key: str) -> dict[str, str]:
         """``{path: reason}`` of every file that does not decode (cached by the list of paths)."""
-        cache = self._load_cache(key)
+        cache = self._load_cache(key, {"bad": dict})
         if "bad" in cache:  # files fixed in place since: decode the listed ones again (few, cheap)
             listed = sorted(cache["bad"])
             results = probe(listed, self.channels, 0) if listed else []
@@ -493,8 +541,10 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         paths = [path for path, _ in train]
         if not self.check_files and len(paths) > STATS_IMAGES_WITHOUT_CHECK:
             paths = sorted(random.Random(self.split_seed).sample(paths, STATS_IMAGES_WITHOUT_CHECK))
-        key = _hash("stats", [os.path.abspath(p) for p in paths], self.channels)
-        cache = self._load_cache(key)
+        key = _hash("stats", _identities(paths), self.channels)
+        cache = self._load_cache(key, {"mean": list, "std": list})
+        if not all(len(cache.get(name, ())) == self.channels for name in ("mean", "std")):
+            cache = {}
         if "mean" not in cache:
             missing = [p for p in paths if p not in self._results]
             results = dict(self._results, **dict(zip(missing, probe(missing, self.channels, self.num_workers))))
@@ -505,7 +555,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
     def _drop_bad(self, pool: list[Sample], folders: dict[str, list[Sample]]) -> tuple[list, dict]:
         every = pool + [s for samples in folders.values() for s in samples]
         paths = [path for path, _ in every]
-        bad = self._check(paths, _hash("check", [os.path.abspath(p) for p in paths], self.channels))
+        bad = self._check(paths, _hash("check", _identities(paths), self.channels))
         if not bad:
             return pool, folders
         listing = "; ".join(f"{path} ({reason})" for path, reason in sorted(bad.items()))
@@ -556,20 +606,29 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
                 self.test_set = self._dataset("test")
 
     def _dataset(self, split: str) -> Dataset:
-        """A split as files decoded per sample (the preset's transforms), or on the fast path as one uint8 tensor."""
+        """A split as files decoded per sample (the preset's transforms), or on the fast path as one uint8 tensor.
+
+        Either way it carries ``samples`` (path, label) and ``classes`` (names by index), which
+        ``predictions.csv`` writes beside each prediction.
+        """
+        dataset: ImageFiles | FastImageDataset
         if not self.fast:
-            return ImageFiles(self.samples[split], self.channels, self.transform(split))
-        return fast_split(
-            self.samples[split],
-            self.mean,
-            self.std,
-            train=split == "train",
-            cache_dir=self.cache_dir,
-            name=f"{split}-decoded",
-            channels=self.channels,
-            size=self.image_size,
-            device=resident_device(self),
-        )
+            dataset = ImageFiles(self.samples[split], self.channels, self.transform(split))
+        else:
+            dataset = fast_split(
+                self.samples[split],
+                self.mean,
+                self.std,
+                train=split == "train",
+                cache_dir=self.cache_dir,
+                name=f"{split}-decoded",
+                channels=self.channels,
+                size=self.image_size,
+                device=resident_device(self),
+            )
+            dataset.samples = list(self.samples[split])
+        dataset.classes = list(self.classes)
+        return dataset
 
     def describe(self) -> dict:
         """What this run trained on: classes (name -> index), split sizes, statistics, skipped files."""
@@ -593,6 +652,5 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         if self._recorded or trainer is None or not trainer.is_global_zero or not trainer.log_dir:
             return
         os.makedirs(trainer.log_dir, exist_ok=True)
-        with open(free_path(trainer.log_dir, RUN_RECORD), "w") as handle:
-            json.dump(self.describe(), handle, indent=2)
+        write_json_atomic(free_path(trainer.log_dir, RUN_RECORD), self.describe())
         self._recorded = True
