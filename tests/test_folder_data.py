@@ -155,6 +155,36 @@ def test_stratified_split_sizes_determinism_and_cap(tmp_path):
     assert not set(capped.samples["train"]) & set(capped.samples["val"])
 
 
+def test_test_split_is_held_out_of_train_before_val_and_shares_no_image(tmp_path):
+    """The clean protocol for a folder without test/: train / val / test, three disjoint stratified splits."""
+    root = write_tree(tmp_path / "data", {"train": {"a": 10, "b": 20, "c": 30}})
+    per_class = lambda samples: [sum(label == c for _, label in samples) for c in range(3)]  # noqa: E731
+    dm = module(root, test_split=0.2, val_split=0.25)
+    assert dm.has_test_split
+    dm.setup("fit")
+    dm.setup("test")
+    splits = {name: set(dm.samples[name]) for name in ("train", "val", "test")}
+    assert per_class(dm.samples["test"]) == [2, 4, 6]  # 20% of each class
+    assert per_class(dm.samples["val"]) == [2, 4, 6]  # 25% of the remaining 48
+    assert per_class(dm.samples["train"]) == [6, 12, 18]
+    assert not (splits["train"] & splits["val"] or splits["train"] & splits["test"] or splits["val"] & splits["test"])
+    assert len(dm.test_set) == 12 and dm.describe()["test_source"] == "split of train (0.2)"
+    # The test images do not move when the validation share changes, and the same seed gives the same split.
+    other = module(root, test_split=0.2, val_split=0.1)
+    other.setup("fit")
+    assert set(other.samples["test"]) == splits["test"]
+
+    with pytest.raises(DataError, match="test_split .* or data.test_on_val"):
+        module(root, test_split=0.2, test_on_val=True)
+    with pytest.raises(DataError, match="test_split must be"):
+        module(root, test_split=0)
+    with pytest.raises(DataError, match="test_split 60 leaves no image"):
+        module(root, test_split=60).setup("fit")
+    foldered = write_tree(tmp_path / "with_test", {"train": {"a": 4, "b": 4}, "test": {"a": 2, "b": 2}})
+    with pytest.raises(DataError, match="has a test/ folder"):
+        module(foldered, test_split=0.25).setup("fit")
+
+
 def test_statistics_are_computed_once_cached_and_given_ones_win(tmp_path, monkeypatch):
     root = tmp_path / "data"
     for name, value in (("a", 51), ("b", 153)):  # 0.2 and 0.6

@@ -491,6 +491,19 @@ def test_protocol_of_a_folder_run_comes_from_its_data_json(tmp_path):
     assert "tested on the held-out validation split" in text  # why Table 6 is not overlaid
 
 
+def test_protocol_of_a_folder_run_with_a_held_out_test_split(tmp_path):
+    run_dir = tmp_path / "resnet20" / "seed0"
+    config = resolved_config("resnet20", 0, run_dir, **{"checkpoint.monitor": "val/acc"})
+    config["data"] = {"class_path": "src.data.ImageFolderDataModule", "init_args": {"root": "jpeg", "test_split": 5000}}
+    write_run(run_dir, "resnet20", 0, 0.85, 269_722, config=config, test_samples=5000)
+    sizes = {"train": 40000, "val": 5000, "test": 5000}
+    record = {"root": "/data/cifar10-jpeg", "split_sizes": sizes, "test_source": "split of train (5000)"}
+    (run_dir / "data.json").write_text(json.dumps(record))
+    _, _, text = run_report(tmp_path)
+    assert "test: test split of train (5000) (held out before validation; never selects), best checkpoint" in text
+    assert "also picks the checkpoint" not in text
+
+
 def test_a_run_without_config_yaml_is_named_apart_and_renames_nothing(tmp_path):
     write_run(tmp_path / "resnet20" / "seed0", "resnet20", 0, 0.90, 269_722)
     write_run(tmp_path / "resnet20" / "seed1", "resnet20", 1, 0.92, 269_722)

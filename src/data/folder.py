@@ -2,8 +2,9 @@
 
 Layout: ``root/train/<class>/<image>`` (images may sit deeper inside a class folder), optionally
 ``root/val/<class>/...`` and ``root/test/<class>/...``. Without ``val``, a stratified validation
-split is carved from ``train`` (a pure function of ``split_seed``); without ``test``, testing says
-so. ILSVRC-2012's official flat ``val/`` (50,000 files, no class folders) is read through its
+split is carved from ``train`` (a pure function of ``split_seed``); without ``test``, ``test_split``
+carves a test split from ``train`` too (before validation, so the three never share an image), and
+otherwise testing says so. ILSVRC-2012's official flat ``val/`` (50,000 files, no class folders) is read through its
 ground truth: torchvision's ``meta.bin`` in ``root`` or a ``<file> <wnid>`` text file
 (``val_labels``); nothing on disk is moved.
 
@@ -206,10 +207,13 @@ def choose_classes(
 
 
 # ---------------------------------------------------------------- splits
-def stratified_split(labels: Sequence[int], val_split: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, val) indices; every class gives the same share to val (largest remainder), a pure function of seed.
+def stratified_split(
+    labels: Sequence[int], val_split: float, seed: int, name: str = "val_split"
+) -> tuple[list[int], list[int]]:
+    """(kept, held-out) indices; every class gives the same share (largest remainder), a pure function of seed.
 
-    ``val_split`` < 1 is a fraction of the images, >= 1 a number of images.
+    ``val_split`` < 1 is a fraction of the images, >= 1 a number of images; ``name`` is the setting's name in
+    error messages (``val_split`` or ``test_split``).
     """
     by_class: dict[int, list[int]] = {}
     for index, label in enumerate(labels):
@@ -217,7 +221,7 @@ def stratified_split(labels: Sequence[int], val_split: float, seed: int) -> tupl
     total = len(labels)
     wanted = round(val_split * total) if val_split < 1 else int(val_split)
     if not 0 < wanted < total:
-        raise DataError(f"val_split {val_split} leaves no image for validation or for training ({total} images)")
+        raise DataError(f"{name} {val_split} leaves no image to hold out or to train on ({total} images)")
     quotas = {c: wanted * len(members) / total for c, members in by_class.items()}
     counts = {c: math.floor(q) for c, q in quotas.items()}
     for c in sorted(quotas, key=lambda c: (counts[c] - quotas[c], c))[: wanted - sum(counts.values())]:
@@ -228,7 +232,7 @@ def stratified_split(labels: Sequence[int], val_split: float, seed: int) -> tupl
         members = by_class[c]
         if counts[c] >= len(members):
             raise DataError(
-                f"val_split {val_split} takes all {len(members)} images of class {c} (index): none left to train on"
+                f"{name} {val_split} takes all {len(members)} images of class {c} (index): none left to train on"
             )
         order = torch.randperm(len(members), generator=generator).tolist()
         val += [members[i] for i in order[: counts[c]]]
@@ -266,7 +270,11 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
             before the validation split is carved; for fast studies.
         val_split: with no ``val/`` folder: the fraction (< 1) or number (>= 1) of training images held
             out for validation, the same share from every class.
-        split_seed: seed of the validation split and of ``max_per_class``.
+        test_split: with no ``test/`` folder: the fraction (< 1) or number (>= 1) of training images held
+            out as the test split, the same share from every class, carved *before* the validation split
+            (so the test images do not depend on ``val_split``) and never seen by training or by checkpoint
+            selection: the clean protocol for a folder without a test split. ``null``: none.
+        split_seed: seed of the test and validation splits and of ``max_per_class``.
         val_labels: ground truth of a flat ``val/`` (ILSVRC-2012): a text file of ``<file> <class>`` lines
             (whitespace or comma separated, e.g. Kaggle's ``LOC_val_solution.csv``) or torchvision's
             ``meta.bin``; ``null`` looks for ``root/meta.bin``.
@@ -281,7 +289,8 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         check_files: decode every file once before training (cached); ``false`` skips the check.
         cache_dir: where the file check and statistics are cached; ``null``: ``<data_dir>/.cache``.
         test_on_val: with no ``test/`` folder, ``test`` scores the validation split (held out of train, also
-            used to pick the best checkpoint: slightly optimistic); ``data.json`` records the test source.
+            used to pick the best checkpoint: selected and scored on the same images, so optimistic; prefer
+            ``test_split``); ``data.json`` records the test source.
         fast: the fast path of ``src.data.fast``: every split decoded once into a uint8 tensor (cached in
             ``cache_dir``, rebuilt when the files change) and augmented a whole batch at a time on the
             model's device -- the ``cifar`` preset's pad-crop-flip with the same distribution. ``null``:
@@ -303,6 +312,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         class_seed: int = 0,
         max_per_class: int | None = None,
         val_split: float = 0.1,
+        test_split: float | None = None,
         split_seed: int = 0,
         val_labels: str | None = None,
         preset: transforms.Preset | None = None,
@@ -334,7 +344,17 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
             raise DataError(f"mean and std must both be null or both have {in_channels} values, got {mean}, {std}")
         if bad_files not in ("error", "skip"):
             raise DataError(f"bad_files must be 'error' or 'skip', got {bad_files!r}")
+        if test_split is not None and test_split <= 0:
+            raise DataError(
+                f"test_split must be a fraction in (0, 1), a number of images >= 1, or null, got {test_split}"
+            )
+        if test_split is not None and test_on_val:
+            raise DataError(
+                "give data.test_split (a test split held out of train) or data.test_on_val (test the validation "
+                "split), not both"
+            )
         self.test_on_val = test_on_val
+        self.test_split = test_split
 
         if dataset is not None:
             if root is not None:
@@ -394,7 +414,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
     @property
     def has_test_split(self) -> bool:
         """A ``test/`` folder, or ``test_on_val``: what ``test`` (and ``test_after_fit: null``) will score."""
-        return os.path.isdir(self._split_dir("test")) or self.test_on_val
+        return os.path.isdir(self._split_dir("test")) or self.test_on_val or self.test_split is not None
 
     def _split_dir(self, split: str) -> str:
         return os.path.join(self.root, split)
@@ -574,6 +594,17 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         pool, folders = self._list_samples()
         if self.check_files:
             pool, folders = self._drop_bad(pool, folders)
+        if self.test_split is not None:
+            if "test" in folders:
+                raise DataError(
+                    f"'{self.root}' has a test/ folder: data.test_split would hold out a second test set from train. "
+                    "Remove data.test_split to test on the folder"
+                )
+            rest, test_indices = stratified_split(
+                [label for _, label in pool], self.test_split, self.split_seed, "test_split"
+            )
+            folders["test"] = [pool[i] for i in test_indices]
+            pool = [pool[i] for i in rest]
         if "val" in folders:
             train, val = pool, folders["val"]
         else:
@@ -641,10 +672,17 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
             "val_source": "folder" if os.path.isdir(self._split_dir("val")) else f"split of train ({self.val_split:g})",
             "mean": self.mean,
             "std": self.std,
-            "test_source": "folder" if "test" in self.samples else ("val" if self.test_on_val else None),
+            "test_source": self._test_source(),
             "preset": self.preset,
             "skipped_files": self.skipped,
         }
+
+    def _test_source(self) -> str | None:
+        if self.test_split is not None:
+            return f"split of train ({self.test_split:g})"
+        if "test" in self.samples:
+            return "folder"
+        return "val" if self.test_on_val else None
 
     def _record(self) -> None:
         """Write ``describe()`` as ``data.json`` into the run directory (``data-1.json``... if taken)."""

@@ -45,6 +45,8 @@ def test_protocol(config: dict | None, report: dict, data: dict | None) -> tuple
         split = "official test split"
     elif source == "folder":
         split = "test/ folder"
+    elif str(source or "").startswith("split of train"):
+        split = f"test {source} (held out before validation; never selects)"
     elif "Synthetic" in data_class:
         split = "synthetic test split"
     else:
