@@ -342,6 +342,12 @@ class ParameterEfficiency(pl.Callback):
         self._record(trainer, "val", self.val_metric)
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.report and self.path is None and self._restored is not None:
+            # `fit --ckpt_path last` of a run whose training was complete (killed in its test): the fit loop
+            # never started, so on_train_start never opened the record; continue the saved one as it was.
+            self.path = os.path.join(self._log_dir, self._restored["filename"])
+            self.report.update(self._restored["report"])
+            self.report["resumed_at_steps"] = [*self.report.get("resumed_at_steps", []), trainer.global_step]
         if trainer.is_global_zero and self.report:
             path = str(trainer.ckpt_path) if trainer.ckpt_path else None
             if path and self._log_dir and os.path.abspath(path).startswith(os.path.abspath(self._log_dir) + os.sep):
@@ -399,6 +405,16 @@ class ParameterEfficiency(pl.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
             logger.save()
+        self._write()
+
+    def mark_diverged(self, step: int, reason: str) -> None:
+        """Record that training diverged (``status``, ``diverged_step``, ``diverged_reason``) and write it now.
+
+        Called by ``src.callbacks.divergence.DivergenceGuard`` just before it stops the run.
+        """
+        if not self.report or self.path is None:
+            return
+        self.report.update(status="diverged", diverged_step=int(step), diverged_reason=str(reason))
         self._write()
 
     def _write(self) -> None:
