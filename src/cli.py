@@ -29,6 +29,7 @@ import os
 import re
 import signal
 import sys
+import warnings
 from typing import Any, NoReturn
 
 import torch
@@ -518,6 +519,9 @@ class _ConfigParsed(Exception):
 
 
 class _ParseOnlyCLI(ResNetCLI):
+    def _set_seed(self) -> None:
+        """Parsing only: leave the process's random state alone."""
+
     def before_instantiate_classes(self) -> None:
         raise _ConfigParsed(self)
 
@@ -541,7 +545,9 @@ def resolved_config(args: list[str]) -> dict[str, Any]:
         )
     except _ConfigParsed as parsed:
         cli = parsed.cli
-        return yaml.safe_load(cli._parser(cli.subcommand).dump(cli.config[cli.subcommand], skip_none=False))
+        with warnings.catch_warnings():  # jsonargparse's skip_none deprecation: the same dump as SaveConfigCallback's
+            warnings.simplefilter("ignore")
+            return yaml.safe_load(cli._parser(cli.subcommand).dump(cli.config[cli.subcommand], skip_none=False))
     raise AssertionError("unreachable: the parse-only CLI stops before instantiating")
 
 

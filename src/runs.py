@@ -302,6 +302,20 @@ class RunLock:
         assert self._fd is not None, "acquire the lock first"
         return {LOCK_FD_ENV: f"{self._fd}:{os.path.realpath(self.path)}"}
 
+    def holder_if_busy(self) -> str | None:
+        """Who holds the lock now (``holder()``), or ``None`` when nobody does; creates nothing."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return self.holder()
+        finally:
+            os.close(fd)  # closing drops the shared lock if we got it
+        return None
+
     def holder(self) -> str:
         """``process 123 on host (src.cli, since ...)`` from the record the holder wrote."""
         try:
