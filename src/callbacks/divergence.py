@@ -4,7 +4,7 @@ A run with a learning rate far too large reaches a NaN or astronomically large l
 steps; left alone it trains on, tests at chance level and its "accuracy per parameter" gets
 averaged into a study (``lr 1000`` on CIFAR: train loss 3.7e20, finite, val loss NaN). ``DivergenceGuard``
 checks the training loss after every optimizer step and, when it is not finite or far above where
-it started (``max_loss_ratio`` x the smallest loss of the first ``reference_steps`` steps; 1000x by
+it started (``max_loss_ratio`` x the median loss of the first ``reference_steps`` steps; 1000x by
 default, which no normal run comes near: a classifier starts at about ln(classes)), records
 ``status: "diverged"``, ``diverged_step`` and ``diverged_reason`` in ``efficiency.json`` (through
 ``ParameterEfficiency.mark_diverged``) and raises ``TrainingDiverged``: no more steps, no
@@ -34,11 +34,11 @@ class DivergenceGuard(pl.Callback):
 
     Args:
         enabled: ``false`` turns the check off entirely.
-        max_loss_ratio: also stop when the loss exceeds this multiple of its start: the smallest loss of
-            the first ``reference_steps`` steps (of those seen so far, while fewer). The default, 1000, is
+        max_loss_ratio: also stop when the loss exceeds this multiple of its start: the median loss of
+            the first ``reference_steps`` steps (of those seen so far while fewer, the lower middle one:
+            a run that explodes within them does not raise its own limit). The default, 1000, is
             generous: no normal run trips it. ``null`` checks finiteness only.
-        reference_steps: how many first steps define the starting loss for ``max_loss_ratio``. The
-            smallest, not the median: a run that explodes within them must not raise its own limit.
+        reference_steps: how many first steps define the starting loss for ``max_loss_ratio``.
         check_every_n_steps: how often the device-side flag is read back (the step named is exact anyway).
     """
 
@@ -46,7 +46,7 @@ class DivergenceGuard(pl.Callback):
         self,
         enabled: bool = True,
         max_loss_ratio: float | None = 1000.0,
-        reference_steps: int = 100,
+        reference_steps: int = 10,
         check_every_n_steps: int = 10,
     ) -> None:
         if max_loss_ratio is not None and not max_loss_ratio > 1:
@@ -60,14 +60,14 @@ class DivergenceGuard(pl.Callback):
         self.max_loss_ratio = max_loss_ratio
         self.reference_steps = reference_steps
         self.check_every_n_steps = check_every_n_steps
-        self._first_bad: torch.Tensor | None = None  # [step, loss, kind] of the first bad step, step -1 while none
-        self._start: torch.Tensor | None = None  # the smallest finite loss of the first reference_steps steps
-        self._steps_seen = 0
+        self._first_bad: torch.Tensor | None = None  # [step, loss, kind, start] of the first bad step; step -1: none
+        self._start: torch.Tensor | None = None  # the starting loss: median of the first reference_steps losses
+        self._window: list[torch.Tensor] = []
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._first_bad = torch.tensor([-1.0, 0.0, 0.0], device=pl_module.device, dtype=torch.float64)
+        self._first_bad = torch.tensor([-1.0, 0.0, 0.0, 0.0], device=pl_module.device, dtype=torch.float64)
         self._start = torch.tensor(math.inf, device=pl_module.device, dtype=torch.float64)
-        self._steps_seen = 0
+        self._window = []
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -79,15 +79,16 @@ class DivergenceGuard(pl.Callback):
         loss = loss.detach().to(torch.float64).reshape(())
         bad = ~torch.isfinite(loss)
         kind = torch.where(bad, 1.0, 0.0)
+        start = self._start if self._start is not None else torch.zeros_like(loss)
         if self.max_loss_ratio is not None and self._start is not None:
             too_high = torch.isfinite(loss) & (loss > self._start * self.max_loss_ratio)
             kind = torch.where(too_high, 2.0, kind)
             bad = bad | too_high
-            if self._steps_seen < self.reference_steps:
-                self._start = torch.where(torch.isfinite(loss), torch.minimum(self._start, loss), self._start)
-            self._steps_seen += 1
+            if len(self._window) < self.reference_steps:
+                self._window.append(loss)
+                self._start = torch.stack(self._window).median()  # the lower middle value: robust to one spike
         first = self._first_bad
-        record = torch.stack([torch.tensor(float(step), dtype=torch.float64, device=loss.device), loss, kind])
+        record = torch.stack([torch.tensor(float(step), dtype=torch.float64, device=loss.device), loss, kind, start])
         self._first_bad = torch.where(bad & (first[0] < 0), record, first)
         if step % self.check_every_n_steps == 0 or trainer.should_stop or step >= trainer.max_steps > 0:
             self.check(trainer)
@@ -103,7 +104,7 @@ class DivergenceGuard(pl.Callback):
         """Read the flag back; on divergence record it and raise ``TrainingDiverged`` (on every rank)."""
         if not self.enabled or self._first_bad is None:
             return
-        step, loss, kind = (float(value) for value in self._first_bad.cpu())
+        step, loss, kind, start = (float(value) for value in self._first_bad.cpu())
         diverged = step >= 0
         if trainer.world_size > 1:  # all ranks stop together, or the others wait for them forever
             diverged = trainer.strategy.reduce_boolean_decision(diverged, all=False)
@@ -112,7 +113,6 @@ class DivergenceGuard(pl.Callback):
         if step < 0:
             step, reason = float(trainer.global_step), "the training loss diverged on another rank"
         elif kind == 2:
-            start = float(self._start) if self._start is not None else math.nan
             reason = f"training loss {loss:.4g} is over {self.max_loss_ratio:g}x its start ({start:.4g})"
         else:
             reason = f"training loss is {loss}"
