@@ -125,6 +125,7 @@ class ResNetCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.checkpoint: dict[str, Any] | None = None  # the checkpoint this command starts from, summarised
         self.run_dir: str | None = None
+        self._evaluates_a_run = False  # test/validate/predict in the directory of an earlier run
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -238,8 +239,15 @@ class ResNetCLI(LightningCLI):
                     f"at step {saver.saved_step}; saved '{saver.saved_path}'; continue with: python -m src.cli fit "
                     f"--run_dir {self.run_dir} --ckpt_path last"
                 )
+            elif subcommand == "fit" and self.trainer.state.fn == "test":
+                what = (
+                    "during the test after fit; its training is complete: python -m src.cli fit --run_dir "
+                    f"{self.run_dir} --ckpt_path last tests it without training"
+                )
+            elif subcommand == "fit":
+                what = "before a step was trained; nothing saved"
             else:
-                what = "before a step was trained; nothing saved" if subcommand == "fit" else f"during {subcommand}"
+                what = f"during {subcommand}"
             sys.stderr.write(f"error: stopped by SIGTERM {what}\n")
             raise SystemExit(128 + signal.SIGTERM) from None
         finally:
@@ -265,7 +273,7 @@ class ResNetCLI(LightningCLI):
         for callback in trainer.callbacks:
             if isinstance(callback, SaveConfigCallback) and self.subcommand is not None:
                 callback.config = self._given_config[self.subcommand]
-            if self.subcommand not in (None, "fit"):  # an evaluation of the run is recorded apart from its fit
+            if self._evaluates_a_run:  # test/validate/predict of an existing run: recorded apart from its fit
                 if isinstance(callback, SaveConfigCallback):
                     callback.config_filename = runs.evaluation_file(f"{self.subcommand}-config.yaml")
                 if isinstance(callback, ParameterEfficiency):
@@ -384,12 +392,14 @@ class ResNetCLI(LightningCLI):
         given = config.get("run_dir")
         ckpt_path = config.get("ckpt_path")
         named = given or self._named_run_dir(config)
+        self._refuse_busy_run(named)
         if ckpt_path and self.checkpoint is None:  # last/best/hpc of a run named by its logger version
             self._read_checkpoint(runs.resolve_checkpoint(ckpt_path, named))
         if self.subcommand == "fit":
             run_dir = self._fit_run_dir(given, named) or self._fresh_run_dir(config)
         else:
             run_dir = named or self._fresh_run_dir(config)
+            self._evaluates_a_run = runs.is_existing_run(run_dir)
         self.run_dir = os.path.normpath(run_dir)
 
     def _fit_run_dir(self, given: str | None, named: str | None) -> str | None:
@@ -400,6 +410,7 @@ class ResNetCLI(LightningCLI):
                     f"'{self.checkpoint['path']}' is not inside a run directory (<run>/checkpoints/*.ckpt or "
                     "<run>/hpc_ckpt_N.ckpt), so there is no run to continue; copy the whole run directory"
                 )
+            self._refuse_busy_run(owner)
             if given and os.path.realpath(given) != os.path.realpath(owner):
                 raise runs.RunError(
                     f"--ckpt_path belongs to the run '{owner}', not --run_dir '{given}'; a run continues only "
@@ -419,6 +430,12 @@ class ResNetCLI(LightningCLI):
                 "it would silently start over; launch SLURM jobs with --run_dir DIR"
             )
         return named
+
+    @staticmethod
+    def _refuse_busy_run(run_dir: str | None) -> None:
+        """Another process writing the run (it holds its lock) comes first: anything else we said would mislead."""
+        if run_dir is not None and _launching_rank():
+            runs.RunLock(run_dir).refuse_if_busy()
 
     @staticmethod
     def _refuse_run_with_checkpoints(run_dir: str) -> None:

@@ -12,7 +12,7 @@ A *run* is one training of one configuration. Everything it writes lives in one 
       hpc_ckpt_<N>.ckpt      Lightning's SLURM requeue checkpoints, and the checkpoint a fit saves when it
                              gets SIGTERM (the run directory is the Trainer's ``default_root_dir``, so no
                              other run ever sees them)
-      evaluations/           what ``test`` / ``validate`` / ``predict`` on the run recorded
+      evaluations/           what ``test`` / ``validate`` / ``predict`` on an existing run recorded
                              (``test.json``, ``test-1.json``, ``test-config.yaml``, ...), kept apart from
                              the fit's own ``efficiency.json``
       run.lock               held (flock) by the one process writing the run; names it (pid, host)
@@ -235,6 +235,11 @@ def resolve_checkpoint(ckpt_path: str, run_dir: str | None) -> str:
     return ckpt_path
 
 
+def is_existing_run(run_dir: str) -> bool:
+    """Whether an earlier command wrote into ``run_dir`` (anything but a lock file)."""
+    return os.path.isdir(run_dir) and any(name != LOCK_FILE for name in os.listdir(run_dir))
+
+
 def evaluation_file(filename: str) -> str:
     """Where ``test`` / ``validate`` / ``predict`` on a run put a file, relative to the run directory.
 
@@ -280,10 +285,7 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise RunBusy(
-                f"the run directory '{self.run_dir}' is in use by {self.holder()}; wait for it to finish, "
-                "or use another run directory"
-            ) from None
+            raise self._busy(self.holder()) from None
         self._fd = fd
         self._write_record(role)
         return self
@@ -302,8 +304,22 @@ class RunLock:
         assert self._fd is not None, "acquire the lock first"
         return {LOCK_FD_ENV: f"{self._fd}:{os.path.realpath(self.path)}"}
 
+    def refuse_if_busy(self) -> None:
+        """Raise ``RunBusy`` if another process holds the lock (one that was handed to us does not count)."""
+        holder = self.holder_if_busy()
+        if holder is not None:
+            raise self._busy(holder)
+
+    def _busy(self, holder: str) -> RunBusy:
+        return RunBusy(
+            f"the run directory '{self.run_dir}' is in use by {holder}; wait for it to finish, "
+            "or use another run directory"
+        )
+
     def holder_if_busy(self) -> str | None:
-        """Who holds the lock now (``holder()``), or ``None`` when nobody does; creates nothing."""
+        """Who holds the lock now (``holder()``), or ``None`` when nobody does (or it was handed to us)."""
+        if self._inherited_fd() is not None:
+            return None
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except OSError:

@@ -121,8 +121,9 @@ def test_two_sweeps_in_parallel_train_each_run_once(parallel):
     # the other sweep saw each run either in use (skipped, naming the holder) or already finished
     for seed in (0, 1):
         lines = [line for out in outputs for line in out.splitlines() if f"resnet8/seed{seed}:" in line]
-        others = [line for line in lines if "running (output:" not in line and "test_acc" not in line]
-        assert len(others) == 1 and ("in use by process" in others[0] or "finished earlier, skipped" in others[0])
+        others = [line for line in lines if "running (output:" not in line and f"seed{seed}: test_acc" not in line]
+        assert len(others) == 1, outputs
+        assert "skipped: in use by process" in others[0] or "finished earlier, skipped" in others[0]
 
 
 # ---------------------------------------------------------------- one writer per run directory
