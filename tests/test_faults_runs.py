@@ -172,7 +172,7 @@ def test_sigterm_saves_the_step_exits_143_and_the_run_resumes_from_it(tmp_path, 
     saved = torch.load(hpc, weights_only=True)
     step = saved["global_step"]
     assert step >= last_step > 0 and last_line.startswith(f"error: stopped by SIGTERM at step {step}; saved ")
-    assert str(hpc) in last_line and "--ckpt_path last" in last_line
+    assert "saved 'run/hpc_ckpt_1.ckpt'" in last_line and "--run_dir run --ckpt_path last" in last_line
     assert runs.resume_checkpoint(str(run_dir)) == str(hpc)
     assert runs.RunLock(run_dir).holder_if_busy() is None
     # The saved step is where the run continues: two more steps, then it ends, tested.
@@ -265,7 +265,9 @@ def test_a_run_killed_in_its_test_is_completed_by_testing_not_refitting(parallel
     assert completed["best_val_acc"] == tested["best_val_acc"]  # the record continued, not restarted
     assert completed["resumed_at_steps"] == [tested["global_step"]]
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == last  # no step trained, nothing re-saved
-    assert assess(run_dir, None).status == "finished"
+    assert sorted(p.name for p in run_dir.glob("config*.yaml")) == ["config-1.yaml", "config.yaml"]
+    assert sweep_main([str(study_file), "--dry-run", "--", *TINY]) == 0  # the resume's config-1.yaml is no stale one
+    assert "seed0: finished, skip" in capsys.readouterr().out
 
 
 def test_a_truncated_last_checkpoint_falls_back_to_the_newest_intact_one(parallel, tmp_path, capsys, monkeypatch):
