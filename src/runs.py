@@ -353,11 +353,12 @@ class RunLock:
             return None
         fd = int(fd_text)
         try:
-            same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            if not os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                return None  # the variable came along, the descriptor did not (a process of ours it started)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a no-op for the open file that holds it
         except OSError:
             return None
-        return fd if same else None
+        return fd
 
     def _write_record(self, role: str) -> None:
         assert self._fd is not None

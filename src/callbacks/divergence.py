@@ -63,11 +63,22 @@ class DivergenceGuard(pl.Callback):
         self._first_bad: torch.Tensor | None = None  # [step, loss, kind, start] of the first bad step; step -1: none
         self._start: torch.Tensor | None = None  # the starting loss: median of the first reference_steps losses
         self._window: list[torch.Tensor] = []
+        self._restored_start: float | None = None  # a resumed run keeps the start of its first steps
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._first_bad = torch.tensor([-1.0, 0.0, 0.0, 0.0], device=pl_module.device, dtype=torch.float64)
-        self._start = torch.tensor(math.inf, device=pl_module.device, dtype=torch.float64)
+        start = self._restored_start if self._restored_start is not None else math.inf
+        self._start = torch.tensor(start, device=pl_module.device, dtype=torch.float64)
         self._window = []
+        if self._restored_start is not None:  # the window was filled before the run was interrupted
+            self._window = [self._start] * self.reference_steps
+
+    def state_dict(self) -> dict[str, Any]:
+        full = self._start is not None and len(self._window) >= self.reference_steps
+        return {"start": float(self._start) if full else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_start = state_dict.get("start")
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
