@@ -548,22 +548,24 @@ def resolved_config(args: list[str]) -> dict[str, Any]:
 
     For the sweep, to tell a run made with another config (a stale run) from one it can skip.
     """
-    try:
-        _ParseOnlyCLI(
-            ImageClassifier,
-            ImageClassificationDataModule,
-            subclass_mode_data=True,
-            save_config_callback=KeepingSaveConfigCallback,
-            trainer_defaults=trainer_defaults(),
-            parser_class=ArgumentParser,
-            auto_configure_optimizers=False,
-            args=args,
-            run=True,
-        )
-    except _ConfigParsed as parsed:
-        cli = parsed.cli
-        with warnings.catch_warnings():  # jsonargparse's skip_none deprecation: the same dump as SaveConfigCallback's
-            warnings.simplefilter("ignore")
+    # Quiet: "args and sys.argv both given" (the sweep's own argv) and jsonargparse's skip_none deprecation
+    # (the same dump SaveConfigCallback makes) are not the user's business here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            _ParseOnlyCLI(
+                ImageClassifier,
+                ImageClassificationDataModule,
+                subclass_mode_data=True,
+                save_config_callback=KeepingSaveConfigCallback,
+                trainer_defaults=trainer_defaults(),
+                parser_class=ArgumentParser,
+                auto_configure_optimizers=False,
+                args=args,
+                run=True,
+            )
+        except _ConfigParsed as parsed:
+            cli = parsed.cli
             return yaml.safe_load(cli._parser(cli.subcommand).dump(cli.config[cli.subcommand], skip_none=False))
     raise AssertionError("unreachable: the parse-only CLI stops before instantiating")
 
