@@ -279,6 +279,9 @@ def run_all(
     with SignalForwarder() as forwarder:
         for index, run in enumerate(runs, 1):
             prefix = f"[{index}/{len(runs)}] {run.label}"
+            if forwarder.signum is not None:  # a signal between two runs: start no more
+                print(f"stopped by {signal.Signals(forwarder.signum).name} before {run.label}", file=sys.stderr)
+                return 128 + forwarder.signum
             state = assess(run.run_dir, planned.get(run.run_dir))
             if state.status in ("finished", "diverged", "stale"):
                 print(f"{prefix}: {state_line(state).replace(', skip', ' earlier, skipped', 1)}", flush=True)
