@@ -305,6 +305,9 @@ def test_evaluations_never_make_an_unfinished_run_finished(parallel, tmp_path, m
     cli_main(["test", "--run_dir", str(run_dir), "--ckpt_path", "last"])
     assert json.loads((run_dir / "evaluations" / "test.json").read_text())["test_acc"] is not None
     assert assess(run_dir, None).status == "resume"  # still to be completed by its own test
+    # Runs made before evaluations/ existed: a `test` wrote efficiency-1.json beside the fit's; it never counts.
+    (run_dir / "efficiency-1.json").write_text(json.dumps({"stage": "test", "test_acc": 0.5}))
+    assert assess(run_dir, None).status == "resume"
 
 
 # ---------------------------------------------------------------- stale runs

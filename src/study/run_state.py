@@ -19,6 +19,7 @@ and keys only one side has (an option added or removed by a newer version of the
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 import yaml
 
 from src import runs
-from src.study.runs_io import read_efficiency
+from src.study.runs_io import numbered_files
 
 IGNORED_KEYS = ("run_dir", "ckpt_path", "config", "trainer.default_root_dir", "trainer.logger", "checkpoint.dirpath")
 MOVED_ASIDE_DIR = ".replaced"  # inside the study folder; the report never looks into dot folders
@@ -75,6 +76,24 @@ def saved_configs(run_dir: str | Path) -> list[dict[str, Any]]:
     return configs
 
 
+def fit_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's own fit record: its newest ``efficiency*.json`` written by ``fit`` (one with a test, if any).
+
+    ``test``/``validate`` on a run now write into ``evaluations/``; runs made before that have their
+    evaluations as ``efficiency-N.json`` beside the fit's, told apart by ``stage``.
+    """
+    records = []
+    for path in numbered_files(run_dir, runs.EFFICIENCY_FILE):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):  # half-written or unreadable: as if absent
+            continue
+        if isinstance(record, dict) and record.get("stage", "fit") == "fit":
+            records.append(record)
+    tested = [record for record in records if record.get("test_acc") is not None]
+    return (tested or records or [None])[-1]
+
+
 def assess(run_dir: str | Path, planned: dict[str, Any] | None) -> RunState:
     """The run's state (see the module docstring); ``planned`` is the config its command resolves to now."""
     run_dir = Path(run_dir)
@@ -85,7 +104,7 @@ def assess(run_dir: str | Path, planned: dict[str, Any] | None) -> RunState:
             differences = config_differences(saved, planned)
             if differences:
                 return RunState("stale", ", ".join(differences))
-    report = read_efficiency(run_dir)
+    report = fit_record(run_dir)
     if report is not None and report.get("status") == "diverged":
         detail = f"at step {report.get('diverged_step')}: {report.get('diverged_reason')}"
         return RunState("diverged", detail, report)
