@@ -64,11 +64,15 @@ class DivergenceGuard(pl.Callback):
         self._start: torch.Tensor | None = None  # the starting loss: median of the first reference_steps losses
         self._window: list[torch.Tensor] = []
         self._restored_start: float | None = None  # a resumed run keeps the start of its first steps
+        self._step: torch.Tensor | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._first_bad = torch.tensor([-1.0, 0.0, 0.0, 0.0], device=pl_module.device, dtype=torch.float64)
+        device = pl_module.device
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self._first_bad = torch.tensor([-1.0, 0.0, 0.0, 0.0], device=device, dtype=dtype)
         start = self._restored_start if self._restored_start is not None else math.inf
-        self._start = torch.tensor(start, device=pl_module.device, dtype=torch.float64)
+        self._start = torch.tensor(start, device=device, dtype=dtype)
+        self._step = torch.zeros((), device=device, dtype=dtype)  # filled in place: no host-to-device copy per step
         self._window = []
         if self._restored_start is not None:  # the window was filled before the run was interrupted
             self._window = [self._start] * self.reference_steps
@@ -87,7 +91,7 @@ class DivergenceGuard(pl.Callback):
         if not self.enabled or not isinstance(loss, torch.Tensor) or self._first_bad is None:
             return
         step = trainer.global_step  # optimizer steps taken, this batch's included
-        loss = loss.detach().to(torch.float64).reshape(())
+        loss = loss.detach().to(self._first_bad.dtype).reshape(())
         bad = ~torch.isfinite(loss)
         kind = torch.where(bad, 1.0, 0.0)
         start = self._start if self._start is not None else torch.zeros_like(loss)
@@ -99,7 +103,7 @@ class DivergenceGuard(pl.Callback):
                 self._window.append(loss)
                 self._start = torch.stack(self._window).median()  # the lower middle value: robust to one spike
         first = self._first_bad
-        record = torch.stack([torch.tensor(float(step), dtype=torch.float64, device=loss.device), loss, kind, start])
+        record = torch.stack([self._step.fill_(float(step)), loss, kind, start])
         self._first_bad = torch.where(bad & (first[0] < 0), record, first)
         if step % self.check_every_n_steps == 0 or trainer.should_stop or step >= trainer.max_steps > 0:
             self.check(trainer)
