@@ -375,3 +375,23 @@ def test_divergence_guard_names_the_first_non_finite_step():
             trainer.global_step = step
             quiet.on_train_batch_end(trainer, None, {"loss": torch.tensor(loss)}, None, 0)
         quiet.check(trainer)
+
+
+def test_slurm_array_task_skips_a_diverged_run(tmp_path):
+    from src.study.plan import Study, plan_runs
+    from src.study.slurm import render_sbatch
+
+    study = Study(name=STUDY, root=str(tmp_path / "logs"), archs=["resnet8"], seeds=[0])
+    run = plan_runs(study.validate())[0]
+    script = tmp_path / "sweep.sbatch"
+    script.write_text(render_sbatch(study, [run], tmp_path))
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "efficiency.json").write_text(json.dumps({"status": "diverged", "diverged_step": 3}, indent=2))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text('#!/bin/sh\necho "launched: $*"\n')
+    (bin_dir / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": "0"}
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith(f"{run.run_dir}: DIVERGED, skipped")
+    assert "launched" not in done.stdout
