@@ -24,12 +24,14 @@ LightningCLI with this project's defaults:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import re
 import signal
 import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import torch
@@ -224,6 +226,11 @@ class ResNetCLI(LightningCLI):
         return kwargs
 
     def _run_subcommand(self, subcommand: str) -> None:
+        with self._holding_the_run(subcommand):
+            super()._run_subcommand(subcommand)
+
+    @contextlib.contextmanager
+    def _holding_the_run(self, subcommand: str) -> Iterator[None]:
         """Run the command holding the run directory's lock; a SIGTERM'd fit exits 143 after saving its step."""
         lock = runs.RunLock(self.run_dir) if self.run_dir is not None and _launching_rank() else None
         if lock is not None:
@@ -231,28 +238,27 @@ class ResNetCLI(LightningCLI):
         try:
             if lock is not None and subcommand == "fit" and self.checkpoint is None:
                 self._refuse_run_with_checkpoints(self.run_dir)  # it may have gained some while we waited to start
-            super()._run_subcommand(subcommand)
+            yield
         except SIGTERMException:
-            saver = next((cb for cb in self.trainer.callbacks if isinstance(cb, SaveOnSigterm)), None)
-            if saver is not None and saver.saved_path is not None:
-                what = (
-                    f"at step {saver.saved_step}; saved '{saver.saved_path}'; continue with: python -m src.cli fit "
-                    f"--run_dir {self.run_dir} --ckpt_path last"
-                )
-            elif subcommand == "fit" and self.trainer.state.fn == "test":
-                what = (
-                    "during the test after fit; its training is complete: python -m src.cli fit --run_dir "
-                    f"{self.run_dir} --ckpt_path last tests it without training"
-                )
-            elif subcommand == "fit":
-                what = "before a step was trained; nothing saved"
-            else:
-                what = f"during {subcommand}"
-            sys.stderr.write(f"error: stopped by SIGTERM {what}\n")
+            sys.stderr.write(f"error: stopped by SIGTERM {self._what_sigterm_stopped(subcommand)}\n")
             raise SystemExit(128 + signal.SIGTERM) from None
         finally:
             if lock is not None:
                 lock.release()
+
+    def _what_sigterm_stopped(self, subcommand: str) -> str:
+        saver = next((cb for cb in self.trainer.callbacks if isinstance(cb, SaveOnSigterm)), None)
+        if saver is not None and saver.saved_path is not None:
+            return (
+                f"at step {saver.saved_step}; saved '{saver.saved_path}'; continue with: python -m src.cli fit "
+                f"--run_dir {self.run_dir} --ckpt_path last"
+            )
+        if subcommand == "fit" and self.trainer.state.fn == "test":
+            return (
+                "during the test after fit; its training is complete: python -m src.cli fit --run_dir "
+                f"{self.run_dir} --ckpt_path last tests it without training"
+            )
+        return "before a step was trained; nothing saved" if subcommand == "fit" else f"during {subcommand}"
 
     def _run_callbacks(self) -> list:
         callbacks = [RandomState(), ValidateLastStep()]
