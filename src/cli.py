@@ -24,12 +24,16 @@ LightningCLI with this project's defaults:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import difflib
 import os
 import re
 import shutil
+import signal
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import torch
@@ -42,11 +46,14 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Pr
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from src import runs
 from src.callbacks import LineProgress, ParameterEfficiency, TrainingDiagnostics
 from src.callbacks.checkpoint_io import AtomicCheckpointIO
+from src.callbacks.divergence import DivergenceGuard, TrainingDiverged
 from src.callbacks.predictions import PredictionWriter
+from src.callbacks.preemption import SaveOnSigterm
 from src.callbacks.resume import EpochStartResume, RandomState, RunCheckpoint, ValidateLastStep
 from src.data import BatchSizeError, DataError, DatasetNotFoundError, ImageClassificationDataModule
 from src.data.cifar import CIFARDataModule  # noqa: F401  (registers the short name)
@@ -150,8 +157,11 @@ class KeepingSaveConfigCallback(SaveConfigCallback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self.already_saved and self.save_to_log_dir:
             log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
-            name = os.path.basename(free_path(log_dir, self.config_filename)) if trainer.is_global_zero else None
+            free = free_path(log_dir, self.config_filename) if trainer.is_global_zero else None
+            name = os.path.relpath(free, log_dir) if free is not None else None
             self.config_filename = trainer.strategy.broadcast(name)
+            if trainer.is_global_zero:  # evaluations/<subcommand>-config.yaml: its folder may not exist yet
+                os.makedirs(os.path.dirname(os.path.join(log_dir, self.config_filename)), exist_ok=True)
         super().setup(trainer, pl_module, stage)
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -175,6 +185,7 @@ class ResNetCLI(LightningCLI):
         self.run_dir: str | None = None
         self._run_dir_existed = True  # until a run directory is chosen: never remove what is not ours
         self._first_created: str | None = None
+        self._evaluates_a_run = False  # test/validate/predict in the directory of an earlier run
         try:
             super().__init__(*args, **kwargs)
         except Exception:
@@ -190,7 +201,8 @@ class ResNetCLI(LightningCLI):
         if global_zero and self.run_dir:
             print(f"Run directory: {self.run_dir}", flush=True)
         try:
-            super()._run_subcommand(subcommand)
+            with self._holding_the_run(subcommand):
+                super()._run_subcommand(subcommand)
         except ValueError as error:
             if _raised_in_lr_schedule(error):  # warmup longer than the run, no total_steps...: the config's fault
                 raise runs.RunError(" ".join(str(error).split())) from error
@@ -234,6 +246,7 @@ class ResNetCLI(LightningCLI):
         )
         parser.add_lightning_class_args(ParameterEfficiency, "efficiency")
         parser.add_lightning_class_args(TrainingDiagnostics, "diagnostics")  # off unless diagnostics.enabled: true
+        parser.add_lightning_class_args(DivergenceGuard, "divergence")  # on: a NaN loss stops the run, untested
         parser.add_argument(
             "--test_after_fit",
             type=bool | None,
@@ -319,8 +332,41 @@ class ResNetCLI(LightningCLI):
             kwargs["ckpt_path"] = self.checkpoint["path"] if self.checkpoint is not None else None
         return kwargs
 
+    @contextlib.contextmanager
+    def _holding_the_run(self, subcommand: str) -> Iterator[None]:
+        """Run the command holding the run directory's lock; a SIGTERM'd fit exits 143 after saving its step."""
+        lock = runs.RunLock(self.run_dir) if self.run_dir is not None and _launching_rank() else None
+        if lock is not None:
+            lock.acquire(role=f"src.cli {subcommand}")
+        try:
+            if lock is not None and subcommand == "fit" and self.checkpoint is None:
+                self._refuse_run_with_checkpoints(self.run_dir)  # it may have gained some while we waited to start
+            yield
+        except SIGTERMException:
+            sys.stderr.write(f"error: stopped by SIGTERM {self._what_sigterm_stopped(subcommand)}\n")
+            raise SystemExit(128 + signal.SIGTERM) from None
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _what_sigterm_stopped(self, subcommand: str) -> str:
+        saver = next((cb for cb in self.trainer.callbacks if isinstance(cb, SaveOnSigterm)), None)
+        if saver is not None and saver.saved_path is not None:
+            return (
+                f"at step {saver.saved_step}; saved '{saver.saved_path}'; continue with: python -m src.cli fit "
+                f"--run_dir {self.run_dir} --ckpt_path last"
+            )
+        if subcommand == "fit" and self.trainer.state.fn == "test":
+            return (
+                "during the test after fit; its training is complete: python -m src.cli fit --run_dir "
+                f"{self.run_dir} --ckpt_path last tests it without training"
+            )
+        return "before a step was trained; nothing saved" if subcommand == "fit" else f"during {subcommand}"
+
     def _run_callbacks(self) -> list:
         callbacks = [RandomState(), EpochStartResume(), ValidateLastStep()]
+        if self.subcommand == "fit":
+            callbacks.append(SaveOnSigterm())
         if self.subcommand == "predict":
             callbacks.append(PredictionWriter())
         return callbacks
@@ -338,6 +384,11 @@ class ResNetCLI(LightningCLI):
         for callback in trainer.callbacks:
             if isinstance(callback, SaveConfigCallback) and self.subcommand is not None:
                 callback.config = self._given_config[self.subcommand]
+            if self._evaluates_a_run:  # test/validate/predict of an existing run: recorded apart from its fit
+                if isinstance(callback, SaveConfigCallback):
+                    callback.config_filename = runs.evaluation_file(f"{self.subcommand}-config.yaml")
+                if isinstance(callback, ParameterEfficiency):
+                    callback.filename = runs.evaluation_file(f"{self.subcommand}.json")
         return trainer
 
     # ---------------------------------------------------------------- the checkpoint a command starts from
@@ -456,12 +507,14 @@ class ResNetCLI(LightningCLI):
         given = config.get("run_dir")
         ckpt_path = config.get("ckpt_path")
         named = given or self._named_run_dir(config)
+        self._refuse_busy_run(named)
         if ckpt_path and self.checkpoint is None:  # last/best/hpc of a run named by its logger version
             self._read_checkpoint(runs.resolve_checkpoint(ckpt_path, named))
         if self.subcommand == "fit":
             run_dir = self._fit_run_dir(given, named) or self._fresh_run_dir(config)
         else:
             run_dir = named or self._fresh_run_dir(config)
+            self._evaluates_a_run = runs.is_existing_run(run_dir)
         self._run_dir_existed = os.path.exists(run_dir)  # before anything of this command creates it
         self._first_created = _first_missing(run_dir)  # e.g. lightning_logs/ itself, on a first run
         self.run_dir = os.path.normpath(run_dir)
@@ -474,6 +527,7 @@ class ResNetCLI(LightningCLI):
                     f"'{self.checkpoint['path']}' is not inside a run directory (<run>/checkpoints/*.ckpt or "
                     "<run>/hpc_ckpt_N.ckpt), so there is no run to continue; copy the whole run directory"
                 )
+            self._refuse_busy_run(owner)
             if given and os.path.realpath(given) != os.path.realpath(owner):
                 raise runs.RunError(
                     f"--ckpt_path belongs to the run '{owner}', not --run_dir '{given}'; a run continues only "
@@ -482,10 +536,7 @@ class ResNetCLI(LightningCLI):
             return owner
         if named is not None and runs.has_checkpoints(named):
             if not SLURMEnvironment.detect():
-                raise runs.RunError(
-                    f"the run directory '{named}' already holds checkpoints of a run; continue it with "
-                    "--ckpt_path last, or start a new run in another directory"
-                )
+                self._refuse_run_with_checkpoints(named)
             # A requeued SLURM job: the same command, the same directory -- continue from its newest checkpoint.
             self._read_checkpoint(runs.resume_checkpoint(named))
             rank_zero_info(f"SLURM job restarted: continuing the run in {named} from {self.checkpoint['path']}")
@@ -496,6 +547,20 @@ class ResNetCLI(LightningCLI):
                 "it would silently start over; launch SLURM jobs with --run_dir DIR"
             )
         return named
+
+    @staticmethod
+    def _refuse_busy_run(run_dir: str | None) -> None:
+        """Another process writing the run (it holds its lock) comes first: anything else we said would mislead."""
+        if run_dir is not None and _launching_rank():
+            runs.RunLock(run_dir).refuse_if_busy()
+
+    @staticmethod
+    def _refuse_run_with_checkpoints(run_dir: str) -> None:
+        if runs.has_checkpoints(run_dir):
+            raise runs.RunError(
+                f"the run directory '{run_dir}' already holds checkpoints of a run; continue it with "
+                "--ckpt_path last, or start a new run in another directory"
+            )
 
     def _fresh_run_dir(self, config: Namespace) -> str:
         """A new ``<save_dir>/<name>/version_N``; processes launched for DDP join their launcher's run."""
@@ -596,6 +661,59 @@ def trainer_defaults() -> dict:
     }
 
 
+def _launching_rank() -> bool:
+    """Whether this process starts the run (global rank zero), before Lightning has set any ranks up.
+
+    DDP processes Lightning launches (LOCAL_RANK), torchrun/SLURM tasks (RANK, SLURM_PROCID) other than
+    the first join a run whose lock rank zero holds.
+    """
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        value = os.environ.get(key)
+        if value is not None and value.strip().isdigit():
+            return int(value) == 0
+    return True
+
+
+class _ConfigParsed(Exception):
+    def __init__(self, cli: ResNetCLI) -> None:
+        self.cli = cli
+
+
+class _ParseOnlyCLI(ResNetCLI):
+    def _set_seed(self) -> None:
+        """Parsing only: leave the process's random state alone."""
+
+    def before_instantiate_classes(self) -> None:
+        raise _ConfigParsed(self)
+
+
+def resolved_config(args: list[str]) -> dict[str, Any]:
+    """The config ``python -m src.cli <args>`` would save as its ``config.yaml``: parsed, nothing built or written.
+
+    For the sweep, to tell a run made with another config (a stale run) from one it can skip.
+    """
+    # Quiet: "args and sys.argv both given" (the sweep's own argv) and jsonargparse's skip_none deprecation
+    # (the same dump SaveConfigCallback makes) are not the user's business here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            _ParseOnlyCLI(
+                ImageClassifier,
+                ImageClassificationDataModule,
+                subclass_mode_data=True,
+                save_config_callback=KeepingSaveConfigCallback,
+                trainer_defaults=trainer_defaults(),
+                parser_class=ArgumentParser,
+                auto_configure_optimizers=False,
+                args=args,
+                run=True,
+            )
+        except _ConfigParsed as parsed:
+            cli = parsed.cli
+            return yaml.safe_load(cli._parser(cli.subcommand).dump(cli.config[cli.subcommand], skip_none=False))
+    raise AssertionError("unreachable: the parse-only CLI stops before instantiating")
+
+
 def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
     """Run the CLI (``args`` as on the command line; ``None`` reads ``sys.argv``)."""
     try:
@@ -629,7 +747,7 @@ def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
             torch.distributed.destroy_process_group()
 
 
-USER_ERRORS = (DatasetNotFoundError, DataError, BatchSizeError, runs.RunError)
+USER_ERRORS = (DatasetNotFoundError, DataError, BatchSizeError, runs.RunError, TrainingDiverged)
 
 
 def _first_missing(path: str) -> str | None:

@@ -9,8 +9,13 @@ A *run* is one training of one configuration. Everything it writes lives in one 
       events.out.tfevents.*  TensorBoard
       predictions.csv        written by ``predict``
       checkpoints/           best-by-val ``epoch...-step...-val_acc....ckpt`` and ``last.ckpt``
-      hpc_ckpt_<N>.ckpt      Lightning's SLURM requeue checkpoints (the run directory is the Trainer's
-                             ``default_root_dir``, so no other run ever sees them)
+      hpc_ckpt_<N>.ckpt      Lightning's SLURM requeue checkpoints, and the checkpoint a fit saves when it
+                             gets SIGTERM (the run directory is the Trainer's ``default_root_dir``, so no
+                             other run ever sees them)
+      evaluations/           what ``test`` / ``validate`` / ``predict`` on an existing run recorded
+                             (``test.json``, ``test-1.json``, ``test-config.yaml``, ...), kept apart from
+                             the fit's own ``efficiency.json``
+      run.lock               held (flock) by the one process writing the run; names it (pid, host)
 
 The directory is ``--run_dir DIR`` when given (a sweep or a SLURM job names it), else a fresh
 ``lightning_logs/<logger name>/version_N``. The CLI, the sweep, the report and the checkpoint
@@ -20,11 +25,16 @@ build these paths by hand.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import importlib
 import json
 import os
 import re
+import socket
+import sys
+import warnings
+from datetime import datetime, timezone
 from typing import Any
 
 import torch
@@ -36,6 +46,10 @@ CONFIG_FILE = "config.yaml"
 EFFICIENCY_FILE = "efficiency.json"
 PREDICTIONS_FILE = "predictions.csv"
 HPC_PREFIX = "hpc_ckpt_"
+EVALUATIONS_DIR = "evaluations"
+LOCK_FILE = "run.lock"
+# "<fd>:<lock file>": a sweep hands the lock it holds for a run to the `src.cli` process it starts for it.
+LOCK_FD_ENV = "SRC_RUN_LOCK_FD"
 RUN_CONFIG_KEY = "run_config"  # the checkpoint entry holding the run's resolved config (see src.cli)
 DEFAULT_MODEL_CLASS = "src.modules.classifier.ImageClassifier"
 
@@ -45,6 +59,14 @@ _VERSION_PATTERN = re.compile(r"^version_(\d+)$")
 
 class RunError(Exception):
     """A user's mistake about runs or checkpoints: the CLI prints the message on one line and exits non-zero."""
+
+
+class RunBusy(RunError):
+    """Another process is writing the run (it holds ``run.lock``); the message names it."""
+
+
+class CheckpointFallbackWarning(UserWarning):
+    """The checkpoint asked for cannot be read; an older intact one of the same run is used instead."""
 
 
 # ---------------------------------------------------------------- naming
@@ -93,37 +115,89 @@ def hpc_checkpoints(run_dir: str) -> list[str]:
     return [path for _, path in sorted(found)]
 
 
-def resume_checkpoint(run_dir: str) -> str | None:
-    """The checkpoint to continue the run from: the newest (by modification time) of ``last.ckpt`` and hpc ones.
+def _saved_checkpoints(run_dir: str) -> list[str]:
+    """Every checkpoint file of the run, in tie-break order: hpc (newest first), last, then the others."""
+    directory = checkpoint_dir(run_dir)
+    others = sorted(
+        os.path.join(directory, name)
+        for name in (os.listdir(directory) if os.path.isdir(directory) else [])
+        if name.endswith(".ckpt") and name != LAST_CHECKPOINT
+    )
+    return [*reversed(hpc_checkpoints(run_dir)), *filter(None, [last_checkpoint(run_dir)]), *others]
 
-    A requeued job may hold an hpc checkpoint from an earlier preemption *and* a newer ``last.ckpt``
-    written after it; Lightning on its own would take the hpc one and lose the progress in between.
+
+def read_checkpoint(path: str) -> tuple[dict[str, Any] | None, str | None]:
+    """``(checkpoint, None)``, or ``(None, why)`` for a file that cannot be read (truncated, not a checkpoint).
+
+    Memory-mapped: reading a checkpoint's step and callback states does not pull its tensors in.
     """
-    candidates = [p for p in [last_checkpoint(run_dir), *hpc_checkpoints(run_dir)] if p]
-    return max(candidates, key=os.path.getmtime) if candidates else None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # truncated zip, pickle errors, not a zip at all
+        return None, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        return None, "not a Lightning checkpoint"
+    return checkpoint, None
+
+
+def _intact_checkpoints(run_dir: str) -> tuple[list[tuple[int, str, dict[str, Any]]], dict[str, str]]:
+    """``([(global_step, path, checkpoint), ...] newest first, {broken path: why})``."""
+    intact, broken = [], {}
+    for order, path in enumerate(_saved_checkpoints(run_dir)):
+        checkpoint, why = read_checkpoint(path)
+        if checkpoint is None:
+            broken[path] = why or "unreadable"
+        else:
+            intact.append((int(checkpoint.get("global_step") or 0), -order, path, checkpoint))
+    intact.sort(key=lambda item: item[:2], reverse=True)  # highest step; at equal steps hpc, last, others
+    return [(step, path, checkpoint) for step, _, path, checkpoint in intact], broken
+
+
+def resume_checkpoint(run_dir: str) -> str | None:
+    """The checkpoint to continue the run from: the intact one with the most steps (hpc, last, best, ...).
+
+    A requeued or SIGTERM'd job may hold an hpc checkpoint from an earlier preemption *and* a newer
+    ``last.ckpt`` written after it; Lightning on its own would take the hpc one and lose the progress
+    in between. A truncated ``last.ckpt`` (a kill while it was written) is passed over, with a
+    warning naming it and the checkpoint used instead, rather than blocking the run for good.
+    """
+    intact, broken = _intact_checkpoints(run_dir)
+    chosen = intact[0][1] if intact else None
+    last = os.path.join(checkpoint_dir(run_dir), LAST_CHECKPOINT)
+    if chosen is not None and chosen != last and (last in broken or not os.path.isfile(last)):
+        problem = f"cannot be read ({broken[last]})" if last in broken else "does not exist"
+        warnings.warn(
+            f"'{last}' {problem}; continuing from '{chosen}' (step {intact[0][0]}), the newest intact checkpoint",
+            CheckpointFallbackWarning,
+            stacklevel=2,
+        )
+    return chosen
 
 
 def has_checkpoints(run_dir: str) -> bool:
-    """Whether a run has already saved anything it could be resumed from."""
-    directory = checkpoint_dir(run_dir)
-    saved = os.path.isdir(directory) and any(name.endswith(".ckpt") for name in os.listdir(directory))
-    return saved or bool(hpc_checkpoints(run_dir))
+    """Whether a run has already saved an intact checkpoint it could be resumed from.
+
+    Broken files alone (a kill during the first checkpoint write) do not count: such a run has nothing
+    to continue from and is started again (new checkpoints get new names; the broken files stay).
+    """
+    return bool(_intact_checkpoints(run_dir)[0])
 
 
 def best_checkpoint(run_dir: str) -> str | None:
-    """The best-by-monitor checkpoint, as recorded by ModelCheckpoint in the run's newest checkpoint.
+    """The best-by-monitor checkpoint, as ModelCheckpoint recorded it in the run's newest intact checkpoint.
 
-    The recorded path is taken relative to the run's ``checkpoints/`` folder, so a run directory that
-    was moved or copied still finds its own file.
+    Any intact checkpoint of the run knows the best one (the best checkpoint itself included), so a
+    broken ``last.ckpt`` does not hide it. The recorded path is taken relative to the run's
+    ``checkpoints/`` folder, so a run directory that was moved or copied still finds its own file.
     """
-    source = resume_checkpoint(run_dir)
-    if source is None:
-        return None
-    states = torch.load(source, map_location="cpu", weights_only=True).get("callbacks", {})
-    for state in states.values():
-        if isinstance(state, dict) and state.get("best_model_path"):  # ModelCheckpoint and subclasses
-            path = os.path.join(checkpoint_dir(run_dir), os.path.basename(state["best_model_path"]))
-            return path if os.path.isfile(path) else None
+    intact, broken = _intact_checkpoints(run_dir)
+    for _, _, checkpoint in intact:
+        for state in (checkpoint.get("callbacks") or {}).values():
+            if isinstance(state, dict) and state.get("best_model_path"):  # ModelCheckpoint and subclasses
+                path = os.path.join(checkpoint_dir(run_dir), os.path.basename(state["best_model_path"]))
+                if path in broken:
+                    raise RunError(f"the run's best checkpoint '{path}' cannot be read ({broken[path]})")
+                return path if os.path.isfile(path) else None
     return None
 
 
@@ -145,15 +219,174 @@ def resolve_checkpoint(ckpt_path: str, run_dir: str | None) -> str:
         else:
             found = (hpc_checkpoints(run_dir) or [None])[-1]
         if found is None:
+            broken = _intact_checkpoints(run_dir)[1]
+            detail = (
+                f"{len(broken)} checkpoint file(s) there cannot be read, e.g. '{next(iter(broken))}'"
+                if broken
+                else f"nothing in '{checkpoint_dir(run_dir)}' or '{run_dir}/{HPC_PREFIX}*.ckpt'"
+            )
             raise RunError(
-                f"--ckpt_path {ckpt_path}: the run '{run_dir}' has no such checkpoint "
-                f"(nothing in '{checkpoint_dir(run_dir)}' or '{run_dir}/{HPC_PREFIX}*.ckpt'); "
+                f"--ckpt_path {ckpt_path}: the run '{run_dir}' has no such checkpoint ({detail}); "
                 "start it without --ckpt_path, or check the run directory"
             )
         return found
     if not os.path.isfile(ckpt_path):
         raise RunError(f"--ckpt_path: no checkpoint file '{ckpt_path}' (valid: a .ckpt file, or last/best/hpc)")
     return ckpt_path
+
+
+def is_existing_run(run_dir: str) -> bool:
+    """Whether an earlier command wrote into ``run_dir`` (anything but a lock file)."""
+    return os.path.isdir(run_dir) and any(name != LOCK_FILE for name in os.listdir(run_dir))
+
+
+def evaluation_file(filename: str) -> str:
+    """Where ``test`` / ``validate`` / ``predict`` on a run put a file, relative to the run directory.
+
+    Apart from the fit's own ``efficiency.json`` and ``config.yaml``: the sweep and the report read
+    only the fit's test, never an evaluation of some checkpoint made afterwards.
+    """
+    return os.path.join(EVALUATIONS_DIR, filename)
+
+
+# ---------------------------------------------------------------- one writer per run
+class RunLock:
+    """``run.lock`` in the run directory, held with ``flock`` by the one process writing the run.
+
+    Not ``src.data.locking.file_lock``: that one *waits* (right for a download), this one refuses at
+    once and says who holds it; and it is an ``flock``, tied to the open file rather than to the
+    process, so a sweep can hand the very lock it claimed a run with to the ``src.cli`` process it
+    starts for it (``LOCK_FD_ENV``), and reading the holder's record never drops it (POSIX record
+    locks are dropped when *any* descriptor of the file is closed). The kernel releases it when the
+    holder exits in any way, ``kill -9`` included: a crashed run leaves no stale lock, only a stale
+    record, which the next holder overwrites.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.run_dir = os.fspath(run_dir)
+        self.path = os.path.join(self.run_dir, LOCK_FILE)
+        self._fd: int | None = None
+        self._inherited = False
+
+    @property
+    def fd(self) -> int | None:
+        return self._fd
+
+    def acquire(self, role: str = "src.cli") -> RunLock:
+        """Take the lock, or raise ``RunBusy`` naming the process that holds it."""
+        inherited = self._inherited_fd()
+        if inherited is not None:  # our parent (a sweep) holds it for us: same open file, same lock
+            self._fd, self._inherited = inherited, True
+            self._write_record(role)
+            return self
+        os.makedirs(self.run_dir, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise self._busy(self.holder()) from None
+        self._fd = fd
+        self._write_record(role)
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        if not self._inherited:  # an inherited lock stays with the parent that claimed the run
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def child_env(self) -> dict[str, str]:
+        """Environment (and, with ``pass_fds=[lock.fd]``, descriptor) that hands this lock to a child."""
+        assert self._fd is not None, "acquire the lock first"
+        return {LOCK_FD_ENV: f"{self._fd}:{os.path.realpath(self.path)}"}
+
+    def refuse_if_busy(self) -> None:
+        """Raise ``RunBusy`` if another process holds the lock (one that was handed to us does not count)."""
+        holder = self.holder_if_busy()
+        if holder is not None:
+            raise self._busy(holder)
+
+    def _busy(self, holder: str) -> RunBusy:
+        return RunBusy(
+            f"the run directory '{self.run_dir}' is in use by {holder}; wait for it to finish, "
+            "or use another run directory"
+        )
+
+    def holder_if_busy(self) -> str | None:
+        """Who holds the lock now (``holder()``), or ``None`` when nobody does (or it was handed to us)."""
+        if self._inherited_fd() is not None:
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return self.holder()
+        finally:
+            os.close(fd)  # closing drops the shared lock if we got it
+        return None
+
+    def holder(self) -> str:
+        """``process 123 on host (src.cli, since ...)`` from the record the holder wrote."""
+        try:
+            with open(self.path) as handle:
+                record = json.loads(handle.read() or "{}")
+        except (OSError, ValueError):
+            record = {}
+        if not record.get("pid"):
+            return "another process (it has not written its name yet)"
+        where = record.get("host") or "?"
+        note = ""
+        if where == socket.gethostname() and not _alive(int(record["pid"])):
+            note = "; that process is gone, so the lock is held by a process it started, or by a stale network lock"
+        return f"process {record['pid']} on {where} ({record.get('role', '?')}, since {record.get('since', '?')}{note})"
+
+    def _inherited_fd(self) -> int | None:
+        fd_text, _, path = os.environ.get(LOCK_FD_ENV, "").partition(":")
+        if not fd_text.isdigit() or path != os.path.realpath(self.path):
+            return None
+        fd = int(fd_text)
+        try:
+            if not os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                return None  # the variable came along, the descriptor did not (a process of ours it started)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a no-op for the open file that holds it
+        except OSError:
+            return None
+        return fd
+
+    def _write_record(self, role: str) -> None:
+        assert self._fd is not None
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "role": role,
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+        }
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, json.dumps(record).encode(), 0)
+
+    def __enter__(self) -> RunLock:
+        return self.acquire() if self._fd is None else self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ---------------------------------------------------------------- reading saved files

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from src.runs import RunBusy, RunLock
 from src.study.plan import (
     RunSpec,
     Study,
@@ -40,7 +42,7 @@ from src.study.plan import (
     plan_runs,
     run_command,
 )
-from src.study.runs_io import last_checkpoint, read_efficiency, run_status
+from src.study.run_state import RunState, assess, move_aside
 from src.study.slurm import render_sbatch
 
 
@@ -68,6 +70,16 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
     parser.add_argument("--slurm", metavar="FILE", help="write a SLURM array script (one task per run to do)")
     parser.add_argument("--show-output", action="store_true", help="stream each run's output here, not to its log")
+    parser.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="move runs made with another config aside (into <study>/.replaced/, never deleted) and run them again",
+    )
+    parser.add_argument(
+        "--retry-diverged",
+        action="store_true",
+        help="move diverged runs aside (into <study>/.replaced/) and start them again",
+    )
     return parser.parse_args(argv), extra
 
 
@@ -128,67 +140,231 @@ def result_line(report: dict | None) -> str:
     return ", ".join(parts) or "no results recorded"
 
 
+def planned_configs(study: Study, runs: list[RunSpec]) -> dict[Path, dict]:
+    """The config each run's command resolves to now (parsed in this process, nothing built), by run directory.
+
+    Only runs that already have a directory need one (to tell a stale run); parsing is cheap once
+    the CLI is imported.
+    """
+    existing = [run for run in runs if run.run_dir.is_dir()]
+    if not existing:
+        return {}
+    from src.cli import resolved_config  # lightning and the models: imported only when a run exists
+
+    return {run.run_dir: resolved_config(run_command(study, run)[3:]) for run in existing}
+
+
+def assess_runs(study: Study, runs: list[RunSpec]) -> list[RunState]:
+    planned = planned_configs(study, runs)
+    return [assess(run.run_dir, planned.get(run.run_dir)) for run in runs]
+
+
+def state_line(state: RunState) -> str:
+    if state.status == "finished":
+        return f"finished, skip ({result_line(state.report)})"
+    if state.status == "diverged":
+        return f"DIVERGED {state.detail}; skip (--retry-diverged moves it aside and starts it again)"
+    if state.status == "stale":
+        return f"STALE: made with another config ({state.detail}); --rerun-stale moves it aside and runs it again"
+    return ""
+
+
 def print_plan(study: Study, runs: list[RunSpec]) -> None:
     print(f"study {study.name!r}: {len(runs)} runs in {study.directory}/")
-    for index, run in enumerate(runs, 1):
-        status = run_status(run.run_dir)
-        if status == "finished":
-            print(f"[{index}/{len(runs)}] {run.label}: finished, skip ({result_line(read_efficiency(run.run_dir))})")
+    for index, (run, state) in enumerate(zip(runs, assess_runs(study, runs)), 1):
+        prefix = f"[{index}/{len(runs)}] {run.label}"
+        holder = RunLock(run.run_dir).holder_if_busy()
+        busy = f" (in use now by {holder})" if holder else ""
+        if state.status in ("finished", "diverged", "stale"):
+            print(f"{prefix}: {state_line(state)}{busy}")
             continue
-        resume = last_checkpoint(run.run_dir) is not None
-        action = "resume" if resume else ("restart" if status == "unfinished" else "run")
-        print(f"[{index}/{len(runs)}] {run.label}: {action}: {format_command(run_command(study, run, resume))}")
+        resume = state.status == "resume"
+        action = "resume" if resume else ("restart" if state.status == "restart" else "run")
+        print(f"{prefix}: {action}: {format_command(run_command(study, run, resume))}{busy}")
 
 
-def write_slurm(study: Study, runs: list[RunSpec], path: str) -> None:
-    todo = [run for run in runs if run_status(run.run_dir) != "finished"]
+def clear_the_way(study: Study, runs: list[RunSpec], rerun_stale: bool, retry_diverged: bool) -> list[RunState]:
+    """Refuse a study with stale runs (unless ``rerun_stale``); move aside what is to be run again."""
+    states = assess_runs(study, runs)
+    stale = [(run, state) for run, state in zip(runs, states) if state.status == "stale"]
+    if stale and not rerun_stale:
+        for run, state in stale:
+            print(f"{run.label}: {state_line(state)}", file=sys.stderr)
+        raise StudyError(
+            f"{len(stale)} run(s) of study {study.name!r} were made with another config than planned now; "
+            "rerun them with --rerun-stale (the old runs are moved aside, not deleted) or give the study a new --name"
+        )
+    moving = {"stale"} | ({"diverged"} if retry_diverged else set())
+    for index, (run, state) in enumerate(zip(runs, states)):
+        if state.status not in moving:
+            continue
+        try:
+            with RunLock(run.run_dir).acquire(role="src.sweep (moving the run aside)"):
+                target = move_aside(run.run_dir, study.directory)
+        except RunBusy as busy:
+            print(f"{run.label}: not moved aside: {busy}", flush=True)
+            continue
+        print(f"{run.label}: {state.status}, moved aside to {target}", flush=True)
+        states[index] = RunState("missing")
+    return states
+
+
+def write_slurm(study: Study, runs: list[RunSpec], path: str, rerun_stale: bool, retry_diverged: bool) -> None:
+    states = clear_the_way(study, runs, rerun_stale, retry_diverged)
+    todo = [run for run, state in zip(runs, states) if state.status not in ("finished", "diverged")]
     if not todo:
-        print(f"study {study.name!r}: all {len(runs)} runs are finished; no SLURM script written")
+        print(f"study {study.name!r}: all {len(runs)} runs are finished or diverged; no SLURM script written")
         return
     target = Path(path)
     if target.exists():
         raise StudyError(f"{path!r} exists; choose another file name (the sweep never overwrites a file)")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(render_sbatch(study, todo, Path.cwd()))
-    skipped = len(runs) - len(todo)
-    note = f" ({skipped} finished runs left out)" if skipped else ""
+    counts = {status: sum(state.status == status for state in states) for status in ("finished", "diverged")}
+    left_out = " and ".join(f"{count} {status}" for status, count in counts.items() if count)
+    note = f" ({left_out} runs left out)" if left_out else ""
     print(f"wrote {path}: {len(todo)} array tasks{note}. Submit with: sbatch {path}")
 
 
-def run_all(study: Study, runs: list[RunSpec], show_output: bool = False) -> int:
-    """Run every unfinished run in turn; return how many failed."""
+class SignalForwarder:
+    """While the sweep waits for a run, pass SIGTERM / SIGINT on to it; a second signal kills it.
+
+    The run is started in its own session, so a Ctrl-C in the terminal reaches it once, through here,
+    and a ``kill`` of the sweep alone no longer leaves the run training, re-parented to PID 1.
+    """
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen | None = None
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> SignalForwarder:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        again = self.signum is not None
+        self.signum = signum
+        self.forward(kill=again)
+
+    def forward(self, kill: bool = False) -> None:
+        child = self.child
+        if child is None or child.poll() is not None or self.signum is None:
+            return
+        if kill:
+            child.kill()
+        else:
+            child.send_signal(self.signum)
+
+    def run(self, command: list[str], **popen: object) -> int:
+        self.child = subprocess.Popen(command, start_new_session=True, **popen)
+        self.forward()  # a signal that came while it was starting
+        try:
+            return self.child.wait()
+        finally:
+            self.child = None
+
+
+def run_all(
+    study: Study,
+    runs: list[RunSpec],
+    show_output: bool = False,
+    rerun_stale: bool = False,
+    retry_diverged: bool = False,
+) -> int:
+    """Run every unfinished run in turn; return the sweep's exit status (0: nothing failed)."""
     log_dir = study.directory / "sweep_logs"
-    failed = 0
+    failed, diverged, busy = 0, 0, 0
     print(f"study {study.name!r}: {len(runs)} runs in {study.directory}/", flush=True)
-    for index, run in enumerate(runs, 1):
-        prefix = f"[{index}/{len(runs)}] {run.label}"
-        status = run_status(run.run_dir)
-        if status == "finished":
-            print(f"{prefix}: finished earlier, skipped ({result_line(read_efficiency(run.run_dir))})", flush=True)
-            continue
-        resume = last_checkpoint(run.run_dir) is not None
-        command = run_command(study, run, resume=resume)
-        start = time.monotonic()
-        if show_output:
-            code = subprocess.call(command)
-        else:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            log_path = log_dir / f"{run.variant}_seed{run.seed}.log"
-            print(f"{prefix}: {'resuming' if resume else 'running'} (output: {log_path})", flush=True)
-            with open(log_path, "a") as log:
-                log.write(f"$ {format_command(command)}\n")
-                log.flush()
-                code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
-        elapsed = time.monotonic() - start
-        if code != 0:
-            failed += 1
-            print(f"{prefix}: FAILED (exit code {code}, {elapsed:.0f}s)", flush=True)
-        elif run_status(run.run_dir) != "finished":
-            failed += 1
-            print(f"{prefix}: ended without a test accuracy ({elapsed:.0f}s)", flush=True)
-        else:
-            print(f"{prefix}: {result_line(read_efficiency(run.run_dir))} ({elapsed:.0f}s)", flush=True)
-    return failed
+    clear_the_way(study, runs, rerun_stale, retry_diverged)
+    planned = planned_configs(study, runs)
+    with SignalForwarder() as forwarder:
+        for index, run in enumerate(runs, 1):
+            prefix = f"[{index}/{len(runs)}] {run.label}"
+            if forwarder.signum is not None:  # a signal between two runs: start no more
+                print(f"stopped by {signal.Signals(forwarder.signum).name} before {run.label}", file=sys.stderr)
+                return 128 + forwarder.signum
+            state = assess(run.run_dir, planned.get(run.run_dir))
+            if state.status in ("finished", "diverged", "stale"):
+                print(f"{prefix}: {state_line(state).replace(', skip', ' earlier, skipped', 1)}", flush=True)
+                continue
+            lock = RunLock(run.run_dir)
+            try:
+                lock.acquire(role="src.sweep")
+            except RunBusy:
+                busy += 1
+                print(f"{prefix}: skipped: in use by {lock.holder()} (another sweep or run)", flush=True)
+                continue
+            try:
+                state = assess(run.run_dir, planned.get(run.run_dir))  # it may have moved on while we looked
+                if state.status in ("finished", "diverged", "stale"):
+                    print(f"{prefix}: {state_line(state)}", flush=True)
+                    continue
+                code, elapsed = launch(study, run, state, lock, forwarder, log_dir, show_output, prefix)
+            finally:
+                lock.release()
+            if forwarder.signum is not None:
+                name = signal.Signals(forwarder.signum).name
+                print(
+                    f"{prefix}: stopped by {name} (exit code {code}); the sweep stops here. Re-run the same "
+                    "command to continue",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return 128 + forwarder.signum
+            state = assess(run.run_dir, None)
+            if state.status == "diverged":
+                diverged += 1
+                print(f"{prefix}: DIVERGED {state.detail} ({elapsed:.0f}s)", flush=True)
+            elif code != 0:
+                failed += 1
+                print(f"{prefix}: FAILED (exit code {code}, {elapsed:.0f}s)", flush=True)
+            elif state.status != "finished":
+                failed += 1
+                print(f"{prefix}: ended without a test accuracy ({elapsed:.0f}s)", flush=True)
+            else:
+                print(f"{prefix}: {result_line(state.report)} ({elapsed:.0f}s)", flush=True)
+    if diverged:
+        print(f"{diverged} run(s) diverged: recorded as such, not retried (--retry-diverged)", flush=True)
+    if busy:
+        print(f"{busy} run(s) were in use by other processes and left to them", flush=True)
+    if failed:
+        print(f"{failed} of {len(runs)} runs failed; re-run the same command to retry them", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def launch(
+    study: Study,
+    run: RunSpec,
+    state: RunState,
+    lock: RunLock,
+    forwarder: SignalForwarder,
+    log_dir: Path,
+    show_output: bool,
+    prefix: str,
+) -> tuple[int, float]:
+    """Start the run's ``src.cli fit`` process, handing it the run's lock; ``(exit code, seconds)``."""
+    resume = state.status == "resume"
+    command = run_command(study, run, resume=resume)
+    popen = {"env": {**os.environ, **lock.child_env()}, "pass_fds": [lock.fd]}
+    start = time.monotonic()
+    if show_output:
+        code = forwarder.run(command, **popen)
+    else:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{run.variant}_seed{run.seed}.log"
+        action = "continuing from its checkpoint" if resume else "running"
+        print(f"{prefix}: {action} (output: {log_path})", flush=True)
+        with open(log_path, "a") as log:
+            log.write(f"$ {format_command(command)}\n")
+            log.flush()
+            code = forwarder.run(command, stdout=log, stderr=subprocess.STDOUT, **popen)
+    return code, time.monotonic() - start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,15 +376,12 @@ def main(argv: list[str] | None = None) -> int:
             print_plan(study, runs)
             return 0
         if args.slurm:
-            write_slurm(study, runs, args.slurm)
+            write_slurm(study, runs, args.slurm, args.rerun_stale, args.retry_diverged)
             return 0
+        return run_all(study, runs, args.show_output, args.rerun_stale, args.retry_diverged)
     except (StudyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    failed = run_all(study, runs, show_output=args.show_output)
-    if failed:
-        print(f"{failed} of {len(runs)} runs failed; re-run the same command to retry them", file=sys.stderr)
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

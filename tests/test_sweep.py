@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from src.study.plan import Study, StudyError, load_study, plan_runs, run_command
@@ -63,7 +64,7 @@ def test_dry_run_prints_the_plan_and_resumes_unfinished_runs(tmp_path, capsys):
     study_file = write_study(tmp_path / "s.yaml", archs=["resnet8"], seeds=[0, 1, 2])
     logs = tmp_path / "logs" / STUDY / "resnet8"
     (logs / "seed1" / "checkpoints").mkdir(parents=True)
-    (logs / "seed1" / "checkpoints" / "last.ckpt").write_bytes(b"")  # trained, never tested
+    torch.save({"state_dict": {}, "global_step": 4}, logs / "seed1" / "checkpoints" / "last.ckpt")  # never tested
     (logs / "seed2").mkdir()  # crashed before its first checkpoint
     assert main([str(study_file), "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -64,7 +64,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Subset
 
 from src.callbacks.provenance import provenance
-from src.files import free_path
+from src.files import free_path, write_json_atomic
 from src.models.complexity import (
     count_flops,
     count_parameters,
@@ -520,6 +520,12 @@ class ParameterEfficiency(pl.Callback):
         self._record(trainer, "val", self.val_metric)
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.report and self.path is None and self._restored is not None:
+            # `fit --ckpt_path last` of a run whose training was complete (killed in its test): the fit loop
+            # never started, so on_train_start never opened the record; continue the saved one as it was.
+            self.path = os.path.join(self._log_dir, self._restored["filename"])
+            self.report.update(self._restored["report"])
+            self.report["resumed_at_steps"] = [*self.report.get("resumed_at_steps", []), trainer.global_step]
         if trainer.is_global_zero and self.report:
             path = str(trainer.ckpt_path) if trainer.ckpt_path else None
             if path and self._log_dir and os.path.abspath(path).startswith(os.path.abspath(self._log_dir) + os.sep):
@@ -585,6 +591,5 @@ class ParameterEfficiency(pl.Callback):
         assert self.path is not None
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self.report["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        from src.files import write_json_atomic  # (here, not at the top: keeps this edit apart from the imports)
 
         write_json_atomic(self.path, self.report)  # same directory, fsync, rename; no fragment on a full disk

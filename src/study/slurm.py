@@ -13,8 +13,9 @@ For several GPUs per run, ask for them in ``sbatch`` (``gres: "gpu:4"``, ``ntask
 set ``srun: true`` and pass ``trainer.devices: 4`` under the study's ``args``.
 
 Each task picks its command from the list by ``SLURM_ARRAY_TASK_ID`` and decides when it starts
-(not when the script was written) whether to skip a finished run or resume one from its
-``last.ckpt`` -- so a requeued or re-submitted array continues where it stopped.
+(not when the script was written) whether to skip a finished or diverged run or resume one from its
+``last.ckpt`` -- so a requeued or re-submitted array continues where it stopped. Stale runs (made
+with another config) are refused when the script is written (``python -m src.sweep --slurm``).
 """
 
 from __future__ import annotations
@@ -58,9 +59,13 @@ def render_sbatch(study: Study, runs: list[RunSpec], workdir: str | Path) -> str
         f"mkdir -p {shlex.quote(str(log_dir))}",
         *setup,
         "",
-        "# run DIR COMMAND...: skip DIR if it was tested, resume it from last.ckpt if it has one, else start it.",
+        "# run DIR COMMAND...: skip DIR if it diverged or was tested (by its fit: evaluations/ does not count),",
+        "# resume it from last.ckpt if it has one, else start it. The run's own run.lock keeps out a second writer.",
         "run() {",
         "    local dir=$1; shift",
+        '    if grep -qs \'"status": "diverged"\' "$dir"/efficiency*.json; then',
+        '        echo "$dir: DIVERGED, skipped (python -m src.sweep --retry-diverged to start it again)"; exit 0',
+        "    fi",
         '    if grep -qsE \'"test_acc": [-0-9]\' "$dir"/efficiency*.json; then',
         '        echo "$dir: finished, skipped"; exit 0',
         "    fi",
