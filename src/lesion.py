@@ -70,10 +70,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="let random draws pick the downsampling blocks too (default: never)")  # fmt: skip
     draws.add_argument("--exclude-downsampling", action="store_true",
                        help="never draw the downsampling blocks (the default; kept for old command lines)")  # fmt: skip
-    parser.add_argument("--bn-reestimate", action="store_true",
-                        help="re-estimate BN statistics on training batches after each removal (and for the baseline)")
-    parser.add_argument("--bn-batches", type=int, default=DEFAULT_BN_BATCHES,
-                        help=f"training batches for --bn-reestimate (default {DEFAULT_BN_BATCHES})")
+    parser.add_argument(
+        "--bn-reestimate",
+        action="store_true",
+        help="re-estimate BN statistics on training batches after each removal (and for the baseline)",
+    )
+    parser.add_argument(
+        "--bn-batches",
+        type=int,
+        default=DEFAULT_BN_BATCHES,
+        help=f"training batches for --bn-reestimate (default {DEFAULT_BN_BATCHES})",
+    )
     parser.add_argument("--limit-batches", type=int, help="evaluate on the first N batches only (quick looks)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", help="output directory (default: <run>/lesion)")

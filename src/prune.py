@@ -70,13 +70,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scope", nargs="+", default=list(SCOPES), metavar="{global,layer}",
                         help="global: rank all weights together; layer: the same fraction of every layer "
                              "(default: both)")  # fmt: skip
-    parser.add_argument("--no-random-control", dest="random_control", action="store_false",
-                        help="skip the random control (same per-layer counts as the magnitude mask, random weights)")
+    parser.add_argument(
+        "--no-random-control",
+        dest="random_control",
+        action="store_false",
+        help="skip the random control (same per-layer counts as the magnitude mask, random weights)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random control and of the training batches")
-    parser.add_argument("--no-bn-recalibrate", dest="bn_recalibrate", action="store_false",
-                        help="keep the intact network's BN statistics (default: re-estimate them after pruning)")
-    parser.add_argument("--bn-batches", type=int, default=DEFAULT_BN_BATCHES,
-                        help=f"training batches to re-estimate BN statistics on (default {DEFAULT_BN_BATCHES})")
+    parser.add_argument(
+        "--no-bn-recalibrate",
+        dest="bn_recalibrate",
+        action="store_false",
+        help="keep the intact network's BN statistics (default: re-estimate them after pruning)",
+    )
+    parser.add_argument(
+        "--bn-batches",
+        type=int,
+        default=DEFAULT_BN_BATCHES,
+        help=f"training batches to re-estimate BN statistics on (default {DEFAULT_BN_BATCHES})",
+    )
     parser.add_argument("--finetune-steps", type=int, default=0, help="SGD steps on the train split after pruning")
     parser.add_argument("--finetune-lr", type=float, default=0.01, help="learning rate of the fine-tune")
     parser.add_argument("--config", help="YAML with a data: section (default: the data each checkpoint carries)")

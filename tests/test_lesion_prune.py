@@ -109,7 +109,10 @@ def test_plain_network_lesions_skip_shape_keeping_blocks_and_refuse_downsampling
     net = run["model"].model
     rows = lesion_study(net, _loader(run), name="plain8")
     assert [(r["removed"], r["replaced_by"]) for r in rows] == [
-        ("none", ""), ("layer1.0", "identity"), ("layer2.0", ""), ("layer3.0", "")
+        ("none", ""),
+        ("layer1.0", "identity"),
+        ("layer2.0", ""),
+        ("layer3.0", ""),
     ]
     assert rows[0]["acc"] == pytest.approx(run["test_acc"], abs=1e-6)
     assert rows[1]["acc"] is not None and rows[1]["acc_drop"] == pytest.approx(rows[0]["acc"] - rows[1]["acc"])
@@ -200,7 +203,9 @@ def test_lesion_command_writes_tables_and_figure_without_overwriting(trained, tm
     assert len(random) == 4 and (out / "lesion.png").stat().st_size > 0
     stages = _csv(paths["stages"])
     assert [(r["stage"], r["downsampling"], r["blocks"], r["removed"]) for r in stages] == [
-        ("1", "False", "1", "1"), ("2", "True", "1", "1"), ("3", "True", "1", "1")
+        ("1", "False", "1", "1"),
+        ("2", "True", "1", "1"),
+        ("3", "True", "1", "1"),
     ]
     assert float(stages[1]["drop_mean"]) == pytest.approx(float(single[2]["acc_drop"])) and stages[1]["drop_std"] == ""
     summary = _csv(paths["random_summary"])
@@ -219,13 +224,17 @@ def test_lesion_command_on_a_plain_net_skips_what_it_can(trained, tmp_path):
                                  "--bn-batches", "2"])  # fmt: skip
     single = _csv(paths["single"])
     assert [(r["removed"], r["replaced_by"], r["bn_reestimated"]) for r in single] == [
-        ("none", "", "True"), ("layer1.0", "identity", "True"), ("layer2.0", "", "True"), ("layer3.0", "", "True")
+        ("none", "", "True"),
+        ("layer1.0", "identity", "True"),
+        ("layer2.0", "", "True"),
+        ("layer3.0", "", "True"),
     ]
     assert single[3]["acc"] == "" and "not removable" in single[3]["note"]
     assert [r["removed"] for r in _csv(paths["random"])] == ["layer1.0", "layer1.0"]  # k = 1, 2 draws
     stages = _csv(paths["stages"])
     assert [(r["stage"], r["downsampling"], r["removed"], r["drop_mean"]) for r in stages][1:] == [
-        ("2", "True", "0", ""), ("3", "True", "0", "")
+        ("2", "True", "0", ""),
+        ("3", "True", "0", ""),
     ]
 
 
@@ -257,8 +266,13 @@ def test_prune_command_puts_residual_and_plain_with_their_controls_on_one_figure
                                 "--no-bn-recalibrate", "--out", str(tmp_path)])  # fmt: skip
     assert sorted(again.values()) == sorted(
         str(tmp_path / f"{stem}-1.{ext}")
-        for stem, ext in [("prune", "csv"), ("prune_layers", "csv"), ("prune", "md"), ("prune", "png"),
-                          ("prune_layers", "png")]  # fmt: skip
+        for stem, ext in [
+            ("prune", "csv"),
+            ("prune_layers", "csv"),
+            ("prune", "md"),
+            ("prune", "png"),
+            ("prune_layers", "png"),
+        ]  # fmt: skip
     )
     rows_again = _csv(again["table"])
     assert [(r["scope"], r["method"], r["bn_batches"]) for r in rows_again] == [("layer", "magnitude", "0")] * 2
@@ -341,7 +355,8 @@ def _toy_loader(samples: int = 64, batch: int = 16):
 def test_per_layer_sparsity_of_a_toy_net_for_global_and_layer_scope(scope, sparsity, pruned):
     study = prune_study(_toy_net(), _toy_loader(), [sparsity], scopes=[scope])
     assert [(r["layer"], r["kind"], r["weights"], r["pruned"]) for r in study.layers] == [
-        ("0", "linear", 8, pruned[0]), ("2", "linear", 8, pruned[1])
+        ("0", "linear", 8, pruned[0]),
+        ("2", "linear", 8, pruned[1]),
     ]
     assert [r["layer_sparsity"] for r in study.layers] == [pruned[0] / 8, pruned[1] / 8]
     (row,) = study.rows
@@ -480,7 +495,9 @@ def test_summaries_use_the_sample_standard_deviation():
     ]
     stages = stage_summary(single)
     assert [(s["stage"], s["downsampling"], s["blocks"], s["removed"]) for s in stages] == [
-        (1, False, 2, 2), (2, False, 1, 1), (2, True, 1, 0)
+        (1, False, 2, 2),
+        (2, False, 1, 1),
+        (2, True, 1, 0),
     ]
     assert stages[0]["drop_mean"] == pytest.approx(0.2) and stages[0]["drop_std"] == pytest.approx(0.1414214)
     assert (stages[0]["drop_min"], stages[0]["drop_max"]) == (0.1, 0.3)
