@@ -504,6 +504,16 @@ def test_protocol_of_a_folder_run_with_a_held_out_test_split(tmp_path):
     assert "also picks the checkpoint" not in text
 
 
+def test_a_later_test_of_a_run_never_replaces_its_fit_record(tmp_path):
+    """Runs made before evaluations/ existed: `test --run_dir` wrote efficiency-1.json (stage test) beside the fit's."""
+    run_dir = write_run(tmp_path / "resnet20" / "seed0", "resnet20", 0, 0.90, 269_722, stage="fit")
+    later = {"arch": "resnet20", "params_total": 269_722, "test_acc": 0.10, "stage": "test", "status": "finished"}
+    (run_dir / "efficiency-1.json").write_text(json.dumps(later))
+    out, _, _ = run_report(tmp_path)
+    (row,) = read_csv(out / "report.csv")
+    assert float(row["test_acc_mean"]) == pytest.approx(0.90)
+
+
 def test_a_run_without_config_yaml_is_named_apart_and_renames_nothing(tmp_path):
     write_run(tmp_path / "resnet20" / "seed0", "resnet20", 0, 0.90, 269_722)
     write_run(tmp_path / "resnet20" / "seed1", "resnet20", 1, 0.92, 269_722)

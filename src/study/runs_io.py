@@ -51,7 +51,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def read_efficiency(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's efficiency report: the newest file that has a test accuracy, else the newest one; None if none.
+    """The run's efficiency report: the newest fit record that has a test accuracy, else the newest one; None if none.
 
     ``status`` (and ``diverged_step`` / ``diverged_reason``) come from the newest file that has one.
 
@@ -59,6 +59,9 @@ def read_efficiency(run_dir: str | Path) -> dict[str, Any] | None:
     started a fresh file still reports its best validation accuracy from before the resume.
     """
     reports = [report for path in numbered_files(run_dir, EFFICIENCY_FILE) if (report := _read_json(path))]
+    # Only the fit's own records: a `test`/`validate` of the run made before evaluations/ existed wrote an
+    # efficiency-N.json beside them (stage "test"), whose accuracy is no result of the run (as the sweep reads it).
+    reports = [report for report in reports if report.get("stage", "fit") == "fit"]
     if not reports:
         return None
     tested = [report for report in reports if report.get("test_acc") is not None]
