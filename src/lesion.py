@@ -81,7 +81,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_BN_BATCHES,
         help=f"training batches for --bn-reestimate (default {DEFAULT_BN_BATCHES})",
     )
-    parser.add_argument("--limit-batches", type=int, help="evaluate on the first N batches only (quick looks)")
+    parser.add_argument(
+        "--limit-batches",
+        type=int,
+        help="evaluate on the first N batches only (quick looks; folder splits are in a seeded random order, so these mix all classes)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", help="output directory (default: <run>/lesion)")
     return parser.parse_args(argv)

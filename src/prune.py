@@ -93,7 +93,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--finetune-lr", type=float, default=0.01, help="learning rate of the fine-tune")
     parser.add_argument("--config", help="YAML with a data: section (default: the data each checkpoint carries)")
     parser.add_argument("--split", choices=["test", "val"], default="test", help="split to measure on")
-    parser.add_argument("--limit-batches", type=int, help="evaluate on the first N batches only (quick looks)")
+    parser.add_argument(
+        "--limit-batches",
+        type=int,
+        help="evaluate on the first N batches only (quick looks; folder splits are in a seeded random order, so these mix all classes)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", help="output directory (default: <run of the first checkpoint>/prune)")
     return parser.parse_args(argv)

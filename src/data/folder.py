@@ -610,7 +610,15 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         else:
             train_indices, val_indices = stratified_split([label for _, label in pool], self.val_split, self.split_seed)
             train, val = [pool[i] for i in train_indices], [pool[i] for i in val_indices]
-        self.samples = {"train": train, "val": val, **({"test": folders["test"]} if "test" in folders else {})}
+        # Evaluation splits in a seeded random order, not class by class: a partial evaluation (Lightning's
+        # limit_val_batches / limit_test_batches, or lesion/prune --limit-batches) then scores a fair sample of
+        # every class instead of the first classes only. The full-split numbers do not depend on the order.
+        evaluation = {"val": val, **({"test": folders["test"]} if "test" in folders else {})}
+        for split, samples in evaluation.items():
+            samples = list(samples)
+            random.Random(f"{self.split_seed}-{split}").shuffle(samples)
+            evaluation[split] = samples
+        self.samples = {"train": train, **evaluation}
         if self.mean is None:
             self.mean, self.std = self._statistics(train)
         self._results = {}
