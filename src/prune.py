@@ -96,7 +96,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--limit-batches",
         type=int,
-        help="evaluate on the first N batches only (quick looks; folder splits are in a seeded random order, so these mix all classes)",
+        help="evaluate on the first N batches only (quick looks; folder splits are in a seeded order of all classes)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", help="output directory (default: <run of the first checkpoint>/prune)")
