@@ -164,10 +164,12 @@ def resume_checkpoint(run_dir: str) -> str | None:
     intact, broken = _intact_checkpoints(run_dir)
     chosen = intact[0][1] if intact else None
     last = os.path.join(checkpoint_dir(run_dir), LAST_CHECKPOINT)
-    if chosen is not None and chosen != last and (last in broken or not os.path.isfile(last)):
-        problem = f"cannot be read ({broken[last]})" if last in broken else "does not exist"
+    # No last.ckpt at all is ordinary (a SIGTERM before the first epoch ended leaves only its hpc checkpoint):
+    # only a broken one is worth a warning.
+    if chosen is not None and chosen != last and last in broken:
         warnings.warn(
-            f"'{last}' {problem}; continuing from '{chosen}' (step {intact[0][0]}), the newest intact checkpoint",
+            f"'{last}' cannot be read ({broken[last]}); continuing from '{chosen}' (step {intact[0][0]}), "
+            "the newest intact checkpoint",
             CheckpointFallbackWarning,
             stacklevel=2,
         )
