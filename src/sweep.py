@@ -160,6 +160,7 @@ def planned_configs(study: Study, runs: list[RunSpec]) -> dict[Path, dict]:
     Only runs that already have a directory need one (to tell a stale run); parsing is cheap once
     the CLI is imported.
     """
+
     def exists(run: RunSpec) -> bool:
         results = study.results_dir(run)
         return run.run_dir.is_dir() or (results is not None and results.is_dir())
