@@ -208,7 +208,8 @@ def state_line(state: RunState) -> str:
 
 
 def print_plan(study: Study, runs: list[RunSpec]) -> None:
-    print(f"study {study.name!r}: {len(runs)} runs in {study.directory}/")
+    results = f" (results in {study.results}/)" if study.results else ""
+    print(f"study {study.name!r}: {len(runs)} runs in {study.directory}/{results}")
     for index, (run, state) in enumerate(zip(runs, assess_runs(study, runs)), 1):
         prefix = f"[{index}/{len(runs)}] {run.label}"
         holder = RunLock(run.run_dir).holder_if_busy()

@@ -190,3 +190,21 @@ def test_collect_needs_a_results_folder(tmp_path, monkeypatch, capsys):
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(study))
     assert sweep(["tiny.yaml", "--collect"]) == 2
     assert "has no 'results' folder to collect into: add e.g. `results: docs/results/tiny`" in capsys.readouterr().err
+
+
+def test_rerun_stale_moves_a_stale_result_aside_never_deleting_it(tiny_results, tmp_path, capsys):
+    from src.sweep import clear_the_way
+
+    write_study(tmp_path / "tiny.yaml", **{"trainer.max_epochs": 3})
+    study = load_study(tmp_path / "tiny.yaml").validate()
+    runs = plan_runs(study)[:1]
+    before = (tiny_results / "resnet8" / "seed0" / "efficiency.json").read_bytes()
+    states = clear_the_way(study, runs, rerun_stale=True, retry_diverged=False)
+    assert [state.status for state in states] == ["missing"]  # nothing in the log root either: to be run
+    assert not (tiny_results / "resnet8" / "seed0").exists()
+    assert (tiny_results / ".replaced" / "resnet8" / "seed0-1" / "efficiency.json").read_bytes() == before
+    assert "resnet8/seed0: stale in results, moved aside to results/tiny/.replaced/resnet8/seed0-1" in (
+        capsys.readouterr().out
+    )
+    assert report(["results/tiny", "--out", "after"]) == 0  # the report never reads the moved-aside run
+    assert "`resnet8/seed0` — resnet8/seed0" in Path("after/report.md").read_text()  # listed missing, relative
