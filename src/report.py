@@ -766,7 +766,8 @@ def main(argv: list[str] | None = None) -> int:
         "--check",
         action="store_true",
         help="the source is a committed results folder: regenerate its report in a temporary folder and fail "
-        "(exit 1) when the committed files or run configs differ from what HEAD gives",
+        "(exit 1) when the committed files or run configs differ from what HEAD gives (give the same --paper / "
+        "--target-acc the committed report was made with; it is made with the defaults otherwise)",
     )
     args = parser.parse_args(argv)
     if args.check:
