@@ -42,6 +42,7 @@ incomplete.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -96,14 +97,17 @@ DIAGNOSTICS_FIGURES = {
 }
 
 
-def diagnostics_figures(records: list[RunRecord], out: Path, notes: list[str] | None = None) -> list[str]:
+def diagnostics_figures(
+    records: list[RunRecord], out: Path, notes: list[str] | None = None, data: dict | None = None
+) -> list[str]:
     """Scale-free per-block profiles against relative depth: one curve per variant over ALL its finished seeds.
 
     RMS gradient per weight, ||g|| / ||w|| and ||F(x)|| / ||s(x)|| (``src.study.depth_profiles``: each
     seed averaged over measured steps >= 75% of its last, then the mean over seeds with a min-max band).
     Returns the names of the figures written: none when no run recorded the scale-free diagnostics.
     What was skipped (old ``diagnostics.jsonl`` files, seeds whose blocks differ) is appended to
-    ``notes``, or printed to stderr when ``notes`` is None.
+    ``notes``, or printed to stderr when ``notes`` is None. ``data`` (when given) receives each figure's
+    profiles as numbers, by figure name (for ``figures.json``).
     """
     files: dict[str, list[Path]] = {}
     for run in records:
@@ -117,6 +121,8 @@ def diagnostics_figures(records: list[RunRecord], out: Path, notes: list[str] | 
         if profiles:
             draw_depth_profiles(profiles, out / name, key=key)
             written.append(name)
+            if data is not None:
+                data[name] = [dataclasses.asdict(profile) for profile in profiles]
     if notes is None:
         for note in skipped:
             print(f"diagnostics: {note}", file=sys.stderr)
@@ -549,9 +555,7 @@ def _rounded(value: object) -> object:
     return value
 
 
-def figure_data(
-    rows: list[Row], records: list[RunRecord], target: tuple[float | None, str], diagnostics: list[str]
-) -> dict:
+def figure_data(rows: list[Row], records: list[RunRecord], target: tuple[float | None, str], diagnostics: dict) -> dict:
     """What every figure draws, as numbers: ``figures.json`` (compared by ``--check`` instead of PNG bytes)."""
     data: dict = {}
     for cost in ("params", "macs", "compute", "time"):
@@ -575,7 +579,7 @@ def figure_data(
         variant: {split: [list(map(list, curve)) for curve in by_split[split]] for split in sorted(by_split)}
         for variant, by_split in sorted(curves.items())
     }
-    data["diagnostics"] = sorted(diagnostics)
+    data.update(diagnostics)  # the depth profiles, by figure name
     return _rounded(data)
 
 
@@ -604,7 +608,8 @@ def write_report(
     plot_size_to_target(sizes_to_target(rows, target[0]), target[0], out / FIGURES["target"])
     plot_training_curves(rows, read_curves(records), out / FIGURES["curves"])
     diagnostic_notes: list[str] = []
-    diagnostics = diagnostics_figures(records, out, diagnostic_notes)
+    profiles: dict = {}
+    diagnostics = diagnostics_figures(records, out, diagnostic_notes, profiles)
     tools = tool_figures(records, out)
     text, lines_csv, pairs_csv = render_markdown(
         title or str(root), records, rows, overlay, diagnostics, tools, target, diagnostic_notes, root
@@ -612,7 +617,7 @@ def write_report(
     write_rows(lines_csv, out / "report_lines.csv")
     write_rows(pairs_csv, out / "report_comparisons.csv")
     (out / "report.md").write_text(text)
-    figures = figure_data(rows, records, target, diagnostics)
+    figures = figure_data(rows, records, target, profiles)
     (out / FIGURE_DATA).write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
     return out, records
 

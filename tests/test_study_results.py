@@ -152,6 +152,8 @@ def test_collect_copies_ended_runs_and_never_overwrites_a_different_result(tmp_p
     (runs[0].run_dir / "checkpoints").mkdir()
     (runs[0].run_dir / "checkpoints" / "last.ckpt").write_bytes(b"weights")
     (runs[0].run_dir / "efficiency-1.json").write_text(json.dumps({"stage": "test", "test_acc": 0.2}))
+    (runs[0].run_dir / "data.json").write_text('{"root": "data"}')
+    (runs[0].run_dir / "diagnostics.jsonl").write_text('{"step": 0}\n')
 
     assert sweep(["tiny.yaml", "--collect"]) == 0
     out = capsys.readouterr().out
@@ -159,7 +161,8 @@ def test_collect_copies_ended_runs_and_never_overwrites_a_different_result(tmp_p
     assert "[3/6] resnet8/seed2: nothing to copy (missing in logs/tiny)" in out
     assert "2 run(s) copied into results/tiny/" in out
     copied = tmp_path / "results" / "tiny" / "resnet8" / "seed0"
-    assert sorted(p.name for p in copied.iterdir()) == ["config.yaml", "efficiency.json", "metrics.csv"]
+    names = ["config.yaml", "data.json", "diagnostics.jsonl", "efficiency.json", "metrics.csv"]
+    assert sorted(p.name for p in copied.iterdir()) == names  # no checkpoint, no events, no later test record
     assert (copied / METRICS_FILE).read_text() == (
         "step,tag,value\n5,val/acc,0.25\n10,val/acc,0.5\n5,train/loss_step,1.75\n10,train/loss_step,1.5\n"
     )
@@ -208,3 +211,20 @@ def test_rerun_stale_moves_a_stale_result_aside_never_deleting_it(tiny_results, 
     )
     assert report(["results/tiny", "--out", "after"]) == 0  # the report never reads the moved-aside run
     assert "`resnet8/seed0` — resnet8/seed0" in Path("after/report.md").read_text()  # listed missing, relative
+
+
+def test_diagnostics_are_kept_and_their_profiles_are_in_figures_json(tiny_results, capsys):
+    records = [{"step": step, "grad_rms": [1.0, 2.0, 3.0], "grad_to_weight": [0.1] * 3,
+                "branch_to_shortcut": [0.5, 0.4, 0.3], "stage": [1, 2, 3], "residual": [True] * 3}
+               for step in (0, 2)]  # fmt: skip
+    run = tiny_results / "resnet8" / "seed0"
+    (run / "diagnostics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert report(["--check", "results/tiny"]) == 1  # the committed report lacks the new figure's data
+    assert "figures.json" in capsys.readouterr().err
+    assert report(["results/tiny"]) == 0 and report(["--check", "results/tiny"]) == 0
+    figures = json.loads((tiny_results / "report" / "figures.json").read_text())
+    (profile,) = figures["diagnostics_grad_rms.png"]
+    assert profile["label"] == "resnet8" and profile["mean"] == [1.0, 2.0, 3.0] and profile["seeds"] == 1
+    assert sorted(p.name for p in (tiny_results / "report").glob("diagnostics_*.png")) == [
+        "diagnostics_branch_to_shortcut.png", "diagnostics_grad_rms.png", "diagnostics_grad_to_weight.png",
+    ]  # fmt: skip
