@@ -7,6 +7,9 @@ A run directory (``<root>/<study>/<arch>[-<override>]/seed<k>/``) holds::
     events.out.tfevents*   TensorBoard scalars (train/acc, val/acc, ... against the global step)
     checkpoints/           best by val/acc and last.ckpt
 
+A study's committed results run (``src.study.results``) holds the small files only, with the
+TensorBoard curves as ``metrics.csv``; the same readers read it (``read_scalars`` falls back to it).
+
 The sweep and the report only *read* these files, through the small functions here; they never
 build the paths themselves. ``src.runs`` owns the layout (names, checkpoints, the raw readers);
 these are its *tolerant* readers for studies: a run that is missing, crashed or half-written
