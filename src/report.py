@@ -1,4 +1,4 @@
-"""Report a study: ``python -m src.report <log root | study file> [--out DIR] [--target-acc A] [--paper MODE]``.
+"""Report a study: ``python -m src.report <log root | results folder | study file> [--out DIR] [--check] ...``.
 
 Reads only what the runs saved -- ``efficiency.json``, ``config.yaml``, ``data.json`` and the
 TensorBoard scalars ``train/acc`` and ``val/acc`` -- and never trains. Writes into ``--out``
@@ -19,27 +19,42 @@ TensorBoard scalars ``train/acc`` and ``val/acc`` -- and never trains. Writes in
   when runs trained with the diagnostics callback: scale-free per-block profiles against relative
   depth, every finished seed, residual against plain;
 * links to the ``lesion/lesion.png`` and ``prune/prune.png`` that ``python -m src.lesion`` /
-  ``python -m src.prune`` wrote into the study's run directories.
+  ``python -m src.prune`` wrote into the study's run directories;
+* ``figures.json``: the data behind every figure (points, intervals, curves), so a check compares
+  numbers, not PNG bytes.
 
 Given a study file, the root is the study's folder and the runs it plans but cannot find are
-listed as missing. A partial study -- one seed, one size, untested, crashed or diverged runs,
-a target no line reaches -- is reported as far as it goes, in words; the report never fails
-because a run is incomplete.
+listed as missing. A study's committed results folder (``results:`` in the study file, see
+``src/study/results.py``) is read alone -- from its copied files, curves from ``metrics.csv`` --
+whether given as the folder or as the study file that names it; its report (default
+``<results>/report/``) holds no absolute path, timestamp or machine-dependent order.
+
+``--check RESULTS``: regenerate the report of a committed results folder into a temporary folder
+and fail (exit 1, the differences listed) when the committed report.md / CSV files / figures.json
+differ from it, or when a committed run's resolved config differs (beyond where-it-was-written
+fields: ``src.study.run_state.IGNORED_KEYS``) from what the study file at HEAD plans for it.
+
+A partial study -- one seed, one size, untested, crashed or diverged runs, a target no line
+reaches -- is reported as far as it goes, in words; the report never fails because a run is
+incomplete.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from src.study.paper import CITATION
-from src.study.plan import StudyError, is_study_file, load_study, plan_runs
+from src.study.plan import Study, StudyError, is_study_file, load_study, plan_runs, run_command
 from src.study.plots import depth_profiles, draw_depth_profiles
 from src.study.protocol import protocol_line
-from src.study.report_figures import plot_error_vs_cost, plot_size_to_target, plot_training_curves
+from src.study.report_figures import COSTS, plot_error_vs_cost, plot_size_to_target, plot_training_curves
 from src.study.report_tables import (
     Pair,
     Row,
@@ -57,7 +72,9 @@ from src.study.report_tables import (
     write_csv,
     write_rows,
 )
-from src.study.runs_io import read_scalars
+from src.study.results import read_index
+from src.study.run_state import config_differences, saved_configs
+from src.study.runs_io import find_run_dirs, read_scalars
 from src.study.statistics import PowerLaw, size_to_reach
 
 FIGURES = {
@@ -68,6 +85,8 @@ FIGURES = {
     "target": "size_to_target.png",
     "curves": "training_curves.png",
 }
+FIGURE_DATA = "figures.json"
+CHECKED_FILES = ("report.md", "report.csv", "report_lines.csv", "report_comparisons.csv", FIGURE_DATA)
 CURVE_TAGS = {"train": "train/acc", "val": "val/acc"}
 # Written when finished runs trained with the diagnostics callback (diagnostics.enabled: true).
 DIAGNOSTICS_FILE = "diagnostics.jsonl"
@@ -78,14 +97,17 @@ DIAGNOSTICS_FIGURES = {
 }
 
 
-def diagnostics_figures(records: list[RunRecord], out: Path, notes: list[str] | None = None) -> list[str]:
+def diagnostics_figures(
+    records: list[RunRecord], out: Path, notes: list[str] | None = None, data: dict | None = None
+) -> list[str]:
     """Scale-free per-block profiles against relative depth: one curve per variant over ALL its finished seeds.
 
     RMS gradient per weight, ||g|| / ||w|| and ||F(x)|| / ||s(x)|| (``src.study.depth_profiles``: each
     seed averaged over measured steps >= 75% of its last, then the mean over seeds with a min-max band).
     Returns the names of the figures written: none when no run recorded the scale-free diagnostics.
     What was skipped (old ``diagnostics.jsonl`` files, seeds whose blocks differ) is appended to
-    ``notes``, or printed to stderr when ``notes`` is None.
+    ``notes``, or printed to stderr when ``notes`` is None. ``data`` (when given) receives each figure's
+    profiles as numbers, by figure name (for ``figures.json``).
     """
     files: dict[str, list[Path]] = {}
     for run in records:
@@ -99,6 +121,8 @@ def diagnostics_figures(records: list[RunRecord], out: Path, notes: list[str] | 
         if profiles:
             draw_depth_profiles(profiles, out / name, key=key)
             written.append(name)
+            if data is not None:
+                data[name] = [dataclasses.asdict(profile) for profile in profiles]
     if notes is None:
         for note in skipped:
             print(f"diagnostics: {note}", file=sys.stderr)
@@ -198,14 +222,25 @@ def provenance_lines(records: list[RunRecord]) -> list[str]:
     return lines
 
 
-def status_lines(records: list[RunRecord]) -> list[str]:
+def shown(path: str | Path, root: str | Path | None) -> str:
+    """A run's path as the report prints it: relative to the report's root when inside it (no machine paths)."""
+    if root is not None:
+        try:
+            return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(path)
+
+
+def status_lines(records: list[RunRecord], root: str | Path | None = None) -> list[str]:
     lines = []
     diverged = [run for run in records if run.status == "diverged"]
     if diverged:
         lines.append(f"**Diverged** ({len(diverged)}; never averaged, never on a frontier):\n")
         for run in diverged:
             reason = f": {run.diverged_reason}" if run.diverged_reason else ""
-            lines.append(f"- `{run.variant}/seed{run.seed}` at step {run.diverged_step}{reason} — {run.run_dir}")
+            where = shown(run.run_dir, root)
+            lines.append(f"- `{run.variant}/seed{run.seed}` at step {run.diverged_step}{reason} — {where}")
         lines.append("")
     for status, meaning in (
         ("unfinished", "never tested: still running, stopped or crashed (the sweep resumes or restarts them)"),
@@ -214,7 +249,7 @@ def status_lines(records: list[RunRecord]) -> list[str]:
         runs = [run for run in records if run.status == status]
         if runs:
             lines.append(f"**{status.capitalize()}** ({len(runs)}; {meaning}):\n")
-            lines += [f"- `{run.variant}/seed{run.seed}` — {run.run_dir}" for run in runs]
+            lines += [f"- `{run.variant}/seed{run.seed}` — {shown(run.run_dir, root)}" for run in runs]
             lines.append("")
     return lines
 
@@ -413,6 +448,7 @@ def render_markdown(
     tools: list[tuple[str, str]] | None = None,
     target: tuple[float | None, str] = (None, ""),
     diagnostic_notes: list[str] | None = None,
+    root: str | Path | None = None,
 ) -> tuple[str, list[dict], list[dict]]:
     """report.md's text, and the lines / comparisons tables for their CSV files."""
     diagnostic_notes = diagnostic_notes or []
@@ -494,7 +530,7 @@ def render_markdown(
         ]
     lines += ["## Budget and protocol", "", *(budget_lines(records) or ["- none"]), ""]
     lines += ["## Provenance", "", *provenance_lines(records), ""]
-    status = status_lines(records)
+    status = status_lines(records, root)
     if status:
         lines += ["## Not in the numbers", "", *status]
     return "\n".join(lines), lines_csv, pairs_csv
@@ -508,14 +544,57 @@ def choose_target(rows: list[Row], target_acc: float | None) -> tuple[float | No
     return target, "default: the best mean test accuracy every line reaches; set it with --target-acc"
 
 
+def _rounded(value: object) -> object:
+    """Floats to 10 significant digits (the last bits of a float sum are no part of a result), recursively."""
+    if isinstance(value, float):
+        return float(f"{value:.10g}") if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(key): _rounded(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(item) for item in value]
+    return value
+
+
+def figure_data(rows: list[Row], records: list[RunRecord], target: tuple[float | None, str], diagnostics: dict) -> dict:
+    """What every figure draws, as numbers: ``figures.json`` (compared by ``--check`` instead of PNG bytes)."""
+    data: dict = {}
+    for cost in ("params", "macs", "compute", "time"):
+        _, row_cost, run_cost = COSTS[cost]
+        data[FIGURES[cost]] = [
+            {
+                "variant": row.variant,
+                "line": row.line,
+                "x": row_cost(row),
+                "error_mean": row.test_error_mean,
+                "error_ci_half_width": row.test_error_half_width,
+                "seeds": [[run.seed, run_cost(run), 100.0 * (1.0 - run.test_acc)] for run in row.runs],
+            }
+            for row in rows
+            if row.test_error_mean is not None and row_cost(row)
+        ]
+    needed = sizes_to_target(rows, target[0])
+    data[FIGURES["target"]] = {"target_acc": target[0], "lines": {line: needed[line] for line in sorted(needed)}}
+    curves = read_curves(records)
+    data[FIGURES["curves"]] = {
+        variant: {split: [list(map(list, curve)) for curve in by_split[split]] for split in sorted(by_split)}
+        for variant, by_split in sorted(curves.items())
+    }
+    data.update(diagnostics)  # the depth profiles, by figure name
+    return _rounded(data)
+
+
 def write_report(
     root: str | Path,
     out: str | Path | None = None,
     expected: list | None = None,
     paper: str = "auto",
     target_acc: float | None = None,
+    title: str | None = None,
 ) -> tuple[Path, list[RunRecord]]:
-    """Write report.md, the CSV files and the figures for the runs under ``root``; return the folder and the runs."""
+    """Write report.md, the CSV files, figures.json and the figures for the runs under ``root``.
+
+    Returns the folder and the runs. ``title``: the report's heading (default: ``root`` as given).
+    """
     root = Path(root)
     out = Path(out) if out is not None else root / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -529,15 +608,132 @@ def write_report(
     plot_size_to_target(sizes_to_target(rows, target[0]), target[0], out / FIGURES["target"])
     plot_training_curves(rows, read_curves(records), out / FIGURES["curves"])
     diagnostic_notes: list[str] = []
-    diagnostics = diagnostics_figures(records, out, diagnostic_notes)
+    profiles: dict = {}
+    diagnostics = diagnostics_figures(records, out, diagnostic_notes, profiles)
     tools = tool_figures(records, out)
     text, lines_csv, pairs_csv = render_markdown(
-        str(root), records, rows, overlay, diagnostics, tools, target, diagnostic_notes
+        title or str(root), records, rows, overlay, diagnostics, tools, target, diagnostic_notes, root
     )
     write_rows(lines_csv, out / "report_lines.csv")
     write_rows(pairs_csv, out / "report_comparisons.csv")
     (out / "report.md").write_text(text)
+    figures = figure_data(rows, records, target, profiles)
+    (out / FIGURE_DATA).write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
     return out, records
+
+
+# ------------------------------------------------------------------------------------------------ results folders
+
+
+def _relative(path: Path) -> Path:
+    """``path`` relative to here when inside (the report then names no path of this machine)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
+def results_source(results: Path, study: Study | None = None) -> tuple[Path, list | None, str]:
+    """A results folder's root, expected runs (from the study that names it, when found) and title."""
+    results = _relative(results)
+    index = read_index(results) or {}
+    if study is None and index.get("study_file") and Path(index["study_file"]).is_file():
+        try:
+            study = load_study(index["study_file"]).validate()
+        except StudyError:
+            study = None  # --check says what is wrong with it; the report still reads the runs
+    expected = None
+    if study is not None:
+        expected = [(run.variant, run.seed, results / run.variant / f"seed{run.seed}") for run in plan_runs(study)]
+    title = f"{index.get('study') or (study.name if study else results.name)} (committed results)"
+    return results, expected, title
+
+
+def resolve_source(source: Path) -> tuple[Path, list | None, str | None]:
+    """``(root, expected runs, title)`` of what ``python -m src.report`` was given (StudyError if unusable)."""
+    if source.is_file():
+        if not is_study_file(source):
+            raise StudyError(f"{str(source)!r} is a file but not a study file (it has no 'archs')")
+        study = load_study(source).validate()
+        if study.results:
+            return results_source(Path(study.results), study)
+        return study.directory, [(run.variant, run.seed, run.run_dir) for run in plan_runs(study)], None
+    if source.is_dir():
+        if read_index(source) is not None:
+            return results_source(source)
+        return source, None, None
+    raise StudyError(f"{str(source)!r} does not exist; give a log root (a folder of runs) or a study file")
+
+
+def file_differences(committed: Path, fresh: Path, limit: int = 3) -> list[str]:
+    """What differs between the committed report files and the regenerated ones, file by file."""
+    problems = []
+    for name in CHECKED_FILES:
+        old, new = committed / name, fresh / name
+        if not old.is_file():
+            problems.append(f"{old}: not committed (the report writes it)")
+            continue
+        old_lines, new_lines = old.read_text().splitlines(), new.read_text().splitlines()
+        if old_lines == new_lines:
+            continue
+        differing = [i for i in range(max(len(old_lines), len(new_lines))) if i >= len(old_lines)
+                     or i >= len(new_lines) or old_lines[i] != new_lines[i]]  # fmt: skip
+        problems.append(f"{old}: {len(differing)} line(s) differ from what the committed runs give")
+        for i in differing[:limit]:
+            was = old_lines[i] if i < len(old_lines) else "<no line>"
+            now = new_lines[i] if i < len(new_lines) else "<no line>"
+            problems.append(f"  line {i + 1}: committed   {was[:160]!r}")
+            problems.append(f"  line {i + 1}: regenerated {now[:160]!r}")
+    return problems
+
+
+def config_problems(results: Path) -> list[str]:
+    """Committed runs whose resolved config is not what the study file at HEAD plans for them."""
+    index = read_index(results) or {}
+    study_file = index.get("study_file")
+    if not study_file:
+        return [f"{results / 'results.json'}: names no study file, so the runs' configs cannot be checked"]
+    try:
+        study = load_study(study_file).validate()
+    except StudyError as error:
+        return [f"study file of {results}: {error}"]
+    planned = {f"{run.variant}/seed{run.seed}": run for run in plan_runs(study)}
+    from src.cli import resolved_config  # lightning and the models: only when there are configs to compare
+
+    problems = []
+    for run_dir in find_run_dirs(results):
+        label = run_dir.relative_to(results).as_posix()
+        run = planned.get(label)
+        if run is None:
+            problems.append(f"{label}: a committed run that {study_file} does not plan")
+            continue
+        config = resolved_config(run_command(study, run)[3:])
+        for saved in saved_configs(run_dir):
+            differences = config_differences(saved, config, limit=5)
+            if differences:
+                problems.append(f"{label}: config differs from what {study_file} plans: {', '.join(differences)}")
+                break
+    return problems
+
+
+def check(results: Path, paper: str = "auto", target_acc: float | None = None) -> int:
+    """``--check``: 0 when the committed report and configs are what HEAD gives, else 1 with the differences."""
+    if not results.is_dir() or read_index(results) is None:
+        print(f"error: {str(results)!r} is not a study's results folder (it has no results.json)", file=sys.stderr)
+        return 2
+    root, expected, title = results_source(results)
+    with tempfile.TemporaryDirectory(prefix="report-check-") as fresh:
+        write_report(root, fresh, expected, paper, target_acc, title)
+        problems = file_differences(root / "report", Path(fresh))
+    problems += config_problems(root)
+    if problems:
+        print(f"{root}: the committed results are not what HEAD gives:", file=sys.stderr)
+        for problem in problems:
+            print(f"- {problem}", file=sys.stderr)
+        print(f"Regenerate with: python -m src.report {root}", file=sys.stderr)
+        return 1
+    print(f"{root}: report and run configs match what HEAD gives")
+    return 0
 
 
 def _target(text: str) -> float:
@@ -571,24 +767,22 @@ def main(argv: list[str] | None = None) -> int:
         help="test accuracy (fraction) each line's size-to-target is computed for "
         "(default: the best mean accuracy every line reaches)",
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="the source is a committed results folder: regenerate its report in a temporary folder and fail "
+        "(exit 1) when the committed files or run configs differ from what HEAD gives (give the same --paper / "
+        "--target-acc the committed report was made with; it is made with the defaults otherwise)",
+    )
     args = parser.parse_args(argv)
-    source = Path(args.source)
-    expected = None
+    if args.check:
+        return check(Path(args.source), args.paper, args.target_acc)
     try:
-        if source.is_file():
-            if not is_study_file(source):
-                raise StudyError(f"{args.source!r} is a file but not a study file (it has no 'archs')")
-            study = load_study(source)
-            root = study.directory
-            expected = [(run.variant, run.seed, run.run_dir) for run in plan_runs(study.validate())]
-        elif source.is_dir():
-            root = source
-        else:
-            raise StudyError(f"{args.source!r} does not exist; give a log root (a folder of runs) or a study file")
+        root, expected, title = resolve_source(Path(args.source))
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out, records = write_report(root, args.out, expected, args.paper, args.target_acc)
+    out, records = write_report(root, args.out, expected, args.paper, args.target_acc, title)
     finished = sum(run.status == "finished" for run in records)
     diverged = sum(run.status == "diverged" for run in records)
     print(

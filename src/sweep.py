@@ -9,7 +9,15 @@ Expands a study (architectures x grid overrides x seeds, on top of base configs;
   result; finished runs (tested) are skipped and never touched, unfinished ones resume from
   their ``last.ckpt`` (or start again when they have none);
 * ``--dry-run``: prints the plan (status and command of every run) and runs nothing;
-* ``--slurm FILE``: writes a SLURM array script with one task per run still to do.
+* ``--slurm FILE``: writes a SLURM array script with one task per run still to do;
+* ``--collect``: copies the runs that already ended into the study's ``results`` folder; trains nothing.
+
+A study with ``results: docs/results/<study>`` accumulates (``src/study/results.py``): every run
+that ends (finished or diverged) is copied there -- config, fit records, data.json, diagnostics,
+its curves as ``metrics.csv``, no checkpoints -- to be committed; a run found there with the
+config the study plans now counts as finished and is skipped even when the log root is empty (a
+fresh machine), and one found there with another config is STALE. After a SLURM array, run
+``--collect`` to copy its runs.
 
 The study can come from a file, the command line, or both (the command line wins)::
 
@@ -42,6 +50,7 @@ from src.study.plan import (
     plan_runs,
     run_command,
 )
+from src.study.results import ResultsConflict, export_run, write_index
 from src.study.run_state import RunState, assess, move_aside
 from src.study.slurm import render_sbatch
 
@@ -69,6 +78,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
     parser.add_argument("--slurm", metavar="FILE", help="write a SLURM array script (one task per run to do)")
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="copy the runs that ended (finished or diverged) into the study's 'results' folder; train nothing",
+    )
     parser.add_argument("--show-output", action="store_true", help="stream each run's output here, not to its log")
     parser.add_argument(
         "--rerun-stale",
@@ -146,7 +160,12 @@ def planned_configs(study: Study, runs: list[RunSpec]) -> dict[Path, dict]:
     Only runs that already have a directory need one (to tell a stale run); parsing is cheap once
     the CLI is imported.
     """
-    existing = [run for run in runs if run.run_dir.is_dir()]
+
+    def exists(run: RunSpec) -> bool:
+        results = study.results_dir(run)
+        return run.run_dir.is_dir() or (results is not None and results.is_dir())
+
+    existing = [run for run in runs if exists(run)]
     if not existing:
         return {}
     from src.cli import resolved_config  # lightning and the models: imported only when a run exists
@@ -154,23 +173,43 @@ def planned_configs(study: Study, runs: list[RunSpec]) -> dict[Path, dict]:
     return {run.run_dir: resolved_config(run_command(study, run)[3:]) for run in existing}
 
 
+def results_state(study: Study, run: RunSpec, planned: dict | None) -> RunState | None:
+    """The run's state from the study's results folder: finished / diverged / stale there, else None."""
+    target = study.results_dir(run)
+    if target is None or not target.is_dir():
+        return None
+    state = assess(target, planned)
+    if state.status not in ("finished", "diverged", "stale"):
+        return None  # a results folder without a fit record: not a result
+    state.in_results = True
+    return state
+
+
+def current_state(study: Study, run: RunSpec, planned: dict | None) -> RunState:
+    """A matching committed result first (finished / diverged / stale there), else the log directory's state."""
+    return results_state(study, run, planned) or assess(run.run_dir, planned)
+
+
 def assess_runs(study: Study, runs: list[RunSpec]) -> list[RunState]:
     planned = planned_configs(study, runs)
-    return [assess(run.run_dir, planned.get(run.run_dir)) for run in runs]
+    return [current_state(study, run, planned.get(run.run_dir)) for run in runs]
 
 
 def state_line(state: RunState) -> str:
+    where = " (in results)" if state.in_results else ""
     if state.status == "finished":
-        return f"finished, skip ({result_line(state.report)})"
+        return f"finished{where}, skip ({result_line(state.report)})"
     if state.status == "diverged":
-        return f"DIVERGED {state.detail}; skip (--retry-diverged moves it aside and starts it again)"
+        return f"DIVERGED{where} {state.detail}; skip (--retry-diverged moves it aside and starts it again)"
     if state.status == "stale":
-        return f"STALE: made with another config ({state.detail}); --rerun-stale moves it aside and runs it again"
+        what = "the results run was made" if state.in_results else "made"
+        return f"STALE: {what} with another config ({state.detail}); --rerun-stale moves it aside and runs it again"
     return ""
 
 
 def print_plan(study: Study, runs: list[RunSpec]) -> None:
-    print(f"study {study.name!r}: {len(runs)} runs in {study.directory}/")
+    results = f" (results in {study.results}/)" if study.results else ""
+    print(f"study {study.name!r}: {len(runs)} runs in {study.directory}/{results}")
     for index, (run, state) in enumerate(zip(runs, assess_runs(study, runs)), 1):
         prefix = f"[{index}/{len(runs)}] {run.label}"
         holder = RunLock(run.run_dir).holder_if_busy()
@@ -195,9 +234,16 @@ def clear_the_way(study: Study, runs: list[RunSpec], rerun_stale: bool, retry_di
             "rerun them with --rerun-stale (the old runs are moved aside, not deleted) or give the study a new --name"
         )
     moving = {"stale"} | ({"diverged"} if retry_diverged else set())
+    planned = planned_configs(study, runs) if any(state.in_results for state in states) else {}
     for index, (run, state) in enumerate(zip(runs, states)):
         if state.status not in moving:
             continue
+        if state.in_results:  # the committed result goes aside (never deleted); then the log run is looked at
+            target = move_aside(study.results_dir(run), study.results)
+            print(f"{run.label}: {state.status} in results, moved aside to {target}", flush=True)
+            state = states[index] = assess(run.run_dir, planned.get(run.run_dir))
+            if state.status not in moving:
+                continue
         try:
             with RunLock(run.run_dir).acquire(role="src.sweep (moving the run aside)"):
                 target = move_aside(run.run_dir, study.directory)
@@ -207,6 +253,61 @@ def clear_the_way(study: Study, runs: list[RunSpec], rerun_stale: bool, retry_di
         print(f"{run.label}: {state.status}, moved aside to {target}", flush=True)
         states[index] = RunState("missing")
     return states
+
+
+def export(study: Study, run: RunSpec) -> str | None:
+    """Copy an ended run into the study's results folder; the line to print, or None without ``results``."""
+    target = study.results_dir(run)
+    if target is None:
+        return None
+    outcome = export_run(run.run_dir, target)  # ResultsConflict: the caller says so
+    write_index(study.results, study.name, study_file_path(study))
+    return f"copied to {target}" if outcome == "copied" else f"already in {target}"
+
+
+def study_file_path(study: Study) -> str | None:
+    """The study file as results.json names it: relative to here (the repository root) when it is inside."""
+    if study.source is None:
+        return None
+    path = Path(study.source)
+    if path.is_absolute():
+        try:
+            path = path.relative_to(Path.cwd())
+        except ValueError:
+            pass
+    return path.as_posix()
+
+
+def collect(study: Study, runs: list[RunSpec]) -> int:
+    """``--collect``: copy every run that ended (finished or diverged) into the results folder; trains nothing."""
+    if not study.results:
+        raise StudyError(
+            f"study {study.name!r} has no 'results' folder to collect into: add e.g. "
+            f"`results: docs/results/{study.name}` to the study file"
+        )
+    planned = planned_configs(study, runs)
+    copied, conflicts = 0, 0
+    for index, run in enumerate(runs, 1):
+        prefix = f"[{index}/{len(runs)}] {run.label}"
+        state = assess(run.run_dir, planned.get(run.run_dir))
+        if state.status == "stale":
+            print(f"{prefix}: not copied: made with another config than planned ({state.detail})", flush=True)
+            continue
+        if state.status not in ("finished", "diverged"):
+            held = results_state(study, run, planned.get(run.run_dir))
+            note = f"; {state_line(held)}" if held else ""
+            print(f"{prefix}: nothing to copy ({state.status} in {study.directory}){note}", flush=True)
+            continue
+        try:
+            line = export(study, run)
+        except ResultsConflict as conflict:
+            conflicts += 1
+            print(f"{prefix}: NOT COPIED: {conflict}", file=sys.stderr, flush=True)
+            continue
+        copied += line.startswith("copied")
+        print(f"{prefix}: {state.status}, {line}", flush=True)
+    print(f"{copied} run(s) copied into {study.results}/; commit them (git add {study.results})", flush=True)
+    return 1 if conflicts else 0
 
 
 def write_slurm(study: Study, runs: list[RunSpec], path: str, rerun_stale: bool, retry_diverged: bool) -> None:
@@ -289,9 +390,11 @@ def run_all(
             if forwarder.signum is not None:  # a signal between two runs: start no more
                 print(f"stopped by {signal.Signals(forwarder.signum).name} before {run.label}", file=sys.stderr)
                 return 128 + forwarder.signum
-            state = assess(run.run_dir, planned.get(run.run_dir))
+            state = current_state(study, run, planned.get(run.run_dir))
             if state.status in ("finished", "diverged", "stale"):
                 print(f"{prefix}: {state_line(state).replace(', skip', ' earlier, skipped', 1)}", flush=True)
+                if state.status != "stale" and not state.in_results and study.results:
+                    failed += not report_export(study, run, prefix)  # ended before the study had a results folder
                 continue
             lock = RunLock(run.run_dir)
             try:
@@ -301,7 +404,7 @@ def run_all(
                 print(f"{prefix}: skipped: in use by {lock.holder()} (another sweep or run)", flush=True)
                 continue
             try:
-                state = assess(run.run_dir, planned.get(run.run_dir))  # it may have moved on while we looked
+                state = current_state(study, run, planned.get(run.run_dir))  # it may have moved on while we looked
                 if state.status in ("finished", "diverged", "stale"):
                     print(f"{prefix}: {state_line(state)}", flush=True)
                     continue
@@ -329,6 +432,8 @@ def run_all(
                 print(f"{prefix}: ended without a test accuracy ({elapsed:.0f}s)", flush=True)
             else:
                 print(f"{prefix}: {result_line(state.report)} ({elapsed:.0f}s)", flush=True)
+            if state.status in ("finished", "diverged") and study.results:
+                failed += not report_export(study, run, prefix)
     if diverged:
         print(f"{diverged} run(s) diverged: recorded as such, not retried (--retry-diverged)", flush=True)
     if busy:
@@ -336,6 +441,16 @@ def run_all(
     if failed:
         print(f"{failed} of {len(runs)} runs failed; re-run the same command to retry them", file=sys.stderr)
     return 1 if failed else 0
+
+
+def report_export(study: Study, run: RunSpec, prefix: str) -> bool:
+    """Copy an ended run into the results folder and say so; False (said on stderr) when it may not."""
+    try:
+        print(f"{prefix}: {export(study, run)}", flush=True)
+    except ResultsConflict as conflict:
+        print(f"{prefix}: NOT COPIED to results: {conflict}", file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 def launch(
@@ -375,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print_plan(study, runs)
             return 0
+        if args.collect:
+            return collect(study, runs)
         if args.slurm:
             write_slurm(study, runs, args.slurm, args.rerun_stale, args.retry_diverged)
             return 0

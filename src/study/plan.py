@@ -12,10 +12,14 @@ A study file (``configs/studies/*.yaml``)::
     args:                                   # the same for every run (does not name the directory)
       trainer.max_steps: 64000
     slurm: {...}                            # see src/study/slurm.py
+    results: docs/results/cifar10_ladder    # optional: where each ended run's small files are committed
 
 expands to one run per (arch, grid combination, seed), in the directory
 ``<root>/<name>/<arch>[-<key><value>...]/seed<k>/``. ``model.shortcut`` does not apply to plain
 networks (they have no shortcuts), so a plain network runs once per seed, named without it.
+
+With ``results``, each run also has a results folder ``<results>/<variant>/seed<k>/`` (see
+``src.study.results``): the sweep copies the run there when it ends and skips it when it is there.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 
 import yaml
 
-STUDY_KEYS = ("name", "root", "configs", "archs", "seeds", "grid", "args", "slurm")
+STUDY_KEYS = ("name", "root", "configs", "archs", "seeds", "grid", "args", "slurm", "results")
 RESERVED_KEYS = {
     "model.arch": "list architectures under 'archs'",
     "seed_everything": "list seeds under 'seeds'",
@@ -58,10 +62,16 @@ class Study:
     args: dict[str, Any] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)  # raw CLI arguments appended to every run
     slurm: dict[str, Any] = field(default_factory=dict)
+    results: str | None = None  # folder of the committed results runs (src.study.results)
+    source: str | None = None  # the study file it was read from, if any
 
     @property
     def directory(self) -> Path:
         return Path(self.root) / self.name
+
+    def results_dir(self, run: RunSpec) -> Path | None:
+        """Where the run's committed result lives (``<results>/<variant>/seed<k>``); None without ``results``."""
+        return None if not self.results else Path(self.results) / run.variant / f"seed{run.seed}"
 
     def validate(self) -> Study:
         from src.models import parse_arch  # imports torch: only when a study is really checked
@@ -89,6 +99,8 @@ class Study:
         for key in [*self.grid, *self.args]:
             if key.lstrip("-") in RESERVED_KEYS:
                 raise StudyError(f"{key!r} cannot be set in a study: {RESERVED_KEYS[key.lstrip('-')]}")
+        if self.results is not None and (not isinstance(self.results, str) or not self.results.strip()):
+            raise StudyError(f"'results' must be a folder path (e.g. docs/results/{self.name}), got {self.results!r}")
         for config in self.configs:
             if not Path(config).is_file():
                 raise StudyError(f"base config {config!r} does not exist (paths are relative to {Path.cwd()})")
@@ -123,7 +135,7 @@ def load_study(path: str | Path) -> Study:
             raise StudyError(f"'{key}' in {str(path)!r} must be a mapping, got {data[key]!r}")
     data["grid"] = {k: v if isinstance(v, list) else [v] for k, v in data["grid"].items()}
     data = {key: value for key, value in data.items() if value is not None}
-    return Study(**data)
+    return Study(**data, source=path.as_posix())
 
 
 def is_study_file(path: str | Path) -> bool:

@@ -39,6 +39,7 @@ class RunState:
     status: str  # missing | stale | diverged | finished | resume | restart
     detail: str = ""
     report: dict[str, Any] | None = None
+    in_results: bool = False  # read from the study's committed results folder, not its log directory
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:

@@ -7,6 +7,9 @@ A run directory (``<root>/<study>/<arch>[-<override>]/seed<k>/``) holds::
     events.out.tfevents*   TensorBoard scalars (train/acc, val/acc, ... against the global step)
     checkpoints/           best by val/acc and last.ckpt
 
+A study's committed results run (``src.study.results``) holds the small files only, with the
+TensorBoard curves as ``metrics.csv``; the same readers read it (``read_scalars`` falls back to it).
+
 The sweep and the report only *read* these files, through the small functions here; they never
 build the paths themselves. ``src.runs`` owns the layout (names, checkpoints, the raw readers);
 these are its *tolerant* readers for studies: a run that is missing, crashed or half-written
@@ -15,6 +18,7 @@ reads as ``None`` / absent instead of an error, so a partial study is reported a
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -28,6 +32,7 @@ from src.runs import CHECKPOINT_DIR, CONFIG_FILE, EFFICIENCY_FILE
 
 RunStatus = Literal["finished", "diverged", "unfinished", "missing"]
 DATA_RECORD = "data.json"  # what a folder data module trained on (src.data.folder writes it)
+METRICS_FILE = "metrics.csv"  # a results run's curves, exported from TensorBoard (src.study.results)
 _NUMBERED = re.compile(r"^(?P<stem>.+?)(?:-(?P<index>\d+))?(?P<ext>\.[^.]+)$")
 
 
@@ -149,7 +154,22 @@ def run_seed(run_dir: str | Path, config: dict[str, Any] | None = None) -> int |
 def read_scalars(run_dir: str | Path, tags: list[str] | tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
     """TensorBoard scalars of the run, ``{tag: (steps, values)}``, all points, across resumes.
 
-    Read with ``src.runs.read_metrics``; tags the run never logged are left out of the result.
+    Read with ``src.runs.read_metrics``; tags the run never logged are left out of the result. A results
+    run (``src.study.results``: no events files) is read from its ``metrics.csv`` instead.
     """
+    if not list(Path(run_dir).glob("events.out.tfevents.*")) and (Path(run_dir) / METRICS_FILE).is_file():
+        return read_metrics_csv(Path(run_dir) / METRICS_FILE, tags)
     metrics = runs.read_metrics(str(run_dir))
     return {tag: ([s for s, _ in metrics[tag]], [v for _, v in metrics[tag]]) for tag in tags if tag in metrics}
+
+
+def read_metrics_csv(path: str | Path, tags: list[str] | tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
+    """``{tag: (steps, values)}`` from a ``metrics.csv``; tags it lacks are left out, as ``read_scalars`` does."""
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["tag"] in tags:
+                steps, values = curves.setdefault(row["tag"], ([], []))
+                steps.append(int(row["step"]))
+                values.append(float(row["value"]))
+    return curves
