@@ -687,6 +687,20 @@ class _ParseOnlyCLI(ResNetCLI):
         raise _ConfigParsed(self)
 
 
+def cli_arguments(args: list[str] | None) -> dict[str, Any]:
+    """How the CLI is built, the same for a run (``main``) and for parsing its config alone (``resolved_config``)."""
+    return dict(
+        model_class=ImageClassifier,
+        datamodule_class=ImageClassificationDataModule,
+        subclass_mode_data=True,
+        save_config_callback=KeepingSaveConfigCallback,
+        trainer_defaults=trainer_defaults(),
+        parser_class=ArgumentParser,
+        auto_configure_optimizers=False,
+        args=args,
+    )
+
+
 def resolved_config(args: list[str]) -> dict[str, Any]:
     """The config ``python -m src.cli <args>`` would save as its ``config.yaml``: parsed, nothing built or written.
 
@@ -697,17 +711,7 @@ def resolved_config(args: list[str]) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            _ParseOnlyCLI(
-                ImageClassifier,
-                ImageClassificationDataModule,
-                subclass_mode_data=True,
-                save_config_callback=KeepingSaveConfigCallback,
-                trainer_defaults=trainer_defaults(),
-                parser_class=ArgumentParser,
-                auto_configure_optimizers=False,
-                args=args,
-                run=True,
-            )
+            _ParseOnlyCLI(**cli_arguments(args), run=True)
         except _ConfigParsed as parsed:
             cli = parsed.cli
             return yaml.safe_load(cli._parser(cli.subcommand).dump(cli.config[cli.subcommand], skip_none=False))
@@ -717,17 +721,7 @@ def resolved_config(args: list[str]) -> dict[str, Any]:
 def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
     """Run the CLI (``args`` as on the command line; ``None`` reads ``sys.argv``)."""
     try:
-        return ResNetCLI(
-            ImageClassifier,
-            ImageClassificationDataModule,
-            subclass_mode_data=True,
-            save_config_callback=KeepingSaveConfigCallback,
-            trainer_defaults=trainer_defaults(),
-            parser_class=ArgumentParser,
-            auto_configure_optimizers=False,
-            args=args,
-            run=run,
-        )
+        return ResNetCLI(**cli_arguments(args), run=run)
     except Exception as error:
         # A user's mistake or missing or unusable data, not a bug: say what to do, without a stack trace.
         user_error = _user_error(error)
