@@ -12,6 +12,9 @@ TensorBoard scalars ``train/acc`` and ``val/acc`` -- and never trains. Writes in
 * ``report_lines.csv``: per line, the power-law fit of error against parameters and the
   parameters / MACs / training compute needed to reach the target accuracy;
 * ``report_comparisons.csv``: each residual/plain pair of equal size, Welch or paired t-test;
+* ``report_depth.csv``: each deeper variant of a line against the line's shallowest, on test accuracy
+  and on the final training accuracy -- the paper's two findings (plain nets degrade with depth,
+  ResNets improve) as tests;
 * ``report.md``: the table, a summary that states only what the numbers support, the figures,
   budget and protocol, per-run provenance, and every run that diverged, is unfinished or missing;
 * ``test_error_vs_{params,macs,compute,time}.png``, ``size_to_target.png``, ``training_curves.png``;
@@ -56,12 +59,14 @@ from src.study.plots import depth_profiles, draw_depth_profiles
 from src.study.protocol import protocol_line
 from src.study.report_figures import COSTS, plot_error_vs_cost, plot_size_to_target, plot_training_curves
 from src.study.report_tables import (
+    DepthPair,
     Pair,
     Row,
     RunRecord,
     aggregate,
     collect_runs,
     default_target,
+    depth_pairs,
     lines_of,
     majority_commit,
     markdown_table,
@@ -75,7 +80,7 @@ from src.study.report_tables import (
 from src.study.results import read_index
 from src.study.run_state import config_differences, saved_configs
 from src.study.runs_io import find_run_dirs, read_scalars
-from src.study.statistics import PowerLaw, size_to_reach
+from src.study.statistics import Comparison, PowerLaw, size_to_reach
 
 FIGURES = {
     "params": "test_error_vs_params.png",
@@ -86,7 +91,14 @@ FIGURES = {
     "curves": "training_curves.png",
 }
 FIGURE_DATA = "figures.json"
-CHECKED_FILES = ("report.md", "report.csv", "report_lines.csv", "report_comparisons.csv", FIGURE_DATA)
+CHECKED_FILES = (
+    "report.md",
+    "report.csv",
+    "report_lines.csv",
+    "report_comparisons.csv",
+    "report_depth.csv",
+    FIGURE_DATA,
+)
 CURVE_TAGS = {"train": "train/acc", "val": "val/acc"}
 # Written when finished runs trained with the diagnostics callback (diagnostics.enabled: true).
 DIAGNOSTICS_FILE = "diagnostics.jsonl"
@@ -371,6 +383,65 @@ def comparison_table(pairs: list[Pair]) -> tuple[list[str], list[dict]]:
     return md, csv_rows
 
 
+def _p(c: Comparison) -> str:
+    return "—" if c.p_value is None else f"{c.p_value:.3g}"
+
+
+def depth_table(pairs: list[DepthPair]) -> tuple[list[str], list[dict]]:
+    """Deeper against shallower within each line, on test and on final training accuracy."""
+    md = [
+        "| Line | Deeper | Shallower | n | Test acc difference (pp, deeper − shallower) | Test, p "
+        "| Final train acc difference (pp) | Test, p |",
+        "|---|---|---|---|---:|---|---:|---|",
+    ]
+    csv_rows = []
+    for pair in pairs:
+        cells = []
+        for c in (pair.test, pair.train):
+            diff = "—" if c.difference is None else f"{100 * c.difference:+.2f}"
+            test = c.test if not c.reason else f"{c.test}: {c.reason}"
+            cells.append(f"{diff} | {test}, p = {_p(c)}")
+        md.append(
+            f"| {pair.line} | `{pair.deep.variant}` | `{pair.shallow.variant}` | {pair.test.n_a}/{pair.test.n_b} "
+            f"| {cells[0]} | {cells[1]} |"
+        )
+        row: dict = {"line": pair.line, "deeper": pair.deep.variant, "shallower": pair.shallow.variant}
+        for name, c in (("test", pair.test), ("train", pair.train)):
+            row.update(
+                {
+                    f"{name}_n_deeper": c.n_a,
+                    f"{name}_n_shallower": c.n_b,
+                    f"{name}_difference_acc": c.difference,
+                    f"{name}_test": c.test,
+                    f"{name}_statistic": c.statistic,
+                    f"{name}_p_value": c.p_value,
+                    f"{name}_effect_size": c.effect,
+                    f"{name}_effect_size_name": c.effect_name,
+                    f"{name}_note": c.reason,
+                }
+            )
+        csv_rows.append(row)
+    return md, csv_rows
+
+
+def comparison_sentence(names: str, c: Comparison, what: str, subject: str) -> str:
+    """One comparison in words, by the project's rule: a direction only with n >= 3 on each side and p < 0.05."""
+    n = min(c.n_a, c.n_b)
+    diff = 100 * (c.difference or 0.0)
+    if c.p_value is None:
+        return f"{names}: {diff:+.2f} points of {what}, not distinguishable with n = {c.n_a}/{c.n_b} ({c.reason})."
+    if n < 3:
+        test = f"{c.test} p = {c.p_value:.2g}"
+        return f"{names}: {diff:+.2f} points of {what} ({test}), not distinguishable with n = {n}."
+    if c.p_value < 0.05:
+        direction = "higher" if diff > 0 else "lower"
+        return (
+            f"{names}: {subject} {what} is {direction} by {abs(diff):.2f} points "
+            f"({c.test} p = {c.p_value:.2g}, {c.effect_name} = {c.effect:+.2f}, n = {n})."
+        )
+    return f"{names}: no difference detected in {what} ({diff:+.2f} points, {c.test} p = {c.p_value:.2g}, n = {n})."
+
+
 def summary_paragraph(
     records: list[RunRecord], rows: list[Row], pairs: list[Pair], fits: dict, needed: dict, target: float | None,
     target_how: str,
@@ -380,29 +451,12 @@ def summary_paragraph(
         return "No finished run with a finite test accuracy: nothing to compare yet."
     sentences = []
     for pair in pairs:
-        c = pair.comparison
         names = f"`{pair.residual.variant}` against `{pair.plain.variant}`"
-        n = min(c.n_a, c.n_b)
-        diff = 100 * (c.difference or 0.0)
-        if c.p_value is None:
-            sentences.append(
-                f"{names}: {diff:+.2f} points of test accuracy, not distinguishable with n = {c.n_a}/{c.n_b} "
-                f"({c.reason})."
-            )
-        elif n < 3:
-            sentences.append(
-                f"{names}: {diff:+.2f} points ({c.test} p = {c.p_value:.2g}), not distinguishable with n = {n}."
-            )
-        elif c.p_value < 0.05:
-            direction = "higher" if diff > 0 else "lower"
-            sentences.append(
-                f"{names}: the residual net's test accuracy is {direction} by {abs(diff):.2f} points "
-                f"({c.test} p = {c.p_value:.2g}, {c.effect_name} = {c.effect:+.2f}, n = {n})."
-            )
-        else:
-            sentences.append(
-                f"{names}: no difference detected ({diff:+.2f} points, {c.test} p = {c.p_value:.2g}, n = {n})."
-            )
+        sentences.append(comparison_sentence(names, pair.comparison, "test accuracy", "the residual net's"))
+    for deeper in depth_pairs(rows):
+        names = f"`{deeper.deep.variant}` against `{deeper.shallow.variant}`"
+        sentences.append(comparison_sentence(names, deeper.test, "test accuracy", "the deeper net's"))
+        sentences.append(comparison_sentence(names, deeper.train, "final training accuracy", "the deeper net's"))
     single = [row.variant for row in rows if row.n == 1]
     if single:
         sentences.append(f"One seed only, so no interval and no test: {', '.join(f'`{v}`' for v in single)}.")
@@ -449,8 +503,8 @@ def render_markdown(
     target: tuple[float | None, str] = (None, ""),
     diagnostic_notes: list[str] | None = None,
     root: str | Path | None = None,
-) -> tuple[str, list[dict], list[dict]]:
-    """report.md's text, and the lines / comparisons tables for their CSV files."""
+) -> tuple[str, list[dict], list[dict], list[dict]]:
+    """report.md's text, and the lines / comparisons / depth tables for their CSV files."""
     diagnostic_notes = diagnostic_notes or []
     counts = {s: sum(run.status == s for run in records) for s in ("finished", "diverged", "unfinished", "missing")}
     fits = power_laws(rows, "params")
@@ -458,6 +512,8 @@ def render_markdown(
     pairs = twin_pairs(rows)
     lines_md, lines_csv = line_table(rows, fits, needed)
     pairs_md, pairs_csv = comparison_table(pairs)
+    deeper = depth_pairs(rows)
+    depth_md, depth_csv = depth_table(deeper)
     lines = [
         f"# Study report: {title}",
         "",
@@ -496,6 +552,15 @@ def render_markdown(
         "",
         "Paired t-test (effect size d_z) when both variants ran the same seeds, else Welch's t-test (Hedges' g).",
         "",
+        "## Depth within a line",
+        "",
+        *(depth_md if deeper else ["_No line has two depths with finished runs._"]),
+        "",
+        "He et al.'s two findings as tests: a deeper plain net has *lower* test and training accuracy than a "
+        "shallower one (degradation: not overfitting, since training accuracy falls too); a deeper ResNet has "
+        "higher accuracy. *Final train acc*: the last epoch's running accuracy on the augmented training "
+        "batches, as the paper's training error. Same tests as above.",
+        "",
         "## Figures",
         "",
         *[f"![test error vs {key}]({FIGURES[key]})\n" for key in ("params", "macs", "compute", "time")],
@@ -533,7 +598,7 @@ def render_markdown(
     status = status_lines(records, root)
     if status:
         lines += ["## Not in the numbers", "", *status]
-    return "\n".join(lines), lines_csv, pairs_csv
+    return "\n".join(lines), lines_csv, pairs_csv, depth_csv
 
 
 def choose_target(rows: list[Row], target_acc: float | None) -> tuple[float | None, str]:
@@ -611,11 +676,12 @@ def write_report(
     profiles: dict = {}
     diagnostics = diagnostics_figures(records, out, diagnostic_notes, profiles)
     tools = tool_figures(records, out)
-    text, lines_csv, pairs_csv = render_markdown(
+    text, lines_csv, pairs_csv, depth_csv = render_markdown(
         title or str(root), records, rows, overlay, diagnostics, tools, target, diagnostic_notes, root
     )
     write_rows(lines_csv, out / "report_lines.csv")
     write_rows(pairs_csv, out / "report_comparisons.csv")
+    write_rows(depth_csv, out / "report_depth.csv")
     (out / "report.md").write_text(text)
     figures = figure_data(rows, records, target, profiles)
     (out / FIGURE_DATA).write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
@@ -787,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
     diverged = sum(run.status == "diverged" for run in records)
     print(
         f"{finished} finished, {diverged} diverged of {len(records)} runs under {root}; "
-        f"wrote {out}/report.md, report.csv, report_lines.csv, report_comparisons.csv and figures"
+        f"wrote {out}/report.md, report.csv, report_lines.csv, report_comparisons.csv, report_depth.csv and figures"
     )
     return 0
 

@@ -284,6 +284,51 @@ def test_welch_test_and_hedges_g_when_seeds_differ(tmp_path):
     assert "not distinguishable with n = 2" in text and "higher by" not in text
 
 
+def write_curve(run_dir, train_acc):
+    """The run's curves as a results run keeps them (``metrics.csv``): train/acc ends at ``train_acc``."""
+    rows = ["step,tag,value", "100,train/acc,0.5", f"200,train/acc,{train_acc}"]
+    (run_dir / "metrics.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_depth_within_a_line_tests_the_papers_two_findings(tmp_path):
+    """Plain-56 against plain-20 (3 seeds): lower test AND final training accuracy, each a paired t by hand."""
+    plain20 = {"test": [0.82, 0.81, 0.83], "train": [0.85, 0.86, 0.84]}
+    plain56 = {"test": [0.55, 0.60, 0.58], "train": [0.55, 0.58, 0.57]}
+    for depth, accs in ((20, plain20), (56, plain56)):
+        for seed in range(3):
+            params = 269_722 if depth == 20 else 853_018
+            arch = f"plain{depth}"
+            run = write_run(tmp_path / arch / f"seed{seed}", arch, seed, accs["test"][seed], params)
+            write_curve(run, accs["train"][seed])
+    out, rows, text = run_report(tmp_path)
+    assert float(rows["plain56"]["final_train_acc_mean"]) == pytest.approx(statistics.mean(plain56["train"]))
+    assert float(rows["plain20"]["final_train_acc_std"]) == pytest.approx(statistics.stdev(plain20["train"]))
+    (depth,) = read_csv(out / "report_depth.csv")
+    assert (depth["deeper"], depth["shallower"], depth["test_test"]) == ("plain56", "plain20", "paired t")
+    for name in ("test", "train"):
+        deltas = [d - s for d, s in zip(plain56[name], plain20[name])]
+        t = statistics.mean(deltas) / (statistics.stdev(deltas) / math.sqrt(3))
+        assert float(depth[f"{name}_difference_acc"]) == pytest.approx(statistics.mean(deltas))
+        assert float(depth[f"{name}_statistic"]) == pytest.approx(t)
+        assert float(depth[f"{name}_p_value"]) == pytest.approx(t2_two_sided_p(t))
+    # Test-accuracy deltas -0.27, -0.21, -0.25: p < 0.05 with n = 3, so the summary may say "lower".
+    assert "`plain56` against `plain20`: the deeper net's test accuracy is lower by 24.33 points" in text
+    assert "the deeper net's final training accuracy is lower by 28.33 points" in text
+    assert "## Depth within a line" in text and "| plain | `plain56` | `plain20` | 3/3 |" in text
+
+
+def test_a_run_without_curves_has_no_training_accuracy_and_says_so(tmp_path):
+    """Two depths, curves missing: the training comparison has no numbers, the test comparison still stands."""
+    for depth, params in ((20, 269_722), (56, 853_018)):
+        for seed, acc in enumerate((0.80, 0.82)):
+            write_run(tmp_path / f"resnet{depth}" / f"seed{seed}", f"resnet{depth}", seed, acc + depth / 1000, params)
+    out, rows, text = run_report(tmp_path)
+    assert rows["resnet56"]["final_train_acc_mean"] == "" and rows["resnet56"]["n_train"] == "0"
+    (depth,) = read_csv(out / "report_depth.csv")
+    assert depth["train_p_value"] == "" and "needs two seeds on each side (n = 0, 0)" in depth["train_note"]
+    assert float(depth["test_difference_acc"]) == pytest.approx(0.036)
+
+
 def write_power_law_line(root, irreducible=0.0, exponent=0.4, depths=(20, 32, 44), kind="resnet"):
     """Error (%) = irreducible + 30 (params / 1e5)^-exponent at the mean; the two seeds are 2% either side."""
     sizes = {}

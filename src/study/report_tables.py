@@ -35,6 +35,7 @@ from src.study.runs_io import (
     read_config,
     read_data_record,
     read_efficiency,
+    read_scalars,
     run_seed,
     run_status,
 )
@@ -72,6 +73,7 @@ class RunRecord:
     macs: int | None = None
     best_val_acc: float | None = None
     test_acc: float | None = None
+    final_train_acc: float | None = None  # the last epoch's running training accuracy (augmented, as trained)
     test_samples: int | None = None
     shortcut: str | None = None
     train_time_sec: float | None = None
@@ -162,6 +164,8 @@ def read_run(run_dir: Path, variant: str) -> RunRecord:
         record.diverged_step = report.get("global_step")
         record.diverged_reason = f"test accuracy is {report.get('test_acc')} (no status: diverged recorded)"
     record.train_compute, record.compute_source = _training_compute(report, config)
+    if record.status == "finished":
+        record.final_train_acc = final_train_accuracy(run_dir)
     if report or config:
         record.context = protocol.describe(config, report, data)
         split, checkpoint = protocol.test_protocol(config, report, data)
@@ -180,6 +184,17 @@ def read_run(run_dir: Path, variant: str) -> RunRecord:
     record.settings = fields
     record.identity = tuple(sorted(fields.items()))
     return record
+
+
+def final_train_accuracy(run_dir: Path) -> float | None:
+    """The run's last logged ``train/acc``: the final epoch's running accuracy on the augmented training batches.
+
+    It is He et al.'s *training error* (Fig. 6's thin lines are measured the same way, on augmented
+    batches while training), so the degradation finding can be checked on it: a deeper plain net that is
+    worse on held-out images *and* on its own training images is not overfitting.
+    """
+    _, values = read_scalars(run_dir, ["train/acc"]).get("train/acc", ([], []))
+    return _finite(values[-1]) if values else None
 
 
 def _stem(arch: str, family: str) -> str:
@@ -290,6 +305,9 @@ class Row:
     best_val_acc_mean: float | None
     best_val_acc_std: float | None
     n_val: int
+    final_train_acc_mean: float | None
+    final_train_acc_std: float | None
+    n_train: int
     train_compute_macs: float | None  # mean over seeds
     train_compute_source: str | None
     train_time_sec_mean: float | None
@@ -332,6 +350,7 @@ def _row(runs: list[RunRecord]) -> Row:
         shortcut = next((str(run.shortcut) for run in runs if run.shortcut), "B" if first.family == "imagenet" else "A")
     tests = summarize([run.test_acc for run in runs])
     vals = summarize([run.best_val_acc for run in runs])
+    trains = summarize([run.final_train_acc for run in runs])
     times = summarize([run.train_time_sec for run in runs])
     computes = [run.train_compute for run in runs if run.train_compute]
     sources = sorted({run.compute_source for run in runs if run.compute_source})
@@ -359,6 +378,9 @@ def _row(runs: list[RunRecord]) -> Row:
         best_val_acc_mean=vals.mean,
         best_val_acc_std=vals.std,
         n_val=vals.n,
+        final_train_acc_mean=trains.mean,
+        final_train_acc_std=trains.std,
+        n_train=trains.n,
         train_compute_macs=sum(computes) / len(computes) if computes else None,
         train_compute_source="; ".join(sources) or None,
         train_time_sec_mean=times.mean,
@@ -440,6 +462,38 @@ def twin_pairs(rows: list[Row]) -> list[Pair]:
                     [run.seed for run in plain.runs],
                 )
                 pairs.append(Pair(res, plain, comparison))
+    return pairs
+
+
+@dataclass
+class DepthPair:
+    """A deeper variant of a line against the line's shallowest: the paper's two findings are tests of these.
+
+    He et al.: a deeper *plain* net has higher training and test error than a shallower one (degradation);
+    a deeper *ResNet* has lower error. Both are compared on test accuracy and on the final training accuracy.
+    """
+
+    line: str
+    shallow: Row
+    deep: Row
+    test: Comparison  # deep minus shallow test accuracy
+    train: Comparison  # deep minus shallow final training accuracy
+
+
+def depth_pairs(rows: list[Row]) -> list[DepthPair]:
+    """Every deeper variant of each line against the line's shallowest variant (paired by seed when they align)."""
+    pairs = []
+    for line, members in lines_of(rows).items():
+        shallow = min(members, key=lambda row: (row.depth, row.params or 0))
+        for deep in members:
+            if deep is shallow or deep.depth <= shallow.depth:
+                continue
+            seeds = ([run.seed for run in deep.runs], [run.seed for run in shallow.runs])
+            test = compare([run.test_acc for run in deep.runs], [run.test_acc for run in shallow.runs], *seeds)
+            train = compare(
+                [run.final_train_acc for run in deep.runs], [run.final_train_acc for run in shallow.runs], *seeds
+            )
+            pairs.append(DepthPair(line, shallow, deep, test, train))
     return pairs
 
 
@@ -526,13 +580,14 @@ def markdown_table(rows: list[Row]) -> str:
     """The study's table in Markdown: error, its interval, size and cost first; raw ratios left to the CSV."""
     lines = [
         "| Model | Line | Params | MACs | Training compute | Train time (s) | n | Test error (%) "
-        "| Test acc (%) mean ± std | 95% CI (acc %) | Binomial SE (pp) | Best val acc (%) "
+        "| Test acc (%) mean ± std | 95% CI (acc %) | Binomial SE (pp) | Best val acc (%) | Final train acc (%) "
         "| Marginal: pp / extra Mparam ± SE |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         std = f" ± {pct(row.test_acc_std)}" if row.test_acc_std is not None else ""
         val_std = f" ± {pct(row.best_val_acc_std)}" if row.best_val_acc_std is not None else ""
+        train_std = f" ± {pct(row.final_train_acc_std)}" if row.final_train_acc_std is not None else ""
         marginal = "—"
         if row.marginal_pp_per_extra_mparam is not None:
             se = row.marginal_pp_per_extra_mparam_se
@@ -544,6 +599,7 @@ def markdown_table(rows: list[Row]) -> str:
             f"| {size_text(row.macs)} | {size_text(row.train_compute_macs)} | {time} | {row.n} "
             f"| {'—' if row.test_error_mean is None else f'{row.test_error_mean:.2f}'} "
             f"| {pct(row.test_acc_mean)}{std} | {_interval(row)} "
-            f"| {pct(row.test_binomial_se)} | {pct(row.best_val_acc_mean)}{val_std} | {marginal} |"
+            f"| {pct(row.test_binomial_se)} | {pct(row.best_val_acc_mean)}{val_std} "
+            f"| {pct(row.final_train_acc_mean)}{train_std} | {marginal} |"
         )
     return "\n".join(lines)
