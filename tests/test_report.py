@@ -415,6 +415,30 @@ def test_variants_come_from_configs_not_folders(tmp_path):
     assert "default" not in rows and "Missing" not in text  # version_N folders are not seeds
 
 
+def test_an_option_added_after_older_runs_does_not_split_their_seeds(tmp_path):
+    """Seed 0 saved before `data.init_args.fast_max_gb` existed, seeds 1-2 after: one variant, n = 3."""
+    for seed, acc in enumerate((0.80, 0.81, 0.83)):
+        run_dir = tmp_path / "resnet20" / f"seed{seed}"
+        config = resolved_config("resnet20", seed, run_dir)
+        if seed:
+            config["data"]["init_args"]["fast_max_gb"] = 8.0
+        write_run(run_dir, "resnet20", seed, acc, 269_722, config=config)
+    _, rows, _ = run_report(tmp_path)
+    assert list(rows) == ["resnet20"] and rows["resnet20"]["n"] == "3"
+
+
+def test_a_new_option_set_to_two_values_still_splits_the_runs(tmp_path):
+    """Newer runs that set the new option differently are different variants; the older run stays apart."""
+    for seed, value in ((0, None), (1, 4.0), (2, 8.0)):
+        run_dir = tmp_path / "resnet20" / f"seed{seed}"
+        config = resolved_config("resnet20", seed, run_dir)
+        if value is not None:
+            config["data"]["init_args"]["fast_max_gb"] = value
+        write_run(run_dir, "resnet20", seed, 0.8, 269_722, config=config)
+    _, rows, _ = run_report(tmp_path)
+    assert sorted(rows) == ["resnet20 fast_max_gb=4.0", "resnet20 fast_max_gb=8.0", "resnet20 fast_max_gb=unset"]
+
+
 def test_seeds_never_average_runs_that_differ_in_lr(tmp_path):
     for seed, lr, acc in ((0, 0.1, 0.9), (1, 0.01, 0.5)):
         run_dir = tmp_path / "resnet20" / f"seed{seed}"

@@ -245,6 +245,26 @@ def name_variants(records: list[RunRecord]) -> None:
         run.line_identity = (_stem(run.arch or "?", run.family), *(i for i in run.identity if i[0] != "model.arch"))
 
 
+def forget_settings_older_runs_lack(records: list[RunRecord]) -> None:
+    """Leave out of every identity a setting that only some runs' configs have, all with one value.
+
+    Such a key is an option added to the code after the older runs were made (the project's rule: a new
+    option's default keeps the old behaviour), so it cannot tell the runs apart; without this, a study
+    whose seeds straddle the change would split every variant in two. A key the newer runs set to
+    different values still tells them apart.
+    """
+    configured = [run for run in records if run.identity and "config.yaml" not in run.settings]
+    for key in sorted({key for run in configured for key in run.settings}):
+        having = [run for run in configured if key in run.settings]
+        if key in ("model.arch", "model.shortcut") or len(having) == len(configured):
+            continue
+        if len({run.settings[key] for run in having}) == 1:
+            for run in having:
+                del run.settings[key]
+    for run in configured:
+        run.identity = tuple(sorted(run.settings.items()))
+
+
 def collect_runs(root: str | Path, expected: list[tuple[str, int, Path]] | None = None) -> list[RunRecord]:
     """Every run under ``root``, plus a ``missing`` record for each expected run without a directory.
 
@@ -259,6 +279,7 @@ def collect_runs(root: str | Path, expected: list[tuple[str, int, Path]] | None 
         folder = parent.relative_to(root).as_posix() if root in parent.parents else parent.name
         records.append(read_run(run_dir, folder))
     folders = {id(run): run.variant for run in records}
+    forget_settings_older_runs_lack(records)
     name_variants(records)
     present = {run.run_dir.resolve() for run in records}
     if expected is not None:
