@@ -453,9 +453,9 @@ def run_all(
     log_dir = study.directory / "sweep_logs"
     tally = Tally()
     print(f"study {study.name!r}: {len(runs)} runs in {study.directory}/", flush=True)
+    free: list[Slot | None] = [None] if jobs == 1 else make_slots(study, runs, jobs)  # may refuse: before any move
     clear_the_way(study, runs, rerun_stale, retry_diverged)
     planned = planned_configs(study, runs)
-    free: list[Slot | None] = [None] if jobs == 1 else make_slots(study, runs, jobs)
     running: list[Running] = []
     with SignalForwarder() as forwarder:
         for index, run in enumerate(runs, 1):
@@ -628,9 +628,10 @@ def check_one_device(study: Study, runs: list[RunSpec]) -> None:
         trainer = resolved_config(run_command(study, run)[3:]).get("trainer") or {}
         devices, nodes = trainer.get("devices", "auto"), trainer.get("num_nodes") or 1
         if devices not in ONE_DEVICE or nodes != 1:
+            nodes_note = f" on {nodes} nodes" if nodes != 1 else ""
             raise StudyError(
-                f"--jobs gives each run one GPU, but {run.label} asks for trainer.devices {devices!r} "
-                f"on {nodes} node(s); set trainer.devices: 1 (e.g. -- --trainer.devices 1) or sweep with --jobs 1"
+                f"--jobs gives each run one GPU, but {run.label} asks for trainer.devices {devices}{nodes_note}; "
+                "set trainer.devices: 1 (e.g. -- --trainer.devices 1) or sweep with --jobs 1"
             )
 
 
