@@ -403,14 +403,6 @@ class SignalForwarder:
         """Stop watching a run that has ended."""
         self.children.remove(child)
 
-    def run(self, command: list[str], **popen: object) -> int:
-        """Start a run and wait for it."""
-        child = self.start(command, **popen)
-        try:
-            return child.wait()
-        finally:
-            self.done(child)
-
 
 @dataclass
 class Running:
