@@ -59,7 +59,7 @@ from src.study.plan import (
 )
 from src.study.results import ResultsConflict, export_run, write_index
 from src.study.run_state import RunState, assess, move_aside
-from src.study.slots import Slot, assign_slots, cpu_ranges, pinned, usable_cpus, visible_gpus
+from src.study.slots import CAN_PIN, Slot, assign_slots, cpu_ranges, pinned, usable_cpus, visible_gpus
 from src.study.slurm import render_sbatch
 
 POLL_SECONDS = 0.2  # how often a parallel sweep looks whether one of its runs has ended
@@ -632,7 +632,8 @@ def print_slots(slots: list[Slot]) -> None:
     print(f"--jobs {len(slots)}: {len(slots)} runs at once, each started when a slot is free:")
     for slot in slots:
         gpu = f"CUDA_VISIBLE_DEVICES={slot.gpu} " if slot.gpu is not None else ""
-        print(f"  slot {slot.index + 1}: {gpu}OMP_NUM_THREADS={slot.threads}, pinned to CPUs {cpu_ranges(slot.cpus)}")
+        cpus = f"pinned to CPUs {cpu_ranges(slot.cpus)}" if CAN_PIN else "(this system cannot pin CPUs)"
+        print(f"  slot {slot.index + 1}: {gpu}OMP_NUM_THREADS={slot.threads}, {cpus}")
 
 
 def check_jobs(args: argparse.Namespace) -> None:

@@ -13,7 +13,8 @@ unsplit, N runs would each start one thread per CPU and N loader pools, and the 
 machine would run them slower together than one at a time. More jobs than CPUs are capped to one
 CPU each, with a notice.
 
-GPU slots get a CPU share too: their loaders run on the CPUs.
+GPU slots get a CPU share too: their loaders run on the CPUs. To split only the CPUs of a machine
+with GPUs (CPU runs there), hide the GPUs: ``CUDA_VISIBLE_DEVICES= python -m src.sweep ... --jobs N``.
 
 Pure functions (no torch, no process state) so the assignment can be tested without GPUs;
 ``pinned`` is the one piece that touches the process.
