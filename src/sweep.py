@@ -8,8 +8,13 @@ Expands a study (architectures x grid overrides x seeds, on top of base configs;
   process (its output in ``<root>/<study>/sweep_logs/``), printing one line per run with its
   result; finished runs (tested) are skipped and never touched, unfinished ones resume from
   their ``last.ckpt`` (or start again when they have none);
-* ``--dry-run``: prints the plan (status and command of every run) and runs nothing;
-* ``--slurm FILE``: writes a SLURM array script with one task per run still to do;
+* ``--jobs N``: runs N of them at once, one per visible GPU or, without GPUs, each on its own share
+  of the CPUs (``src/study/slots.py``); this process claims, watches and exports every run, so the
+  results folder is written by one process only;
+* ``--dry-run``: prints the plan (status and command of every run) and runs nothing; with
+  ``--jobs`` also where the runs would go;
+* ``--slurm FILE``: writes a SLURM array script with one task per run still to do (``--jobs N``: at
+  most N tasks at once, the array's ``%N``);
 * ``--collect``: copies the runs that already ended into the study's ``results`` folder; trains nothing.
 
 A study with ``results: docs/results/<study>`` accumulates (``src/study/results.py``): every run
@@ -35,7 +40,9 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import yaml
 
@@ -52,7 +59,10 @@ from src.study.plan import (
 )
 from src.study.results import ResultsConflict, export_run, write_index
 from src.study.run_state import RunState, assess, move_aside
+from src.study.slots import CAN_PIN, Slot, assign_slots, cpu_ranges, pinned, usable_cpus, visible_gpus
 from src.study.slurm import render_sbatch
+
+POLL_SECONDS = 0.2  # how often a parallel sweep looks whether one of its runs has ended
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -82,6 +92,13 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--collect",
         action="store_true",
         help="copy the runs that ended (finished or diverged) into the study's 'results' folder; train nothing",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="run N runs at once: one per visible GPU, or without GPUs each on cpus/N CPUs (default 1); "
+        "with --slurm: at most N array tasks at once",
     )
     parser.add_argument("--show-output", action="store_true", help="stream each run's output here, not to its log")
     parser.add_argument(
@@ -310,7 +327,12 @@ def collect(study: Study, runs: list[RunSpec]) -> int:
     return 1 if conflicts else 0
 
 
-def write_slurm(study: Study, runs: list[RunSpec], path: str, rerun_stale: bool, retry_diverged: bool) -> None:
+def write_slurm(
+    study: Study, runs: list[RunSpec], path: str, rerun_stale: bool, retry_diverged: bool, jobs: int | None = None
+) -> None:
+    """Write the array script; ``jobs`` caps the tasks running at once (the study's ``slurm.max_parallel``)."""
+    if jobs is not None:  # the same promise as here: at most N runs at once, each on its own GPU(s)
+        study.slurm = {**study.slurm, "max_parallel": jobs}
     states = clear_the_way(study, runs, rerun_stale, retry_diverged)
     todo = [run for run, state in zip(runs, states) if state.status not in ("finished", "diverged")]
     if not todo:
@@ -328,14 +350,14 @@ def write_slurm(study: Study, runs: list[RunSpec], path: str, rerun_stale: bool,
 
 
 class SignalForwarder:
-    """While the sweep waits for a run, pass SIGTERM / SIGINT on to it; a second signal kills it.
+    """While the sweep waits for its runs, pass SIGTERM / SIGINT on to every one; a second signal kills them.
 
-    The run is started in its own session, so a Ctrl-C in the terminal reaches it once, through here,
-    and a ``kill`` of the sweep alone no longer leaves the run training, re-parented to PID 1.
+    The runs are started in their own sessions, so a Ctrl-C in the terminal reaches each once, through
+    here, and a ``kill`` of the sweep alone no longer leaves runs training, re-parented to PID 1.
     """
 
     def __init__(self) -> None:
-        self.child: subprocess.Popen | None = None
+        self.children: list[subprocess.Popen] = []
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
 
@@ -344,7 +366,12 @@ class SignalForwarder:
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        if exc_type is not None:  # the sweep itself broke: stop its runs rather than orphan them
+            self.signum = self.signum or signal.SIGTERM
+            self.forward()
+            for child in self.children:
+                child.wait()
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
@@ -354,21 +381,50 @@ class SignalForwarder:
         self.forward(kill=again)
 
     def forward(self, kill: bool = False) -> None:
-        child = self.child
-        if child is None or child.poll() is not None or self.signum is None:
+        if self.signum is None:
             return
-        if kill:
-            child.kill()
-        else:
-            child.send_signal(self.signum)
+        for child in self.children:
+            if child.poll() is not None:
+                continue
+            if kill:
+                child.kill()
+            else:
+                child.send_signal(self.signum)
 
-    def run(self, command: list[str], **popen: object) -> int:
-        self.child = subprocess.Popen(command, start_new_session=True, **popen)
-        self.forward()  # a signal that came while it was starting
-        try:
-            return self.child.wait()
-        finally:
-            self.child = None
+    def start(self, command: list[str], **popen: object) -> subprocess.Popen:
+        """Start a run in its own session and watch it; a signal that came while it started reaches it too."""
+        child = subprocess.Popen(command, start_new_session=True, **popen)
+        self.children.append(child)
+        if self.signum is not None and child.poll() is None:
+            child.send_signal(self.signum)
+        return child
+
+    def done(self, child: subprocess.Popen) -> None:
+        """Stop watching a run that has ended."""
+        self.children.remove(child)
+
+
+@dataclass
+class Running:
+    """A run this sweep started and has not yet seen end: what it holds until then."""
+
+    run: RunSpec
+    prefix: str
+    lock: RunLock
+    child: subprocess.Popen
+    slot: Slot | None
+    log: IO[str] | None
+    started: float
+
+
+@dataclass
+class Tally:
+    """What the sweep counts for its closing lines and its exit status."""
+
+    failed: int = 0
+    diverged: int = 0
+    busy: int = 0
+    stopped: int = 0
 
 
 def run_all(
@@ -377,70 +433,118 @@ def run_all(
     show_output: bool = False,
     rerun_stale: bool = False,
     retry_diverged: bool = False,
+    jobs: int = 1,
 ) -> int:
-    """Run every unfinished run in turn; return the sweep's exit status (0: nothing failed)."""
+    """Run every unfinished run, ``jobs`` at a time; return the sweep's exit status (0: nothing failed).
+
+    One loop serves both: with ``jobs=1`` the single slot is this machine as it is (no pinning, no
+    environment changes), and each run is waited for before the next is looked at, as always.
+    A run is looked at (finished? in use? stale?) only once a slot is free for it, so what it shows
+    is current when it starts; ended runs are reported and exported in this process, one at a time.
+    """
     log_dir = study.directory / "sweep_logs"
-    failed, diverged, busy = 0, 0, 0
+    tally = Tally()
     print(f"study {study.name!r}: {len(runs)} runs in {study.directory}/", flush=True)
+    free: list[Slot | None] = [None] if jobs == 1 else make_slots(study, runs, jobs)  # may refuse: before any move
     clear_the_way(study, runs, rerun_stale, retry_diverged)
     planned = planned_configs(study, runs)
+    running: list[Running] = []
     with SignalForwarder() as forwarder:
         for index, run in enumerate(runs, 1):
             prefix = f"[{index}/{len(runs)}] {run.label}"
-            if forwarder.signum is not None:  # a signal between two runs: start no more
-                print(f"stopped by {signal.Signals(forwarder.signum).name} before {run.label}", file=sys.stderr)
+            while not free:
+                free.append(settle(wait_any(running), running, study, forwarder, tally))
+            if forwarder.signum is not None:  # start no more; wait for the runs that got the signal
+                while running:
+                    settle(wait_any(running), running, study, forwarder, tally)
+                if not tally.stopped:  # the signal came between two runs
+                    print(f"stopped by {signal.Signals(forwarder.signum).name} before {run.label}", file=sys.stderr)
                 return 128 + forwarder.signum
             state = current_state(study, run, planned.get(run.run_dir))
             if state.status in ("finished", "diverged", "stale"):
                 print(f"{prefix}: {state_line(state).replace(', skip', ' earlier, skipped', 1)}", flush=True)
                 if state.status != "stale" and not state.in_results and study.results:
-                    failed += not report_export(study, run, prefix)  # ended before the study had a results folder
+                    tally.failed += not report_export(study, run, prefix)  # ended before the study had results
                 continue
             lock = RunLock(run.run_dir)
             try:
                 lock.acquire(role="src.sweep")
             except RunBusy:
-                busy += 1
+                tally.busy += 1
                 print(f"{prefix}: skipped: in use by {lock.holder()} (another sweep or run)", flush=True)
                 continue
             try:
                 state = current_state(study, run, planned.get(run.run_dir))  # it may have moved on while we looked
                 if state.status in ("finished", "diverged", "stale"):
                     print(f"{prefix}: {state_line(state)}", flush=True)
+                    lock.release()
                     continue
-                code, elapsed = launch(study, run, state, lock, forwarder, log_dir, show_output, prefix)
-            finally:
+                slot = free.pop(0)
+                running.append(launch(study, run, state, lock, slot, forwarder, log_dir, show_output, prefix))
+            except BaseException:
                 lock.release()
-            if forwarder.signum is not None:
-                name = signal.Signals(forwarder.signum).name
-                print(
-                    f"{prefix}: stopped by {name} (exit code {code}); the sweep stops here. Re-run the same "
-                    "command to continue",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return 128 + forwarder.signum
-            state = assess(run.run_dir, None)
-            if state.status == "diverged":
-                diverged += 1
-                print(f"{prefix}: DIVERGED {state.detail} ({elapsed:.0f}s)", flush=True)
-            elif code != 0:
-                failed += 1
-                print(f"{prefix}: FAILED (exit code {code}, {elapsed:.0f}s)", flush=True)
-            elif state.status != "finished":
-                failed += 1
-                print(f"{prefix}: ended without a test accuracy ({elapsed:.0f}s)", flush=True)
-            else:
-                print(f"{prefix}: {result_line(state.report)} ({elapsed:.0f}s)", flush=True)
-            if state.status in ("finished", "diverged") and study.results:
-                failed += not report_export(study, run, prefix)
-    if diverged:
-        print(f"{diverged} run(s) diverged: recorded as such, not retried (--retry-diverged)", flush=True)
-    if busy:
-        print(f"{busy} run(s) were in use by other processes and left to them", flush=True)
-    if failed:
-        print(f"{failed} of {len(runs)} runs failed; re-run the same command to retry them", file=sys.stderr)
-    return 1 if failed else 0
+                raise
+        while running:
+            settle(wait_any(running), running, study, forwarder, tally)
+    if forwarder.signum is not None:
+        return 128 + forwarder.signum
+    if tally.diverged:
+        print(f"{tally.diverged} run(s) diverged: recorded as such, not retried (--retry-diverged)", flush=True)
+    if tally.busy:
+        print(f"{tally.busy} run(s) were in use by other processes and left to them", flush=True)
+    if tally.failed:
+        print(f"{tally.failed} of {len(runs)} runs failed; re-run the same command to retry them", file=sys.stderr)
+    return 1 if tally.failed else 0
+
+
+def wait_any(running: list[Running]) -> Running:
+    """The first of the running runs to end (waited for); one alone is simply waited on, as before ``--jobs``."""
+    if len(running) == 1:
+        running[0].child.wait()
+        return running[0]
+    while True:
+        for entry in running:
+            if entry.child.poll() is not None:
+                return entry
+        time.sleep(POLL_SECONDS)
+
+
+def settle(
+    entry: Running, running: list[Running], study: Study, forwarder: SignalForwarder, tally: Tally
+) -> Slot | None:
+    """Report a run that ended, release its lock and export it; return its slot, free again."""
+    code, elapsed = entry.child.returncode, time.monotonic() - entry.started
+    running.remove(entry)
+    forwarder.done(entry.child)
+    entry.lock.release()
+    if entry.log is not None:
+        entry.log.close()
+    run, prefix = entry.run, entry.prefix
+    state = assess(run.run_dir, None)
+    if forwarder.signum is not None and state.status not in ("finished", "diverged"):
+        tally.stopped += 1
+        name = signal.Signals(forwarder.signum).name
+        print(
+            f"{prefix}: stopped by {name} (exit code {code}); the sweep stops here. Re-run the same "
+            "command to continue",
+            file=sys.stderr,
+            flush=True,
+        )
+        return entry.slot
+    if state.status == "diverged":
+        tally.diverged += 1
+        print(f"{prefix}: DIVERGED {state.detail} ({elapsed:.0f}s)", flush=True)
+    elif code != 0:
+        tally.failed += 1
+        print(f"{prefix}: FAILED (exit code {code}, {elapsed:.0f}s)", flush=True)
+    elif state.status != "finished":
+        tally.failed += 1
+        print(f"{prefix}: ended without a test accuracy ({elapsed:.0f}s)", flush=True)
+    else:
+        print(f"{prefix}: {result_line(state.report)} ({elapsed:.0f}s)", flush=True)
+    if state.status in ("finished", "diverged") and study.results:
+        tally.failed += not report_export(study, run, prefix)
+    return entry.slot
 
 
 def report_export(study: Study, run: RunSpec, prefix: str) -> bool:
@@ -458,28 +562,93 @@ def launch(
     run: RunSpec,
     state: RunState,
     lock: RunLock,
+    slot: Slot | None,
     forwarder: SignalForwarder,
     log_dir: Path,
     show_output: bool,
     prefix: str,
-) -> tuple[int, float]:
-    """Start the run's ``src.cli fit`` process, handing it the run's lock; ``(exit code, seconds)``."""
+) -> Running:
+    """Start the run's ``src.cli fit`` process in ``slot`` (None: as this process runs), handing it the run's lock."""
     resume = state.status == "resume"
     command = run_command(study, run, resume=resume)
-    popen = {"env": {**os.environ, **lock.child_env()}, "pass_fds": [lock.fd]}
-    start = time.monotonic()
-    if show_output:
-        code = forwarder.run(command, **popen)
-    else:
+    env = {**os.environ, **lock.child_env()}
+    popen: dict = {"env": slot.env(env) if slot is not None else env, "pass_fds": [lock.fd]}
+    log = None
+    if not show_output:
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{run.variant}_seed{run.seed}.log"
         action = "continuing from its checkpoint" if resume else "running"
-        print(f"{prefix}: {action} (output: {log_path})", flush=True)
-        with open(log_path, "a") as log:
-            log.write(f"$ {format_command(command)}\n")
-            log.flush()
-            code = forwarder.run(command, stdout=log, stderr=subprocess.STDOUT, **popen)
-    return code, time.monotonic() - start
+        where = f" on {slot.describe()}" if slot is not None else ""
+        print(f"{prefix}: {action}{where} (output: {log_path})", flush=True)
+        log = open(log_path, "a")
+        log.write(f"$ {format_command(command)}\n")
+        log.flush()
+        popen.update(stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with pinned(slot.cpus if slot is not None else ()):
+            child = forwarder.start(command, **popen)
+    except BaseException:
+        if log is not None:
+            log.close()
+        raise
+    return Running(run, prefix, lock, child, slot, log, time.monotonic())
+
+
+def make_slots(study: Study, runs: list[RunSpec], jobs: int) -> list[Slot]:
+    """The slots for ``--jobs`` on this machine (saying so when capped); refuses runs that want several GPUs."""
+    import torch
+
+    from src.data.base import available_cpus
+
+    gpus = visible_gpus(os.environ, torch.cuda.device_count())
+    slots, notice = assign_slots(jobs, gpus, usable_cpus(available_cpus()))
+    if notice:
+        print(notice, flush=True)
+    if any(slot.gpu is not None for slot in slots):
+        check_one_device(study, runs)
+    return slots
+
+
+ONE_DEVICE = (1, "1", "auto", -1, "-1", [0], "0,")  # every way of saying "the GPU it sees", given one to see
+
+
+def check_one_device(study: Study, runs: list[RunSpec]) -> None:
+    """Refuse, before anything starts, runs whose config wants more than the one GPU a slot gives them."""
+    from src.cli import resolved_config
+
+    for run in runs:
+        trainer = resolved_config(run_command(study, run)[3:]).get("trainer") or {}
+        devices, nodes = trainer.get("devices", "auto"), trainer.get("num_nodes") or 1
+        if devices not in ONE_DEVICE or nodes != 1:
+            nodes_note = f" on {nodes} nodes" if nodes != 1 else ""
+            raise StudyError(
+                f"--jobs gives each run one GPU, but {run.label} asks for trainer.devices {devices}{nodes_note}; "
+                "set trainer.devices: 1 (e.g. -- --trainer.devices 1) or sweep with --jobs 1"
+            )
+
+
+def print_slots(slots: list[Slot]) -> None:
+    """``--dry-run --jobs N``: where the runs would go, and the environment each would get."""
+    print(f"--jobs {len(slots)}: {len(slots)} runs at once, each started when a slot is free:")
+    for slot in slots:
+        gpu = f"CUDA_VISIBLE_DEVICES={slot.gpu} " if slot.gpu is not None else ""
+        cpus = f"pinned to CPUs {cpu_ranges(slot.cpus)}" if CAN_PIN else "(this system cannot pin CPUs)"
+        print(f"  slot {slot.index + 1}: {gpu}OMP_NUM_THREADS={slot.threads}, {cpus}")
+
+
+def check_jobs(args: argparse.Namespace) -> None:
+    """``--jobs`` with the options it cannot mean anything with: one clear refusal."""
+    if args.jobs is None:
+        return
+    if args.jobs < 1:
+        raise StudyError(f"--jobs must be at least 1 (runs at once), got {args.jobs}")
+    if args.collect:
+        raise StudyError("--jobs sets how many runs train at once; --collect trains nothing: drop one of them")
+    if args.show_output and args.jobs > 1 and not args.dry_run and not args.slurm:
+        raise StudyError(
+            f"--show-output streams one run's output here; with --jobs {args.jobs} each run writes its own log "
+            "under <study>/sweep_logs/: drop --show-output (or use --jobs 1)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -487,15 +656,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         study = build_study(args, extra)
         runs = plan_runs(study)
+        check_jobs(args)
         if args.dry_run:
             print_plan(study, runs)
+            if args.jobs and args.jobs > 1:
+                print_slots(make_slots(study, runs, args.jobs))
             return 0
         if args.collect:
             return collect(study, runs)
         if args.slurm:
-            write_slurm(study, runs, args.slurm, args.rerun_stale, args.retry_diverged)
+            write_slurm(study, runs, args.slurm, args.rerun_stale, args.retry_diverged, args.jobs)
             return 0
-        return run_all(study, runs, args.show_output, args.rerun_stale, args.retry_diverged)
+        return run_all(study, runs, args.show_output, args.rerun_stale, args.retry_diverged, args.jobs or 1)
     except (StudyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

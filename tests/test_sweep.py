@@ -1,23 +1,31 @@
-"""``python -m src.sweep``: planning, commands, skipping finished runs, dry-run and the SLURM array script."""
+"""``python -m src.sweep``: planning, commands, skipping finished runs, dry-run, the SLURM array script, ``--jobs``."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from src import runs as run_files
+from src.data.base import available_cpus
 from src.study.plan import Study, StudyError, load_study, plan_runs, run_command
 from src.study.runs_io import read_efficiency, run_status
+from src.study.slots import Slot, assign_slots, usable_cpus, visible_gpus
 from src.sweep import main
 from tests.conftest import REPO_ROOT
 from tests.study_runs import QUICKSTART, STUDY, TINY
+from tests.sweep_probe import PROBE_ENV
 
 
 def write_study(path, **fields):
@@ -188,3 +196,190 @@ def test_sweep_module_runs_as_a_command(tmp_path):
         [sys.executable, "-m", "src.sweep", str(study_file), "--dry-run"], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0 and "[1/1] resnet8/seed0: run: " in done.stdout
+
+
+# ------------------------------------------------------------------------------------------------ --jobs N
+PROBE = "--trainer.callbacks+=tests.sweep_probe.FitProbe"  # one line per fit start: env, threads, CPUs, workers
+_WORKERS = TINY.index("--data.num_workers")
+TINY_AUTO_WORKERS = TINY[:_WORKERS] + TINY[_WORKERS + 2 :]  # loader workers counted from each run's CPU share
+
+
+needs_two_cpus = pytest.mark.skipif(available_cpus() < 2, reason="two jobs on CPU need two CPUs to split")
+
+
+def probes(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def test_assignment_hands_each_job_one_gpu_by_the_parents_name_and_splits_the_cpus():
+    # CUDA sees 2 devices through CUDA_VISIBLE_DEVICES=4,5: the children must be told 4 and 5, not 0 and 1.
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "4, 5"}, 2) == ["4", "5"]
+    assert visible_gpus({}, 3) == ["0", "1", "2"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "GPU-a1,MIG-b2,7"}, 2) == ["GPU-a1", "MIG-b2"]  # CUDA stops at 7
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}, 0) == []
+    slots, notice = assign_slots(2, ["4", "5", "6"], list(range(16)))
+    assert notice is None
+    assert slots == [Slot(0, "4", tuple(range(8))), Slot(1, "5", tuple(range(8, 16)))]
+    env = slots[1].env({"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "4,5,6"})
+    assert env == {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "5", "OMP_NUM_THREADS": "8"}
+    assert slots[1].describe() == "GPU 5, CPUs 8-15"
+    # More jobs than GPUs: one per GPU, said once.
+    slots, notice = assign_slots(8, ["0", "1"], [0, 1, 2, 3, 4])
+    assert [(slot.gpu, slot.cpus) for slot in slots] == [("0", (0, 1, 2)), ("1", (3, 4))]
+    assert notice == "--jobs 8: only 2 GPU(s) visible (0,1); running 2 at once, one per GPU"
+
+
+def test_assignment_without_gpus_splits_the_cpus_and_keeps_a_smaller_thread_count():
+    slots, notice = assign_slots(3, [], [0, 1, 2, 3, 4, 5, 6, 7])
+    assert notice is None and [slot.cpus for slot in slots] == [(0, 1, 2), (3, 4, 5), (6, 7)]
+    assert all(slot.gpu is None for slot in slots) and slots[2].describe() == "CPUs 6-7"
+    assert "CUDA_VISIBLE_DEVICES" not in slots[0].env({})
+    assert slots[0].env({"OMP_NUM_THREADS": "2"})["OMP_NUM_THREADS"] == "2"  # the user asked for fewer
+    assert slots[0].env({"OMP_NUM_THREADS": "64"})["OMP_NUM_THREADS"] == "3"
+    slots, notice = assign_slots(4, [], [2, 3])
+    assert [slot.cpus for slot in slots] == [(2,), (3,)] and slots[0].describe() == "CPU 2"
+    assert notice == "--jobs 4: only 2 CPU(s) to share; running 2 at once, one CPU each"
+
+
+def test_dry_run_with_jobs_prints_where_each_run_would_go_on_faked_gpus(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5,7")
+    monkeypatch.setattr("src.data.base.available_cpus", lambda: 1)
+    study_file = write_study(tmp_path / "s.yaml", archs=["resnet8"], seeds=[0, 1, 2])
+    assert main([str(study_file), "--dry-run", "--jobs", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    assert out[-3:] == [
+        "--jobs 2: 2 runs at once, each started when a slot is free:",
+        f"  slot 1: CUDA_VISIBLE_DEVICES=2 OMP_NUM_THREADS=1, pinned to CPUs {cpu}",
+        f"  slot 2: CUDA_VISIBLE_DEVICES=5 OMP_NUM_THREADS=1, pinned to CPUs {cpu}",
+    ]
+    # A run that wants several GPUs cannot have one slot's single GPU: refused before anything starts.
+    assert main([str(study_file), "--jobs", "2", "--", "--trainer.devices", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--jobs gives each run one GPU, but resnet8/seed0 asks for trainer.devices 2" in err
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--jobs", "0"], "--jobs must be at least 1 (runs at once), got 0"),
+        (["--jobs", "2", "--collect"], "--collect trains nothing"),
+        (["--jobs", "2", "--show-output"], "--show-output streams one run's output here; with --jobs 2"),
+    ],
+)
+def test_jobs_with_what_it_cannot_mean_is_refused(tmp_path, capsys, args, message):
+    study_file = write_study(tmp_path / "s.yaml", archs=["resnet8"], seeds=[0])
+    assert main([str(study_file), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_slurm_with_jobs_caps_the_array_tasks_at_once(tmp_path, capsys):
+    study_file = write_study(tmp_path / "s.yaml", archs=["resnet8", "plain8"], seeds=[0, 1])
+    assert main([str(study_file), "--slurm", str(tmp_path / "a.sbatch"), "--jobs", "3"]) == 0
+    assert "#SBATCH --array=0-3%3\n" in (tmp_path / "a.sbatch").read_text()
+
+
+@needs_two_cpus
+def test_two_jobs_on_cpu_train_each_run_once_on_its_own_cpus_and_export_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)  # the runs are `python -m src.cli` processes started here
+    monkeypatch.setenv(PROBE_ENV, str(tmp_path / "probe.jsonl"))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    study_file = write_study(tmp_path / "s.yaml", archs=["resnet8", "plain8"], seeds=[0, 1])
+    study_file.write_text(study_file.read_text() + f"results: {tmp_path / 'results'}\n")
+    assert main([str(study_file), "--jobs", "2", "--", *TINY_AUTO_WORKERS, PROBE]) == 0
+    out = capsys.readouterr().out
+    root = tmp_path / "logs" / STUDY
+    labels = [f"{arch}/seed{seed}" for arch in ("resnet8", "plain8") for seed in (0, 1)]
+    cpus = usable_cpus(available_cpus())
+    shares = [cpus[: len(cpus) // 2 + len(cpus) % 2], cpus[len(cpus) // 2 + len(cpus) % 2 :]]
+
+    # Each run: started once (on one of the two CPU shares), trained once, ended with a result, copied once.
+    for label in labels:
+        started = re.findall(rf"\] {re.escape(label)}: running on CPUs? ([\d,-]+) \(output: ", out)
+        assert len(started) == 1, out
+        assert len(re.findall(rf"\] {re.escape(label)}: test_acc 0\.\d{{4}}, best val_acc", out)) == 1, out
+        assert out.count(f"] {label}: copied to {tmp_path / 'results' / label}\n") == 1, out
+    fits = probes(tmp_path / "probe.jsonl")
+    assert sorted(fit["run_dir"] for fit in fits) == sorted(os.path.realpath(root / label) for label in labels)
+    # The two at once: every child had half the CPUs, as many threads, and loader workers counted from them.
+    for fit in fits:
+        assert fit["cpus"] in shares and fit["cuda_visible_devices"] is None
+        assert fit["omp_num_threads"] == str(len(fit["cpus"])) and fit["torch_threads"] == len(fit["cpus"])
+        assert fit["num_workers"] == max(0, min(4, len(fit["cpus"]) - 1))  # src.data.base.default_num_workers
+    first_two = {tuple(fit["cpus"]) for fit in fits[:2]}
+    assert len(first_two) == 2  # the first two ran side by side, on different CPUs
+    for label in labels:
+        run_dir = root / label
+        report = read_efficiency(run_dir)
+        assert report["test_acc"] is not None and report["resumed_at_steps"] == [] and report["global_step"] == 4
+        assert sorted(p.name for p in run_dir.glob("config*.yaml")) == ["config.yaml"]  # no second fit's files
+        assert sorted(p.name for p in run_dir.glob("efficiency*.json")) == ["efficiency.json"]
+        assert run_files.RunLock(run_dir).holder_if_busy() is None
+        log = (root / "sweep_logs" / f"{label.replace('/seed', '_seed')}.log").read_text()
+        assert log.count("\n$ ") + log.startswith("$ ") == 1  # launched once
+        assert (tmp_path / "results" / label / "efficiency.json").is_file()
+    for arch in ("resnet8", "plain8"):  # nothing half-written (export_run stages in dot folders) or doubled
+        assert sorted(p.name for p in (tmp_path / "results" / arch).iterdir()) == ["seed0", "seed1"]
+    assert json.loads((tmp_path / "results" / "results.json").read_text())["study"] == STUDY
+
+
+# Long enough (6 epochs of 8 steps) that both runs are still training when the signal comes.
+SLOW = [*TINY_AUTO_WORKERS, "--trainer.max_epochs", "6", "--data.batch_size", "16", "--data.val_size", "32", PROBE]
+
+
+@needs_two_cpus
+def test_sigterm_to_a_parallel_sweep_stops_every_run_and_a_rerun_finishes_the_rest(tmp_path, capsys, monkeypatch):
+    probe = tmp_path / "probe.jsonl"
+    study_file = write_study(tmp_path / "s.yaml", archs=["resnet8"], seeds=[0, 1, 2])
+    root = tmp_path / "logs" / STUDY / "resnet8"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), PROBE_ENV: str(probe), "CUDA_VISIBLE_DEVICES": ""}
+    env = {key: value for key, value in env.items() if not key.startswith("SLURM_") and key != run_files.LOCK_FD_ENV}
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "src.sweep", str(study_file), "--jobs", "2", "--", *SLOW],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not all((root / f"seed{seed}" / "checkpoints" / "last.ckpt").is_file() for seed in (0, 1)):
+            assert sweep.poll() is None and time.monotonic() < deadline, "the two runs never got to their 1st epoch"
+            time.sleep(0.2)
+        sweep.send_signal(signal.SIGTERM)
+        out, err = sweep.communicate(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 143, err[-3000:]
+    children = [fit["pid"] for fit in probes(probe)]
+    assert len(children) == 2 and not any(alive(pid) for pid in children)  # both stopped and reaped
+    for seed in (0, 1):
+        assert f"resnet8/seed{seed}: stopped by SIGTERM (exit code 143)" in err
+        assert "error: stopped by SIGTERM" in (root.parent / "sweep_logs" / f"resnet8_seed{seed}.log").read_text()
+        assert run_files.RunLock(root / f"seed{seed}").holder_if_busy() is None
+        assert read_efficiency(root / f"seed{seed}")["test_acc"] is None
+    assert "seed2" not in out and not (root / "seed2").exists()  # nothing started after the signal
+
+    # The same command again: the two stopped runs continue from their saved step, the third starts; all end.
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.setenv(PROBE_ENV, str(probe))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert main([str(study_file), "--jobs", "2", "--", *SLOW]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": continuing from its checkpoint on CPU") == 2 and "[3/3] resnet8/seed2: running on" in out
+    for seed in (0, 1, 2):
+        report = read_efficiency(root / f"seed{seed}")
+        assert report["test_acc"] is not None and report["global_step"] == 48
+        assert len(report["resumed_at_steps"]) == (1 if seed < 2 else 0)
+    fits = {(fit["run_dir"], fit["pid"]) for fit in probes(probe)}  # processes: a resumed config lists it twice
+    assert len(fits) == 5  # 2 stopped fits, 2 continued, 1 new: no run trained twice over
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
