@@ -39,7 +39,6 @@ from typing import Any, NoReturn
 import torch
 import yaml
 from jsonargparse import Namespace
-from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
@@ -48,7 +47,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from src import machine_settings, runs
+from src import machine_settings, runs, slurm_job
 from src.callbacks import LineProgress, ParameterEfficiency, TrainingDiagnostics
 from src.callbacks.checkpoint_io import AtomicCheckpointIO
 from src.callbacks.divergence import DivergenceGuard, TrainingDiverged
@@ -338,6 +337,9 @@ class ResNetCLI(LightningCLI):
         lock = runs.RunLock(self.run_dir) if self.run_dir is not None and _launching_rank() else None
         if lock is not None:
             lock.acquire(role=f"src.cli {subcommand}")
+            slurm_job.warn_if_cpus_unbound()
+            if subcommand == "fit":
+                slurm_job.record_start(self.run_dir)  # which job this run is, for telling a requeue from a new job
         try:
             if lock is not None and subcommand == "fit" and self.checkpoint is None:
                 self._refuse_run_with_checkpoints(self.run_dir)  # it may have gained some while we waited to start
@@ -539,8 +541,11 @@ class ResNetCLI(LightningCLI):
                 )
             return owner
         if named is not None and runs.has_checkpoints(named):
-            if not SLURMEnvironment.detect():
+            job = slurm_job.current_job()
+            if job is None:
                 self._refuse_run_with_checkpoints(named)
+            else:  # a requeue of the job that made them continues; a new job reusing the directory does not
+                slurm_job.refuse_another_job(named, job)
             # A requeued SLURM job: the same command, the same directory -- continue from its newest checkpoint.
             self._read_checkpoint(runs.resume_checkpoint(named))
             rank_zero_info(f"SLURM job restarted: continuing the run in {named} from {self.checkpoint['path']}")
