@@ -39,7 +39,6 @@ from typing import Any, NoReturn
 import torch
 import yaml
 from jsonargparse import Namespace
-from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
@@ -48,7 +47,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from src import runs
+from src import machine_settings, runs, slurm_job
 from src.callbacks import LineProgress, ParameterEfficiency, TrainingDiagnostics
 from src.callbacks.checkpoint_io import AtomicCheckpointIO
 from src.callbacks.divergence import DivergenceGuard, TrainingDiverged
@@ -338,6 +337,9 @@ class ResNetCLI(LightningCLI):
         lock = runs.RunLock(self.run_dir) if self.run_dir is not None and _launching_rank() else None
         if lock is not None:
             lock.acquire(role=f"src.cli {subcommand}")
+            slurm_job.warn_if_cpus_unbound()
+            if subcommand == "fit":
+                slurm_job.record_start(self.run_dir)  # which job this run is, for telling a requeue from a new job
         try:
             if lock is not None and subcommand == "fit" and self.checkpoint is None:
                 self._refuse_run_with_checkpoints(self.run_dir)  # it may have gained some while we waited to start
@@ -422,6 +424,10 @@ class ResNetCLI(LightningCLI):
             return  # nothing to read, or a run named by its logger: resolved after parsing
         self._read_checkpoint(runs.resolve_checkpoint(ckpt_path, settings["run_dir"]))
         defaults = self._defaults_from_checkpoint(known.subcommand)
+        if known.subcommand != "fit":  # evaluating it here: this machine's hardware, not the training's
+            defaults, left_out = machine_settings.machine_free(defaults)
+            if left_out and _launching_rank():
+                print(machine_settings.notice(left_out), flush=True)
         parser = self._subcommand_parsers[known.subcommand]
         for key, value in defaults.items():
             try:
@@ -513,7 +519,7 @@ class ResNetCLI(LightningCLI):
         if self.subcommand == "fit":
             run_dir = self._fit_run_dir(given, named) or self._fresh_run_dir(config)
         else:
-            run_dir = named or self._fresh_run_dir(config)
+            run_dir = named or self._evaluated_run_dir() or self._fresh_run_dir(config)
             self._evaluates_a_run = runs.is_existing_run(run_dir)
         self._run_dir_existed = os.path.exists(run_dir)  # before anything of this command creates it
         self._first_created = _first_missing(run_dir)  # e.g. lightning_logs/ itself, on a first run
@@ -535,8 +541,11 @@ class ResNetCLI(LightningCLI):
                 )
             return owner
         if named is not None and runs.has_checkpoints(named):
-            if not SLURMEnvironment.detect():
+            job = slurm_job.current_job()
+            if job is None:
                 self._refuse_run_with_checkpoints(named)
+            else:  # a requeue of the job that made them continues; a new job reusing the directory does not
+                slurm_job.refuse_another_job(named, job)
             # A requeued SLURM job: the same command, the same directory -- continue from its newest checkpoint.
             self._read_checkpoint(runs.resume_checkpoint(named))
             rank_zero_info(f"SLURM job restarted: continuing the run in {named} from {self.checkpoint['path']}")
@@ -547,6 +556,25 @@ class ResNetCLI(LightningCLI):
                 "it would silently start over; launch SLURM jobs with --run_dir DIR"
             )
         return named
+
+    def _evaluated_run_dir(self) -> str | None:
+        """test/validate/predict of a run's checkpoint: that run's directory (its ``evaluations/``), as if
+        ``--run_dir`` named it, so the result stays with the run rather than in an unrelated new version_N.
+
+        ``None`` (a fresh directory, as before) for a checkpoint file that is not inside a run this CLI wrote,
+        and while the run's fit still holds its lock: testing a checkpoint of a running fit must keep working.
+        """
+        owner = runs.run_dir_of_checkpoint(self.checkpoint["path"]) if self.checkpoint is not None else None
+        if owner is None or not runs.config_files(owner):
+            return None
+        if not _launching_rank():  # a DDP process Lightning started: follow its launcher's choice
+            launcher_pid = os.environ.get(RUN_DIR_ENV, "").partition(":")[0]
+            return None if launcher_pid == str(os.getppid()) else owner
+        holder = runs.RunLock(owner).holder_if_busy()
+        if holder is not None:
+            print(f"The run '{owner}' is in use by {holder}; {self.subcommand} writes into a new directory", flush=True)
+            return None
+        return owner
 
     @staticmethod
     def _refuse_busy_run(run_dir: str | None) -> None:

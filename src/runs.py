@@ -16,6 +16,8 @@ A *run* is one training of one configuration. Everything it writes lives in one 
                              (``test.json``, ``test-1.json``, ``test-config.yaml``, ...), kept apart from
                              the fit's own ``efficiency.json``
       run.lock               held (flock) by the one process writing the run; names it (pid, host)
+      slurm.json             under SLURM: the job that started the run (and every later start), so a
+                             requeue continues it and a new job is refused (``src.slurm_job``)
 
 The directory is ``--run_dir DIR`` when given (a sweep or a SLURM job names it), else a fresh
 ``lightning_logs/<logger name>/version_N``. The CLI, the sweep, the report and the checkpoint

@@ -61,7 +61,7 @@ def test_fit_then_test_end_to_end(tmp_path):
         "test", "--config", QUICKSTART, *TINY, "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"), cwd=tmp_path
     )
     assert test.returncode == 0, test.stderr[-3000:]
-    test_report = json.loads((tmp_path / "lightning_logs" / "quickstart" / "version_1" / "efficiency.json").read_text())
+    test_report = json.loads((run_dir / "evaluations" / "test.json").read_text())  # recorded with its run
     assert 0.0 <= test_report["test_acc"] <= 1.0 and test_report["best_val_acc"] is None
     assert test_report["params_total"] == 75_290
 
@@ -69,7 +69,7 @@ def test_fit_then_test_end_to_end(tmp_path):
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     again = cli("fit", "--config", QUICKSTART, *TINY, "--test_after_fit", "false", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (tmp_path / "lightning_logs" / "quickstart" / "version_2" / "config.yaml").exists()
+    assert (tmp_path / "lightning_logs" / "quickstart" / "version_1" / "config.yaml").exists()
     assert before == {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
 
 

@@ -313,7 +313,8 @@ def test_slurm_script_for_m_nodes_by_n_gpus(tmp_path):
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", **slurm}
     launched = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True).stdout
     assert launched.strip() == (
-        "srun python -m src.cli fit --config configs/cifar10/resnet20.yaml --config configs/trainer/slurm.yaml "
+        "srun --cpus-per-task=8 python -m src.cli fit --config configs/cifar10/resnet20.yaml "
+        "--config configs/trainer/slurm.yaml "
         "--trainer.num_nodes 3 --trainer.devices 8 --run_dir lightning_logs/r56/job-4242 --model.arch resnet56"
     )
     array = {**env, "SLURM_ARRAY_JOB_ID": "4000", "SLURM_ARRAY_TASK_ID": "7"}  # one directory per array task

@@ -10,7 +10,9 @@ The study file's ``slurm:`` section sets the resources; everything in ``sbatch``
       max_parallel: 8    # at most this many array tasks at once (--array=0-N%8)
 
 For several GPUs per run, ask for them in ``sbatch`` (``gres: "gpu:4"``, ``ntasks-per-node: 4``),
-set ``srun: true`` and pass ``trainer.devices: 4`` under the study's ``args``.
+set ``srun: true`` and pass ``trainer.devices: 4`` under the study's ``args``. The script exports
+``SRUN_CPUS_PER_TASK`` so that each srun task gets the ``cpus-per-task`` asked of sbatch (Slurm >= 22.05
+no longer passes it on by itself).
 
 Each task picks its command from the list by ``SLURM_ARRAY_TASK_ID`` and decides when it starts
 (not when the script was written) whether to skip a finished or diverged run or resume one from its
@@ -58,9 +60,14 @@ def render_sbatch(study: Study, runs: list[RunSpec], workdir: str | Path) -> str
         f"cd {shlex.quote(str(Path(workdir).resolve()))}",
         f"mkdir -p {shlex.quote(str(log_dir))}",
         *setup,
+        "# srun does not inherit --cpus-per-task from sbatch since Slurm 22.05: without this, each srun task",
+        "# would be bound to one CPU and the data loaders would get no workers.",
+        'if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"; fi',
         "",
         "# run DIR COMMAND...: skip DIR if it diverged or was tested (by its fit: evaluations/ does not count),",
-        "# resume it from last.ckpt if it has one, else start it. The run's own run.lock keeps out a second writer.",
+        "# resume it from its newest checkpoint if it has one (--ckpt_path last: a re-submitted array is a new",
+        "# SLURM job, which src.cli lets continue a run only when asked to), else start it. The run's own",
+        "# run.lock keeps out a second writer.",
         "run() {",
         "    local dir=$1; shift",
         '    if grep -qs \'"status": "diverged"\' "$dir"/efficiency*.json; then',
@@ -69,7 +76,9 @@ def render_sbatch(study: Study, runs: list[RunSpec], workdir: str | Path) -> str
         '    if grep -qsE \'"test_acc": [-0-9]\' "$dir"/efficiency*.json; then',
         '        echo "$dir: finished, skipped"; exit 0',
         "    fi",
-        '    if [ -f "$dir/checkpoints/last.ckpt" ]; then set -- "$@" --ckpt_path last; fi',
+        '    if [ -f "$dir/checkpoints/last.ckpt" ] || compgen -G "$dir/hpc_ckpt_*.ckpt" >/dev/null; then',
+        '        set -- "$@" --ckpt_path last',
+        "    fi",
         f'    exec {launcher}"$@"',
         "}",
         "",

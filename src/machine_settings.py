@@ -1,0 +1,101 @@
+"""Which of a checkpoint's saved settings belong to the machine it was trained on, not to the run.
+
+``test`` / ``validate`` / ``predict --ckpt_path X`` take their defaults from the config the checkpoint
+carries, so no ``--config`` is needed. Model, data and run settings must travel with it (they decide
+what is computed); hardware settings must not: a checkpoint trained under ``configs/trainer/slurm.yaml``
+(``accelerator: gpu``, ``num_nodes: 2``, ``strategy: ddp``, a ``SLURMEnvironment`` plugin, the compile
+callback) would otherwise fail on a laptop with ``No supported gpu backend found!``. Those settings
+are left to this machine's defaults and to whatever the user passes on the command line.
+
+``machine_free`` takes the flat defaults the CLI builds from the checkpoint (``{"trainer.devices": 4,
+"data": {...}, ...}``) and returns them without the hardware settings, plus a short description of
+each saved value that was left out, for the one-line notice.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer
+
+from src.callbacks.compile import CompileModel
+
+# Trainer arguments that say where and how many processes run, not what they compute.
+HARDWARE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "plugins", "sync_batchnorm")
+# DataModule arguments that only size the loaders to the machine's CPUs and GPUs (null: chosen here).
+LOADER_KEYS = ("num_workers", "pin_memory")
+# Precisions that need a CUDA GPU: on a CPU Lightning would silently swap fp16 autocast for bf16, which is
+# slow without bf16 instructions and coarser than fp16; fp32 (the default) evaluates the same weights best.
+FP16_MIXED = ("16-mixed", "16", 16)
+
+
+def _trainer_default(name: str) -> Any:
+    return inspect.signature(Trainer.__init__).parameters[name].default
+
+
+def _short(value: Any) -> str:
+    """``gpu``, ``4``, ``[SLURMEnvironment]``: a saved value as the notice shows it."""
+    if isinstance(value, dict) and "class_path" in value:
+        return str(value["class_path"]).rsplit(".", 1)[-1]
+    if isinstance(value, list):
+        return "[" + ", ".join(_short(item) for item in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _is_compile_callback(entry: Any) -> bool:
+    """Whether a saved ``trainer.callbacks`` entry is ``CompileModel`` (or a subclass of it)."""
+    class_path = entry.get("class_path") if isinstance(entry, dict) else None
+    if not isinstance(class_path, str) or "." not in class_path:
+        return False
+    module, _, name = class_path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(found, type) and issubclass(found, CompileModel)
+
+
+def _fp16_without_cuda(precision: Any) -> bool:
+    return precision in FP16_MIXED and not torch.cuda.is_available()
+
+
+def machine_free(defaults: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``(defaults without this machine's settings, ["trainer.devices (4)", ...])``.
+
+    Only saved values that differ from Lightning's defaults are listed: ``devices: auto`` replaced by
+    ``auto`` is no news. The input is left untouched.
+    """
+    kept, left_out = dict(defaults), []
+    for name in HARDWARE_KEYS:
+        value = kept.pop(f"trainer.{name}", None)
+        if value is not None and value != _trainer_default(name):
+            left_out.append(f"trainer.{name} ({_short(value)})")
+    callbacks = kept.get("trainer.callbacks")
+    if isinstance(callbacks, list) and any(_is_compile_callback(entry) for entry in callbacks):
+        kept["trainer.callbacks"] = [entry for entry in callbacks if not _is_compile_callback(entry)] or None
+        left_out.append("the CompileModel callback (torch.compile)")
+    if _fp16_without_cuda(kept.get("trainer.precision")):
+        precision = kept.pop("trainer.precision")
+        left_out.append(f"trainer.precision ({precision}: fp16 autocast needs a CUDA GPU; fp32 here)")
+    data = kept.get("data")
+    init_args = data.get("init_args") if isinstance(data, dict) else None
+    if isinstance(init_args, dict):
+        loader = {key: init_args[key] for key in LOADER_KEYS if init_args.get(key) is not None}
+        if loader:
+            kept["data"] = copy.deepcopy(data)
+            kept["data"]["init_args"].update(dict.fromkeys(loader))  # null: sized to this machine
+            left_out += [f"data.{key} ({_short(value)})" for key, value in loader.items()]
+    return kept, left_out
+
+
+def notice(left_out: list[str]) -> str:
+    """The one line saying which saved settings this machine's replaced (empty when none did)."""
+    if not left_out:
+        return ""
+    return (
+        f"Not restored from the checkpoint (this machine's defaults instead, or what you pass): {', '.join(left_out)}"
+    )
