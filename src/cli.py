@@ -112,6 +112,23 @@ def _nested_one_line(lines: list[str]) -> str | None:
     return None
 
 
+def states_callbacks(argv: list[str], config_files: list[str]) -> bool:
+    """Whether a command names trainer callbacks itself (``--trainer.callbacks[+]=``, or a config file that does).
+
+    Resuming with the run's own command restores the checkpoint's callbacks *and* re-applies the
+    command's: a ``callbacks+=`` (``configs/trainer/compile.yaml``, a sweep's extra callback) would then
+    add the same callback twice on every resume. A command that states callbacks gives them all.
+    """
+    if any(arg.split("=", 1)[0].rstrip("+") == "--trainer.callbacks" for arg in argv):
+        return True
+    for config_file in config_files:
+        if os.path.isfile(config_file):
+            trainer = read_config_file(config_file).get("trainer")
+            if isinstance(trainer, dict) and ("callbacks" in trainer or "callbacks+" in trainer):
+                return True
+    return False
+
+
 class ArgumentParser(LightningArgumentParser):
     """Parse errors as one ``error: ...`` line (no page of usage) and exit status 2; no abbreviated options.
 
@@ -424,6 +441,8 @@ class ResNetCLI(LightningCLI):
             return  # nothing to read, or a run named by its logger: resolved after parsing
         self._read_checkpoint(runs.resolve_checkpoint(ckpt_path, settings["run_dir"]))
         defaults = self._defaults_from_checkpoint(known.subcommand)
+        if "trainer.callbacks" in defaults and states_callbacks(argv, known.config):
+            del defaults["trainer.callbacks"]  # the command gives them again: restored too, `callbacks+=` doubles them
         if known.subcommand != "fit":  # evaluating it here: this machine's hardware, not the training's
             defaults, left_out = machine_settings.machine_free(defaults)
             if left_out and _launching_rank():

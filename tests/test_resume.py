@@ -299,3 +299,19 @@ def test_run_dir_layout_helpers(tmp_path):
     assert runs.run_dir_of_checkpoint(str(tmp_path / "r" / "checkpoints" / "last.ckpt")) == str(tmp_path / "r")
     assert runs.run_dir_of_checkpoint(str(tmp_path / "r" / "hpc_ckpt_3.ckpt")) == str(tmp_path / "r")
     assert runs.run_dir_of_checkpoint(str(tmp_path / "loose.ckpt")) is None
+
+
+def test_resuming_with_the_runs_own_command_adds_no_callback_twice(tmp_path, monkeypatch):
+    """The sweep resumes with the run's command + ``--ckpt_path last``: a ``callbacks+=`` must not stack up."""
+    monkeypatch.chdir(tmp_path)
+    command = [
+        "fit", *SMALL[:-1], "--run_dir", "run",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateMonitor",
+    ]  # fmt: skip
+    main([*command, "--trainer.max_epochs", "1", "--test_after_fit", "false"])
+    main([*command, "--trainer.max_epochs", "2", "--test_after_fit", "false", "--ckpt_path", "last"])
+    for name in ("config.yaml", "config-1.yaml"):
+        callbacks = yaml.safe_load((tmp_path / "run" / name).read_text())["trainer"]["callbacks"]
+        classes = [callback["class_path"] for callback in callbacks]
+        assert classes.count("lightning.pytorch.callbacks.LearningRateMonitor") == 1, (name, classes)
+    assert runs.read_efficiency(tmp_path / "run")["global_step"] == 8
