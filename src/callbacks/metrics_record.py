@@ -1,0 +1,176 @@
+"""``scalars.csv``: every scalar the run logs, as ``step,tag,value`` rows, whatever logger the run uses.
+
+Why: TensorBoard, CSV, W&B and MLflow each store curves in their own format (and W&B / MLflow may
+keep them on a server); the report and the study's results need one record they can always read in
+the run directory. ``MetricsRecord`` attaches a small ``Logger`` beside the user's loggers, so it sees
+exactly the scalars every logger is given (``self.log``, the LR monitor, the efficiency callback) at
+the same steps, without any logger's files.
+
+* Rank zero only (Lightning calls loggers on every rank; ``rank_zero_only`` keeps the others out).
+* Each ``log_metrics`` call is one appended, flushed write of whole lines: a killed run leaves every row
+  written before it, and at worst a partial last line, which readers skip and the next start drops.
+* Resume: rows logged after the checkpoint the run continues from (``step`` greater than the restored
+  step) describe steps the resumed run trains again, so they are dropped when training restarts; rows
+  at the restored step are kept, and a step logged twice reads as its last value (as TensorBoard's
+  events read in ``src.runs.read_metrics``). No row is lost or duplicated across a mid-epoch resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from argparse import Namespace
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers.logger import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+from src.files import atomic_write
+from src.runs import SCALARS_FILE
+
+HEADER = ("step", "tag", "value")
+
+
+def record_rows(path: str) -> Iterator[tuple[int, str, float]]:
+    """``(step, tag, value)`` of every whole, well-formed row of a record; a torn or foreign line is skipped."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return
+    if not text.endswith("\n"):  # a write cut short by a kill: its last line is incomplete
+        text = text[: text.rfind("\n") + 1]
+    for row in csv.reader(io.StringIO(text)):
+        if len(row) != 3 or tuple(row) == HEADER:
+            continue
+        try:
+            yield int(row[0]), row[1], float(row[2])
+        except ValueError:
+            continue
+
+
+def _format_row(step: int, tag: str, value: float) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([step, tag, repr(float(value))])
+    return buffer.getvalue()
+
+
+class _RecordLogger(Logger):
+    """The logger ``MetricsRecord`` adds: appends ``log_metrics`` calls to ``<run dir>/scalars.csv``."""
+
+    def __init__(self, directory: str, version: Any = None) -> None:
+        super().__init__()
+        self._directory = directory
+        self._version = version
+        self._handle: io.TextIOWrapper | None = None
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self._directory, SCALARS_FILE)
+
+    @property
+    def name(self) -> str:
+        return ""
+
+    @property
+    def version(self) -> Any:
+        """The version of the logger before it, so the progress bar's ``v_num`` is what it was without this one."""
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        return self._directory
+
+    @property
+    def log_dir(self) -> str:
+        return self._directory
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        """Hyperparameters are in the run's ``config.yaml``; the record holds curves only."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        rows = []
+        for tag, value in metrics.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):  # not a scalar: no curve to draw
+                continue
+            rows.append(_format_row(int(step or 0), tag, number))  # NaN too: it shows where a run diverged
+        if rows:
+            handle = self._open()
+            handle.write("".join(rows))
+            handle.flush()
+
+    def _open(self) -> io.TextIOWrapper:
+        if self._handle is None:
+            os.makedirs(self._directory, exist_ok=True)
+            fresh = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+            self._handle = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115  (kept open)
+            if fresh:
+                self._handle.write(",".join(HEADER) + "\n")
+            elif not _ends_with_newline(self.path):  # a torn last line: start ours on a line of its own
+                self._handle.write("\n")
+        return self._handle
+
+    @rank_zero_only
+    def drop_after(self, step: int) -> int:
+        """Rewrite the record without rows past ``step`` (and without a torn line); the number dropped."""
+        self.close()
+        if not os.path.exists(self.path):
+            return 0
+        rows = list(record_rows(self.path))
+        kept = [row for row in rows if row[0] <= step]
+        text = ",".join(HEADER) + "\n" + "".join(_format_row(*row) for row in kept)
+        with open(self.path, encoding="utf-8", newline="") as handle:
+            unchanged = handle.read() == text
+        if not unchanged:
+            atomic_write(self.path, lambda handle: handle.write(text), binary=False)
+        return len(rows) - len(kept)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _ends_with_newline(path: str) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+class MetricsRecord(Callback):
+    """Writes ``scalars.csv`` into the run directory (``trainer.log_dir``); see the module docstring."""
+
+    def __init__(self) -> None:
+        self.logger: _RecordLogger | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        directory = trainer.log_dir or trainer.default_root_dir  # a collective call under DDP: every rank makes it
+        if self.logger is not None and self.logger in trainer.loggers:  # fit, then test: one record
+            return
+        version = trainer.loggers[0].version if trainer.loggers else None
+        self.logger = _RecordLogger(directory, version)
+        trainer.loggers = [*trainer.loggers, self.logger]
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Training (re)starts after the checkpoint was restored: forget rows the resumed run logs again."""
+        if self.logger is None:
+            return
+        loop = trainer.fit_loop.epoch_loop
+        step = getattr(loop, "_batches_that_stepped", trainer.global_step)  # the step Lightning logs with
+        self.logger.drop_after(step)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.logger is not None:
+            self.logger.close()
