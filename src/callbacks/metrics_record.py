@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from argparse import Namespace
 from collections.abc import Iterator, Mapping
@@ -67,6 +68,8 @@ class _RecordLogger(Logger):
         self._directory = directory
         self._version = version
         self._handle: io.TextIOWrapper | None = None
+        # The newest step's values already in the file: Lightning repeats e.g. ``epoch`` in every call at a step.
+        self._written: tuple[int, dict[str, float]] = (-1, {})
 
     @property
     def path(self) -> str:
@@ -95,13 +98,19 @@ class _RecordLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        rows = []
+        step = int(step or 0)
+        if self._written[0] != step:
+            self._written = (step, {})
+        seen, rows = self._written[1], []
         for tag, value in metrics.items():
             try:
                 number = float(value)
             except (TypeError, ValueError):  # not a scalar: no curve to draw
                 continue
-            rows.append(_format_row(int(step or 0), tag, number))  # NaN too: it shows where a run diverged
+            if tag in seen and (seen[tag] == number or (math.isnan(seen[tag]) and math.isnan(number))):
+                continue  # the same value at the same step: nothing new
+            seen[tag] = number
+            rows.append(_format_row(step, tag, number))  # NaN too: it shows where a run diverged
         if rows:
             handle = self._open()
             handle.write("".join(rows))
@@ -126,6 +135,7 @@ class _RecordLogger(Logger):
             return 0
         rows = list(record_rows(self.path))
         kept = [row for row in rows if row[0] <= step]
+        self._written = (step, {tag: value for row_step, tag, value in kept if row_step == step})
         text = ",".join(HEADER) + "\n" + "".join(_format_row(*row) for row in kept)
         with open(self.path, encoding="utf-8", newline="") as handle:
             unchanged = handle.read() == text
