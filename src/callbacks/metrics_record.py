@@ -9,10 +9,14 @@ the same steps, without any logger's files.
 * Rank zero only (Lightning calls loggers on every rank; ``rank_zero_only`` keeps the others out).
 * Each ``log_metrics`` call is one appended, flushed write of whole lines: a killed run leaves every row
   written before it, and at worst a partial last line, which readers skip and the next start drops.
-* Resume: rows logged after the checkpoint the run continues from (``step`` greater than the restored
-  step) describe steps the resumed run trains again, so they are dropped when training restarts; rows
-  at the restored step are kept, and a step logged twice reads as its last value (as TensorBoard's
-  events read in ``src.runs.read_metrics``). No row is lost or duplicated across a mid-epoch resume.
+* Resume: every checkpoint records how many rows the file held when it was saved. When training restarts
+  from it, a row is kept if the checkpoint saw it, or if its step is at most the restored logging step
+  (Lightning logs the epoch's train metrics just *after* the epoch-end checkpoint, and a resume does not
+  log them again); the rest were logged by batches the resumed run trains again, and are dropped.
+  Neither alone is right: at an epoch's end the efficiency callback logs at step ``n`` before the
+  checkpoint, and the next batch logs at ``n`` after it. (A checkpoint older than the record: by step.)
+  Readers take a step logged twice as its last value, as for TensorBoard events (``src.runs.read_metrics``).
+  Tested against an uninterrupted run with a ``kill -9`` mid-epoch: the same rows, in the same order.
 """
 
 from __future__ import annotations
@@ -68,8 +72,9 @@ class _RecordLogger(Logger):
         self._directory = directory
         self._version = version
         self._handle: io.TextIOWrapper | None = None
-        # The newest step's values already in the file: Lightning repeats e.g. ``epoch`` in every call at a step.
-        self._written: tuple[int, dict[str, float]] = (-1, {})
+        self.rows = 0  # whole rows in the file (counted when it is opened)
+        # Recent values already in the file: Lightning repeats e.g. ``epoch`` in every call at a step.
+        self._written: dict[tuple[int, str], float] = {}
 
     @property
     def path(self) -> str:
@@ -99,27 +104,39 @@ class _RecordLogger(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         step = int(step or 0)
-        if self._written[0] != step:
-            self._written = (step, {})
-        seen, rows = self._written[1], []
+        handle, rows = self._open(), []
         for tag, value in metrics.items():
             try:
                 number = float(value)
             except (TypeError, ValueError):  # not a scalar: no curve to draw
                 continue
-            if tag in seen and (seen[tag] == number or (math.isnan(seen[tag]) and math.isnan(number))):
+            known = self._written.get((step, tag))
+            if known is not None and (known == number or (math.isnan(known) and math.isnan(number))):
                 continue  # the same value at the same step: nothing new
-            seen[tag] = number
+            self._remember(step, tag, number)
             rows.append(_format_row(step, tag, number))  # NaN too: it shows where a run diverged
         if rows:
-            handle = self._open()
             handle.write("".join(rows))
             handle.flush()
+            self.rows += len(rows)
+
+    def row_count(self) -> int:
+        """Whole rows in the file now (what a checkpoint saved now records)."""
+        if self._handle is not None:
+            return self.rows
+        return sum(1 for _ in record_rows(self.path)) if os.path.exists(self.path) else 0
+
+    def _remember(self, step: int, tag: str, value: float) -> None:
+        self._written[(step, tag)] = value
+        if len(self._written) > 4096:  # only recent steps repeat: keep the newest half
+            for key in sorted(self._written, key=lambda key: key[0])[:2048]:
+                del self._written[key]
 
     def _open(self) -> io.TextIOWrapper:
         if self._handle is None:
             os.makedirs(self._directory, exist_ok=True)
             fresh = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+            self.rows = 0 if fresh else sum(1 for _ in record_rows(self.path))
             self._handle = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115  (kept open)
             if fresh:
                 self._handle.write(",".join(HEADER) + "\n")
@@ -128,20 +145,22 @@ class _RecordLogger(Logger):
         return self._handle
 
     @rank_zero_only
-    def drop_after(self, step: int) -> int:
-        """Rewrite the record without rows past ``step`` (and without a torn line); the number dropped."""
+    def keep(self, rows: int, step: int) -> int:
+        """Rewrite the record keeping its first ``rows`` rows and any up to ``step``; the number of rows dropped."""
         self.close()
         if not os.path.exists(self.path):
             return 0
-        rows = list(record_rows(self.path))
-        kept = [row for row in rows if row[0] <= step]
-        self._written = (step, {tag: value for row_step, tag, value in kept if row_step == step})
+        found = list(record_rows(self.path))
+        kept = [row for index, row in enumerate(found) if index < rows or row[0] <= step]
         text = ",".join(HEADER) + "\n" + "".join(_format_row(*row) for row in kept)
         with open(self.path, encoding="utf-8", newline="") as handle:
             unchanged = handle.read() == text
         if not unchanged:
             atomic_write(self.path, lambda handle: handle.write(text), binary=False)
-        return len(rows) - len(kept)
+        self.rows, self._written = len(kept), {}
+        for row_step, tag, value in kept[-256:]:
+            self._remember(row_step, tag, value)
+        return len(found) - len(kept)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
@@ -164,8 +183,12 @@ class MetricsRecord(Callback):
 
     def __init__(self) -> None:
         self.logger: _RecordLogger | None = None
+        self._restored_rows: int | None = None
+
+    _is_writer = True
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._is_writer = trainer.is_global_zero
         directory = trainer.log_dir or trainer.default_root_dir  # a collective call under DDP: every rank makes it
         if self.logger is not None and self.logger in trainer.loggers:  # fit, then test: one record
             return
@@ -173,13 +196,22 @@ class MetricsRecord(Callback):
         self.logger = _RecordLogger(directory, version)
         trainer.loggers = [*trainer.loggers, self.logger]
 
+    def state_dict(self) -> dict[str, Any]:
+        """The rows the record held when this checkpoint was saved (rank zero's count: the one that writes)."""
+        return {"rows": self.logger.row_count() if self.logger is not None and self._is_writer else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_rows = state_dict.get("rows")
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Training (re)starts after the checkpoint was restored: forget rows the resumed run logs again."""
+        """Training (re)starts after the checkpoint was restored: forget the rows logged after it was saved."""
         if self.logger is None:
             return
-        loop = trainer.fit_loop.epoch_loop
-        step = getattr(loop, "_batches_that_stepped", trainer.global_step)  # the step Lightning logs with
-        self.logger.drop_after(step)
+        if self._restored_rows is not None or trainer.ckpt_path is not None:
+            loop = trainer.fit_loop.epoch_loop
+            step = getattr(loop, "_batches_that_stepped", trainer.global_step)  # Lightning's last logging step
+            self.logger.keep(rows=self._restored_rows or 0, step=step)
+        self._restored_rows = None
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.logger is not None:
