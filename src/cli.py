@@ -8,7 +8,9 @@ LightningCLI with this project's defaults:
 * one directory per run (``src.runs`` describes it): ``--run_dir DIR``, or a fresh
   ``lightning_logs/<logger name>/version_N``; TensorBoard, checkpoints, config, ``efficiency.json``
   and Lightning's SLURM requeue checkpoints all go there (it is the Trainer's ``default_root_dir``),
-  so nothing one run writes can be picked up by another;
+  so nothing one run writes can be picked up by another; CSV, W&B and MLflow loggers get one logger
+  run per run directory (``src.loggers``), and every run writes ``scalars.csv``, its curves whatever
+  the logger (``src.callbacks.metrics_record``);
 * ``fit --ckpt_path last|FILE`` continues *that* run in its own directory (weights, optimizer,
   schedule, loop counters, random state, best checkpoint, efficiency record); ``validate``,
   ``test`` and ``predict`` need nothing but ``--ckpt_path``: the checkpoint carries the config;
