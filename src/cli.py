@@ -8,7 +8,9 @@ LightningCLI with this project's defaults:
 * one directory per run (``src.runs`` describes it): ``--run_dir DIR``, or a fresh
   ``lightning_logs/<logger name>/version_N``; TensorBoard, checkpoints, config, ``efficiency.json``
   and Lightning's SLURM requeue checkpoints all go there (it is the Trainer's ``default_root_dir``),
-  so nothing one run writes can be picked up by another;
+  so nothing one run writes can be picked up by another; CSV, W&B and MLflow loggers get one logger
+  run per run directory (``src.loggers``), and every run writes ``scalars.csv``, its curves whatever
+  the logger (``src.callbacks.metrics_record``);
 * ``fit --ckpt_path last|FILE`` continues *that* run in its own directory (weights, optimizer,
   schedule, loop counters, random state, best checkpoint, efficiency record); ``validate``,
   ``test`` and ``predict`` need nothing but ``--ckpt_path``: the checkpoint carries the config;
@@ -51,6 +53,7 @@ from src import machine_settings, runs, slurm_job
 from src.callbacks import LineProgress, ParameterEfficiency, TrainingDiagnostics
 from src.callbacks.checkpoint_io import AtomicCheckpointIO
 from src.callbacks.divergence import DivergenceGuard, TrainingDiverged
+from src.callbacks.metrics_record import MetricsRecord
 from src.callbacks.predictions import PredictionWriter
 from src.callbacks.preemption import SaveOnSigterm
 from src.callbacks.resume import EpochStartResume, RandomState, RunCheckpoint, ValidateLastStep
@@ -59,6 +62,7 @@ from src.data.cifar import CIFARDataModule  # noqa: F401  (registers the short n
 from src.data.folder import ImageFolderDataModule  # noqa: F401  (registers the short name)
 from src.data.synthetic import SyntheticDataModule  # noqa: F401  (registers the short name)
 from src.files import disk_error_message, free_path
+from src.loggers import LoggerRunIds, RunTrainer, is_directory_logger, point_logger_at_run
 from src.modules import ImageClassifier
 
 LOG_ROOT = "lightning_logs"
@@ -383,7 +387,9 @@ class ResNetCLI(LightningCLI):
         return "before a step was trained; nothing saved" if subcommand == "fit" else f"during {subcommand}"
 
     def _run_callbacks(self) -> list:
-        callbacks = [RandomState(), EpochStartResume(), ValidateLastStep()]
+        callbacks = [RandomState(), EpochStartResume(), ValidateLastStep(), MetricsRecord()]
+        if self.run_dir is not None:
+            callbacks.append(LoggerRunIds(self.run_dir))
         if self.subcommand == "fit":
             callbacks.append(SaveOnSigterm())
         if self.subcommand == "predict":
@@ -628,16 +634,17 @@ class ResNetCLI(LightningCLI):
         return list(logger) if isinstance(logger, list) else [logger]
 
     def _logger_location(self, config: Namespace) -> tuple[str, str]:
+        """Where a fresh run goes: a TensorBoard/CSV logger's ``save_dir/name``; W&B and MLflow have no such folder."""
         for logger in self._loggers(config):
-            init_args = logger.get("init_args") if isinstance(logger, (Namespace, dict)) else None
+            init_args = logger.get("init_args") if is_directory_logger(logger) else None
             if init_args is not None and init_args.get("save_dir") is not None:
                 return str(init_args["save_dir"]), str(init_args.get("name") or "")
         return LOG_ROOT, DEFAULT_LOGGER_NAME
 
     def _named_run_dir(self, config: Namespace) -> str | None:
         """``save_dir/name/version`` when the logger config fixes its version, else ``None``."""
-        for logger in self._loggers(config):
-            init_args = logger.get("init_args") if isinstance(logger, (Namespace, dict)) else None
+        for logger in self._loggers(config):  # W&B's version is its run id, not a folder
+            init_args = logger.get("init_args") if is_directory_logger(logger) else None
             if init_args is not None and init_args.get("version") is not None:
                 version = init_args["version"]
                 save_dir, name = self._logger_location(config)
@@ -656,10 +663,9 @@ class ResNetCLI(LightningCLI):
                 class_path="lightning.pytorch.loggers.TensorBoardLogger",
                 init_args=Namespace(save_dir=parent, name="", version=leaf, default_hp_metric=False),
             )
-        for logger in loggers:
-            init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
-            if init_args is not None and "save_dir" in init_args:
-                init_args.save_dir, init_args.name, init_args.version = parent or ".", "", leaf
+        for logger in loggers:  # one logger run per run directory (src.loggers)
+            if isinstance(logger, Namespace):
+                point_logger_at_run(logger, run_dir, LOG_ROOT)
         wanted = runs.checkpoint_dir(run_dir)
         dirpath = config.checkpoint.get("dirpath") if config.get("checkpoint") is not None else None
         if dirpath is not None and os.path.realpath(dirpath) != os.path.realpath(wanted):
@@ -743,6 +749,7 @@ def cli_arguments(args: list[str] | None) -> dict[str, Any]:
         save_config_callback=KeepingSaveConfigCallback,
         trainer_defaults=trainer_defaults(),
         parser_class=ArgumentParser,
+        trainer_class=RunTrainer,
         auto_configure_optimizers=False,
         args=args,
     )

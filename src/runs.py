@@ -6,7 +6,9 @@ A *run* is one training of one configuration. Everything it writes lives in one 
       config.yaml            the resolved config (a resumed run adds config-1.yaml, ... beside it)
       hparams.yaml           the model's hyperparameters (Lightning)
       efficiency.json        parameters, MACs, accuracy per parameter (one record, continued on resume)
-      events.out.tfevents.*  TensorBoard
+      events.out.tfevents.*  TensorBoard (the default logger; CSV, W&B, MLflow files when configured)
+      scalars.csv            every logged scalar as ``step,tag,value``, whatever the logger (the report reads it)
+      loggers.json           the W&B / MLflow run ids, so a resumed run logs into the same logger run
       predictions.csv        written by ``predict``
       checkpoints/           best-by-val ``epoch...-step...-val_acc....ckpt`` and ``last.ckpt``
       hpc_ckpt_<N>.ckpt      Lightning's SLURM requeue checkpoints, and the checkpoint a fit saves when it
@@ -47,6 +49,8 @@ LAST_CHECKPOINT = "last.ckpt"
 CONFIG_FILE = "config.yaml"
 EFFICIENCY_FILE = "efficiency.json"
 PREDICTIONS_FILE = "predictions.csv"
+SCALARS_FILE = "scalars.csv"  # every logged scalar as step,tag,value (src.callbacks.metrics_record)
+LOGGERS_FILE = "loggers.json"  # the W&B / MLflow run ids of the run, reused on resume (src.loggers)
 HPC_PREFIX = "hpc_ckpt_"
 EVALUATIONS_DIR = "evaluations"
 LOCK_FILE = "run.lock"

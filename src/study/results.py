@@ -1,6 +1,6 @@
 """A study's committed results: each finished run's small files under ``<results>/<variant>/seed<k>/``.
 
-Why: checkpoints and TensorBoard event files are too big for git and tied to one machine, but the
+Why: checkpoints and logger files are too big for git and tied to one machine, but the
 report needs only a handful of small files. A study file may name ``results: docs/results/<study>``;
 the sweep then copies every run that ends (finished, or diverged: that is a result too) into it,
 ``python -m src.sweep STUDY --collect`` copies runs that finished before, and the sweep treats a
@@ -11,7 +11,8 @@ fresh machine). A results run folder holds::
     efficiency.json, -N.json     the fit's own records (``stage: fit``; later evaluations are left out)
     data.json, data-N.json       what a folder data module trained on (when the run wrote one)
     diagnostics.jsonl            the training diagnostics (when enabled)
-    metrics.csv                  ``step,tag,value``: the curves (``METRIC_TAGS``) exported from TensorBoard
+    metrics.csv                  ``step,tag,value``: the curves (``METRIC_TAGS``) from the run's ``scalars.csv``
+                                 (TensorBoard events for runs older than it), by tag then step
 
 and ``<results>/results.json`` names the study file that plans the runs (``python -m src.report
 --check`` re-plans them from it). A results run is never overwritten with different content:
@@ -30,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from src import runs
-from src.study.runs_io import DATA_RECORD, METRICS_FILE, numbered_files
+from src.runs import SCALARS_FILE
+from src.study.runs_io import DATA_RECORD, METRICS_FILE, numbered_files, read_scalars
 
 INDEX_FILE = "results.json"  # in the results folder: {"study": name, "study_file": path}
 DIAGNOSTICS_FILE = "diagnostics.jsonl"
@@ -43,18 +45,32 @@ class ResultsConflict(RuntimeError):
 
 
 def metrics_csv(run_dir: str | Path, tags: tuple[str, ...] = METRIC_TAGS) -> str | None:
-    """The run's TensorBoard curves as ``step,tag,value`` text, by tag then step; None when it logged none."""
-    scalars = runs.read_metrics(str(run_dir))
-    present = [tag for tag in tags if scalars.get(tag)]
+    """The run's curves as ``step,tag,value`` text, by tag then step; None when it logged none.
+
+    Read by ``read_scalars``: the run's own ``scalars.csv`` whatever its logger (older runs: TensorBoard).
+    """
+    scalars = read_scalars(run_dir, tags)
+    present = [tag for tag in tags if scalars.get(tag) and scalars[tag][0]]
     if not present:
         return None
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["step", "tag", "value"])
     for tag in present:
-        for step, value in scalars[tag]:
+        for step, value in zip(*scalars[tag]):
             writer.writerow([step, tag, repr(float(value))])
     return buffer.getvalue()
+
+
+def _is_results_run(run_dir: Path) -> bool:
+    """A results run (copied here before): a ``step,tag,value`` metrics.csv, no record, no TensorBoard events."""
+    if (run_dir / SCALARS_FILE).is_file() or list(run_dir.glob("events.out.tfevents.*")):
+        return False
+    try:
+        with open(run_dir / METRICS_FILE, newline="") as handle:
+            return handle.readline().strip() == "step,tag,value"
+    except OSError:
+        return False
 
 
 def _fit_records(run_dir: Path) -> list[Path]:
@@ -78,11 +94,10 @@ def result_files(run_dir: str | Path) -> dict[str, bytes]:
     if (run_dir / DIAGNOSTICS_FILE).is_file():
         paths.append(run_dir / DIAGNOSTICS_FILE)
     files = {path.name: path.read_bytes() for path in paths}
-    curves = metrics_csv(run_dir)
-    if curves is not None:
-        files[METRICS_FILE] = curves.encode()
-    elif (run_dir / METRICS_FILE).is_file():  # a results run itself (no events files): its curves as they are
+    if _is_results_run(run_dir):  # its curves as they are
         files[METRICS_FILE] = (run_dir / METRICS_FILE).read_bytes()
+    elif (curves := metrics_csv(run_dir)) is not None:
+        files[METRICS_FILE] = curves.encode()
     return files
 
 

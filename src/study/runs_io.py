@@ -1,14 +1,15 @@
-"""Reading what a run left in its directory: ``efficiency.json``, ``config.yaml``, TensorBoard scalars, status.
+"""Reading what a run left in its directory: ``efficiency.json``, ``config.yaml``, logged scalars, status.
 
 A run directory (``<root>/<study>/<arch>[-<override>]/seed<k>/``) holds::
 
     config.yaml            the resolved config (a resumed run adds config-1.yaml, ...)
     efficiency.json        parameters, MACs, best val / test accuracy (a reused directory adds efficiency-1.json, ...)
-    events.out.tfevents*   TensorBoard scalars (train/acc, val/acc, ... against the global step)
+    scalars.csv            every logged scalar as step,tag,value, whatever the logger (src.callbacks.metrics_record)
+    events.out.tfevents*   TensorBoard scalars (the default logger; runs older than scalars.csv are read from them)
     checkpoints/           best by val/acc and last.ckpt
 
 A study's committed results run (``src.study.results``) holds the small files only, with the
-TensorBoard curves as ``metrics.csv``; the same readers read it (``read_scalars`` falls back to it).
+curves as ``metrics.csv``; the same readers read it (``read_scalars`` falls back to it).
 
 The sweep and the report only *read* these files, through the small functions here; they never
 build the paths themselves. ``src.runs`` owns the layout (names, checkpoints, the raw readers);
@@ -28,11 +29,12 @@ from typing import Any, Literal
 import yaml
 
 from src import runs
-from src.runs import CHECKPOINT_DIR, CONFIG_FILE, EFFICIENCY_FILE
+from src.callbacks.metrics_record import record_rows
+from src.runs import CHECKPOINT_DIR, CONFIG_FILE, EFFICIENCY_FILE, SCALARS_FILE
 
 RunStatus = Literal["finished", "diverged", "unfinished", "missing"]
 DATA_RECORD = "data.json"  # what a folder data module trained on (src.data.folder writes it)
-METRICS_FILE = "metrics.csv"  # a results run's curves, exported from TensorBoard (src.study.results)
+METRICS_FILE = "metrics.csv"  # a results run's curves (src.study.results); a CSVLogger run's own table
 _NUMBERED = re.compile(r"^(?P<stem>.+?)(?:-(?P<index>\d+))?(?P<ext>\.[^.]+)$")
 
 
@@ -152,24 +154,48 @@ def run_seed(run_dir: str | Path, config: dict[str, Any] | None = None) -> int |
 
 
 def read_scalars(run_dir: str | Path, tags: list[str] | tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
-    """TensorBoard scalars of the run, ``{tag: (steps, values)}``, all points, across resumes.
+    """The run's logged scalars, ``{tag: (steps, values)}``, in step order, across resumes; tags never logged left out.
 
-    Read with ``src.runs.read_metrics``; tags the run never logged are left out of the result. A results
-    run (``src.study.results``: no events files) is read from its ``metrics.csv`` instead.
+    From the first of: the run's ``scalars.csv`` (every run since it was added, whatever its logger);
+    TensorBoard events (older runs, read with ``src.runs.read_metrics``); ``metrics.csv``, either a
+    results run's ``step,tag,value`` (``src.study.results``) or an older CSVLogger run's table.
     """
-    if not list(Path(run_dir).glob("events.out.tfevents.*")) and (Path(run_dir) / METRICS_FILE).is_file():
-        return read_metrics_csv(Path(run_dir) / METRICS_FILE, tags)
+    run_dir = Path(run_dir)
+    if (run_dir / SCALARS_FILE).is_file():
+        return read_metrics_csv(run_dir / SCALARS_FILE, tags)
+    if not list(run_dir.glob("events.out.tfevents.*")) and (run_dir / METRICS_FILE).is_file():
+        return read_metrics_csv(run_dir / METRICS_FILE, tags)
     metrics = runs.read_metrics(str(run_dir))
     return {tag: ([s for s, _ in metrics[tag]], [v for _, v in metrics[tag]]) for tag in tags if tag in metrics}
 
 
 def read_metrics_csv(path: str | Path, tags: list[str] | tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
-    """``{tag: (steps, values)}`` from a ``metrics.csv``; tags it lacks are left out, as ``read_scalars`` does."""
-    curves: dict[str, tuple[list[int], list[float]]] = {}
+    """``{tag: (steps, values)}`` from a ``step,tag,value`` file (or a CSVLogger table); tags it lacks left out.
+
+    A step written twice (a resumed run, or a value logged again at its step) reads as its last value, as
+    TensorBoard events do; a torn last line (a killed run) is skipped.
+    """
+    with open(path, newline="") as handle:
+        header = next(csv.reader(handle), [])
+    if header and header != ["step", "tag", "value"] and "step" in header:
+        return _read_logger_table(path, tags)
+    points: dict[str, dict[int, float]] = {}
+    for step, tag, value in record_rows(str(path)):
+        if tag in tags:
+            points.setdefault(tag, {})[step] = value
+    return {tag: ([s for s, _ in sorted(p.items())], [v for _, v in sorted(p.items())]) for tag, p in points.items()}
+
+
+def _read_logger_table(path: str | Path, tags: list[str] | tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
+    """Lightning's CSVLogger ``metrics.csv``: a ``step`` column and one column per tag, empty where not logged."""
+    points: dict[str, dict[int, float]] = {}
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
-            if row["tag"] in tags:
-                steps, values = curves.setdefault(row["tag"], ([], []))
-                steps.append(int(row["step"]))
-                values.append(float(row["value"]))
-    return curves
+            try:
+                step = int(float(row.get("step") or ""))
+            except ValueError:
+                continue
+            for tag in tags:
+                if row.get(tag) not in (None, ""):
+                    points.setdefault(tag, {})[step] = float(row[tag])
+    return {tag: ([s for s, _ in sorted(p.items())], [v for _, v in sorted(p.items())]) for tag, p in points.items()}
