@@ -693,10 +693,18 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         return "val" if self.test_on_val else None
 
     def _record(self) -> None:
-        """Write ``describe()`` as ``data.json`` into the run directory (``data-1.json``... if taken)."""
+        """Write ``describe()`` as ``data.json`` into the run directory (``data-1.json``... if taken).
+
+        ``trainer.log_dir`` is a collective under DDP (a broadcast from rank zero): every rank reads it, once,
+        before rank zero alone writes. Asking on rank zero only pairs its broadcast with whatever collective
+        the other ranks make next, and the run fails later with an unrelated error.
+        """
         trainer = getattr(self, "trainer", None)
-        if self._recorded or trainer is None or not trainer.is_global_zero or not trainer.log_dir:
+        if self._recorded or trainer is None:
             return
-        os.makedirs(trainer.log_dir, exist_ok=True)
-        write_json_atomic(free_path(trainer.log_dir, RUN_RECORD), self.describe())
+        log_dir = trainer.log_dir  # every rank: a collective
         self._recorded = True
+        if not trainer.is_global_zero or not log_dir:
+            return
+        os.makedirs(log_dir, exist_ok=True)
+        write_json_atomic(free_path(log_dir, RUN_RECORD), self.describe())
