@@ -296,3 +296,70 @@ def test_ddp_each_process_sees_its_own_shard_once_per_epoch(tmp_path):
 
 if __name__ == "__main__":
     ddp_run(sys.argv[1])
+
+
+# ---------------------------------------------------------------- one image, one tensor, whichever path
+ODD_IMAGES = {  # name: (PIL mode written, (width, height))
+    "wide.png": ("RGB", (24, 12)),  # non-square: shorter side to 16, centre crop (was squashed)
+    "tall.jpg": ("RGB", (10, 30)),  # upscaled and cropped
+    "old.bmp": ("RGB", (16, 20)),  # torchvision.io cannot read BMP: PIL's turn
+    "scan.tiff": ("RGB", (20, 16)),
+    "raw.ppm": ("RGB", (18, 18)),
+    "deep.png": ("I;16", (20, 20)),  # 16-bit grey, scaled to 8 bits
+    "print.jpg": ("CMYK", (17, 23)),
+    "palette.png": ("P", (16, 24)),
+    "grey.png": ("L", (21, 16)),  # one channel, into an RGB run
+    "square.jpg": ("RGB", (16, 16)),  # already the target size: untouched
+}
+
+
+def test_fast_and_per_sample_paths_give_the_same_eval_tensors(tmp_path):
+    """The same odd files through ``fast: true`` and ``fast: false``: the same uint8 pixels, the same inputs."""
+    from src.data import ImageFolderDataModule
+    from src.data.decode import load_image
+    from src.data.transforms import evaluation
+    from tests.image_trees import write_image
+
+    root = tmp_path / "odd"
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            for seed, (name, (mode, size)) in enumerate(ODD_IMAGES.items()):
+                write_image(root / split / label / name, size=size, mode=mode, seed=seed + 100 * (label == "b"))
+    options = dict(root=str(root), image_size=16, preset="cifar", mean=list(MEAN), std=list(STD), num_workers=0,
+                   batch_size=4, cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    fast, per_sample = ImageFolderDataModule(**options, fast=True), ImageFolderDataModule(**options, fast=False)
+    fast.setup("fit"), per_sample.setup("fit")
+    assert fast.samples["val"] == per_sample.samples["val"] and len(fast.samples["val"]) == 2 * len(ODD_IMAGES)
+    geometry = v2.Compose(evaluation("cifar", 16))
+    for index, (path, label) in enumerate(per_sample.samples["val"]):
+        expected = geometry(load_image(path, 3))  # the per-sample path's eval pixels, before the float conversion
+        assert torch.equal(fast.val_set.data.images[index], expected), path  # exact, uint8
+        image, fast_label = fast.val_set[index]
+        reference, reference_label = per_sample.val_set[index]
+        assert int(fast_label) == reference_label == label
+        # Exact but for float32 rounding: x * (1 / (255 std)) - mean / std versus (x / 255 - mean) / std.
+        assert torch.allclose(image, reference, atol=1e-5, rtol=0), path
+    # What the old squash made of the wide image differs: the crop is the centre square, not the whole width.
+    wide = [i for i, (path, _) in enumerate(fast.samples["val"]) if path.endswith("a/wide.png")][0]
+    squashed = v2.functional.resize(load_image(fast.samples["val"][wide][0], 3), [16, 16], antialias=True)
+    assert not torch.equal(fast.val_set.data.images[wide], squashed)
+
+
+def test_square_images_at_the_target_size_decode_bit_identically_to_the_first_cache_version(tmp_path):
+    """A study trained on version-1 caches of square 32-px JPEGs (CIFAR's files) sees the same tensors now."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    samples = write_jpeg_folder(tmp_path / "train")
+    raw = [read_file(path) for path, _ in samples]
+    version1 = torch.stack([v2.functional.resize(image, [32, 32], antialias=True)
+                            for image in decode_jpeg(raw, mode=ImageReadMode.RGB)])  # fmt: skip
+    for size in (32, None):
+        assert torch.equal(fast_module.decode_files(samples, 3, size).images, version1)
+    # The cache key carries the version: a cache written by version 1 is never read as a version-2 one.
+    key = fast_module.cache_key(samples, 3, 32)
+    original = fast_module.CACHE_VERSION
+    try:
+        fast_module.CACHE_VERSION = 1
+        assert fast_module.cache_key(samples, 3, 32) != key
+    finally:
+        fast_module.CACHE_VERSION = original

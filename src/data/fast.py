@@ -39,14 +39,13 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
-from torchvision.transforms.v2 import functional as TF
 
+from src.data.decode import READ_MODES, decode
 from src.files import atomic_write
 
-CACHE_VERSION = 1  # bump when the cache layout or the decoding changes
-READ_MODES = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB, 4: ImageReadMode.RGB_ALPHA}
-JPEG_MAGIC = b"\xff\xd8"
+# Bump when the cache layout or the decoding changes: the key then differs and an old cache is never read.
+# 2: resize-and-centre-crop like the presets (was a squash), PIL fallback, 16-bit scaled to 8.
+CACHE_VERSION = 2
 
 
 # ---------------------------------------------------------------- decode once
@@ -77,42 +76,18 @@ class Uint8Images:
         return Uint8Images(self.images[index], self.labels[index])
 
 
-def _decode_one(data: Tensor, mode: ImageReadMode) -> Tensor:
-    return decode_image(data, mode=mode)
+def decode_files(samples: Sequence[tuple[str, int]], channels: int = 3, size: int | None = None) -> Uint8Images:
+    """Decode ``(path, label)`` files into one uint8 tensor, as the per-sample path decodes them.
 
-
-def decode_files(
-    samples: Sequence[tuple[str, int]], channels: int = 3, size: int | tuple[int, int] | None = None
-) -> Uint8Images:
-    """Decode ``(path, label)`` files into one uint8 tensor (JPEGs in batches, anything else one by one).
-
-    ``channels`` converts every image (1: grey, 3: RGB, 4: RGBA). ``size`` resizes (antialiased) to
-    ``size`` x ``size`` (or ``(H, W)``); without it every image must already have the same size.
+    ``channels`` converts every image (1: grey, 3: RGB, 4: RGBA). ``size`` brings each image to
+    ``size`` x ``size`` like the transform presets (shorter side resized, centre crop:
+    :func:`src.data.decode.fit_square`); without it every image must already have the same size.
     """
     if channels not in READ_MODES:
         raise ValueError(f"channels must be one of {sorted(READ_MODES)}, got {channels}")
     if not samples:
         raise ValueError("no files to decode: the sample list is empty")
-    with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they are still the fastest batched
-        # JPEG decoder at hand and give the same pixels as PIL (tests/test_fast_data.py checks both).
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
-        return _decode_files(samples, READ_MODES[channels], size)
-
-
-def _decode_files(samples: Sequence[tuple[str, int]], mode: ImageReadMode, size: int | tuple[int, int] | None):
-    target = (size, size) if isinstance(size, int) else tuple(size) if size is not None else None
-    images: list[Tensor] = []
-    chunk = 4096  # bounded memory for the encoded bytes of one batched decode
-    for start in range(0, len(samples), chunk):
-        raw = [read_file(str(path)) for path, _ in samples[start : start + chunk]]
-        if all(bytes(data[:2].tolist()) == JPEG_MAGIC for data in raw):
-            decoded = decode_jpeg(raw, mode=mode)
-        else:
-            decoded = [_decode_one(data, mode) for data in raw]
-        if target is not None:
-            decoded = [TF.resize(image, list(target), antialias=True) for image in decoded]
-        images.extend(decoded)
+    images = [decode(str(path), channels, size) for path, _ in samples]
     shapes = {tuple(image.shape) for image in images}
     if len(shapes) > 1:
         examples = ", ".join(str(shape) for shape in sorted(shapes)[:4])
@@ -120,7 +95,7 @@ def _decode_files(samples: Sequence[tuple[str, int]], mode: ImageReadMode, size:
     return Uint8Images(torch.stack(images), torch.tensor([label for _, label in samples]))
 
 
-def cache_key(samples: Sequence[tuple[str, int]], channels: int, size: int | tuple[int, int] | None) -> str:
+def cache_key(samples: Sequence[tuple[str, int]], channels: int, size: int | None) -> str:
     """A hash of every file's path, label, size and mtime and of the decode settings.
 
     Adding, removing, replacing or relabelling a file, or decoding differently, changes the key.
@@ -137,7 +112,7 @@ def load_or_decode(
     cache_dir: str | os.PathLike | None,
     name: str = "images",
     channels: int = 3,
-    size: int | tuple[int, int] | None = None,
+    size: int | None = None,
 ) -> Uint8Images:
     """Decoded ``samples`` from ``cache_dir/<name>-<key>.pt`` if it is there, else decode and save them.
 
@@ -368,7 +343,7 @@ def fast_split(
     cache_dir: str | os.PathLike | None = None,
     name: str = "images",
     channels: int = 3,
-    size: int | tuple[int, int] | None = None,
+    size: int | None = None,
     padding: int = 4,
     flip_p: float = 0.5,
     device: torch.device | str = "cpu",

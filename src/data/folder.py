@@ -17,7 +17,8 @@ statistics of the training split when none are given; both results are cached un
 
 Decoding uses ``torchvision.io.decode_image`` on the file's bytes (uint8, CHW, converted to
 ``in_channels`` by the decoder: grayscale, palette, CMYK and RGBA files all become RGB, or
-grayscale when ``in_channels`` is 1), with PIL as the fallback for formats it cannot read.
+grayscale when ``in_channels`` is 1), with PIL as the fallback for formats it cannot read
+(``src/data/decode.py``, shared with the fast path, so ``fast: true|false`` sees the same pixels).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import json
 import math
 import os
 import random
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -37,12 +37,11 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.io import ImageReadMode, decode_image, read_file
-from torchvision.transforms.v2 import functional as F
 
 from src.data import download as downloads
 from src.data import transforms
 from src.data.base import DataError, DatasetNotFoundError, ImageClassificationDataModule
+from src.data.decode import load_image
 from src.data.fast import FastImageDataset, FastLoaderMixin, fast_split, resident_device
 from src.files import free_path, write_json_atomic
 
@@ -54,26 +53,8 @@ STATS_IMAGES_WITHOUT_CHECK = 5000  # images to compute statistics from when the 
 
 Sample = tuple[str, int]
 
-# torchvision 0.29 announces that torchvision.io's decoders will move to TorchCodec. They are still the fastest
-# here (libjpeg-turbo on the file's bytes, straight to uint8 CHW); PIL takes over whatever they cannot read.
-warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
 
-
-# ---------------------------------------------------------------- decoding
-def load_image(path: str, channels: int) -> torch.Tensor:
-    """The image at ``path`` as a uint8 ``(channels, H, W)`` tensor (``channels``: 1 or 3)."""
-    try:
-        image = decode_image(read_file(path), mode=ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY)
-    except RuntimeError:  # a format or mode libjpeg / libpng / libwebp do not take: let PIL try
-        with Image.open(path) as pil_image:
-            image = F.pil_to_tensor(pil_image.convert("RGB" if channels == 3 else "L"))
-    if image.ndim == 4:  # an animated image: its first frame
-        image = image[0]
-    if image.dtype != torch.uint8:  # 16-bit PNGs
-        image = F.to_dtype(image, torch.uint8, scale=True)
-    return image
-
-
+# ---------------------------------------------------------------- decoding (src/data/decode.py)
 class ImageFiles(Dataset):
     """``(path, label)`` samples, decoded to uint8 ``(channels, H, W)`` and passed through ``transform``."""
 
