@@ -112,6 +112,10 @@ def test_image_folder_ddp_fit_and_test_match_one_process(case, tmp_path, monkeyp
     ddp = check_ddp_run(runs, sizes["val"], sizes["test"], sizes["train"], global_batch=8)
     record = read(runs / "version_0" / "data.json")
     assert record["split_sizes"] == sizes
+    # The file check and the fast path's caches are made once per node: one process works, the other waits.
+    assert fit.stdout.count(f"Checking {sum(sizes.values())} image files") == 1, fit.stdout[-3000:]
+    builds = fit.stdout.count("decoding process(es)")
+    assert builds == (3 if "--data.fast" not in options else 0), fit.stdout[-3000:]  # train, val, test
 
     single = test_once_in_process(tmp_path, monkeypatch, *args)
     assert (single["world_size"], single["test_samples"]) == (1, sizes["test"])

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from src.data import CIFARDataModule
+from src.data import CIFARDataModule, image_cache
 from src.data import fast as fast_module
 from src.data.fast import BatchAugment, FastImageDataset, Uint8Images, fast_loader, fast_split, load_or_decode
 from tests.conftest import REPO_ROOT
@@ -105,6 +105,11 @@ def write_jpeg_folder(root: Path, per_class: int = 4, classes: tuple[str, ...] =
     return samples
 
 
+def cache_files(folder: Path) -> list[Path]:
+    """The cache files in ``folder``, without its hidden lock file."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
 def pil_decode(path: str) -> torch.Tensor:
     return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
 
@@ -116,13 +121,14 @@ def test_cache_holds_exactly_the_data_set_and_is_reused(tmp_path, monkeypatch):
     assert data.labels.tolist() == [label for _, label in samples]
     for (path, _), image in zip(samples, data.images):
         assert torch.equal(image, pil_decode(path))
-    cached = list((tmp_path / "cache").iterdir())
-    assert len(cached) == 1 and cached[0].name.startswith("train-") and cached[0].suffix == ".pt"
+    cached = cache_files(tmp_path / "cache")
+    assert len(cached) == 1 and cached[0].name.startswith("train-") and cached[0].suffix == ".uint8"
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although the cache is valid")
 
-    monkeypatch.setattr(fast_module, "decode_files", no_decoding)
+    monkeypatch.setattr(image_cache, "build_cache", no_decoding)
+    monkeypatch.setattr(image_cache, "decode_to_memory", no_decoding)
     again = load_or_decode(samples, tmp_path / "cache", name="train")
     assert torch.equal(again.images, data.images) and torch.equal(again.labels, data.labels)
 
@@ -141,11 +147,11 @@ def test_cache_is_rebuilt_when_the_folder_changes(tmp_path):
     assert len(second) == 13 and second.labels[-1] == 0
     assert torch.equal(second.images[0], pil_decode(changed_path))
     assert not torch.equal(second.images[0], first.images[0])
-    assert len(list((tmp_path / "cache").iterdir())) == 2  # the old cache is kept, not overwritten
+    assert len(cache_files(tmp_path / "cache")) == 2  # the old cache is kept, not overwritten
     # Other decode settings are another cache entry too.
     grey = load_or_decode(samples, tmp_path / "cache", channels=1, size=16)
     assert grey.images.shape == (13, 1, 16, 16)
-    assert len(list((tmp_path / "cache").iterdir())) == 3
+    assert len(cache_files(tmp_path / "cache")) == 3
 
 
 def test_mixed_formats_and_sizes(tmp_path):
@@ -196,7 +202,7 @@ def test_folder_integration_mixin_trains_from_a_jpeg_folder(tmp_path):
     trainer = tiny_trainer(tmp_path, max_epochs=2)
     trainer.fit(ImageClassifier("resnet8", num_classes=3), data)
     assert trainer.global_step == 2 * 2  # 12 training images in batches of 8, two epochs
-    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == ["train", "val"]
+    assert sorted(p.name.split("-")[0] for p in cache_files(tmp_path / "cache")) == ["train", "val"]
     assert isinstance(trainer.train_dataloader.dataset, FastImageDataset)
 
 
@@ -363,3 +369,65 @@ def test_square_images_at_the_target_size_decode_bit_identically_to_the_first_ca
         assert fast_module.cache_key(samples, 3, 32) != key
     finally:
         fast_module.CACHE_VERSION = original
+
+
+# ---------------------------------------------------------------- ImageNet scale: once per node, parallel, mapped
+def test_cache_is_memory_mapped_and_parallel_decoding_gives_the_same_bytes(tmp_path, capsys):
+    samples = write_jpeg_folder(tmp_path / "train", per_class=300)  # 900 images: 4 chunks of 256 or fewer
+    serial = fast_module.decode_files(samples, 3, 32, workers=0)
+    cached = load_or_decode(samples, tmp_path / "cache", name="train", size=32, workers=2)
+    assert torch.equal(cached.images, serial.images) and torch.equal(cached.labels, serial.labels)
+    (path,) = cache_files(tmp_path / "cache")
+    assert path.stat().st_size == image_cache.HEADER_BYTES + 900 * 3 * 32 * 32 + 900 * 8  # preallocated, exact
+    assert str(path) in Path("/proc/self/maps").read_text()  # mapped from the file, not read into memory
+    out = capsys.readouterr().out
+    assert f"Decoding {path.name}: 900 images, 2.8 MB at 3x32x32, 2 decoding process(es)" in out
+    assert f"Decoding {path.name}: 900/900 images (100%)" in out and "done in" in out
+
+
+BUILD_ONCE = """
+import json, sys
+from src.data import fast, image_cache
+built = []
+real_build = image_cache.build_cache
+image_cache.build_cache = lambda *args, **kwargs: (built.append(1), real_build(*args, **kwargs))
+samples = json.loads(open(sys.argv[1]).read())
+data = fast.load_or_decode([tuple(s) for s in samples], sys.argv[2], name="train", size=32)
+print(json.dumps({"built": len(built), "sum": int(data.images.sum())}))
+"""
+
+
+def test_two_processes_build_the_cache_once(tmp_path):
+    """Two processes (as two DDP ranks of a node) ask for the same cache at once: one decodes, one waits."""
+    samples = write_jpeg_folder(tmp_path / "train", per_class=200)
+    (tmp_path / "samples.json").write_text(json.dumps(samples))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-c", BUILD_ONCE, str(tmp_path / "samples.json"), str(tmp_path / "cache")]
+    ranks = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    results = []
+    for rank in ranks:
+        out, err = rank.communicate(timeout=300)
+        assert rank.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert sorted(r["built"] for r in results) == [0, 1]
+    assert results[0]["sum"] == results[1]["sum"] > 0
+    assert len(cache_files(tmp_path / "cache")) == 1
+
+
+def test_fast_path_above_the_memory_budget_is_refused_before_decoding(tmp_path):
+    from src.data import DataError, ImageFolderDataModule
+
+    write_jpeg_folder(tmp_path / "data" / "train", per_class=10)
+    options = dict(root=str(tmp_path / "data"), num_workers=0, cache_dir=str(tmp_path / "cache"), fast_max_gb=1e-5)
+    with pytest.raises(DataError) as error:
+        ImageFolderDataModule(**options, fast=True).setup("fit")
+    message = str(error.value)
+    assert "30 decoded images of 3x32x32 = 0.1 MB in memory, above the budget of 1e-05 GB" in message
+    assert "data.fast false" in message and "data.fast_max_gb" in message
+    assert not (tmp_path / "cache").exists() or not cache_files(tmp_path / "cache")  # nothing checked or decoded
+    per_sample = ImageFolderDataModule(**options, fast=False)  # the way out works with the same budget
+    per_sample.setup("fit")
+    assert len(per_sample.train_set) == 27
+    with pytest.raises(DataError, match="fast_max_gb must be > 0"):
+        ImageFolderDataModule(**{**options, "fast_max_gb": 0})

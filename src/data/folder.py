@@ -29,6 +29,7 @@ import math
 import os
 import random
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Literal
 
@@ -39,10 +40,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from src.data import download as downloads
-from src.data import transforms
-from src.data.base import DataError, DatasetNotFoundError, ImageClassificationDataModule
+from src.data import image_cache, transforms
+from src.data.base import DataError, DatasetNotFoundError, ImageClassificationDataModule, available_cpus
 from src.data.decode import load_image
 from src.data.fast import FastImageDataset, FastLoaderMixin, fast_split, resident_device
+from src.data.locking import lock_if_writable
 from src.files import free_path, write_json_atomic
 
 SUBSETS_DIR = Path(__file__).with_name("subsets")
@@ -275,7 +277,12 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         fast: the fast path of ``src.data.fast``: every split decoded once into a uint8 tensor (cached in
             ``cache_dir``, rebuilt when the files change) and augmented a whole batch at a time on the
             model's device -- the ``cifar`` preset's pad-crop-flip with the same distribution. ``null``:
-            on with the ``cifar`` preset (small images held in memory), off otherwise.
+            on with the ``cifar`` preset (small images held in memory), off otherwise. The cache is built once
+            per node (the other processes wait, then memory-map it), by ``num_workers`` processes (``null``: all
+            this process's CPUs), with a progress line.
+        fast_max_gb: the most decoded images the fast path may hold, in GB (all splits together; estimated from
+            the file count before anything is decoded). Above it setup stops with an error that names
+            ``data.fast false``. ``null``: half of this machine's memory.
         batch_size: the *global* batch: samples per optimizer step, all processes together (each of N
             processes loads ``batch_size / N``; see ``src/data/base.py``).
         num_workers: loader processes; ``null`` picks from the CPU count.
@@ -306,6 +313,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         cache_dir: str | None = None,
         test_on_val: bool = False,
         fast: bool | None = None,
+        fast_max_gb: float | None = None,
         batch_size: int = 128,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
@@ -384,12 +392,17 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
                 "(use preset: cifar, or fast: false)"
             )
         self.fast = preset == "cifar" if fast is None else fast
+        if fast_max_gb is not None and fast_max_gb <= 0:
+            raise DataError(f"fast_max_gb must be > 0 (GB of decoded images) or null, got {fast_max_gb}")
+        self.fast_max_gb = fast_max_gb
         self.num_classes = len(self.classes)
         self.input_shape = (in_channels, image_size, image_size)
         self.samples: dict[str, list[Sample]] = {}
         self.skipped: dict[str, str] = {}
         self._recorded = False
         self._results: dict = {}  # decoded-file results of this run's check, reused for the statistics
+        self._node_lock: ExitStack | None = None  # the cache folder's lock while _collect holds it
+        self._node_locked = False
 
     # ---------------------------------------------------------------- listing
     @property
@@ -521,37 +534,73 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         except OSError as err:
             rank_zero_warn(f"could not cache the file check in '{self.cache_dir}' ({err}); it will run again next time")
 
+    def _build_workers(self) -> int:
+        """Processes for work done once per node (file check, statistics, fast-path cache).
+
+        While one process does it the node's other processes wait on the lock, so with ``num_workers: null``
+        it may use every CPU it can run on; a ``num_workers`` that is set is taken as it is.
+        """
+        return max(0, available_cpus() - 1) if self._auto_workers else self.num_workers
+
+    def _hold_node_lock(self) -> None:
+        """Take the cache folder's lock (if not held yet) and keep it until ``_collect`` ends.
+
+        The first process of a node to miss a cache computes it while the others wait here, then read it.
+        Held over both the file check and the statistics: released in between, a waiting process could take
+        it first and compute the statistics a second time.
+        """
+        if self._node_lock is not None and not self._node_locked:
+            self._node_lock.enter_context(lock_if_writable(os.path.join(self.cache_dir, image_cache.LOCK_NAME)))
+            self._node_locked = True
+
     def _check(self, paths: list[str], key: str) -> dict[str, str]:
-        """``{path: reason}`` of every file that does not decode (cached by the list of paths)."""
+        """``{path: reason}`` of every file that does not decode (cached by the list of paths, once per node)."""
         cache = self._load_cache(key, {"bad": dict})
-        if "bad" in cache:  # files fixed in place since: decode the listed ones again (few, cheap)
-            listed = sorted(cache["bad"])
-            results = probe(listed, self.channels, 0) if listed else []
-            bad = {path: result[0] for path, result in zip(listed, results) if result[0]}
-            if bad != cache["bad"]:
-                self._save_cache(key, {**cache, "bad": bad})
-            return bad
-        rank_zero_info(f"Checking {len(paths):,} image files under '{self.root}' (once; cached in '{self.cache_dir}')")
-        results = probe(paths, self.channels, self.num_workers)
+        if "bad" not in cache:
+            self._hold_node_lock()
+            cache = self._load_cache(key, {"bad": dict})  # done by another process while this one waited
+            if "bad" not in cache:
+                return self._scan(paths, key)
+        # Files fixed in place since: decode the listed ones again (few, cheap).
+        listed = sorted(cache["bad"])
+        results = probe(listed, self.channels, 0) if listed else []
+        bad = {path: result[0] for path, result in zip(listed, results) if result[0]}
+        if bad != cache["bad"]:
+            self._save_cache(key, {**cache, "bad": bad})
+        return bad
+
+    def _scan(self, paths: list[str], key: str) -> dict[str, str]:
+        # print, not rank_zero_info: the process that holds the lock does it, whatever its rank.
+        print(
+            f"Checking {len(paths):,} image files under '{self.root}' (once; cached in '{self.cache_dir}')", flush=True
+        )
+        results = probe(paths, self.channels, self._build_workers())
         bad = {path: result[0] for path, result in zip(paths, results) if result[0]}
         self._results = dict(zip(paths, results))  # reused for the statistics of this run
         self._save_cache(key, {"root": os.path.abspath(self.root), "files": len(paths), "bad": bad})
         return bad
 
     def _statistics(self, train: list[Sample]) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training split, cached; computed once per node."""
         paths = [path for path, _ in train]
         if not self.check_files and len(paths) > STATS_IMAGES_WITHOUT_CHECK:
             paths = sorted(random.Random(self.split_seed).sample(paths, STATS_IMAGES_WITHOUT_CHECK))
         key = _hash("stats", _identities(paths), self.channels)
-        cache = self._load_cache(key, {"mean": list, "std": list})
-        if not all(len(cache.get(name, ())) == self.channels for name in ("mean", "std")):
-            cache = {}
+        cache = self._load_statistics(key)
         if "mean" not in cache:
-            missing = [p for p in paths if p not in self._results]
-            results = dict(self._results, **dict(zip(missing, probe(missing, self.channels, self.num_workers))))
-            cache["mean"], cache["std"] = channel_stats([results[p] for p in paths])
-            self._save_cache(key, {**cache, "images": len(paths)})
+            self._hold_node_lock()
+            cache = self._load_statistics(key)  # computed by another process while this one waited
+            if "mean" not in cache:
+                missing = [p for p in paths if p not in self._results]
+                probed = dict(zip(missing, probe(missing, self.channels, self._build_workers())))
+                results = dict(self._results, **probed)
+                cache["mean"], cache["std"] = channel_stats([results[p] for p in paths])
+                self._save_cache(key, {**cache, "images": len(paths)})
         return cache["mean"], cache["std"]
+
+    def _load_statistics(self, key: str) -> dict:
+        cache = self._load_cache(key, {"mean": list, "std": list})
+        return cache if all(len(cache.get(name, ())) == self.channels for name in ("mean", "std")) else {}
 
     def _drop_bad(self, pool: list[Sample], folders: dict[str, list[Sample]]) -> tuple[list, dict]:
         every = pool + [s for samples in folders.values() for s in samples]
@@ -572,7 +621,16 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
 
     # ---------------------------------------------------------------- setup
     def _collect(self) -> None:
+        self._node_lock, self._node_locked = ExitStack(), False
+        with self._node_lock:  # taken by the first cache miss, if any (_hold_node_lock)
+            self._collect_locked()
+        self._node_lock = None
+
+    def _collect_locked(self) -> None:
         pool, folders = self._list_samples()
+        if self.fast:  # refused from the listing, before the file check decodes anything
+            count = len(pool) + sum(len(samples) for samples in folders.values())
+            rank_zero_info(image_cache.check_budget(count, self.channels, self.image_size, self.fast_max_gb))
         if self.check_files:
             pool, folders = self._drop_bad(pool, folders)
         if self.test_split is not None:
@@ -645,6 +703,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
                 channels=self.channels,
                 size=self.image_size,
                 device=resident_device(self),
+                workers=self._build_workers(),
             )
             dataset.samples = list(self.samples[split])
         dataset.classes = list(self.classes)
