@@ -61,6 +61,12 @@ def peak_rss_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux: KiB
 
 
+def rss_now_mb() -> float:
+    """This process's resident memory now (Python, torch and Lightning imported: the baseline of the peak)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
 def child(root: str, cache: str, size: int, workers: int) -> None:
     """One process's setup (as one DDP rank's): prints a JSON line of what it measured."""
     from src.data import ImageFolderDataModule, image_cache
@@ -73,6 +79,7 @@ def child(root: str, cache: str, size: int, workers: int) -> None:
         return real_build(*args, **kwargs)
 
     image_cache.build_cache = counting_build
+    baseline = rss_now_mb()
     start = time.monotonic()
     data = ImageFolderDataModule(root=root, image_size=size, preset="cifar", fast=True, cache_dir=cache,
                                  num_workers=workers, val_split=0.1)  # fmt: skip
@@ -80,6 +87,7 @@ def child(root: str, cache: str, size: int, workers: int) -> None:
     seconds = time.monotonic() - start
     result = dict(
         seconds=round(seconds, 1),
+        rss_before_setup_mb=round(baseline),
         peak_rss_mb=round(peak_rss_mb(resource.RUSAGE_SELF)),
         largest_worker_peak_rss_mb=round(peak_rss_mb(resource.RUSAGE_CHILDREN)),
         built=built,
@@ -97,13 +105,16 @@ def old_way(root: str, size: int) -> None:
     from src.data.folder import find_images
 
     paths = find_images(os.path.join(root, "train"))
+    baseline = rss_now_mb()
     start = time.monotonic()
     images = [decode(path, 3, size) for path in paths]
     stacked = torch.stack(images)
     with tempfile.TemporaryDirectory() as tmp:
         torch.save({"images": stacked, "labels": torch.zeros(len(paths))}, os.path.join(tmp, "old.pt"))
     seconds = time.monotonic() - start
-    result = dict(seconds=round(seconds, 1), peak_rss_mb=round(peak_rss_mb(resource.RUSAGE_SELF)))
+    result = dict(
+        seconds=round(seconds, 1), rss_before_mb=round(baseline), peak_rss_mb=round(peak_rss_mb(resource.RUSAGE_SELF))
+    )
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -571,9 +571,8 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
 
     def _scan(self, paths: list[str], key: str) -> dict[str, str]:
         # print, not rank_zero_info: the process that holds the lock does it, whatever its rank.
-        print(
-            f"Checking {len(paths):,} image files under '{self.root}' (once; cached in '{self.cache_dir}')", flush=True
-        )
+        where = f"under '{self.root}' (once per node; cached in '{self.cache_dir}')"
+        print(f"Checking {len(paths):,} image files {where}", flush=True)
         results = probe(paths, self.channels, self._build_workers())
         bad = {path: result[0] for path, result in zip(paths, results) if result[0]}
         self._results = dict(zip(paths, results))  # reused for the statistics of this run
@@ -623,10 +622,10 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
     def _collect(self) -> None:
         self._node_lock, self._node_locked = ExitStack(), False
         with self._node_lock:  # taken by the first cache miss, if any (_hold_node_lock)
-            self._collect_locked()
+            self._collect_splits()
         self._node_lock = None
 
-    def _collect_locked(self) -> None:
+    def _collect_splits(self) -> None:
         pool, folders = self._list_samples()
         if self.fast:  # refused from the listing, before the file check decodes anything
             count = len(pool) + sum(len(samples) for samples in folders.values())
