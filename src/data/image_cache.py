@@ -23,6 +23,7 @@ File layout: a 4 KiB JSON header (``version``, ``count``, ``channels``, ``height
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -185,7 +186,7 @@ def decode_chunks(
         # Its own generator: with the global RNG a run's shuffles would depend on whether the cache was cold.
         generator=torch.Generator().manual_seed(0),
     )
-    print(f"{what}: {len(paths):,} images, {format_bytes(bytes_needed(len(paths), shape[0], shape[1]))} at "
+    print(f"{what}: {len(paths):,} images, {format_bytes(len(paths) * math.prod(shape))} at "
           f"{'x'.join(map(str, shape))}, {max(workers, 1)} decoding process(es)", flush=True)  # fmt: skip
     return shape, loader  # type: ignore[return-value]
 
@@ -204,6 +205,19 @@ def decode_to_memory(
     return images, torch.tensor([label for _, label in samples], dtype=torch.int64)
 
 
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve ``size`` bytes now, so a full disk fails here and not an hour into the decode.
+
+    Where the file system cannot reserve (some network file systems, macOS), the file is only extended.
+    """
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except (AttributeError, OSError) as error:
+        if isinstance(error, OSError) and error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.ftruncate(fd, size)
+
+
 def build_cache(samples: Sequence[Sample], path: Path, channels: int, size: int | None, workers: int) -> None:
     """Decode ``samples`` into the cache file ``path``: preallocated, written chunk by chunk, renamed when whole."""
     what = f"Decoding {path.name}"
@@ -213,10 +227,7 @@ def build_cache(samples: Sequence[Sample], path: Path, channels: int, size: int 
     tmp = temporary_path(path)
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        if hasattr(os, "posix_fallocate"):
-            os.posix_fallocate(fd, 0, total)  # reserve the space now: a full disk fails here, not an hour later
-        else:  # pragma: no cover  (macOS)
-            os.ftruncate(fd, total)
+        _preallocate(fd, total)
         os.pwrite(fd, _header(len(samples), *shape), 0)
         progress = Progress(len(samples), what)
         for start, chunk in loader:
