@@ -13,7 +13,9 @@ there): the chosen classes, hence ``num_classes``, and ``input_shape`` from ``in
 ``image_size``. ``setup`` then lists the files, decodes every one of them once (in the loader
 workers) to find unreadable files *before* training starts, and computes the normalisation
 statistics of the training split when none are given; both results are cached under
-``cache_dir`` so the next run with the same files starts at once.
+``cache_dir`` so the next run with the same files starts at once. Under DDP they are computed once
+per node: the first process to miss a cache takes ``cache_dir``'s lock and computes it, the others
+wait and read it. Every rank makes the same collectives (``trainer.log_dir`` is one), in the same order.
 
 Decoding uses ``torchvision.io.decode_image`` on the file's bytes (uint8, CHW, converted to
 ``in_channels`` by the decoder: grayscale, palette, CMYK and RGBA files all become RGB, or
