@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from src.data import CIFARDataModule
+from src.data import CIFARDataModule, image_cache
 from src.data import fast as fast_module
 from src.data.fast import BatchAugment, FastImageDataset, Uint8Images, fast_loader, fast_split, load_or_decode
 from tests.conftest import REPO_ROOT
@@ -105,6 +105,11 @@ def write_jpeg_folder(root: Path, per_class: int = 4, classes: tuple[str, ...] =
     return samples
 
 
+def cache_files(folder: Path) -> list[Path]:
+    """The cache files in ``folder``, without its hidden lock file."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
 def pil_decode(path: str) -> torch.Tensor:
     return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
 
@@ -116,13 +121,14 @@ def test_cache_holds_exactly_the_data_set_and_is_reused(tmp_path, monkeypatch):
     assert data.labels.tolist() == [label for _, label in samples]
     for (path, _), image in zip(samples, data.images):
         assert torch.equal(image, pil_decode(path))
-    cached = list((tmp_path / "cache").iterdir())
-    assert len(cached) == 1 and cached[0].name.startswith("train-") and cached[0].suffix == ".pt"
+    cached = cache_files(tmp_path / "cache")
+    assert len(cached) == 1 and cached[0].name.startswith("train-") and cached[0].suffix == ".uint8"
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although the cache is valid")
 
-    monkeypatch.setattr(fast_module, "decode_files", no_decoding)
+    monkeypatch.setattr(image_cache, "build_cache", no_decoding)
+    monkeypatch.setattr(image_cache, "decode_to_memory", no_decoding)
     again = load_or_decode(samples, tmp_path / "cache", name="train")
     assert torch.equal(again.images, data.images) and torch.equal(again.labels, data.labels)
 
@@ -141,11 +147,11 @@ def test_cache_is_rebuilt_when_the_folder_changes(tmp_path):
     assert len(second) == 13 and second.labels[-1] == 0
     assert torch.equal(second.images[0], pil_decode(changed_path))
     assert not torch.equal(second.images[0], first.images[0])
-    assert len(list((tmp_path / "cache").iterdir())) == 2  # the old cache is kept, not overwritten
+    assert len(cache_files(tmp_path / "cache")) == 2  # the old cache is kept, not overwritten
     # Other decode settings are another cache entry too.
     grey = load_or_decode(samples, tmp_path / "cache", channels=1, size=16)
     assert grey.images.shape == (13, 1, 16, 16)
-    assert len(list((tmp_path / "cache").iterdir())) == 3
+    assert len(cache_files(tmp_path / "cache")) == 3
 
 
 def test_mixed_formats_and_sizes(tmp_path):
@@ -196,7 +202,7 @@ def test_folder_integration_mixin_trains_from_a_jpeg_folder(tmp_path):
     trainer = tiny_trainer(tmp_path, max_epochs=2)
     trainer.fit(ImageClassifier("resnet8", num_classes=3), data)
     assert trainer.global_step == 2 * 2  # 12 training images in batches of 8, two epochs
-    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == ["train", "val"]
+    assert sorted(p.name.split("-")[0] for p in cache_files(tmp_path / "cache")) == ["train", "val"]
     assert isinstance(trainer.train_dataloader.dataset, FastImageDataset)
 
 
@@ -296,3 +302,132 @@ def test_ddp_each_process_sees_its_own_shard_once_per_epoch(tmp_path):
 
 if __name__ == "__main__":
     ddp_run(sys.argv[1])
+
+
+# ---------------------------------------------------------------- one image, one tensor, whichever path
+ODD_IMAGES = {  # name: (PIL mode written, (width, height))
+    "wide.png": ("RGB", (24, 12)),  # non-square: shorter side to 16, centre crop (was squashed)
+    "tall.jpg": ("RGB", (10, 30)),  # upscaled and cropped
+    "old.bmp": ("RGB", (16, 20)),  # torchvision.io cannot read BMP: PIL's turn
+    "scan.tiff": ("RGB", (20, 16)),
+    "raw.ppm": ("RGB", (18, 18)),
+    "deep.png": ("I;16", (20, 20)),  # 16-bit grey, scaled to 8 bits
+    "print.jpg": ("CMYK", (17, 23)),
+    "palette.png": ("P", (16, 24)),
+    "grey.png": ("L", (21, 16)),  # one channel, into an RGB run
+    "square.jpg": ("RGB", (16, 16)),  # already the target size: untouched
+}
+
+
+def test_fast_and_per_sample_paths_give_the_same_eval_tensors(tmp_path):
+    """The same odd files through ``fast: true`` and ``fast: false``: the same uint8 pixels, the same inputs."""
+    from src.data import ImageFolderDataModule
+    from src.data.decode import load_image
+    from src.data.transforms import evaluation
+    from tests.image_trees import write_image
+
+    root = tmp_path / "odd"
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            for seed, (name, (mode, size)) in enumerate(ODD_IMAGES.items()):
+                write_image(root / split / label / name, size=size, mode=mode, seed=seed + 100 * (label == "b"))
+    options = dict(root=str(root), image_size=16, preset="cifar", mean=list(MEAN), std=list(STD), num_workers=0,
+                   batch_size=4, cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    fast, per_sample = ImageFolderDataModule(**options, fast=True), ImageFolderDataModule(**options, fast=False)
+    fast.setup("fit"), per_sample.setup("fit")
+    assert fast.samples["val"] == per_sample.samples["val"] and len(fast.samples["val"]) == 2 * len(ODD_IMAGES)
+    geometry = v2.Compose(evaluation("cifar", 16))
+    for index, (path, label) in enumerate(per_sample.samples["val"]):
+        expected = geometry(load_image(path, 3))  # the per-sample path's eval pixels, before the float conversion
+        assert torch.equal(fast.val_set.data.images[index], expected), path  # exact, uint8
+        image, fast_label = fast.val_set[index]
+        reference, reference_label = per_sample.val_set[index]
+        assert int(fast_label) == reference_label == label
+        # Exact but for float32 rounding: x * (1 / (255 std)) - mean / std versus (x / 255 - mean) / std.
+        assert torch.allclose(image, reference, atol=1e-5, rtol=0), path
+    # What the old squash made of the wide image differs: the crop is the centre square, not the whole width.
+    wide = [i for i, (path, _) in enumerate(fast.samples["val"]) if path.endswith("a/wide.png")][0]
+    squashed = v2.functional.resize(load_image(fast.samples["val"][wide][0], 3), [16, 16], antialias=True)
+    assert not torch.equal(fast.val_set.data.images[wide], squashed)
+
+
+def test_square_images_at_the_target_size_decode_bit_identically_to_the_first_cache_version(tmp_path):
+    """A study trained on version-1 caches of square 32-px JPEGs (CIFAR's files) sees the same tensors now."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    samples = write_jpeg_folder(tmp_path / "train")
+    raw = [read_file(path) for path, _ in samples]
+    version1 = torch.stack([v2.functional.resize(image, [32, 32], antialias=True)
+                            for image in decode_jpeg(raw, mode=ImageReadMode.RGB)])  # fmt: skip
+    for size in (32, None):
+        assert torch.equal(fast_module.decode_files(samples, 3, size).images, version1)
+    # The cache key carries the version: a cache written by version 1 is never read as a version-2 one.
+    key = fast_module.cache_key(samples, 3, 32)
+    original = fast_module.CACHE_VERSION
+    try:
+        fast_module.CACHE_VERSION = 1
+        assert fast_module.cache_key(samples, 3, 32) != key
+    finally:
+        fast_module.CACHE_VERSION = original
+
+
+# ---------------------------------------------------------------- ImageNet scale: once per node, parallel, mapped
+def test_cache_is_memory_mapped_and_parallel_decoding_gives_the_same_bytes(tmp_path, capsys):
+    samples = write_jpeg_folder(tmp_path / "train", per_class=300)  # 900 images: 4 chunks of 256 or fewer
+    serial = fast_module.decode_files(samples, 3, 32, workers=0)
+    cached = load_or_decode(samples, tmp_path / "cache", name="train", size=32, workers=2)
+    assert torch.equal(cached.images, serial.images) and torch.equal(cached.labels, serial.labels)
+    (path,) = cache_files(tmp_path / "cache")
+    assert path.stat().st_size == image_cache.HEADER_BYTES + 900 * 3 * 32 * 32 + 900 * 8  # preallocated, exact
+    assert str(path) in Path("/proc/self/maps").read_text()  # mapped from the file, not read into memory
+    out = capsys.readouterr().out
+    assert f"Decoding {path.name}: 900 images, 2.8 MB at 3x32x32, 2 decoding process(es)" in out
+    assert f"Decoding {path.name}: 900/900 images (100%)" in out and "done in" in out
+
+
+BUILD_ONCE = """
+import json, sys
+from src.data import fast, image_cache
+built = []
+real_build = image_cache.build_cache
+image_cache.build_cache = lambda *args, **kwargs: (built.append(1), real_build(*args, **kwargs))
+samples = json.loads(open(sys.argv[1]).read())
+data = fast.load_or_decode([tuple(s) for s in samples], sys.argv[2], name="train", size=32)
+print(json.dumps({"built": len(built), "sum": int(data.images.sum())}))
+"""
+
+
+def test_two_processes_build_the_cache_once(tmp_path):
+    """Two processes (as two DDP ranks of a node) ask for the same cache at once: one decodes, one waits."""
+    samples = write_jpeg_folder(tmp_path / "train", per_class=200)
+    (tmp_path / "samples.json").write_text(json.dumps(samples))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-c", BUILD_ONCE, str(tmp_path / "samples.json"), str(tmp_path / "cache")]
+    ranks = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    results = []
+    for rank in ranks:
+        out, err = rank.communicate(timeout=300)
+        assert rank.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert sorted(r["built"] for r in results) == [0, 1]
+    assert results[0]["sum"] == results[1]["sum"] > 0
+    assert len(cache_files(tmp_path / "cache")) == 1
+
+
+def test_fast_path_above_the_memory_budget_is_refused_before_decoding(tmp_path):
+    from src.data import DataError, ImageFolderDataModule
+
+    write_jpeg_folder(tmp_path / "data" / "train", per_class=10)
+    options = dict(root=str(tmp_path / "data"), num_workers=0, cache_dir=str(tmp_path / "cache"), fast_max_gb=1e-5)
+    with pytest.raises(DataError) as error:
+        ImageFolderDataModule(**options, fast=True).setup("fit")
+    message = str(error.value)
+    assert "30 decoded images of 3x32x32 = 0.1 MB in memory, above the budget of 1e-05 GB" in message
+    assert "data.fast false" in message and "data.fast_max_gb" in message
+    assert not (tmp_path / "cache").exists() or not cache_files(tmp_path / "cache")  # nothing checked or decoded
+    per_sample = ImageFolderDataModule(**options, fast=False)  # the way out works with the same budget
+    per_sample.setup("fit")
+    assert len(per_sample.train_set) == 27
+    with pytest.raises(DataError, match="fast_max_gb must be > 0"):
+        ImageFolderDataModule(**{**options, "fast_max_gb": 0})

@@ -25,7 +25,7 @@ from src import runs
 from src.callbacks.checkpoint_io import AtomicCheckpointIO
 from src.callbacks.resume import mark_epoch_completed
 from src.cli import main
-from src.data.fast import load_or_decode
+from src.data.fast import Uint8Images, load_or_decode
 from src.data.folder import ImageFolderDataModule
 from src.files import atomic_write, disk_error_message
 from tests.image_trees import write_image, write_tree
@@ -179,13 +179,15 @@ def test_read_only_run_directory_is_one_line(tree, tmp_path, monkeypatch, capsys
 # ---------------------------------------------------------------- caches heal
 def test_truncated_decode_cache_is_named_and_rebuilt(tmp_path):
     samples = [(str(write_image(tmp_path / f"{i}.png", size=(8, 8), seed=i)), i % 2) for i in range(6)]
-    first = load_or_decode(samples, tmp_path / "cache", "train")
-    (cache,) = (tmp_path / "cache").iterdir()
+    mapped = load_or_decode(samples, tmp_path / "cache", "train")
+    first = Uint8Images(mapped.images.clone(), mapped.labels)  # in memory: the file is about to be cut short
+    del mapped  # (overwriting a mapped file in place would pull its pages from under the mapping)
+    (cache,) = [p for p in (tmp_path / "cache").iterdir() if p.name != ".build.lock"]
     cache.write_bytes(cache.read_bytes()[:300])  # a copy cut short
     with pytest.warns(UserWarning, match=f"decoded-image cache {cache} is unreadable"):
         again = load_or_decode(samples, tmp_path / "cache", "train")
     assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cache.name]  # rewritten whole
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".build.lock", cache.name]  # rewritten whole
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert torch.equal(load_or_decode(samples, tmp_path / "cache", "train").images, first.images)

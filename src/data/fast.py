@@ -6,10 +6,12 @@ CPU it delivers about 750 images/s per process and its loader workers compete wi
 the cores; on a GPU it starves the model. Here instead:
 
 * **decode once** (:func:`load_or_decode`): a list of ``(path, label)`` files becomes one uint8
-  tensor ``N x C x H x W`` plus labels, saved in a cache folder and reloaded on the next run. The
-  cache file's name holds a key over every file's path, size and mtime and the decode settings,
-  so a changed folder is decoded again instead of read stale. In-memory data sets (CIFAR's
-  ``.data``) skip the disk: :meth:`Uint8Images.from_hwc`;
+  array ``N x C x H x W`` plus labels, in a cache file that is memory-mapped on the next run. The
+  file's name holds a key over every file's path, size and mtime and the decode settings, so a
+  changed folder is decoded again instead of read stale. It is built once per node by parallel
+  processes, straight into the preallocated file (``src/data/image_cache.py``), and decoded as the
+  per-sample path decodes (``src/data/decode.py``). In-memory data sets (CIFAR's ``.data``) skip
+  the disk: :meth:`Uint8Images.from_hwc`;
 * **batched augmentation** (:class:`BatchAugment`): per-sample random crop offsets with zero
   padding and per-sample horizontal flips as one gather over the batch, then uint8 -> float and
   normalisation -- the same distribution as ``v2.RandomCrop(size, padding)`` +
@@ -31,7 +33,6 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,14 +40,13 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
-from torchvision.transforms.v2 import functional as TF
 
-from src.files import atomic_write
+from src.data import image_cache
+from src.data.decode import READ_MODES
 
-CACHE_VERSION = 1  # bump when the cache layout or the decoding changes
-READ_MODES = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB, 4: ImageReadMode.RGB_ALPHA}
-JPEG_MAGIC = b"\xff\xd8"
+# Bump when the cache layout or the decoding changes: the key then differs and an old cache is never read.
+# 2: resize-and-centre-crop like the presets (was a squash), PIL fallback, 16-bit scaled to 8.
+CACHE_VERSION = 2
 
 
 # ---------------------------------------------------------------- decode once
@@ -77,50 +77,28 @@ class Uint8Images:
         return Uint8Images(self.images[index], self.labels[index])
 
 
-def _decode_one(data: Tensor, mode: ImageReadMode) -> Tensor:
-    return decode_image(data, mode=mode)
-
-
 def decode_files(
-    samples: Sequence[tuple[str, int]], channels: int = 3, size: int | tuple[int, int] | None = None
+    samples: Sequence[tuple[str, int]], channels: int = 3, size: int | None = None, workers: int = 0
 ) -> Uint8Images:
-    """Decode ``(path, label)`` files into one uint8 tensor (JPEGs in batches, anything else one by one).
+    """Decode ``(path, label)`` files into one preallocated uint8 tensor, as the per-sample path decodes them.
 
-    ``channels`` converts every image (1: grey, 3: RGB, 4: RGBA). ``size`` resizes (antialiased) to
-    ``size`` x ``size`` (or ``(H, W)``); without it every image must already have the same size.
+    ``channels`` converts every image (1: grey, 3: RGB, 4: RGBA). ``size`` brings each image to
+    ``size`` x ``size`` like the transform presets (shorter side resized, centre crop:
+    :func:`src.data.decode.fit_square`); without it every image must already have the same size.
+    ``workers`` decoding processes (0: this one).
     """
+    _check_request(samples, channels)
+    return Uint8Images(*image_cache.decode_to_memory(samples, channels, size, workers))
+
+
+def _check_request(samples: Sequence[tuple[str, int]], channels: int) -> None:
     if channels not in READ_MODES:
         raise ValueError(f"channels must be one of {sorted(READ_MODES)}, got {channels}")
     if not samples:
         raise ValueError("no files to decode: the sample list is empty")
-    with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they are still the fastest batched
-        # JPEG decoder at hand and give the same pixels as PIL (tests/test_fast_data.py checks both).
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
-        return _decode_files(samples, READ_MODES[channels], size)
 
 
-def _decode_files(samples: Sequence[tuple[str, int]], mode: ImageReadMode, size: int | tuple[int, int] | None):
-    target = (size, size) if isinstance(size, int) else tuple(size) if size is not None else None
-    images: list[Tensor] = []
-    chunk = 4096  # bounded memory for the encoded bytes of one batched decode
-    for start in range(0, len(samples), chunk):
-        raw = [read_file(str(path)) for path, _ in samples[start : start + chunk]]
-        if all(bytes(data[:2].tolist()) == JPEG_MAGIC for data in raw):
-            decoded = decode_jpeg(raw, mode=mode)
-        else:
-            decoded = [_decode_one(data, mode) for data in raw]
-        if target is not None:
-            decoded = [TF.resize(image, list(target), antialias=True) for image in decoded]
-        images.extend(decoded)
-    shapes = {tuple(image.shape) for image in images}
-    if len(shapes) > 1:
-        examples = ", ".join(str(shape) for shape in sorted(shapes)[:4])
-        raise ValueError(f"images have different sizes ({examples}, ...): pass a size to resize them to")
-    return Uint8Images(torch.stack(images), torch.tensor([label for _, label in samples]))
-
-
-def cache_key(samples: Sequence[tuple[str, int]], channels: int, size: int | tuple[int, int] | None) -> str:
+def cache_key(samples: Sequence[tuple[str, int]], channels: int, size: int | None) -> str:
     """A hash of every file's path, label, size and mtime and of the decode settings.
 
     Adding, removing, replacing or relabelling a file, or decoding differently, changes the key.
@@ -137,53 +115,21 @@ def load_or_decode(
     cache_dir: str | os.PathLike | None,
     name: str = "images",
     channels: int = 3,
-    size: int | tuple[int, int] | None = None,
+    size: int | None = None,
+    workers: int = 0,
 ) -> Uint8Images:
-    """Decoded ``samples`` from ``cache_dir/<name>-<key>.pt`` if it is there, else decode and save them.
+    """Decoded ``samples``, memory-mapped from ``cache_dir/<name>-<key>.uint8``, built first if missing.
 
-    ``cache_dir=None`` decodes without caching. A cache folder that cannot be written (a read-only
-    data set) is a warning, not an error: the run goes on with the decoded images.
+    Built once per node: the first process to take the cache folder's lock decodes (with ``workers``
+    processes), the others wait and map the finished file (see ``src/data/image_cache.py``).
+    ``cache_dir=None`` decodes into memory without caching. A cache folder that cannot be written
+    (a read-only data set) is a warning, not an error: the run goes on with the images in memory.
     """
+    _check_request(samples, channels)
     if cache_dir is None:
-        return decode_files(samples, channels, size)
-    path = Path(cache_dir) / f"{name}-{cache_key(samples, channels, size)}.pt"
-    if path.exists():
-        cached = _read_cache(path, len(samples), channels)
-        if cached is not None:
-            return cached
-    decoded = decode_files(samples, channels, size)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Atomic (a temporary file beside it, fsync, rename): concurrent runs (DDP ranks) and a run killed
-        # halfway never leave half a file under the final name.
-        atomic_write(path, lambda handle: torch.save({"images": decoded.images, "labels": decoded.labels}, handle))
-    except OSError as error:
-        message = f"could not write the decoded-image cache {path} ({error}); decoding again next run"
-        warnings.warn(message, stacklevel=2)
-    return decoded
-
-
-def _read_cache(path: Path, count: int, channels: int) -> Uint8Images | None:
-    """The cached images, or ``None`` (with a warning naming the file, which is removed) when it is unusable.
-
-    A truncated or corrupt file (a full disk, a copy cut short, bit rot) must not block every run on the
-    folder: it is decoded again and the cache rewritten.
-    """
-    try:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        data = Uint8Images(stored["images"], stored["labels"])
-        if len(data) != count or data.images.shape[1] != channels:
-            raise ValueError(f"{len(data)} images of {data.images.shape[1]} channels, expected {count} of {channels}")
-        return data
-    except Exception as error:  # noqa: BLE001  (whatever is wrong with the file, the remedy is the same)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        message = f"the decoded-image cache {path} is unreadable ({reason}); decoding the images again"
-        warnings.warn(message, stacklevel=3)
-        try:
-            path.unlink()
-        except OSError:
-            pass
-        return None
+        return decode_files(samples, channels, size, workers)
+    key = cache_key(samples, channels, size)
+    return Uint8Images(*image_cache.load_or_build(samples, cache_dir, name, key, channels, size, workers))
 
 
 # ---------------------------------------------------------------- batched augmentation
@@ -368,15 +314,19 @@ def fast_split(
     cache_dir: str | os.PathLike | None = None,
     name: str = "images",
     channels: int = 3,
-    size: int | tuple[int, int] | None = None,
+    size: int | None = None,
     padding: int = 4,
     flip_p: float = 0.5,
     device: torch.device | str = "cpu",
+    workers: int = 0,
 ) -> FastImageDataset:
     """One split on the fast path, from ``(path, label)`` files (decoded once, cached) or decoded images.
 
     For a folder data module: ``self.train_set = fast_split(train_samples, mean, std, train=True,
     cache_dir=f"{root}/.fast_cache", name="train", size=image_size, device=resident_device(self))``.
     """
-    data = samples if isinstance(samples, Uint8Images) else load_or_decode(samples, cache_dir, name, channels, size)
+    if isinstance(samples, Uint8Images):
+        data = samples
+    else:
+        data = load_or_decode(samples, cache_dir, name, channels, size, workers)
     return FastImageDataset(data, BatchAugment(mean, std, padding, flip_p), train).to(device)

@@ -13,11 +13,14 @@ there): the chosen classes, hence ``num_classes``, and ``input_shape`` from ``in
 ``image_size``. ``setup`` then lists the files, decodes every one of them once (in the loader
 workers) to find unreadable files *before* training starts, and computes the normalisation
 statistics of the training split when none are given; both results are cached under
-``cache_dir`` so the next run with the same files starts at once.
+``cache_dir`` so the next run with the same files starts at once. Under DDP they are computed once
+per node: the first process to miss a cache takes ``cache_dir``'s lock and computes it, the others
+wait and read it. Every rank makes the same collectives (``trainer.log_dir`` is one), in the same order.
 
 Decoding uses ``torchvision.io.decode_image`` on the file's bytes (uint8, CHW, converted to
 ``in_channels`` by the decoder: grayscale, palette, CMYK and RGBA files all become RGB, or
-grayscale when ``in_channels`` is 1), with PIL as the fallback for formats it cannot read.
+grayscale when ``in_channels`` is 1), with PIL as the fallback for formats it cannot read
+(``src/data/decode.py``, shared with the fast path, so ``fast: true|false`` sees the same pixels).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ import json
 import math
 import os
 import random
-import warnings
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Literal
 
@@ -37,13 +40,13 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.io import ImageReadMode, decode_image, read_file
-from torchvision.transforms.v2 import functional as F
 
 from src.data import download as downloads
-from src.data import transforms
-from src.data.base import DataError, DatasetNotFoundError, ImageClassificationDataModule
+from src.data import image_cache, transforms
+from src.data.base import DataError, DatasetNotFoundError, ImageClassificationDataModule, available_cpus
+from src.data.decode import load_image
 from src.data.fast import FastImageDataset, FastLoaderMixin, fast_split, resident_device
+from src.data.locking import lock_if_writable
 from src.files import free_path, write_json_atomic
 
 SUBSETS_DIR = Path(__file__).with_name("subsets")
@@ -54,26 +57,8 @@ STATS_IMAGES_WITHOUT_CHECK = 5000  # images to compute statistics from when the 
 
 Sample = tuple[str, int]
 
-# torchvision 0.29 announces that torchvision.io's decoders will move to TorchCodec. They are still the fastest
-# here (libjpeg-turbo on the file's bytes, straight to uint8 CHW); PIL takes over whatever they cannot read.
-warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
 
-
-# ---------------------------------------------------------------- decoding
-def load_image(path: str, channels: int) -> torch.Tensor:
-    """The image at ``path`` as a uint8 ``(channels, H, W)`` tensor (``channels``: 1 or 3)."""
-    try:
-        image = decode_image(read_file(path), mode=ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY)
-    except RuntimeError:  # a format or mode libjpeg / libpng / libwebp do not take: let PIL try
-        with Image.open(path) as pil_image:
-            image = F.pil_to_tensor(pil_image.convert("RGB" if channels == 3 else "L"))
-    if image.ndim == 4:  # an animated image: its first frame
-        image = image[0]
-    if image.dtype != torch.uint8:  # 16-bit PNGs
-        image = F.to_dtype(image, torch.uint8, scale=True)
-    return image
-
-
+# ---------------------------------------------------------------- decoding (src/data/decode.py)
 class ImageFiles(Dataset):
     """``(path, label)`` samples, decoded to uint8 ``(channels, H, W)`` and passed through ``transform``."""
 
@@ -294,7 +279,12 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         fast: the fast path of ``src.data.fast``: every split decoded once into a uint8 tensor (cached in
             ``cache_dir``, rebuilt when the files change) and augmented a whole batch at a time on the
             model's device -- the ``cifar`` preset's pad-crop-flip with the same distribution. ``null``:
-            on with the ``cifar`` preset (small images held in memory), off otherwise.
+            on with the ``cifar`` preset (small images held in memory), off otherwise. The cache is built once
+            per node (the other processes wait, then memory-map it), by ``num_workers`` processes (``null``: all
+            this process's CPUs), with a progress line.
+        fast_max_gb: the most decoded images the fast path may hold, in GB (all splits together; estimated from
+            the file count before anything is decoded). Above it setup stops with an error that names
+            ``data.fast false``. ``null``: half of this machine's memory.
         batch_size: the *global* batch: samples per optimizer step, all processes together (each of N
             processes loads ``batch_size / N``; see ``src/data/base.py``).
         num_workers: loader processes; ``null`` picks from the CPU count.
@@ -325,6 +315,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         cache_dir: str | None = None,
         test_on_val: bool = False,
         fast: bool | None = None,
+        fast_max_gb: float | None = None,
         batch_size: int = 128,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
@@ -403,12 +394,17 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
                 "(use preset: cifar, or fast: false)"
             )
         self.fast = preset == "cifar" if fast is None else fast
+        if fast_max_gb is not None and fast_max_gb <= 0:
+            raise DataError(f"fast_max_gb must be > 0 (GB of decoded images) or null, got {fast_max_gb}")
+        self.fast_max_gb = fast_max_gb
         self.num_classes = len(self.classes)
         self.input_shape = (in_channels, image_size, image_size)
         self.samples: dict[str, list[Sample]] = {}
         self.skipped: dict[str, str] = {}
         self._recorded = False
         self._results: dict = {}  # decoded-file results of this run's check, reused for the statistics
+        self._node_lock: ExitStack | None = None  # the cache folder's lock while _collect holds it
+        self._node_locked = False
 
     # ---------------------------------------------------------------- listing
     @property
@@ -540,37 +536,72 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         except OSError as err:
             rank_zero_warn(f"could not cache the file check in '{self.cache_dir}' ({err}); it will run again next time")
 
+    def _build_workers(self) -> int:
+        """Processes for work done once per node (file check, statistics, fast-path cache).
+
+        While one process does it the node's other processes wait on the lock, so with ``num_workers: null``
+        it may use every CPU it can run on; a ``num_workers`` that is set is taken as it is.
+        """
+        return max(0, available_cpus() - 1) if self._auto_workers else self.num_workers
+
+    def _hold_node_lock(self) -> None:
+        """Take the cache folder's lock (if not held yet) and keep it until ``_collect`` ends.
+
+        The first process of a node to miss a cache computes it while the others wait here, then read it.
+        Held over both the file check and the statistics: released in between, a waiting process could take
+        it first and compute the statistics a second time.
+        """
+        if self._node_lock is not None and not self._node_locked:
+            self._node_lock.enter_context(lock_if_writable(os.path.join(self.cache_dir, image_cache.LOCK_NAME)))
+            self._node_locked = True
+
     def _check(self, paths: list[str], key: str) -> dict[str, str]:
-        """``{path: reason}`` of every file that does not decode (cached by the list of paths)."""
+        """``{path: reason}`` of every file that does not decode (cached by the list of paths, once per node)."""
         cache = self._load_cache(key, {"bad": dict})
-        if "bad" in cache:  # files fixed in place since: decode the listed ones again (few, cheap)
-            listed = sorted(cache["bad"])
-            results = probe(listed, self.channels, 0) if listed else []
-            bad = {path: result[0] for path, result in zip(listed, results) if result[0]}
-            if bad != cache["bad"]:
-                self._save_cache(key, {**cache, "bad": bad})
-            return bad
-        rank_zero_info(f"Checking {len(paths):,} image files under '{self.root}' (once; cached in '{self.cache_dir}')")
-        results = probe(paths, self.channels, self.num_workers)
+        if "bad" not in cache:
+            self._hold_node_lock()
+            cache = self._load_cache(key, {"bad": dict})  # done by another process while this one waited
+            if "bad" not in cache:
+                return self._scan(paths, key)
+        # Files fixed in place since: decode the listed ones again (few, cheap).
+        listed = sorted(cache["bad"])
+        results = probe(listed, self.channels, 0) if listed else []
+        bad = {path: result[0] for path, result in zip(listed, results) if result[0]}
+        if bad != cache["bad"]:
+            self._save_cache(key, {**cache, "bad": bad})
+        return bad
+
+    def _scan(self, paths: list[str], key: str) -> dict[str, str]:
+        # print, not rank_zero_info: the process that holds the lock does it, whatever its rank.
+        where = f"under '{self.root}' (once per node; cached in '{self.cache_dir}')"
+        print(f"Checking {len(paths):,} image files {where}", flush=True)
+        results = probe(paths, self.channels, self._build_workers())
         bad = {path: result[0] for path, result in zip(paths, results) if result[0]}
         self._results = dict(zip(paths, results))  # reused for the statistics of this run
         self._save_cache(key, {"root": os.path.abspath(self.root), "files": len(paths), "bad": bad})
         return bad
 
     def _statistics(self, train: list[Sample]) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training split, cached; computed once per node."""
         paths = [path for path, _ in train]
         if not self.check_files and len(paths) > STATS_IMAGES_WITHOUT_CHECK:
             paths = sorted(random.Random(self.split_seed).sample(paths, STATS_IMAGES_WITHOUT_CHECK))
         key = _hash("stats", _identities(paths), self.channels)
-        cache = self._load_cache(key, {"mean": list, "std": list})
-        if not all(len(cache.get(name, ())) == self.channels for name in ("mean", "std")):
-            cache = {}
+        cache = self._load_statistics(key)
         if "mean" not in cache:
-            missing = [p for p in paths if p not in self._results]
-            results = dict(self._results, **dict(zip(missing, probe(missing, self.channels, self.num_workers))))
-            cache["mean"], cache["std"] = channel_stats([results[p] for p in paths])
-            self._save_cache(key, {**cache, "images": len(paths)})
+            self._hold_node_lock()
+            cache = self._load_statistics(key)  # computed by another process while this one waited
+            if "mean" not in cache:
+                missing = [p for p in paths if p not in self._results]
+                probed = dict(zip(missing, probe(missing, self.channels, self._build_workers())))
+                results = dict(self._results, **probed)
+                cache["mean"], cache["std"] = channel_stats([results[p] for p in paths])
+                self._save_cache(key, {**cache, "images": len(paths)})
         return cache["mean"], cache["std"]
+
+    def _load_statistics(self, key: str) -> dict:
+        cache = self._load_cache(key, {"mean": list, "std": list})
+        return cache if all(len(cache.get(name, ())) == self.channels for name in ("mean", "std")) else {}
 
     def _drop_bad(self, pool: list[Sample], folders: dict[str, list[Sample]]) -> tuple[list, dict]:
         every = pool + [s for samples in folders.values() for s in samples]
@@ -591,7 +622,16 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
 
     # ---------------------------------------------------------------- setup
     def _collect(self) -> None:
+        self._node_lock, self._node_locked = ExitStack(), False
+        with self._node_lock:  # taken by the first cache miss, if any (_hold_node_lock)
+            self._collect_splits()
+        self._node_lock = None
+
+    def _collect_splits(self) -> None:
         pool, folders = self._list_samples()
+        if self.fast:  # refused from the listing, before the file check decodes anything
+            count = len(pool) + sum(len(samples) for samples in folders.values())
+            rank_zero_info(image_cache.check_budget(count, self.channels, self.image_size, self.fast_max_gb))
         if self.check_files:
             pool, folders = self._drop_bad(pool, folders)
         if self.test_split is not None:
@@ -664,6 +704,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
                 channels=self.channels,
                 size=self.image_size,
                 device=resident_device(self),
+                workers=self._build_workers(),
             )
             dataset.samples = list(self.samples[split])
         dataset.classes = list(self.classes)
@@ -693,10 +734,18 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         return "val" if self.test_on_val else None
 
     def _record(self) -> None:
-        """Write ``describe()`` as ``data.json`` into the run directory (``data-1.json``... if taken)."""
+        """Write ``describe()`` as ``data.json`` into the run directory (``data-1.json``... if taken).
+
+        ``trainer.log_dir`` is a collective under DDP (a broadcast from rank zero): every rank reads it, once,
+        before rank zero alone writes. Asking on rank zero only pairs its broadcast with whatever collective
+        the other ranks make next, and the run fails later with an unrelated error.
+        """
         trainer = getattr(self, "trainer", None)
-        if self._recorded or trainer is None or not trainer.is_global_zero or not trainer.log_dir:
+        if self._recorded or trainer is None:
             return
-        os.makedirs(trainer.log_dir, exist_ok=True)
-        write_json_atomic(free_path(trainer.log_dir, RUN_RECORD), self.describe())
+        log_dir = trainer.log_dir  # every rank: a collective
         self._recorded = True
+        if not trainer.is_global_zero or not log_dir:
+            return
+        os.makedirs(log_dir, exist_ok=True)
+        write_json_atomic(free_path(log_dir, RUN_RECORD), self.describe())

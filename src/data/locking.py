@@ -1,5 +1,8 @@
 """A lock file for work that must happen once per shared folder: downloads, extraction, caches.
 
+Caches of decoded images, file checks and statistics use it too (:func:`lock_if_writable`): the first
+process of a node builds them, the others wait on the lock and then read what it wrote.
+
 Lightning calls ``prepare_data`` on the first process of *every node* (``prepare_data_per_node``
 is true by default, which is right when each node has its own disk). When ``data_dir`` is on a
 filesystem all nodes share, those processes would download and extract into the same folder at
@@ -16,6 +19,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import IO
 
 LOCK_NAME = ".prepare_data.lock"
 
@@ -30,21 +34,46 @@ def file_lock(path: str | os.PathLike, timeout: float | None = None, poll_s: flo
         poll_s: seconds between attempts while another process holds the lock.
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a+") as handle:  # lockf needs a file open for writing
-        start, announced = time.monotonic(), False
-        while True:
-            try:
-                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:  # EACCES or EAGAIN: another process holds it
-                waited = time.monotonic() - start
-                if timeout is not None and waited >= timeout:
-                    raise TimeoutError(f"another process held the lock {path} for over {timeout:g} s") from None
-                if not announced:
-                    print(f"waiting for another process to finish with {os.path.dirname(path) or '.'} (lock: {path})")
-                    announced = True
-                time.sleep(poll_s)
+    with open(path, "a+") as handle, _locked(handle, path, timeout, poll_s):  # lockf needs a file open for writing
+        yield
+
+
+@contextmanager
+def lock_if_writable(path: str | os.PathLike) -> Iterator[bool]:
+    """:func:`file_lock` on ``path``, yielding ``True``; ``False`` (and no lock) where it cannot be created.
+
+    For caches that are a convenience: a read-only data folder must not stop a run, it only loses the
+    once-per-node guarantee (each process then does the work itself).
+    """
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        handle = open(path, "a+")
+    except OSError:
+        yield False
+        return
+    # The same handle is locked and closed: a POSIX lock belongs to the process and the file, and closing
+    # any other handle of the file would drop it.
+    with handle, _locked(handle, path, None, 0.5):
+        yield True
+
+
+@contextmanager
+def _locked(handle: IO, path: str | os.PathLike, timeout: float | None, poll_s: float) -> Iterator[None]:
+    start, announced = time.monotonic(), False
+    while True:
         try:
-            yield
-        finally:
-            fcntl.lockf(handle, fcntl.LOCK_UN)
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:  # EACCES or EAGAIN: another process holds it
+            waited = time.monotonic() - start
+            if timeout is not None and waited >= timeout:
+                raise TimeoutError(f"another process held the lock {path} for over {timeout:g} s") from None
+            if not announced:
+                folder = os.path.dirname(path) or "."
+                print(f"waiting for another process to finish with {folder} (lock: {path})", flush=True)
+                announced = True
+            time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        fcntl.lockf(handle, fcntl.LOCK_UN)
