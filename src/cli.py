@@ -414,6 +414,10 @@ class ResNetCLI(LightningCLI):
                     callback.config_filename = runs.evaluation_file(f"{self.subcommand}-config.yaml")
                 if isinstance(callback, ParameterEfficiency):
                     callback.filename = runs.evaluation_file(f"{self.subcommand}.json")
+                if isinstance(callback, MetricsRecord):
+                    callback.filename = runs.evaluation_file(f"{self.subcommand}-scalars.csv")
+        if self._evaluates_a_run and hasattr(self.datamodule, "record_file"):
+            self.datamodule.record_file = runs.evaluation_file(f"{self.subcommand}-data.json")
         return trainer
 
     # ---------------------------------------------------------------- the checkpoint a command starts from

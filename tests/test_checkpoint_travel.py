@@ -118,6 +118,9 @@ def test_a_slurm_gpu_checkpoint_tests_on_this_cpu_machine_into_its_own_run(copy_
     assert saved["data"]["init_args"]["num_workers"] is None
     assert (run_dir / "efficiency.json").read_bytes() == fit_record  # the fit's own record is untouched
     assert (run_dir / "config.yaml").read_bytes() == fit_config
+    # The evaluation's scalars are its own file; the fit's curves (scalars.csv) get no test rows.
+    assert "test/acc" in (run_dir / "evaluations" / "test-scalars.csv").read_text()
+    assert not list(run_dir.glob("scalars-*.csv")) and not list(run_dir.glob("efficiency-*.json"))
     assert not Path("lightning_logs").exists()  # nothing went to a new version_N
 
 

@@ -70,11 +70,14 @@ def check_ddp_run(runs: Path, val: int, test: int, train: int, global_batch: int
 
 
 def test_once_in_process(tmp_path: Path, monkeypatch, *args: str) -> dict:
-    """``test --ckpt_path`` of the run's last checkpoint on ONE process (in this process: no interpreter start)."""
+    """``test --ckpt_path`` of the run's last checkpoint on ONE process (in this process: no interpreter start).
+
+    The evaluation is recorded in the checkpoint's own run, under ``evaluations/``.
+    """
     monkeypatch.chdir(tmp_path)
-    checkpoint = tmp_path / "lightning_logs" / "ddp" / "version_0" / "checkpoints" / "last.ckpt"
-    main(["test", *args, "--ckpt_path", str(checkpoint)])
-    return read(tmp_path / "lightning_logs" / "ddp" / "version_1" / "efficiency.json")
+    run = tmp_path / "lightning_logs" / "ddp" / "version_0"
+    main(["test", *args, "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
+    return read(run / "evaluations" / "test.json")
 
 
 test_once_in_process.__test__ = False  # a helper, not a test
@@ -120,7 +123,8 @@ def test_image_folder_ddp_fit_and_test_match_one_process(case, tmp_path, monkeyp
     single = test_once_in_process(tmp_path, monkeypatch, *args)
     assert (single["world_size"], single["test_samples"]) == (1, sizes["test"])
     assert single["test_acc"] == ddp["test_acc"]
-    again = read(runs / "version_1" / "data.json")  # the same splits and statistics on one process
+    again = read(runs / "version_0" / "evaluations" / "test-data.json")  # same splits and statistics, 1 process
+    assert not (runs / "version_0" / "data-1.json").exists()  # the fit's own record stays the only one beside it
     assert (again["split_sizes"], again["mean"], again["std"]) == (sizes, record["mean"], record["std"])
 
 

@@ -111,16 +111,19 @@ def test_ddp_fit_and_test_score_every_sample_once_and_match_one_process(tmp_path
     assert ddp["val_samples"] == 63 and ddp["test_samples"] == 65  # Lightning's padded sampler scores 64 and 66
     checkpoint = str(runs / "version_0" / "checkpoints" / "last.ckpt")  # one epoch: last == best
 
+    # Evaluations of a run's checkpoint are recorded in that run (evaluations/), on one process here.
+    evaluations = runs / "version_0" / "evaluations"
     test = run_cli("test", "--config", QUICKSTART, *TINY, "--ckpt_path", checkpoint, cwd=tmp_path)
     assert test.returncode == 0, test.stderr[-3000:]
-    single = report(runs / "version_1")
+    single = json.loads((evaluations / "test.json").read_text())
     assert (single["world_size"], single["test_samples"]) == (1, 65)
     assert single["test_acc"] == ddp["test_acc"]
 
     validate = run_cli("validate", "--config", QUICKSTART, *TINY, "--ckpt_path", checkpoint, cwd=tmp_path)
     assert validate.returncode == 0, validate.stderr[-3000:]
-    assert report(runs / "version_2")["last_val_acc"] == ddp["last_val_acc"]
-    assert report(runs / "version_2")["val_samples"] == 63
+    validated = json.loads((evaluations / "validate.json").read_text())
+    assert (validated["last_val_acc"], validated["val_samples"]) == (ddp["last_val_acc"], 63)
+    assert sorted(p.name for p in runs.iterdir()) == ["version_0"]  # no new run directory for either
 
 
 # ---------------------------------------------------------------- presets

@@ -67,9 +67,10 @@ def _format_row(step: int, tag: str, value: float) -> str:
 class _RecordLogger(Logger):
     """The logger ``MetricsRecord`` adds: appends ``log_metrics`` calls to ``<run dir>/scalars.csv``."""
 
-    def __init__(self, directory: str, version: Any = None) -> None:
+    def __init__(self, directory: str, version: Any = None, filename: str = SCALARS_FILE) -> None:
         super().__init__()
         self._directory = directory
+        self._filename = filename
         self._version = version
         self._handle: io.TextIOWrapper | None = None
         self.rows = 0  # whole rows in the file (counted when it is opened)
@@ -78,7 +79,7 @@ class _RecordLogger(Logger):
 
     @property
     def path(self) -> str:
-        return os.path.join(self._directory, SCALARS_FILE)
+        return os.path.join(self._directory, self._filename)
 
     @property
     def name(self) -> str:
@@ -184,6 +185,7 @@ class MetricsRecord(Callback):
     def __init__(self) -> None:
         self.logger: _RecordLogger | None = None
         self._restored_rows: int | None = None
+        self.filename = SCALARS_FILE  # relative to the run directory; an evaluation of a run writes its own
 
     _is_writer = True
 
@@ -193,7 +195,7 @@ class MetricsRecord(Callback):
         if self.logger is not None and self.logger in trainer.loggers:  # fit, then test: one record
             return
         version = trainer.loggers[0].version if trainer.loggers else None
-        self.logger = _RecordLogger(directory, version)
+        self.logger = _RecordLogger(directory, version, self.filename)
         trainer.loggers = [*trainer.loggers, self.logger]
 
     def state_dict(self) -> dict[str, Any]:

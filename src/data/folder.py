@@ -402,6 +402,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         self.samples: dict[str, list[Sample]] = {}
         self.skipped: dict[str, str] = {}
         self._recorded = False
+        self.record_file = RUN_RECORD  # relative to the run directory; the CLI points an evaluation's elsewhere
         self._results: dict = {}  # decoded-file results of this run's check, reused for the statistics
         self._node_lock: ExitStack | None = None  # the cache folder's lock while _collect holds it
         self._node_locked = False
@@ -747,5 +748,6 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         self._recorded = True
         if not trainer.is_global_zero or not log_dir:
             return
-        os.makedirs(log_dir, exist_ok=True)
-        write_json_atomic(free_path(log_dir, RUN_RECORD), self.describe())
+        path = free_path(log_dir, self.record_file)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_json_atomic(path, self.describe())
