@@ -106,14 +106,14 @@ def test_missing_cifar_offline_is_a_short_clear_error(tmp_path):
     assert "cifar-10-python.tar.gz" in result.stderr
 
 
-# Run configs only (overlays -- the ResNet-110 warmup, the paper-faithful mode, configs/trainer/ presets -- are
-# tested stacked;
+# Run configs only (overlays -- the ResNet-110 warmup, the paper-faithful mode, configs/trainer/ and configs/logger/
+# presets -- are tested stacked;
 # configs/studies/ holds sweep definitions for python -m src.sweep, not run configs).
 OVERLAYS = {"resnet110_warmup.yaml", "paper_faithful.yaml"}
 SHIPPED = sorted(
     p
     for p in CONFIGS.rglob("*.yaml")
-    if p.name not in OVERLAYS and not {"trainer", "studies"} & set(p.relative_to(CONFIGS).parts)
+    if p.name not in OVERLAYS and not {"trainer", "logger", "studies"} & set(p.relative_to(CONFIGS).parts)
 )
 
 
