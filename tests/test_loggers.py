@@ -22,6 +22,7 @@ from jsonargparse import Namespace
 
 from src.callbacks.metrics_record import _RecordLogger, record_rows
 from src.cli import main as cli_main
+from src.cli import resolved_config
 from src.loggers import point_logger_at_run, read_logger_ids, run_label
 from src.report import write_report
 from src.runs import LOGGERS_FILE, SCALARS_FILE
@@ -149,6 +150,16 @@ def test_loggers_get_the_run_directory_as_their_identity_and_never_a_version(tmp
     tensorboard = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger", init_args=Namespace(save_dir="x"))
     point_logger_at_run(tensorboard, a, "lightning_logs")
     assert tensorboard.init_args == Namespace(save_dir="lightning_logs/study/resnet20", name="", version="seed0")
+
+
+@pytest.mark.parametrize(
+    "preset, class_name",
+    [("tensorboard", "TensorBoardLogger"), ("csv", "CSVLogger"), ("wandb", "WandbLogger"), ("mlflow", "MLFlowLogger")],
+)
+def test_logger_presets_stack_on_a_run_config(preset, class_name):
+    config = resolved_config(["fit", "--config", QUICKSTART, "--config", str(PRESETS / f"{preset}.yaml")])
+    assert config["trainer"]["logger"]["class_path"] == f"lightning.pytorch.loggers.{class_name}"
+    assert config["model"]["arch"] == "resnet14"  # the run config's settings stay
 
 
 # ------------------------------------------------------------------------------------------------ sweeps and report
