@@ -344,8 +344,9 @@ def test_grayscale_pngs_fit_and_test_through_the_cli(tmp_path):
 
     test = cli("test", *args, "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"), cwd=tmp_path)
     assert test.returncode == 0, test.stderr[-3000:]
-    tested = json.loads((tmp_path / "lightning_logs" / "default" / "version_1" / "efficiency.json").read_text())
-    assert 0.0 <= tested["test_acc"] <= 1.0
+    tested = json.loads((run_dir / "evaluations" / "test.json").read_text())  # recorded in the checkpoint's run
+    assert 0.0 <= tested["test_acc"] <= 1.0 and tested["test_samples"] == 12
+    assert json.loads((run_dir / "evaluations" / "test-data.json").read_text())["split_sizes"] == record["split_sizes"]
 
     bad = cli("fit", *args, "--data.classes", "[one, four]", cwd=tmp_path)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
