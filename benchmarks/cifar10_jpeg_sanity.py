@@ -2,11 +2,11 @@
 
 Uses the project's pieces exactly as the CLI does -- ``ImageClassifier``, the paper's
 CIFAR-10 transforms and 45k/5k split from ``CIFARDataModule``, the ``ParameterEfficiency``
-callback -- on the JPEG copy of the CIFAR-10 training set that build machines have at
-``../shared/data/cifar10-jpeg/train`` (there is no internet to download the original).
+callback -- on a folder copy of the CIFAR-10 training set (``--root``: JPEGs, or the PNGs of
+``python -m src.data.export cifar10 data/cifar10 --download``).
 It reports accuracy after a short schedule and the training throughput on this machine.
 
-    python benchmarks/cifar10_jpeg_sanity.py --root ../shared/data/cifar10-jpeg/train --epochs 3
+    python benchmarks/cifar10_jpeg_sanity.py --root data/cifar10/train --epochs 3
 
 The CLI trains on the same folder through ImageFolderDataModule (configs/cifar10_folder/); this script stays as an
 independent check of the numbers without the CLI.
@@ -32,7 +32,7 @@ from src.modules import ImageClassifier, WarmupCosineLR
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="../shared/data/cifar10-jpeg/train")
+    parser.add_argument("--root", default="data/cifar10/train", help="class folders of CIFAR-10 training images")
     parser.add_argument("--arch", default="resnet20")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)

@@ -6,8 +6,8 @@ JPEG folder on the fast path (``src.data.fast``): the folder is decoded once int
 split 45k/5k with the CIFAR split seed, trained on the 45k and tested on the 5k held out -- what
 ``configs/cifar10_folder/resnet20_fast.yaml`` does once the folder DataModule exists.
 
-    python -m benchmarks.fast_recipe --root ../shared/data/cifar10-jpeg/train
-    python -m benchmarks.fast_recipe --root ../shared/data/cifar10-jpeg/train --trainer.max_epochs 12
+    python -m benchmarks.fast_recipe --root data/cifar10/train     # python -m src.data.export cifar10 data/cifar10
+    python -m benchmarks.fast_recipe --root data/cifar10/train --trainer.max_epochs 12
 
 Extra arguments go to the CLI unchanged. Prints one JSON line: wall seconds, accuracy, throughput.
 """
@@ -46,7 +46,7 @@ class JpegFolderFast(FastLoaderMixin, ImageClassificationDataModule):
 
     def __init__(
         self,
-        root: str = "../shared/data/cifar10-jpeg/train",
+        root: str = "data/cifar10/train",
         cache_dir: str | None = None,
         val_size: int = 5000,
         split_seed: int = 0,
@@ -75,7 +75,7 @@ class JpegFolderFast(FastLoaderMixin, ImageClassificationDataModule):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="../shared/data/cifar10-jpeg/train")
+    parser.add_argument("--root", default="data/cifar10/train", help="class folders of CIFAR-10 training images")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "cifar10" / "resnet20_fast.yaml"))
     parser.add_argument("--limit", type=int, default=None, help="train on this many images only (a quick try)")

@@ -7,7 +7,7 @@ bytes, straight to uint8 tensors, vs PIL open + convert("RGB") + tensor conversi
 process, one after the other, so the ratios are comparable. ``--check`` also times the one-time
 check that decodes every file before training (then cached).
 
-    python benchmarks/folder_loader.py --root ../shared/data/cifar10-jpeg
+    python benchmarks/folder_loader.py --root data/cifar10    # python -m src.data.export cifar10 data/cifar10
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def images_per_second(loader: DataLoader, batches: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="../shared/data/cifar10-jpeg")
+    parser.add_argument("--root", default="data/cifar10", help="a folder holding train/<class>/<image>")
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])

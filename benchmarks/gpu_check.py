@@ -10,11 +10,11 @@ warm-up epoch, in these settings:
 * ``PIL DataLoader bf16 + channels_last``: torchvision's per-sample PIL transforms in loader workers,
   pinned memory, copied to the GPU each batch (timed over ``--pil-batches`` batches, scaled to an epoch).
 
-Images come from ``--root`` (an ImageFolder of 32x32 images, e.g. ``../shared/data/cifar10-jpeg/train``)
+Images come from ``--root`` (an ImageFolder of 32x32 images, e.g. ``data/cifar10/train``)
 when given, else random uint8 images of the same size (epoch time does not depend on the pixels).
 
     python -m benchmarks.gpu_check                      # a few minutes on one GPU
-    python -m benchmarks.gpu_check --root ../shared/data/cifar10-jpeg/train --archs resnet20
+    python -m benchmarks.gpu_check --root data/cifar10/train --archs resnet20
 
 Without CUDA it exits at once with a message (nothing to measure).
 """

@@ -14,8 +14,11 @@ numbers move with whatever else the machine is doing). Rows:
 5. time from command to first training step (``benchmarks.fast_recipe`` in a subprocess), with a
    cold and a warm decode cache.
 
-    python -m benchmarks.speed --root ../shared/data/cifar10-jpeg/train
-    python -m benchmarks.speed --root ../shared/data/cifar10-jpeg/train --limit 2000 --repeats 1 --skip startup
+``--root`` is a folder of class folders of 32x32 images, e.g. ``train/`` of an export
+(``python -m src.data.export cifar10 data/cifar10 --download``):
+
+    python -m benchmarks.speed --root data/cifar10/train
+    python -m benchmarks.speed --root data/cifar10/train --limit 2000 --repeats 1 --skip startup
 """
 
 from __future__ import annotations
@@ -256,7 +259,7 @@ def startup(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="../shared/data/cifar10-jpeg/train")
+    parser.add_argument("--root", default="data/cifar10/train", help="class folders of 32x32 images")
     parser.add_argument("--limit", type=int, default=10000, help="images of the folder used for rows 1-4")
     parser.add_argument("--pil-limit", type=int, default=3000, help="images pushed through the PIL pipeline")
     parser.add_argument("--arch", default="resnet20")

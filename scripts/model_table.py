@@ -1,10 +1,10 @@
-"""Print (or refresh in README.md) the table of every model's parameters and MACs.
+"""Print (or refresh in docs/models.md) the table of every model's parameters and MACs.
 
 The numbers come from the code -- ``build_model`` and ``src.models.complexity`` -- never from
-hand typing; ``tests/test_readme.py`` fails when README.md and this script disagree.
+hand typing; ``tests/test_docs.py`` fails when docs/models.md and this script disagree.
 
-    python scripts/model_table.py                  # print the Markdown table
-    python scripts/model_table.py --update-readme  # rewrite the table in README.md
+    python scripts/model_table.py           # print the Markdown table
+    python scripts/model_table.py --update  # rewrite the table in docs/models.md
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from src.models import build_model, example_archs, parse_arch
 from src.models.complexity import count_macs, count_parameters
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+TARGET = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"
 
 
@@ -53,26 +53,26 @@ def model_table() -> str:
 SECTION = re.compile(re.escape(START) + r"\n(.*?)" + re.escape(END), flags=re.S)
 
 
-def readme_table(text: str) -> str:
-    """The table currently between the README's markers."""
+def current_table(text: str) -> str:
+    """The table currently between the markers of docs/models.md."""
     match = SECTION.search(text)
     if match is None:
-        raise SystemExit(f"README.md has no {START} ... {END} section")
+        raise SystemExit(f"{TARGET} has no {START} ... {END} section")
     return match.group(1).strip()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--update-readme", action="store_true", help="rewrite the table section of README.md")
+    parser.add_argument("--update", action="store_true", help="rewrite the table section of docs/models.md")
     args = parser.parse_args()
     table = model_table()
-    if not args.update_readme:
+    if not args.update:
         print(table)
         return
-    text = README.read_text()
-    readme_table(text)  # fails clearly if the markers are missing
-    README.write_text(SECTION.sub(lambda _: f"{START}\n{table}\n{END}", text))
-    print(f"updated {README}")
+    text = TARGET.read_text()
+    current_table(text)  # fails clearly if the markers are missing
+    TARGET.write_text(SECTION.sub(lambda _: f"{START}\n{table}\n{END}", text))
+    print(f"updated {TARGET}")
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ OVERLAYS = {"resnet110_warmup.yaml", "paper_faithful.yaml"}
 SHIPPED = sorted(
     p
     for p in CONFIGS.rglob("*.yaml")
-    if p.name not in OVERLAYS and not {"trainer", "logger", "studies"} & set(p.relative_to(CONFIGS).parts)
+    if p.name not in OVERLAYS and not {"trainer", "logger", "studies", "debug"} & set(p.relative_to(CONFIGS).parts)
 )
 
 
