@@ -85,3 +85,111 @@ def test_width_multiplier_widens_every_stage_and_keeps_names():
             wide.layer3[0].conv2.out_channels, wide.fc.in_features] == [64, 64, 128, 256, 256]  # fmt: skip
     assert wide(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert arch_spec("resnet20_4").width == 4 and arch_spec("cifar_plain50_2").family == "cifar"
+
+
+# ---------------------------------------------------------------------------------------------- the papers' counts
+def preact_params(block: str, n: int, planes: tuple[int, ...], classes: int = 10, residual: bool = True) -> dict:
+    """Pre-activation nets by hand: stem conv 3->16 (no BN); per block BN before every conv; a 1x1 projection
+    (no BN) where the shape changes (residual only); final BN; linear head. Returns conv/linear weights and BN."""
+    expansion = 4 if block == "bottleneck" else 1
+    weights, bn, previous = 3 * 16 * 9 + 0, 0, 16
+    for stage, width in enumerate(planes):
+        for position in range(n):
+            out = width * expansion
+            if block == "basic":
+                weights += previous * width * 9 + width * width * 9
+                bn += 2 * previous + 2 * width
+            else:
+                weights += previous * width + width * width * 9 + width * out
+                bn += 2 * previous + 4 * width
+            if residual and (previous != out or (stage > 0 and position == 0)):
+                weights += previous * out
+            previous = out
+    return {"weights": weights + previous * classes + classes, "bn": bn + 2 * previous}
+
+
+def wrn_params(depth: int, k: int, residual: bool = True) -> dict:
+    return preact_params("basic", (depth - 4) // 6, (16 * k, 32 * k, 64 * k), residual=residual)
+
+
+# name -> (by-hand count, the exact count, the paper's figure in millions, its source)
+PAPER_COUNTS = {
+    "wrn28_10": (wrn_params(28, 10), 36_479_194, 36.5, "Zagoruyko & Komodakis 2016, Table 4"),
+    "wrn16_8": (wrn_params(16, 8), 10_961_370, 11.0, "Zagoruyko & Komodakis 2016, Table 4"),
+    "wrn40_4": (wrn_params(40, 4), 8_949_210, 8.9, "Zagoruyko & Komodakis 2016, Table 4"),
+    "preact_resnet110": (preact_params("basic", 18, (16, 32, 64)), 1_730_522, 1.7, "He et al. 2016, Table 3"),
+    "preact_resnet164": (preact_params("bottleneck", 18, (16, 32, 64)), 1_703_258, 1.7, "He et al. 2016, Table 3"),
+    "preact_resnet1001": (preact_params("bottleneck", 111, (16, 32, 64)), 10_327_706, 10.2, "He et al. 2016, Table 3"),
+}
+
+
+@pytest.mark.parametrize("arch", list(PAPER_COUNTS))
+def test_parameter_counts_match_the_papers(arch):
+    by_hand, exact, paper_millions, _ = PAPER_COUNTS[arch]
+    net = build_model(arch, 10)
+    norm = sum(p.numel() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters())
+    assert count_parameters(net) == by_hand["weights"] + by_hand["bn"] == exact
+    assert norm == by_hand["bn"]
+    if arch != "preact_resnet1001":
+        assert round(count_parameters(net) / 1e6, 1) == paper_millions
+    else:
+        # He et al.'s 10.2M is the count without BN's scale and shift (10,178,490); with them, as counted for every
+        # other figure here (and by He et al. 2015 for ResNet-1202's 19.4M), the same network has 10,327,706.
+        # The architecture is that of the authors' code (KaimingHe/resnet-1k-layers): 111 bottlenecks per stage.
+        assert round((count_parameters(net) - norm) / 1e6, 1) == paper_millions
+
+
+@pytest.mark.parametrize("arch", ["wrn16_4", "wrn10_1"])
+def test_plain_wrn_is_the_wrn_minus_its_projections(arch):
+    resnet, plain = build_model(arch, 10), build_model(f"plain_{arch}", 10)
+    projections = parameters_by_kind(resnet)["shortcut_projection"]
+    depth, k = (int(part) for part in arch[3:].split("_"))
+    assert projections == (16 * 16 * k if k != 1 else 0) + 16 * k * 32 * k + 32 * k * 64 * k
+    by_hand = sum(wrn_params(depth, k, residual=False).values())
+    assert count_parameters(plain) == count_parameters(resnet) - projections == by_hand
+    resnet_shapes = {key: value.shape for key, value in resnet.state_dict().items()}
+    assert all(resnet_shapes[key] == value.shape for key, value in plain.state_dict().items())
+
+
+def test_plain_wrn_has_no_shortcut_and_the_wrn_does():
+    plain, resnet = build_model("plain_wrn10_1", 10).eval(), build_model("wrn10_1", 10).eval()
+    for net in (plain, resnet):  # zero each branch's last conv: F(x) = 0
+        for block in (net.layer1[0], net.layer2[0], net.layer3[0]):
+            torch.nn.init.zeros_(block.conv2.weight)
+    x = torch.rand(1, 16, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(resnet.layer1(x), x)  # identity shortcut, no ReLU after the sum
+        assert torch.count_nonzero(plain.layer1(x)) == 0
+
+
+def test_block_dropout_sits_between_the_convolutions_and_only_in_basic_pre_activation_blocks():
+    net = build_model("wrn16_2", 10, block_dropout=0.3)
+    assert net.layer2[1].dropout.p == 0.3 and count_parameters(net) == sum(wrn_params(16, 2).values())
+    for arch in ("resnet20", "preact_resnet164", "resnet50"):
+        with pytest.raises(ValueError, match="block_dropout"):
+            build_model(arch, 10, block_dropout=0.3)
+    with pytest.raises(ValueError, match="option B"):
+        build_model("wrn16_4", 10, shortcut="A")
+
+
+# ---------------------------------------------------------------------------------------------- torchvision's wide nets
+@pytest.mark.parametrize("arch", ["wide_resnet50_2", "wide_resnet101_2"])
+def test_torchvision_wide_resnet_weights_load_strictly(arch):
+    from torchvision import models as tv_models
+
+    reference = getattr(tv_models, arch)(weights=None).eval()
+    ours = build_model(arch, num_classes=1000).eval()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    assert count_parameters(ours) == count_parameters(reference) == {"wide_resnet50_2": 68_883_240,
+                                                                       "wide_resnet101_2": 126_886_696}[arch]
+    if arch == "wide_resnet50_2":
+        x = torch.randn(1, 3, 64, 64)
+        with torch.no_grad():
+            assert torch.equal(ours(x), reference(x))
+
+
+def test_wide_imagenet_plain_twin_is_the_wide_resnet_minus_its_projections():
+    with torch.device("meta"):
+        resnet, plain = build_model("wide_resnet50_2", 1000), build_model("wide_plain50_2", 1000)
+    projections = parameters_by_kind(resnet)["shortcut_projection"]
+    assert count_parameters(plain) == count_parameters(resnet) - projections and projections > 0
