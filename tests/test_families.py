@@ -193,3 +193,52 @@ def test_wide_imagenet_plain_twin_is_the_wide_resnet_minus_its_projections():
         resnet, plain = build_model("wide_resnet50_2", 1000), build_model("wide_plain50_2", 1000)
     projections = parameters_by_kind(resnet)["shortcut_projection"]
     assert count_parameters(plain) == count_parameters(resnet) - projections and projections > 0
+
+
+# ---------------------------------------------------------------------------------------------- one grammar
+@pytest.mark.parametrize(
+    "name, family, residual, depth, width, block, line",
+    [
+        ("resnet20", "cifar", True, 20, 1, "basic", "resnet"),
+        ("resnet20_1", "cifar", True, 20, 1, "basic", "resnet"),
+        ("plain56_4", "cifar", False, 56, 4, "basic", "plain_4"),
+        ("cifar_resnet50_2", "cifar", True, 50, 2, "basic", "cifar_resnet_2"),
+        ("resnet50", "imagenet", True, 50, 1, "bottleneck", "resnet"),
+        ("wrn28_10", "wrn", True, 28, 10, "basic", "wrn_10"),
+        ("plain_wrn16_8", "wrn", False, 16, 8, "basic", "plain_wrn_8"),
+        ("preact_resnet110", "preact", True, 110, 1, "basic", "preact_resnet"),
+        ("preact_resnet164", "preact", True, 164, 1, "bottleneck", "preact_resnet-bottleneck"),
+        ("preact_resnet1001", "preact", True, 1001, 1, "bottleneck", "preact_resnet-bottleneck"),
+        ("wide_resnet101_2", "imagenet", True, 101, 2, "bottleneck", "wide_resnet_2"),
+        ("wide_plain50_2", "imagenet", False, 50, 2, "bottleneck", "wide_plain_2"),
+    ],
+)
+def test_one_grammar_says_depth_width_block_and_residual(name, family, residual, depth, width, block, line):
+    spec = arch_spec(name)
+    assert (spec.family, spec.residual, spec.depth, spec.width, spec.block, spec.line) == (
+        family, residual, depth, width, block, line,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("wrn17_4", "WRN depth 17 is not 6n+4"),
+        ("wrn16", "needs its width"),
+        ("resnet20_0", "width 0"),
+        ("wrn16_0", "width 0"),
+        ("preact_plain110", "no plain twin"),
+        ("preact_resnet110_2", "takes no width"),
+        ("preact_resnet29", "neither 6n+2"),
+        ("resnet50_2", "wide_resnet<d>_<k>"),
+        ("wide_resnet18_2", "bottleneck nets"),
+        ("plain_resnet20", "'plain_' prefix"),
+        ("cifar_wrn16_4", "does not combine with wrn"),
+    ],
+)
+def test_bad_names_say_why_and_list_every_valid_form(name, reason):
+    with pytest.raises(ValueError) as error:
+        build_model(name, 10)
+    message = str(error.value)
+    assert reason in message and "\n" not in message
+    assert all(form in message for form in ("resnet<d>_<k>", "wrn<d>_<k>", "preact_resnet<d>", "wide_resnet<d>_<k>"))

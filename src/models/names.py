@@ -77,7 +77,8 @@ class ArchSpec:
         """The name without its depth (``resnet20_4`` -> ``resnet_4``): nets of one line differ only in depth."""
         match = _NAME.match(self.name)
         assert match is not None
-        stem = (match["prefix"] or "") + match["kind"] + (f"_{match['width']}" if match["width"] else "")
+        widened = self.family == "wrn" or self.width != 1  # resnet20_1 is resnet20's line
+        stem = (match["prefix"] or "") + match["kind"] + (f"_{self.width}" if widened else "")
         return f"{stem}-bottleneck" if self.family == "preact" and self.block == "bottleneck" else stem
 
 

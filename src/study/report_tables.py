@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.models import parse_arch
+from src.models import arch_spec, parse_arch
 from src.study import protocol
 from src.study.paper import protocol_differences
 from src.study.runs_io import (
@@ -198,8 +198,12 @@ def final_train_accuracy(run_dir: Path) -> float | None:
 
 
 def _stem(arch: str, family: str) -> str:
-    """The architecture without its depth: ``resnet56`` -> ``resnet``; ImageNet nets get their own stem."""
-    stem = re.sub(r"\d+", "", arch or "?")
+    """The architecture without its depth: ``resnet56`` -> ``resnet``, ``resnet56_4`` -> ``resnet_4`` (the width
+    stays: other widths are other lines); ImageNet nets get their own stem."""
+    try:
+        stem = arch_spec(arch).line
+    except ValueError:  # a plugged-in net (model.net_class) or an older name
+        stem = re.sub(r"\d+", "", arch or "?")
     return f"imagenet-{stem}" if family == "imagenet" else stem
 
 
