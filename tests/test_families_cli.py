@@ -52,7 +52,7 @@ def fit_resume_test(run_dir, *model_args: str) -> tuple[dict, dict]:
 
 
 @pytest.mark.parametrize(
-    "arch", ["resnet8_2", "plain8_2", "wrn10_2", "plain_wrn10_1", "preact_resnet8", "preact_resnet164"]
+    "arch", ["resnet8_2", "plain8_2", "wrn10_2", "plain_wrn10_1", "preact_resnet8", "preact_resnet11"]
 )
 def test_each_family_trains_saves_resumes_and_tests(tmp_path, arch):
     report, tested = fit_resume_test(tmp_path / arch, "--model.arch", arch)

@@ -12,8 +12,9 @@ name gets the same one-line error, listing every valid form (``VALID_FORMS``):
 * ``wrn<d>_<k>`` / ``plain_wrn<d>_<k>``: Wide ResNet WRN-d-k (Zagoruyko & Komodakis, 2016),
   ``d = 6n + 4``, and its plain twin.
 * ``preact_resnet<d>``: pre-activation ResNet (He et al., 2016). Like torchvision's ImageNet table,
-  the depth picks the block: bottleneck blocks for ``d = 9n + 2 >= 164`` (the paper's ResNet-164 and
-  ResNet-1001), basic blocks for any other ``d = 6n + 2`` (ResNet-110). It has no plain twin of its
+  the depth picks the block: basic blocks for ``d = 6n + 2``, bottleneck blocks for ``d = 9n + 2``;
+  where both fit (``d = 18m + 2``) the paper's choice decides: basic up to 110 (ResNet-110), bottleneck
+  from 164 (ResNet-164, ResNet-1001). ``preact_resnet11`` is the smallest bottleneck net. It has no plain twin of its
   own: without shortcuts the basic net is ``plain_wrn<d + 2>_1`` (the WRN paper counts the two
   projection shortcuts in its depth), and a plain bottleneck net is not a network either paper trains.
 * ``wide_resnet<d>_<k>`` / ``wide_plain<d>_<k>``: torchvision's wide ImageNet ResNets
@@ -36,8 +37,8 @@ VALID_FORMS = (
     "resnet<d>_<k>|plain<d>_<k> (CIFAR, stage widths 16k/32k/64k, k >= 1: resnet20_4); "
     "cifar_resnet<d>[_<k>]|cifar_plain<d>[_<k>] (force the CIFAR net); "
     "wrn<d>_<k>|plain_wrn<d>_<k> (Wide ResNet, d = 6n+4: wrn16_8, wrn28_10); "
-    "preact_resnet<d> (pre-activation: basic d = 6n+2, e.g. preact_resnet110; bottleneck d = 9n+2 >= 164, "
-    "e.g. preact_resnet164, preact_resnet1001; no plain twin); "
+    "preact_resnet<d> (pre-activation: basic d = 6n+2, e.g. preact_resnet110; bottleneck d = 9n+2, e.g. "
+    "preact_resnet11, preact_resnet164, preact_resnet1001 (both fit: basic below 164); no plain twin); "
     "wide_resnet<d>_<k>|wide_plain<d>_<k> (torchvision's wide ImageNet nets, d in 50, 101, 152: wide_resnet50_2)"
 )
 
@@ -143,14 +144,11 @@ def _preact(arch: str, name: str, residual: bool, depth: int, width: int | None)
         )
     if width is not None:
         raise _error(arch, "preact_resnet<d> takes no width; the wide pre-activation nets are wrn<d>_<k>")
-    if depth >= PREACT_BOTTLENECK_FROM and (depth - 2) % 9 == 0:
+    basic_fits, bottleneck_fits = depth >= 8 and (depth - 2) % 6 == 0, depth >= 11 and (depth - 2) % 9 == 0
+    if bottleneck_fits and (depth >= PREACT_BOTTLENECK_FROM or not basic_fits):
         return ArchSpec(name, "preact", True, depth, 1, "bottleneck")
-    if depth < 8 or (depth - 2) % 6:
-        raise _error(
-            arch,
-            f"pre-activation depth {depth} is neither 6n+2 (basic blocks) nor 9n+2 >= {PREACT_BOTTLENECK_FROM} "
-            "(bottleneck blocks)",
-        )
+    if not basic_fits:
+        raise _error(arch, f"pre-activation depth {depth} is neither 6n+2 (basic blocks) nor 9n+2 (bottleneck blocks)")
     return ArchSpec(name, "preact", True, depth, 1, "basic")
 
 

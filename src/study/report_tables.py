@@ -372,7 +372,8 @@ def _row(runs: list[RunRecord]) -> Row:
     kind = "residual" if first.residual else "plain"
     shortcut = "-"
     if first.residual:
-        shortcut = next((str(run.shortcut) for run in runs if run.shortcut), "B" if first.family == "imagenet" else "A")
+        family_default = {"cifar": "A", "imagenet": "B", "wrn": "B", "preact": "B"}.get(first.family, "-")
+        shortcut = next((str(run.shortcut) for run in runs if run.shortcut), family_default)
     tests = summarize([run.test_acc for run in runs])
     vals = summarize([run.best_val_acc for run in runs])
     trains = summarize([run.final_train_acc for run in runs])
