@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from src.models import build_model, example_archs, parse_arch
+from src.models import arch_spec, build_model, example_archs
 from src.models.complexity import count_macs, count_parameters
 
 TARGET = Path(__file__).resolve().parents[1] / "docs" / "models.md"
@@ -30,14 +30,16 @@ def _human(number: float) -> str:
 
 
 def model_table() -> str:
-    """Markdown table: CIFAR models with 10 classes at 32x32, ImageNet models with 1000 classes at 224x224."""
+    """Markdown table: CIFAR-sized models (cifar, wrn, preact) with 10 classes at 32x32, ImageNet ones with 1000
+    classes at 224x224."""
     header = ["Model", "Family", "Shortcut", "Input", "Classes", "Parameters", "Parameters, option B"]
     header += ["MACs / sample", "FLOPs / sample"]
     rows = ["| " + " | ".join(header) + " |", "|---|---|---|---|---|---:|---:|---:|---:|"]
     for arch in example_archs():
-        family, residual, _ = parse_arch(arch)
-        size, classes = (32, 10) if family == "cifar" else (224, 1000)
-        with torch.device("meta"):  # shapes only: instant even for ResNet-1202
+        spec = arch_spec(arch)
+        family, residual, size = spec.family, spec.residual, spec.input_size
+        classes = 1000 if family == "imagenet" else 10
+        with torch.device("meta"):  # shapes only: no memory even for ResNet-1202
             model = build_model(arch, classes)
             option_b = build_model(arch, classes, shortcut="B") if family == "cifar" and residual else None
         macs = count_macs(model, (3, size, size))

@@ -105,7 +105,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _label(model: object, checkpoint: str, taken: set[str]) -> str:
     hparams = model.hparams
-    residual = parse_arch(hparams.arch)[1]  # a plain net has no shortcut, whatever the config said
+    try:
+        residual = parse_arch(hparams.arch)[1]  # a plain net has no shortcut, whatever the config said
+    except ValueError:  # a net plugged in by class path (model.net_class): no shortcut option to name
+        residual = False
     label = hparams.arch + (f" ({hparams.shortcut})" if residual and hparams.get("shortcut") else "")
     return label if label not in taken else f"{label} [{checkpoint}]"
 

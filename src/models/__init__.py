@@ -1,57 +1,42 @@
 """Networks: plain ``nn.Module``s that know nothing of Lightning.
 
-``build_model`` is the one entry point the rest of the project uses. Architecture names:
+``build_model`` is the one entry point the rest of the project uses; names are read by
+``src.models.names.arch_spec`` (the grammar is in its docstring): ``resnet20``, ``plain56``,
+``resnet20_4`` (CIFAR, 4x wider), ``resnet50`` (ImageNet), ...
 
-* ``resnet<d>`` / ``plain<d>`` with ``d`` in 18, 34, 50, 101, 152: the ImageNet networks
-  (torchvision's definitions; option B projection shortcuts, as in the paper).
-* ``resnet<d>`` / ``plain<d>`` with any other ``d = 6n + 2`` (20, 32, 44, 56, 110, 1202, ...):
-  the CIFAR networks of He et al. section 4.2 (option A shortcuts unless ``shortcut="B"``).
-* ``cifar_resnet<d>`` / ``cifar_plain<d>``: always the CIFAR network, which is how to reach
-  the two CIFAR depths that share a name with an ImageNet one (50 and 152).
-
-To add a family, write its file beside these and add a branch to ``build_model``.
+A fork's own network needs no name: ``model.net: {class_path: ..., init_args: ...}`` in the config
+builds any ``nn.Module`` (``src.models.plugin``). To add a named family, write its file beside these,
+add its form to ``names.py`` and a branch to ``build_model``.
 """
 
 from __future__ import annotations
 
-import re
-
 from torch import nn
 
 from src.models.cifar_resnet import CifarResNet, cifar_resnet
-from src.models.imagenet_resnet import IMAGENET_LAYOUTS, ImageNetResNet, imagenet_resnet
+from src.models.imagenet_resnet import ImageNetResNet, imagenet_resnet
+from src.models.names import IMAGENET_DEPTHS, VALID_FORMS, ArchSpec, arch_spec
+from src.models.preact_resnet import PreActResNet, preact_resnet, wide_resnet
 
-__all__ = ["CifarResNet", "ImageNetResNet", "build_model", "example_archs", "parse_arch"]
+__all__ = [
+    "VALID_FORMS",
+    "ArchSpec",
+    "CifarResNet",
+    "ImageNetResNet",
+    "PreActResNet",
+    "arch_spec",
+    "build_model",
+    "example_archs",
+    "parse_arch",
+]
 
-_ARCH_PATTERN = re.compile(r"^(?P<family>cifar_)?(?P<kind>resnet|plain)(?P<depth>\d+)$")
 _CIFAR_LADDER = (20, 32, 44, 56, 110, 1202)
 
 
-def _valid_names_message() -> str:
-    imagenet = ", ".join(f"resnet{d}" for d in IMAGENET_LAYOUTS)
-    cifar = ", ".join(f"resnet{d}" for d in _CIFAR_LADDER)
-    return (
-        f"valid: ImageNet {imagenet}; CIFAR resnet<6n+2> such as {cifar}; "
-        "the prefix 'plain' instead of 'resnet' for the no-skip twin (plain20, plain18, ...); "
-        "'cifar_resnet<6n+2>' / 'cifar_plain<6n+2>' to force the CIFAR network"
-    )
-
-
 def parse_arch(arch: str) -> tuple[str, bool, int]:
-    """Split an architecture name into ``(family, residual, depth)``; family is 'cifar' or 'imagenet'."""
-    match = _ARCH_PATTERN.match(arch.strip().lower()) if isinstance(arch, str) else None
-    if match is None:
-        raise ValueError(f"Unknown architecture {arch!r}; {_valid_names_message()}")
-    depth = int(match["depth"])
-    residual = match["kind"] == "resnet"
-    if not match["family"] and depth in IMAGENET_LAYOUTS:
-        return "imagenet", residual, depth
-    if depth < 8 or (depth - 2) % 6:
-        raise ValueError(
-            f"Unknown architecture {arch!r}: CIFAR depth {depth} is not 6n+2 (n >= 1), "
-            f"and ImageNet depths are {sorted(IMAGENET_LAYOUTS)}; {_valid_names_message()}"
-        )
-    return "cifar", residual, depth
+    """``(family, residual, depth)`` of a name (``arch_spec`` has the width and block kind too)."""
+    spec = arch_spec(arch)
+    return spec.family, spec.residual, spec.depth
 
 
 def build_model(
@@ -62,28 +47,50 @@ def build_model(
     shortcut: str | None = None,
     dropout: float = 0.0,
     pooling: str = "avg",
+    block_dropout: float = 0.0,
 ) -> nn.Module:
-    """Build a network by name (see the module docstring for the names).
+    """Build a network by name (see ``src.models.names`` for the names).
 
     ``shortcut`` is the CIFAR shortcut option, ``"A"`` (default, parameter-free) or ``"B"``
-    (1x1 projection). ImageNet ResNets always use B, as in torchvision; plain networks have no
-    shortcut, so for them the option does not apply and is ignored.
+    (1x1 projection). ImageNet, Wide and pre-activation ResNets always use B (projections where
+    the shape changes), as their papers do; plain networks have no shortcut, so for them the
+    option does not apply and is ignored. ``dropout`` is before the linear head (every family);
+    ``block_dropout`` between the two convolutions of a basic pre-activation block (the WRN
+    paper's dropout), for ``wrn`` and basic ``preact`` nets only.
     """
-    family, residual, depth = parse_arch(arch)
+    spec = arch_spec(arch)
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if block_dropout and (spec.family not in ("wrn", "preact") or spec.block != "basic"):
+        raise ValueError(
+            f"block_dropout (dropout between a block's two 3x3 convolutions, the WRN paper's) applies to wrn and basic "
+            f"preact nets, not to {arch}; dropout before the head is 'dropout'"
+        )
     head = dict(num_classes=num_classes, in_channels=in_channels, dropout=dropout, pooling=pooling)
-    if family == "imagenet":
-        if shortcut not in (None, "B"):
-            raise ValueError(f"{arch} uses torchvision's projection shortcuts (option B); got shortcut={shortcut!r}")
-        return imagenet_resnet(depth, residual=residual, **head)
-    return cifar_resnet(depth, residual=residual, shortcut=shortcut or "A", **head)
+    if spec.family != "cifar" and shortcut not in (None, "B") and spec.residual:
+        raise ValueError(f"{arch} uses projection shortcuts where shapes change (option B); got shortcut={shortcut!r}")
+    if spec.family == "imagenet":
+        return imagenet_resnet(spec.depth, residual=spec.residual, width=spec.width, **head)
+    if spec.family == "cifar":
+        return cifar_resnet(spec.depth, residual=spec.residual, shortcut=shortcut or "A", width=spec.width, **head)
+    if spec.family == "wrn":
+        return wide_resnet(spec.depth, spec.width, residual=spec.residual, block_dropout=block_dropout, **head)
+    return preact_resnet(spec.depth, spec.block == "bottleneck", block_dropout=block_dropout, **head)
 
 
 def example_archs() -> list[str]:
-    """The architectures of the paper's tables, in the order the README lists them."""
+    """The architectures of the papers' tables, in the order the README lists them.
+
+    He et al. (2015): the CIFAR ladder and the ImageNet nets, each with its plain twin; the CIFAR net
+    widened (``resnet20_2``, ``resnet20_4``); the Wide ResNets of Zagoruyko & Komodakis (2016) with
+    their plain twins; the pre-activation ResNets of He et al. (2016); torchvision's wide ImageNet nets.
+    """
     cifar = [f"{kind}{d}" for d in _CIFAR_LADDER for kind in ("resnet", "plain")]
-    imagenet = [f"{kind}{d}" for d in IMAGENET_LAYOUTS for kind in ("resnet", "plain")]
-    return cifar + imagenet
+    imagenet = [f"{kind}{d}" for d in IMAGENET_DEPTHS for kind in ("resnet", "plain")]
+    widened = ["resnet20_2", "resnet20_4"]
+    wrn = [f"{kind}{d}_{k}" for d, k in ((16, 4), (16, 8), (28, 10), (40, 4)) for kind in ("wrn", "plain_wrn")]
+    preact = ["preact_resnet110", "preact_resnet164", "preact_resnet1001"]
+    wide_imagenet = [f"wide_{kind}{d}_2" for d in (50, 101) for kind in ("resnet", "plain")]
+    return cifar + imagenet + widened + wrn + preact + wide_imagenet

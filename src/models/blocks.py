@@ -10,20 +10,26 @@ both the CIFAR networks and the ImageNet ones, so this module is the one place t
 * which modules are blocks, and whether each one has a shortcut;
 * the branch's last norm layer, whose output *is* ``F(x)`` (a forward hook there sees it);
 * the shortcut module (``nn.Identity`` where it is the identity).
+
+Pre-activation blocks (``src.models.preact_resnet``: Wide and pre-activation ResNets) compute
+``F(x) + s(x)`` with no ReLU after the sum; their branch ends in a convolution (``branch_last``), and
+a projection shortcut reads the pre-activated input ``relu(bn1(x))``, so ``shortcut_module`` returns
+a module computing ``s`` from the block's input ``x`` itself (``PreActShortcut``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
+from torch import Tensor, nn
 from torchvision.models import resnet as tv
 
 from src.models.cifar_resnet import BasicBlock as CifarBasicBlock
 from src.models.cifar_resnet import PadShortcut
 from src.models.imagenet_resnet import PlainBasicBlock, PlainBottleneck
+from src.models.preact_resnet import PreActBlock
 
-BLOCK_TYPES = (CifarBasicBlock, tv.BasicBlock, tv.Bottleneck)  # the Plain* blocks subclass torchvision's
+BLOCK_TYPES = (CifarBasicBlock, tv.BasicBlock, tv.Bottleneck, PreActBlock)  # the Plain* blocks subclass torchvision's
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,11 @@ class Block:
     shortcut: str
 
     @property
+    def preactivation(self) -> bool:
+        """A pre-activation block: ``F(x) + s(x)`` with no ReLU after the sum."""
+        return isinstance(self.module, PreActBlock)
+
+    @property
     def downsampling(self) -> bool:
         """The block changes the feature map's shape (the first block of a stage after the first)."""
         return self.shortcut in ("zero-pad", "projection") or (not self.residual and _changes_shape(self.module))
@@ -63,7 +74,7 @@ def _changes_shape(block: nn.Module) -> bool:
 
 def is_residual(block: nn.Module) -> bool:
     """Whether ``block`` (one of ``BLOCK_TYPES``) adds a shortcut."""
-    if isinstance(block, CifarBasicBlock):
+    if isinstance(block, (CifarBasicBlock, PreActBlock)):
         return block.residual
     return not isinstance(block, (PlainBasicBlock, PlainBottleneck))
 
@@ -94,7 +105,9 @@ def residual_blocks(net: nn.Module) -> list[Block]:
 
 
 def branch_output(block: nn.Module) -> nn.Module:
-    """The branch's last norm layer: its output is ``F(x)``, before the shortcut is added."""
+    """The branch's last layer (a norm layer; a convolution in a pre-activation block): its output is ``F(x)``."""
+    if isinstance(block, PreActBlock):
+        return block.branch_last
     return block.bn3 if hasattr(block, "bn3") else block.bn2
 
 
@@ -107,4 +120,20 @@ def shortcut_module(block: nn.Module) -> nn.Module:
     """``s``: the block's shortcut (``nn.Identity`` for the identity); plain blocks have none."""
     if not is_residual(block):
         raise ValueError(f"{type(block).__name__} is a plain block: it has no shortcut")
-    return nn.Identity() if block.downsample is None else block.downsample
+    if block.downsample is None:
+        return nn.Identity()
+    return PreActShortcut(block) if isinstance(block, PreActBlock) else block.downsample
+
+
+class PreActShortcut(nn.Module):
+    """``s(x)`` of a pre-activation block with a projection: ``downsample(relu(bn1(x)))``, from the block's input.
+
+    It shares the block's ``bn1`` and ``downsample`` (trained weights, not copies).
+    """
+
+    def __init__(self, block: PreActBlock) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block.downsample(self.block.shortcut_input(x))

@@ -13,6 +13,11 @@ two options, both here:
 
 ``residual=False`` removes the shortcut from every block and nothing else, which is the
 paper's "plain" baseline.
+
+``width=k`` multiplies every width by ``k`` (stem and stages ``16k / 32k / 64k``; the stem is as
+wide as stage 1 so the first stage keeps identity shortcuts, as at ``k = 1``): the width axis of
+a width x depth study. ``k = 1`` builds exactly the paper's network -- same modules, same
+parameter names, same random draws in the same order.
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet (or plain net) of depth ``6 * blocks_per_stage + 2`` for small images."""
+    """ResNet (or plain net) of depth ``6 * blocks_per_stage + 2`` and width ``k`` for small images."""
 
     def __init__(
         self,
@@ -88,20 +93,25 @@ class CifarResNet(nn.Module):
         residual: bool = True,
         dropout: float = 0.0,
         pooling: Pooling = "avg",
+        width: int = 1,
     ) -> None:
         super().__init__()
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise ValueError(f"width must be an integer >= 1 (stage widths 16k/32k/64k), got {width!r}")
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' (zero-padding) or 'B' (projection), got {shortcut!r}")
         if pooling not in ("avg", "max"):
             raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
         self.depth = 6 * blocks_per_stage + 2
-        self.conv1 = nn.Conv2d(in_channels, STAGE_WIDTHS[0], 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0])
+        self.width = width
+        widths = [planes * width for planes in STAGE_WIDTHS]
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
 
-        in_planes = STAGE_WIDTHS[0]
+        in_planes = widths[0]
         stages = []
-        for index, planes in enumerate(STAGE_WIDTHS):
+        for index, planes in enumerate(widths):
             stride = 1 if index == 0 else 2
             blocks = []
             for block_index in range(blocks_per_stage):
@@ -112,7 +122,7 @@ class CifarResNet(nn.Module):
 
         self.pool = nn.AdaptiveAvgPool2d(1) if pooling == "avg" else nn.AdaptiveMaxPool2d(1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(STAGE_WIDTHS[-1], num_classes)
+        self.fc = nn.Linear(widths[-1], num_classes)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -132,7 +142,7 @@ class CifarResNet(nn.Module):
 
 
 def cifar_resnet(depth: int, residual: bool = True, **kwargs) -> CifarResNet:
-    """Build the CIFAR network of ``depth`` layers; ``depth`` must be ``6n + 2``."""
+    """Build the CIFAR network of ``depth`` layers (``6n + 2``); ``width=k`` in kwargs widens it k times."""
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(
             f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, 1202, ...), got {depth}"

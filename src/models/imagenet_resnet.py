@@ -6,7 +6,9 @@ identical outputs. This file only adds what the studies need on top:
 
 * ``in_channels`` other than 3 (a new stem convolution),
 * the head options shared with the CIFAR networks (dropout before the head, avg/max pooling),
-* plain blocks: the same layers with the shortcut, and its 1x1 projection, removed.
+* plain blocks: the same layers with the shortcut, and its 1x1 projection, removed;
+* ``width=k``: torchvision's wide ResNets (``wide_resnet50_2`` is ResNet-50 with ``k = 2``): the
+  bottleneck's inner width is ``64k`` per stage unit instead of 64, its output width unchanged.
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ class ImageNetResNet(tv.ResNet):
         in_channels: int = 3,
         dropout: float = 0.0,
         pooling: Pooling = "avg",
+        width: int = 1,
     ) -> None:
-        super().__init__(block, layers, num_classes=num_classes)
+        super().__init__(block, layers, num_classes=num_classes, width_per_group=64 * width)
         if pooling not in ("avg", "max"):
             raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
         if in_channels != 3:
@@ -83,13 +86,18 @@ class ImageNetResNet(tv.ResNet):
         return self.fc(self.dropout(x))
 
 
-def imagenet_resnet(depth: int, residual: bool = True, **kwargs) -> ImageNetResNet:
-    """Build ResNet-``depth`` (18, 34, 50, 101 or 152), or its plain twin when not ``residual``."""
+def imagenet_resnet(depth: int, residual: bool = True, width: int = 1, **kwargs) -> ImageNetResNet:
+    """Build ResNet-``depth`` (18, 34, 50, 101 or 152), or its plain twin when not ``residual``.
+
+    ``width=k`` widens the bottleneck nets as torchvision's ``wide_resnet<d>_<k>`` (not defined for 18/34).
+    """
     if depth not in IMAGENET_LAYOUTS:
         raise ValueError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_LAYOUTS)}, got {depth}")
     kind, layers = IMAGENET_LAYOUTS[depth]
+    if width != 1 and kind != "bottleneck":
+        raise ValueError(f"torchvision widens only the bottleneck ResNets (50, 101, 152), not ResNet-{depth}")
     if kind == "basic":
         block = tv.BasicBlock if residual else PlainBasicBlock
     else:
         block = tv.Bottleneck if residual else PlainBottleneck
-    return ImageNetResNet(block, layers, **kwargs)
+    return ImageNetResNet(block, layers, width=width, **kwargs)

@@ -24,6 +24,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from src.models import build_model
 from src.models.complexity import NORM_TYPES
+from src.models.plugin import build_net, net_name
+
+# Options of the named architectures (build_model), with their defaults: a net given by class path takes none of them.
+NAMED_NET_OPTIONS = {"shortcut": None, "dropout": 0.0, "pooling": "avg", "block_dropout": 0.0}
 
 
 def paper_sgd(params: Any) -> torch.optim.Optimizer:
@@ -41,16 +45,23 @@ def split_decay_groups(model: nn.Module) -> list[dict[str, Any]]:
 
 
 class ImageClassifier(pl.LightningModule):
-    """Image classification with a ResNet (or plain net) chosen by name.
+    """Image classification with a ResNet (or plain net) chosen by name, or any network given by class path.
 
     Args:
-        arch: network name for ``build_model`` (``resnet20``, ``plain56``, ``resnet18``, ...).
+        arch: network name for ``build_model`` (``resnet20``, ``plain56``, ``resnet20_4``, ``wrn16_8``,
+            ``preact_resnet164``, ``resnet18``, ...; ``src.models.names`` has the grammar).
         num_classes: classes of the data set (linked from the DataModule by the CLI).
         in_channels: image channels (linked from the DataModule by the CLI).
         shortcut: CIFAR shortcut option, ``A`` (parameter-free) or ``B`` (projection); ``null``
             for the family default.
         dropout: dropout probability before the linear head (0 disables it).
         pooling: global pooling before the head, ``avg`` or ``max``.
+        block_dropout: dropout between the two convolutions of a basic pre-activation block (Wide ResNets'
+            dropout; ``wrn`` and basic ``preact`` nets only).
+        net_class: a fork's own network instead of ``arch``: the class path (``my_fork.models.TinyNet``) of any
+            ``nn.Module`` subclass, built with the data's ``num_classes`` / ``in_channels`` (``src.models.plugin``).
+            Runs then record its class name as their ``arch``.
+        net_args: the arguments of ``net_class`` (besides ``num_classes`` / ``in_channels``).
         label_smoothing: cross-entropy label smoothing.
         optimizer: optimizer factory; default SGD(lr=0.1, momentum=0.9, weight_decay=1e-4).
         lr_scheduler: optional scheduler factory, any ``torch.optim.lr_scheduler`` class.
@@ -78,6 +89,9 @@ class ImageClassifier(pl.LightningModule):
         l1_penalty: float = 0.0,
         channels_last: bool = False,
         test_flip: bool = False,
+        block_dropout: float = 0.0,
+        net_class: str | None = None,
+        net_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if l1_penalty < 0:
@@ -85,7 +99,9 @@ class ImageClassifier(pl.LightningModule):
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        self.model = build_model(arch, num_classes, in_channels, shortcut=shortcut, dropout=dropout, pooling=pooling)
+        self.model = self.build_network()
+        if net_class is not None:
+            self.hparams.arch = net_name(net_class)  # what efficiency.json, the report and the tools name it by
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer_factory = optimizer or paper_sgd
@@ -99,6 +115,25 @@ class ImageClassifier(pl.LightningModule):
             }
         )
         self.top_k = top_k
+
+    def build_network(self) -> nn.Module:
+        """The network, from the hyperparameters: ``net_class`` by class path when given, else ``arch`` by name.
+
+        A subclass may override this to build anything else (``self.hparams`` holds every argument).
+        """
+        hp = self.hparams
+        if hp.get("net_class") is None:
+            return build_model(
+                hp.arch, hp.num_classes, hp.in_channels, shortcut=hp.shortcut, dropout=hp.dropout,
+                pooling=hp.pooling, block_dropout=hp.get("block_dropout", 0.0),
+            )  # fmt: skip
+        set_for_names = {key: hp[key] for key, default in NAMED_NET_OPTIONS.items() if hp[key] != default}
+        if set_for_names:
+            raise ValueError(
+                f"model.net_class builds its own network: {set_for_names} apply to the named architectures only; "
+                "give the net's options in model.net_args"
+            )
+        return build_net(hp.net_class, hp.get("net_args"), hp.num_classes, hp.in_channels)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams.channels_last:

@@ -84,8 +84,9 @@ def shape_change(block: Block) -> str:
 
 def replacement(block: Block, what: str = "this network") -> nn.Module:
     """What stands in for a removed block: its shortcut (residual) or the identity (shape-keeping plain block)."""
-    if block.residual:
-        return ShortcutOnly(shortcut_module(block.module))
+    if block.residual:  # a pre-activation block adds no ReLU after the sum: it leaves s(x) as is
+        shortcut = shortcut_module(block.module)
+        return shortcut if block.preactivation else ShortcutOnly(shortcut)
     if not block.downsampling:
         return nn.Identity()  # relu(F(x)) skipped: its input x (a ReLU output) goes on unchanged
     raise PlainNetworkError(

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.models import parse_arch
+from src.models import arch_spec, parse_arch
 from src.study import protocol
 from src.study.paper import protocol_differences
 from src.study.runs_io import (
@@ -198,8 +198,12 @@ def final_train_accuracy(run_dir: Path) -> float | None:
 
 
 def _stem(arch: str, family: str) -> str:
-    """The architecture without its depth: ``resnet56`` -> ``resnet``; ImageNet nets get their own stem."""
-    stem = re.sub(r"\d+", "", arch or "?")
+    """The architecture without its depth: ``resnet56`` -> ``resnet``, ``resnet56_4`` -> ``resnet_4`` (the width
+    stays: other widths are other lines); ImageNet nets get their own stem."""
+    try:
+        stem = arch_spec(arch).line
+    except ValueError:  # a plugged-in net (model.net_class) or an older name
+        stem = re.sub(r"\d+", "", arch or "?")
     return f"imagenet-{stem}" if family == "imagenet" else stem
 
 
@@ -368,7 +372,8 @@ def _row(runs: list[RunRecord]) -> Row:
     kind = "residual" if first.residual else "plain"
     shortcut = "-"
     if first.residual:
-        shortcut = next((str(run.shortcut) for run in runs if run.shortcut), "B" if first.family == "imagenet" else "A")
+        family_default = {"cifar": "A", "imagenet": "B", "wrn": "B", "preact": "B"}.get(first.family, "-")
+        shortcut = next((str(run.shortcut) for run in runs if run.shortcut), family_default)
     tests = summarize([run.test_acc for run in runs])
     vals = summarize([run.best_val_acc for run in runs])
     trains = summarize([run.final_train_acc for run in runs])
