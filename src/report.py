@@ -5,7 +5,7 @@ TensorBoard scalars ``train/acc`` and ``val/acc`` -- and never trains. Writes in
 (default: ``<root>/report/``):
 
 * ``report.csv``: one row per variant (its resolved config minus the seed: see
-  ``src.study.report_tables``): size, MACs, training compute, wall-clock, test accuracy as mean,
+  ``src.reporting.tables``): size, MACs, training compute, wall-clock, test accuracy as mean,
   sample std, n and 95% t-interval, the test set's binomial SE, marginal slopes with SEs along
   the variant's line, and the raw accuracy-per-size ratios (``raw_acc_per_mparam``: they rank
   size, not efficiency, and lead nothing);
@@ -28,14 +28,14 @@ TensorBoard scalars ``train/acc`` and ``val/acc`` -- and never trains. Writes in
 
 Given a study file, the root is the study's folder and the runs it plans but cannot find are
 listed as missing. A study's committed results folder (``results:`` in the study file, see
-``src/study/results.py``) is read alone -- from its copied files, curves from ``metrics.csv`` --
+``src/sweeping/results.py``) is read alone -- from its copied files, curves from ``metrics.csv`` --
 whether given as the folder or as the study file that names it; its report (default
 ``<results>/report/``) holds no absolute path, timestamp or machine-dependent order.
 
 ``--check RESULTS``: regenerate the report of a committed results folder into a temporary folder
 and fail (exit 1, the differences listed) when the committed report.md / CSV files / figures.json
 differ from it, or when a committed run's resolved config differs (beyond where-it-was-written
-fields: ``src.study.run_state.IGNORED_KEYS``) from what the study file at HEAD plans for it.
+fields: ``src.sweeping.run_state.IGNORED_KEYS``) from what the study file at HEAD plans for it.
 
 A partial study -- one seed, one size, untested, crashed or diverged runs, a target no line
 reaches -- is reported as far as it goes, in words; the report never fails because a run is
@@ -53,12 +53,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from src.study.paper import CITATION
-from src.study.plan import Study, StudyError, is_study_file, load_study, plan_runs, run_command
-from src.study.plots import depth_profiles, draw_depth_profiles
-from src.study.protocol import protocol_line
-from src.study.report_figures import COSTS, plot_error_vs_cost, plot_size_to_target, plot_training_curves
-from src.study.report_tables import (
+from src.reporting.depth_profiles import depth_profiles, draw_depth_profiles
+from src.reporting.figures import COSTS, plot_error_vs_cost, plot_size_to_target, plot_training_curves
+from src.reporting.paper import CITATION
+from src.reporting.protocol import protocol_line
+from src.reporting.statistics import Comparison, PowerLaw, size_to_reach
+from src.reporting.tables import (
     DepthPair,
     Pair,
     Row,
@@ -77,10 +77,10 @@ from src.study.report_tables import (
     write_csv,
     write_rows,
 )
-from src.study.results import read_index
-from src.study.run_state import config_differences, saved_configs
 from src.study.runs_io import find_run_dirs, read_scalars
-from src.study.statistics import Comparison, PowerLaw, size_to_reach
+from src.sweeping.plan import Study, StudyError, is_study_file, load_study, plan_runs, run_command
+from src.sweeping.results import read_index
+from src.sweeping.run_state import config_differences, saved_configs
 
 FIGURES = {
     "params": "test_error_vs_params.png",
@@ -114,7 +114,7 @@ def diagnostics_figures(
 ) -> list[str]:
     """Scale-free per-block profiles against relative depth: one curve per variant over ALL its finished seeds.
 
-    RMS gradient per weight, ||g|| / ||w|| and ||F(x)|| / ||s(x)|| (``src.study.depth_profiles``: each
+    RMS gradient per weight, ||g|| / ||w|| and ||F(x)|| / ||s(x)|| (``src.reporting.depth_profiles``: each
     seed averaged over measured steps >= 75% of its last, then the mean over seeds with a min-max band).
     Returns the names of the figures written: none when no run recorded the scale-free diagnostics.
     What was skipped (old ``diagnostics.jsonl`` files, seeds whose blocks differ) is appended to

@@ -1,7 +1,7 @@
 """Sweep a study: ``python -m src.sweep configs/studies/cifar10_ladder.yaml [--dry-run | --slurm FILE]``.
 
 Expands a study (architectures x grid overrides x seeds, on top of base configs; see
-``src/study/plan.py``) into runs, each in its own predictable directory
+``src/sweeping/plan.py``) into runs, each in its own predictable directory
 ``<root>/<study>/<arch>[-<key><value>]/seed<k>/``, and
 
 * runs them one after another on this machine, each as a fresh ``python -m src.cli fit``
@@ -9,7 +9,7 @@ Expands a study (architectures x grid overrides x seeds, on top of base configs;
   result; finished runs (tested) are skipped and never touched, unfinished ones resume from
   their ``last.ckpt`` (or start again when they have none);
 * ``--jobs N``: runs N of them at once, one per visible GPU or, without GPUs, each on its own share
-  of the CPUs (``src/study/slots.py``); this process claims, watches and exports every run, so the
+  of the CPUs (``src/sweeping/slots.py``); this process claims, watches and exports every run, so the
   results folder is written by one process only;
 * ``--dry-run``: prints the plan (status and command of every run) and runs nothing; with
   ``--jobs`` also where the runs would go;
@@ -17,7 +17,7 @@ Expands a study (architectures x grid overrides x seeds, on top of base configs;
   most N tasks at once, the array's ``%N``);
 * ``--collect``: copies the runs that already ended into the study's ``results`` folder; trains nothing.
 
-A study with ``results: docs/results/<study>`` accumulates (``src/study/results.py``): every run
+A study with ``results: docs/results/<study>`` accumulates (``src/sweeping/results.py``): every run
 that ends (finished or diverged) is copied there -- config, fit records, data.json, diagnostics,
 its curves as ``metrics.csv``, no checkpoints -- to be committed; a run found there with the
 config the study plans now counts as finished and is skipped even when the log root is empty (a
@@ -47,7 +47,7 @@ from typing import IO
 import yaml
 
 from src.runs import RunBusy, RunLock
-from src.study.plan import (
+from src.sweeping.plan import (
     RunSpec,
     Study,
     StudyError,
@@ -57,10 +57,10 @@ from src.study.plan import (
     plan_runs,
     run_command,
 )
-from src.study.results import ResultsConflict, export_run, write_index
-from src.study.run_state import RunState, assess, move_aside
-from src.study.slots import CAN_PIN, Slot, assign_slots, cpu_ranges, pinned, usable_cpus, visible_gpus
-from src.study.slurm import render_sbatch
+from src.sweeping.results import ResultsConflict, export_run, write_index
+from src.sweeping.run_state import RunState, assess, move_aside
+from src.sweeping.slots import CAN_PIN, Slot, assign_slots, cpu_ranges, pinned, usable_cpus, visible_gpus
+from src.sweeping.slurm import render_sbatch
 
 POLL_SECONDS = 0.2  # how often a parallel sweep looks whether one of its runs has ended
 

@@ -24,8 +24,8 @@ import yaml
 
 from src import runs
 from src.cli import main as cli_main
-from src.study.run_state import assess
 from src.sweep import main as sweep_main
+from src.sweeping.run_state import assess
 from tests.conftest import REPO_ROOT
 from tests.study_runs import QUICKSTART, TINY
 
@@ -378,8 +378,8 @@ def test_divergence_guard_names_the_first_non_finite_step():
 
 
 def test_slurm_array_task_skips_a_diverged_run(tmp_path):
-    from src.study.plan import Study, plan_runs
-    from src.study.slurm import render_sbatch
+    from src.sweeping.plan import Study, plan_runs
+    from src.sweeping.slurm import render_sbatch
 
     study = Study(name=STUDY, root=str(tmp_path / "logs"), archs=["resnet8"], seeds=[0])
     run = plan_runs(study.validate())[0]

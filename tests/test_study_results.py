@@ -15,10 +15,10 @@ import yaml
 
 from src.cli import resolved_config
 from src.report import main as report
-from src.study.plan import load_study, plan_runs, run_command
-from src.study.results import INDEX_FILE, METRICS_FILE, ResultsConflict, export_run, write_index
 from src.study.runs_io import read_scalars
 from src.sweep import main as sweep
+from src.sweeping.plan import load_study, plan_runs, run_command
+from src.sweeping.results import INDEX_FILE, METRICS_FILE, ResultsConflict, export_run, write_index
 from tests.conftest import REPO_ROOT
 from tests.study_runs import QUICKSTART, write_run
 

@@ -19,10 +19,10 @@ import yaml
 
 from src import runs as run_files
 from src.data.base import available_cpus
-from src.study.plan import Study, StudyError, load_study, plan_runs, run_command
 from src.study.runs_io import read_efficiency, run_status
-from src.study.slots import Slot, assign_slots, usable_cpus, visible_gpus
 from src.sweep import main
+from src.sweeping.plan import Study, StudyError, load_study, plan_runs, run_command
+from src.sweeping.slots import Slot, assign_slots, usable_cpus, visible_gpus
 from tests.conftest import REPO_ROOT
 from tests.study_runs import QUICKSTART, STUDY, TINY
 from tests.sweep_probe import PROBE_ENV

@@ -8,7 +8,7 @@ A run directory (``<root>/<study>/<arch>[-<override>]/seed<k>/``) holds::
     events.out.tfevents*   TensorBoard scalars (the default logger; runs older than scalars.csv are read from them)
     checkpoints/           best by val/acc and last.ckpt
 
-A study's committed results run (``src.study.results``) holds the small files only, with the
+A study's committed results run (``src.sweeping.results``) holds the small files only, with the
 curves as ``metrics.csv``; the same readers read it (``read_scalars`` falls back to it).
 
 The sweep and the report only *read* these files, through the small functions here; they never
@@ -34,7 +34,7 @@ from src.runs import CHECKPOINT_DIR, CONFIG_FILE, EFFICIENCY_FILE, SCALARS_FILE
 
 RunStatus = Literal["finished", "diverged", "unfinished", "missing"]
 DATA_RECORD = "data.json"  # what a folder data module trained on (src.data.folder writes it)
-METRICS_FILE = "metrics.csv"  # a results run's curves (src.study.results); a CSVLogger run's own table
+METRICS_FILE = "metrics.csv"  # a results run's curves (src.sweeping.results); a CSVLogger run's own table
 _NUMBERED = re.compile(r"^(?P<stem>.+?)(?:-(?P<index>\d+))?(?P<ext>\.[^.]+)$")
 
 
@@ -158,7 +158,7 @@ def read_scalars(run_dir: str | Path, tags: list[str] | tuple[str, ...]) -> dict
 
     From the first of: the run's ``scalars.csv`` (every run since it was added, whatever its logger);
     TensorBoard events (older runs, read with ``src.runs.read_metrics``); ``metrics.csv``, either a
-    results run's ``step,tag,value`` (``src.study.results``) or an older CSVLogger run's table.
+    results run's ``step,tag,value`` (``src.sweeping.results``) or an older CSVLogger run's table.
     """
     run_dir = Path(run_dir)
     if (run_dir / SCALARS_FILE).is_file():

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from src.models import parse_arch
-from src.study import protocol
-from src.study.paper import protocol_differences
+from src.reporting import protocol
+from src.reporting.paper import protocol_differences
+from src.reporting.statistics import Comparison, PowerLaw, Summary, binomial_se, compare, fit_power_law, summarize
 from src.study.runs_io import (
     find_run_dirs,
     read_config,
@@ -39,7 +40,6 @@ from src.study.runs_io import (
     run_seed,
     run_status,
 )
-from src.study.statistics import Comparison, PowerLaw, Summary, binomial_se, compare, fit_power_law, summarize
 
 # Config fields that say where a run writes or how it shows progress, not what it trains: never part of a variant.
 NOT_IDENTITY = (
@@ -83,7 +83,7 @@ class RunRecord:
     diverged_reason: str | None = None
     identity: tuple = ()  # the config fields that make the variant
     settings: dict[str, Any] = field(default_factory=dict)  # flattened identity, for naming
-    context: dict[str, Any] = field(default_factory=dict)  # protocol description (src.study.protocol.describe)
+    context: dict[str, Any] = field(default_factory=dict)  # protocol description (src.reporting.protocol.describe)
     provenance: dict[str, Any] = field(default_factory=dict)
     paper_differences: list[str] = field(default_factory=list)
     line: str = ""
