@@ -77,7 +77,7 @@ from src.reporting.tables import (
     write_csv,
     write_rows,
 )
-from src.study.runs_io import find_run_dirs, read_scalars
+from src.runs import find_run_dirs, read_scalars
 from src.sweeping.plan import Study, StudyError, is_study_file, load_study, plan_runs, run_command
 from src.sweeping.results import read_index
 from src.sweeping.run_state import config_differences, saved_configs

@@ -16,7 +16,7 @@ from src.report import main
 from src.reporting.figures import pareto_front
 from src.reporting.paper import CIFAR10_TABLE6
 from src.reporting.tables import mean_std
-from src.study.runs_io import read_scalars, run_status
+from src.runs import read_scalars, run_status
 from tests.study_runs import QUICKSTART, STUDY, resolved_config, write_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

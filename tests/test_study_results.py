@@ -15,7 +15,7 @@ import yaml
 
 from src.cli import resolved_config
 from src.report import main as report
-from src.study.runs_io import read_scalars
+from src.runs import read_scalars
 from src.sweep import main as sweep
 from src.sweeping.plan import load_study, plan_runs, run_command
 from src.sweeping.results import INDEX_FILE, METRICS_FILE, ResultsConflict, export_run, write_index

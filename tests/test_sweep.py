@@ -19,7 +19,7 @@ import yaml
 
 from src import runs as run_files
 from src.data.base import available_cpus
-from src.study.runs_io import read_efficiency, run_status
+from src.runs import read_efficiency, run_status
 from src.sweep import main
 from src.sweeping.plan import Study, StudyError, load_study, plan_runs, run_command
 from src.sweeping.slots import Slot, assign_slots, usable_cpus, visible_gpus

@@ -31,7 +31,7 @@ from src.models import parse_arch
 from src.reporting import protocol
 from src.reporting.paper import protocol_differences
 from src.reporting.statistics import Comparison, PowerLaw, Summary, binomial_se, compare, fit_power_law, summarize
-from src.study.runs_io import (
+from src.runs import (
     find_run_dirs,
     read_config,
     read_data_record,

@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from src import runs
-from src.runs import SCALARS_FILE
-from src.study.runs_io import DATA_RECORD, METRICS_FILE, numbered_files, read_scalars
+from src.runs import DATA_RECORD, METRICS_FILE, SCALARS_FILE, numbered_files, read_scalars
 
 INDEX_FILE = "results.json"  # in the results folder: {"study": name, "study_file": path}
 DIAGNOSTICS_FILE = "diagnostics.jsonl"
