@@ -196,7 +196,7 @@ def test_collect_needs_a_results_folder(tmp_path, monkeypatch, capsys):
 
 
 def test_rerun_stale_moves_a_stale_result_aside_never_deleting_it(tiny_results, tmp_path, capsys):
-    from src.sweep import clear_the_way
+    from src.sweeping.study_state import clear_the_way
 
     write_study(tmp_path / "tiny.yaml", **{"trainer.max_epochs": 3})
     study = load_study(tmp_path / "tiny.yaml").validate()
