@@ -5,7 +5,7 @@ TensorBoard scalars ``train/acc`` and ``val/acc`` -- and never trains. Writes in
 (default: ``<root>/report/``):
 
 * ``report.csv``: one row per variant (its resolved config minus the seed: see
-  ``src.reporting.tables``): size, MACs, training compute, wall-clock, test accuracy as mean,
+  ``src.reporting.records``): size, MACs, training compute, wall-clock, test accuracy as mean,
   sample std, n and 95% t-interval, the test set's binomial SE, marginal slopes with SEs along
   the variant's line, and the raw accuracy-per-size ratios (``raw_acc_per_mparam``: they rank
   size, not efficiency, and lead nothing);
@@ -67,13 +67,8 @@ from src.reporting.figure_data import (
 )
 from src.reporting.figures import plot_error_vs_cost, plot_size_to_target, plot_training_curves
 from src.reporting.markdown import paper_overlay, render_markdown, tool_figures
-from src.reporting.tables import (
-    RunRecord,
-    aggregate,
-    collect_runs,
-    write_csv,
-    write_rows,
-)
+from src.reporting.records import RunRecord, collect_runs
+from src.reporting.tables import aggregate, write_csv, write_rows
 from src.sweeping.plan import StudyError
 from src.sweeping.results import read_index
 

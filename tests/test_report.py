@@ -512,7 +512,8 @@ def test_pareto_marks_sit_on_the_shifted_points(tmp_path, monkeypatch):
 
     for arch, acc in (("resnet20", 0.90), ("plain20", 0.88), ("resnet32", 0.92)):
         write_run(tmp_path / arch / "seed0", arch, 0, acc, 269_722 if arch.endswith("20") else 464_154)
-    from src.reporting.tables import aggregate, collect_runs
+    from src.reporting.records import collect_runs
+    from src.reporting.tables import aggregate
 
     rows = aggregate(collect_runs(tmp_path))
     figures = []

@@ -12,14 +12,9 @@ from pathlib import Path
 
 from src.reporting.depth_profiles import depth_profiles, draw_depth_profiles
 from src.reporting.figures import COSTS
+from src.reporting.records import RunRecord
 from src.reporting.statistics import size_to_reach
-from src.reporting.tables import (
-    Row,
-    RunRecord,
-    default_target,
-    lines_of,
-    row_size,
-)
+from src.reporting.tables import Row, default_target, lines_of, row_size
 from src.runs import read_scalars
 
 FIGURES = {

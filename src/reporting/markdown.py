@@ -10,12 +10,12 @@ from pathlib import Path
 from src.reporting.figure_data import FIGURES, sizes_to_target
 from src.reporting.paper import CITATION
 from src.reporting.protocol import protocol_line
+from src.reporting.records import RunRecord
 from src.reporting.statistics import Comparison, PowerLaw
 from src.reporting.tables import (
     DepthPair,
     Pair,
     Row,
-    RunRecord,
     depth_pairs,
     lines_of,
     majority_commit,
