@@ -102,7 +102,7 @@ def old_way(root: str, size: int) -> None:
     import torch
 
     from src.data.decode import decode
-    from src.data.folder import find_images
+    from src.data.folder_listing import find_images
 
     paths = find_images(os.path.join(root, "train"))
     baseline = rss_now_mb()

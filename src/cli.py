@@ -25,13 +25,10 @@ LightningCLI with this project's defaults:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import difflib
 import os
-import re
-import shutil
 import signal
 import sys
 import warnings
@@ -57,80 +54,18 @@ from src.callbacks.metrics_record import MetricsRecord
 from src.callbacks.predictions import PredictionWriter
 from src.callbacks.preemption import SaveOnSigterm
 from src.callbacks.resume import EpochStartResume, RandomState, RunCheckpoint, ValidateLastStep
+from src.cli_support import checkpoint_config, run_dirs
+from src.cli_support.messages import one_line, raised_in_lr_schedule, root_message, user_error
+from src.cli_support.run_dirs import DEFAULT_LOGGER_NAME, LOG_ROOT, file_stamps
 from src.data import BatchSizeError, DataError, DatasetNotFoundError, ImageClassificationDataModule
 from src.data.cifar import CIFARDataModule  # noqa: F401  (registers the short name)
 from src.data.folder import ImageFolderDataModule  # noqa: F401  (registers the short name)
 from src.data.synthetic import SyntheticDataModule  # noqa: F401  (registers the short name)
 from src.files import disk_error_message, free_path
-from src.loggers import LoggerRunIds, RunTrainer, is_directory_logger, point_logger_at_run
+from src.loggers import LoggerRunIds, RunTrainer
 from src.modules import ImageClassifier
 
-LOG_ROOT = "lightning_logs"
-DEFAULT_LOGGER_NAME = "default"
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
-# Parts of a checkpoint's saved config that become the defaults of a command given that checkpoint.
-CHECKPOINT_CONFIG_KEYS = ("seed_everything", "trainer", "model", "data", "checkpoint", "efficiency", "test_after_fit")
-# "<pid>:<run dir>" of the process that chose a fresh run directory: DDP processes it launches join that run.
-RUN_DIR_ENV = "SRC_CLI_RUN_DIR"
-# Settings that define the network's weights: a checkpoint with others cannot belong to this model.
-NETWORK_HPARAMS = ("arch", "num_classes", "in_channels", "shortcut")
-
-
-def _one_line(message: str) -> str:
-    """jsonargparse's multi-line type errors as one line: the key, the bad value, what is valid."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    key = re.match(r'Parser key "([^"]+)"', lines[0]) if lines else None
-    given = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")), None)
-    expected = [line[len("- Expected a ") :] for line in lines if line.startswith("- Expected a ")]
-    nested = _nested_one_line(lines)
-    if nested is not None:
-        return nested
-    if key and given is not None and expected:
-        valid = " or ".join(expected).replace("typing.Literal", "one of ").replace("<class 'NoneType'>", "null")
-        return f"--{key[1]}: invalid value {given!r}; valid: {valid}"
-    return " ".join(lines)
-
-
-TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
-
-
-def _nested_one_line(lines: list[str]) -> str | None:
-    """A bad value of a subclass's argument (``--data.init_args.batch_size 1.5``): its full key, value, type.
-
-    jsonargparse reports it as the outer key (``data``) failing every Union subtype, with the inner
-    ``Parser key "batch_size": Expected a <class 'int'>. Got value: 1.5`` buried in the list.
-    """
-    keys: list[str] = []
-    for line in lines:
-        if line.startswith("- Problem with given class_path"):
-            keys.append("init_args")
-            continue
-        match = re.match(r'Parser key "([^"]+)"', line)
-        if match:
-            keys.append(match[1])
-            continue
-        bad = re.match(r"Expected a (.+?)\. Got value: (.*)$", line)
-        if bad and len(keys) > 1:
-            kind = re.sub(r"<class '(\w+)'>", lambda m: TYPE_NAMES.get(m[1], m[1]), bad[1])
-            return f"--{'.'.join(keys)}: invalid value {bad[2].strip()!r}; valid: {kind}"
-    return None
-
-
-def states_callbacks(argv: list[str], config_files: list[str]) -> bool:
-    """Whether a command names trainer callbacks itself (``--trainer.callbacks[+]=``, or a config file that does).
-
-    Resuming with the run's own command restores the checkpoint's callbacks *and* re-applies the
-    command's: a ``callbacks+=`` (``configs/trainer/compile.yaml``, a sweep's extra callback) would then
-    add the same callback twice on every resume. A command that states callbacks gives them all.
-    """
-    if any(arg.split("=", 1)[0].rstrip("+") == "--trainer.callbacks" for arg in argv):
-        return True
-    for config_file in config_files:
-        if os.path.isfile(config_file):
-            trainer = read_config_file(config_file).get("trainer")
-            if isinstance(trainer, dict) and ("callbacks" in trainer or "callbacks+" in trainer):
-                return True
-    return False
+USER_ERRORS = (DatasetNotFoundError, DataError, BatchSizeError, runs.RunError, TrainingDiverged)
 
 
 class ArgumentParser(LightningArgumentParser):
@@ -163,7 +98,7 @@ class ArgumentParser(LightningArgumentParser):
             super().error(message, ex)
         if message.startswith("unrecognized arguments:"):
             message = self._suggest(message)
-        sys.stderr.write(f"error: {_one_line(message)}\n(python -m src.cli <subcommand> --help lists every option)\n")
+        sys.stderr.write(f"error: {one_line(message)}\n(python -m src.cli <subcommand> --help lists every option)\n")
         sys.exit(2)
 
 
@@ -217,39 +152,24 @@ class ResNetCLI(LightningCLI):
         """Say where the run writes; run; convert a schedule that does not fit the run into a user error;
         list the files written."""
         global_zero = self.trainer.is_global_zero
-        before = _file_stamps(self.run_dir) if self.run_dir else {}
+        before = file_stamps(self.run_dir) if self.run_dir else {}
         if global_zero and self.run_dir:
             print(f"Run directory: {self.run_dir}", flush=True)
         try:
             with self._holding_the_run(subcommand):
                 super()._run_subcommand(subcommand)
         except ValueError as error:
-            if _raised_in_lr_schedule(error):  # warmup longer than the run, no total_steps...: the config's fault
+            if raised_in_lr_schedule(error):  # warmup longer than the run, no total_steps...: the config's fault
                 raise runs.RunError(" ".join(str(error).split())) from error
             raise
         if global_zero and self.run_dir:
-            written = sorted(path for path, stamp in _file_stamps(self.run_dir).items() if before.get(path) != stamp)
+            written = sorted(path for path, stamp in file_stamps(self.run_dir).items() if before.get(path) != stamp)
             shown = ", ".join(written[:12]) + (f", ... ({len(written)} files)" if len(written) > 12 else "")
             print(f"Wrote in {self.run_dir}: {shown or 'nothing'}", flush=True)
 
     def _remove_unused_run_dir(self) -> None:
-        """A failed command leaves no run directory it created, unless training reached a checkpoint or a step.
-
-        Validation (bad data, a schedule that does not fit, a full disk...) can only fail once the trainer has
-        set the directory up (events file, config.yaml, data.json); what it left would look like a run.
-        """
-        run_dir = self.run_dir
-        if self._run_dir_existed or not run_dir or not os.path.isdir(run_dir) or runs.has_checkpoints(run_dir):
-            return
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None and (trainer.global_step > 0 or not trainer.is_global_zero):
-            return
-        shutil.rmtree(run_dir, ignore_errors=True)
-        # and the parents this command created (lightning_logs/<name>/), if nothing else went into them since
-        parent, top = os.path.dirname(os.path.abspath(run_dir)), os.path.abspath(self._first_created or run_dir)
-        while (parent == top or parent.startswith(top + os.sep)) and os.path.isdir(parent) and not os.listdir(parent):
-            os.rmdir(parent)
-            parent = os.path.dirname(parent)
+        if not self._run_dir_existed:  # never remove what was there before this command
+            run_dirs.remove_unused_run_dir(self.run_dir, self._first_created, getattr(self, "trainer", None))
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -312,7 +232,8 @@ class ResNetCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
 
     # ================================================================ run identity and resume
-    # (Everything below decides *which* run a command belongs to; see src/runs.py for the layout.)
+    # (Everything below decides *which* run a command belongs to: src/cli_support/run_dirs.py decides,
+    # src/cli_support/checkpoint_config.py reads a --ckpt_path checkpoint; src/runs/ holds the layout.)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse as usual, with a given checkpoint's own config as the defaults the user's config overrides."""
@@ -333,18 +254,22 @@ class ResNetCLI(LightningCLI):
         self._given_config = self.config
         if self.subcommand is not None and self.run_dir is not None:
             self.config = copy.deepcopy(self.config)
-            self._point_config_at_run_dir(self.config[self.subcommand])
+            run_dirs.point_config_at_run_dir(self.config[self.subcommand], self.run_dir)
         try:
             super().instantiate_classes()
         except (ValueError, MisconfigurationException) as error:  # a bad value in the config, not a bug
-            raise runs.RunError(_root_message(error)) from None
+            raise runs.RunError(root_message(error)) from None
         finally:
             self.config = self._given_config
-        self._check_checkpoint_fits_model()
+        if self.checkpoint is not None and self.model is not None:
+            shapes = {key: tuple(value.shape) for key, value in self.model.state_dict().items()}
+            checkpoint_config.check_fits_model(self.checkpoint, dict(self.model.hparams), shapes)
 
     def before_fit(self) -> None:
         if self.checkpoint is not None:
-            self._say_what_resume_keeps(self.config["fit"])
+            warning = checkpoint_config.resume_changes(self.checkpoint, self.config["fit"].trainer)
+            if warning is not None:
+                rank_zero_warn(warning)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
@@ -355,7 +280,7 @@ class ResNetCLI(LightningCLI):
     @contextlib.contextmanager
     def _holding_the_run(self, subcommand: str) -> Iterator[None]:
         """Run the command holding the run directory's lock; a SIGTERM'd fit exits 143 after saving its step."""
-        lock = runs.RunLock(self.run_dir) if self.run_dir is not None and _launching_rank() else None
+        lock = runs.RunLock(self.run_dir) if self.run_dir is not None and run_dirs.launching_rank() else None
         if lock is not None:
             lock.acquire(role=f"src.cli {subcommand}")
             slurm_job.warn_if_cpus_unbound()
@@ -363,7 +288,7 @@ class ResNetCLI(LightningCLI):
                 slurm_job.record_start(self.run_dir)  # which job this run is, for telling a requeue from a new job
         try:
             if lock is not None and subcommand == "fit" and self.checkpoint is None:
-                self._refuse_run_with_checkpoints(self.run_dir)  # it may have gained some while we waited to start
+                run_dirs.refuse_run_with_checkpoints(self.run_dir)  # it may have gained some while we waited to start
             yield
         except SIGTERMException:
             sys.stderr.write(f"error: stopped by SIGTERM {self._what_sigterm_stopped(subcommand)}\n")
@@ -426,286 +351,50 @@ class ResNetCLI(LightningCLI):
         if isinstance(args, (dict, Namespace)):
             return
         argv = list(sys.argv[1:] if args is None else args)
-        early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-        early.add_argument("subcommand", nargs="?")
-        early.add_argument("--ckpt_path")
-        early.add_argument("--run_dir")
-        early.add_argument("-c", "--config", action="append", default=[])
-        known, _ = early.parse_known_args(argv)
-        if known.subcommand not in SUBCOMMANDS:
+        early = checkpoint_config.early_settings(argv)
+        if early is None:
             return
-        settings = {"ckpt_path": known.ckpt_path, "run_dir": known.run_dir}
-        for config_file in known.config:  # later files win, the command line wins over all
-            if os.path.isfile(config_file):
-                loaded = read_config_file(config_file)
-                for key in settings:
-                    if loaded.get(key) is not None and getattr(known, key) is None:
-                        settings[key] = loaded[key]
-        ckpt_path = settings["ckpt_path"]
-        if ckpt_path in ("last", "best", "hpc") and not settings["run_dir"] and not known.config:
-            raise runs.RunError(
-                f"--ckpt_path {ckpt_path} names a checkpoint of a run, but no run is given: add --run_dir DIR "
-                "(the run's directory, e.g. lightning_logs/default/version_0), or give the checkpoint's file path"
-            )
-        if not ckpt_path or (ckpt_path in ("last", "best", "hpc") and not settings["run_dir"]):
+        subcommand, ckpt_path, run_dir, config_files = early
+        if not ckpt_path or (ckpt_path in checkpoint_config.RUN_CHECKPOINTS and not run_dir):
             return  # nothing to read, or a run named by its logger: resolved after parsing
-        self._read_checkpoint(runs.resolve_checkpoint(ckpt_path, settings["run_dir"]))
-        defaults = self._defaults_from_checkpoint(known.subcommand)
-        if "trainer.callbacks" in defaults and states_callbacks(argv, known.config):
+        self.checkpoint = checkpoint_config.read_checkpoint(runs.resolve_checkpoint(ckpt_path, run_dir))
+        defaults = checkpoint_config.defaults_from_checkpoint(self.checkpoint, subcommand)
+        if "trainer.callbacks" in defaults and checkpoint_config.states_callbacks(argv, config_files):
             del defaults["trainer.callbacks"]  # the command gives them again: restored too, `callbacks+=` doubles them
-        if known.subcommand != "fit":  # evaluating it here: this machine's hardware, not the training's
+        if subcommand != "fit":  # evaluating it here: this machine's hardware, not the training's
             defaults, left_out = machine_settings.machine_free(defaults)
-            if left_out and _launching_rank():
+            if left_out and run_dirs.launching_rank():
                 print(machine_settings.notice(left_out), flush=True)
-        parser = self._subcommand_parsers[known.subcommand]
+        parser = self._subcommand_parsers[subcommand]
         for key, value in defaults.items():
             try:
                 parser.set_defaults({key: value})
             except (KeyError, ValueError, TypeError) as error:  # a setting this version no longer has
                 rank_zero_warn(f"ignoring the checkpoint's setting {key!r}: {error}")
 
-    def _read_checkpoint(self, path: str) -> None:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a truncated file, or not a checkpoint at all
-            raise runs.RunError(f"cannot read checkpoint '{path}': {error}") from None
-        hparams = dict(checkpoint.get("hyper_parameters") or {})
-        self.checkpoint = {
-            "path": path,
-            "hparams": hparams,
-            "shapes": {key: tuple(value.shape) for key, value in (checkpoint.get("state_dict") or {}).items()},
-            "global_step": checkpoint.get("global_step"),
-            "run_config": runs.checkpoint_run_config(checkpoint),
-            "data": runs.datamodule_config(checkpoint),
-        }
-
-    def _defaults_from_checkpoint(self, subcommand: str) -> dict[str, Any]:
-        """Flat ``{"model.arch": ..., "data": {...}, "trainer.max_steps": ...}`` from the checkpoint."""
-        assert self.checkpoint is not None
-        config = self.checkpoint["run_config"]
-        if config is None:  # not written by this CLI: the model's and the data's hyperparameters
-            model = {k: v for k, v in self.checkpoint["hparams"].items() if not k.startswith("_")}
-            config = {"model": model, "data": self.checkpoint["data"]}
-        defaults: dict[str, Any] = {}
-        for key in CHECKPOINT_CONFIG_KEYS:
-            if key == "test_after_fit" and subcommand != "fit":
-                continue
-            value = config.get(key)
-            if value is None:
-                continue
-            if key in ("trainer", "model", "checkpoint", "efficiency") and isinstance(value, dict):
-                for inner, inner_value in value.items():
-                    if key == "model" and inner in ("num_classes", "in_channels"):
-                        continue  # linked from the DataModule
-                    defaults[f"{key}.{inner}"] = inner_value
-            else:
-                defaults[key] = value
-        return defaults
-
-    def _check_checkpoint_fits_model(self) -> None:
-        """A checkpoint of another network (architecture, classes, shortcut) is an error, never a silent load."""
-        if self.checkpoint is None or self.model is None:
-            return
-        saved, built = self.checkpoint["hparams"], dict(self.model.hparams)
-        differs = [key for key in NETWORK_HPARAMS if key in saved and key in built and saved[key] != built[key]]
-        shapes = {key: tuple(value.shape) for key, value in self.model.state_dict().items()}
-        wrong = sorted(set(shapes) ^ set(self.checkpoint["shapes"])) + [
-            key for key in shapes if key in self.checkpoint["shapes"] and shapes[key] != self.checkpoint["shapes"][key]
-        ]
-        if differs or wrong:
-            have = ", ".join(f"{key}={saved.get(key)!r}" for key in differs) or f"different tensors ({wrong[0]}, ...)"
-            want = ", ".join(f"{key}={built.get(key)!r}" for key in differs) or "other tensors"
-            raise runs.RunError(
-                f"checkpoint '{self.checkpoint['path']}' holds a network with {have}, but the config builds {want}; "
-                "leave model and data settings out to take them from the checkpoint, or give its own config"
-            )
-
-    def _say_what_resume_keeps(self, config: Namespace) -> None:
-        """Longer max_steps / max_epochs on resume run longer, but the LR schedule is the checkpoint's."""
-        assert self.checkpoint is not None
-        saved = (self.checkpoint["run_config"] or {}).get("trainer") or {}
-        changed = [
-            f"{key} {saved[key]} -> {config.trainer.get(key)}"
-            for key in ("max_steps", "max_epochs")
-            if key in saved and saved[key] != config.trainer.get(key)
-        ]
-        if changed:
-            rank_zero_warn(
-                f"Resuming with {', '.join(changed)}: training runs to the new limit, but the learning-rate "
-                "schedule is restored from the checkpoint as it was (milestones, total_steps) and is NOT "
-                "extended; to change it, set the scheduler's own arguments in a new run."
-            )
-
     # ---------------------------------------------------------------- which directory a run writes to
     def _choose_run_dir(self, config: Namespace) -> None:
         """Decide the run directory (and, for ``fit``, whether this continues a run); refuse what mixes runs."""
         given = config.get("run_dir")
         ckpt_path = config.get("ckpt_path")
-        named = given or self._named_run_dir(config)
-        self._refuse_busy_run(named)
+        named = given or run_dirs.named_run_dir(config)
+        run_dirs.refuse_busy_run(named)
         if ckpt_path and self.checkpoint is None:  # last/best/hpc of a run named by its logger version
-            self._read_checkpoint(runs.resolve_checkpoint(ckpt_path, named))
+            self.checkpoint = checkpoint_config.read_checkpoint(runs.resolve_checkpoint(ckpt_path, named))
+        checkpoint_path = self.checkpoint["path"] if self.checkpoint is not None else None
         if self.subcommand == "fit":
-            run_dir = self._fit_run_dir(given, named) or self._fresh_run_dir(config)
+            run_dir, requeued_from = run_dirs.fit_run_dir(checkpoint_path, given, named)
+            if requeued_from is not None:
+                self.checkpoint = checkpoint_config.read_checkpoint(requeued_from)
+                rank_zero_info(f"SLURM job restarted: continuing the run in {run_dir} from {requeued_from}")
+            run_dir = run_dir or run_dirs.fresh_run_dir(config)
         else:
-            run_dir = named or self._evaluated_run_dir() or self._fresh_run_dir(config)
+            run_dir = named or run_dirs.evaluated_run_dir(checkpoint_path, self.subcommand)
+            run_dir = run_dir or run_dirs.fresh_run_dir(config)
             self._evaluates_a_run = runs.is_existing_run(run_dir)
         self._run_dir_existed = os.path.exists(run_dir)  # before anything of this command creates it
-        self._first_created = _first_missing(run_dir)  # e.g. lightning_logs/ itself, on a first run
+        self._first_created = run_dirs.first_missing(run_dir)  # e.g. lightning_logs/ itself, on a first run
         self.run_dir = os.path.normpath(run_dir)
-
-    def _fit_run_dir(self, given: str | None, named: str | None) -> str | None:
-        if self.checkpoint is not None:  # continue the run the checkpoint belongs to, in its own directory
-            owner = runs.run_dir_of_checkpoint(self.checkpoint["path"])
-            if owner is None:
-                raise runs.RunError(
-                    f"'{self.checkpoint['path']}' is not inside a run directory (<run>/checkpoints/*.ckpt or "
-                    "<run>/hpc_ckpt_N.ckpt), so there is no run to continue; copy the whole run directory"
-                )
-            self._refuse_busy_run(owner)
-            if given and os.path.realpath(given) != os.path.realpath(owner):
-                raise runs.RunError(
-                    f"--ckpt_path belongs to the run '{owner}', not --run_dir '{given}'; a run continues only "
-                    "in its own directory (drop --run_dir)"
-                )
-            return owner
-        if named is not None and runs.has_checkpoints(named):
-            job = slurm_job.current_job()
-            if job is None:
-                self._refuse_run_with_checkpoints(named)
-            else:  # a requeue of the job that made them continues; a new job reusing the directory does not
-                slurm_job.refuse_another_job(named, job)
-            # A requeued SLURM job: the same command, the same directory -- continue from its newest checkpoint.
-            self._read_checkpoint(runs.resume_checkpoint(named))
-            rank_zero_info(f"SLURM job restarted: continuing the run in {named} from {self.checkpoint['path']}")
-            return named
-        if named is None and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
-            raise runs.RunError(
-                "this SLURM job was requeued, but without --run_dir its first attempt's directory is unknown, so "
-                "it would silently start over; launch SLURM jobs with --run_dir DIR"
-            )
-        return named
-
-    def _evaluated_run_dir(self) -> str | None:
-        """test/validate/predict of a run's checkpoint: that run's directory (its ``evaluations/``), as if
-        ``--run_dir`` named it, so the result stays with the run rather than in an unrelated new version_N.
-
-        ``None`` (a fresh directory, as before) for a checkpoint file that is not inside a run this CLI wrote,
-        and while the run's fit still holds its lock: testing a checkpoint of a running fit must keep working.
-        """
-        owner = runs.run_dir_of_checkpoint(self.checkpoint["path"]) if self.checkpoint is not None else None
-        if owner is None or not runs.config_files(owner):
-            return None
-        if not _launching_rank():  # a DDP process Lightning started: follow its launcher's choice
-            launcher_pid = os.environ.get(RUN_DIR_ENV, "").partition(":")[0]
-            return None if launcher_pid == str(os.getppid()) else owner
-        holder = runs.RunLock(owner).holder_if_busy()
-        if holder is not None:
-            print(f"The run '{owner}' is in use by {holder}; {self.subcommand} writes into a new directory", flush=True)
-            return None
-        return owner
-
-    @staticmethod
-    def _refuse_busy_run(run_dir: str | None) -> None:
-        """Another process writing the run (it holds its lock) comes first: anything else we said would mislead."""
-        if run_dir is not None and _launching_rank():
-            runs.RunLock(run_dir).refuse_if_busy()
-
-    @staticmethod
-    def _refuse_run_with_checkpoints(run_dir: str) -> None:
-        if runs.has_checkpoints(run_dir):
-            raise runs.RunError(
-                f"the run directory '{run_dir}' already holds checkpoints of a run; continue it with "
-                "--ckpt_path last, or start a new run in another directory"
-            )
-
-    def _fresh_run_dir(self, config: Namespace) -> str:
-        """A new ``<save_dir>/<name>/version_N``; processes launched for DDP join their launcher's run."""
-        launcher_pid, _, launcher_dir = os.environ.get(RUN_DIR_ENV, "").partition(":")
-        # Lightning's DDP launcher starts ranks 1..N-1 as children with LOCAL_RANK set; any other child
-        # process (a test, a notebook's subprocess) is a run of its own.
-        launched_rank = os.environ.get("LOCAL_RANK", "0") != "0"
-        if launcher_dir and launcher_pid == str(os.getppid()) and launched_rank:
-            return launcher_dir
-        save_dir, name = self._logger_location(config)
-        run_dir = runs.next_version_dir(save_dir, name)
-        os.environ[RUN_DIR_ENV] = f"{os.getpid()}:{run_dir}"
-        return run_dir
-
-    @staticmethod
-    def _loggers(config: Namespace) -> list:
-        logger = config.trainer.get("logger")
-        return list(logger) if isinstance(logger, list) else [logger]
-
-    def _logger_location(self, config: Namespace) -> tuple[str, str]:
-        """Where a fresh run goes: a TensorBoard/CSV logger's ``save_dir/name``; W&B and MLflow have no such folder."""
-        for logger in self._loggers(config):
-            init_args = logger.get("init_args") if is_directory_logger(logger) else None
-            if init_args is not None and init_args.get("save_dir") is not None:
-                return str(init_args["save_dir"]), str(init_args.get("name") or "")
-        return LOG_ROOT, DEFAULT_LOGGER_NAME
-
-    def _named_run_dir(self, config: Namespace) -> str | None:
-        """``save_dir/name/version`` when the logger config fixes its version, else ``None``."""
-        for logger in self._loggers(config):  # W&B's version is its run id, not a folder
-            init_args = logger.get("init_args") if is_directory_logger(logger) else None
-            if init_args is not None and init_args.get("version") is not None:
-                version = init_args["version"]
-                save_dir, name = self._logger_location(config)
-                return os.path.join(save_dir, name, version if isinstance(version, str) else f"version_{version}")
-        return None
-
-    def _point_config_at_run_dir(self, config: Namespace) -> None:
-        """Logger, checkpoints and ``default_root_dir`` (where Lightning's SLURM hpc checkpoints go) -> run_dir."""
-        run_dir = self.run_dir
-        assert run_dir is not None
-        config.trainer.default_root_dir = run_dir
-        parent, leaf = os.path.split(run_dir)
-        loggers = self._loggers(config)
-        if loggers == [None] or loggers == [True]:
-            config.trainer.logger = Namespace(
-                class_path="lightning.pytorch.loggers.TensorBoardLogger",
-                init_args=Namespace(save_dir=parent, name="", version=leaf, default_hp_metric=False),
-            )
-        for logger in loggers:  # one logger run per run directory (src.loggers)
-            if isinstance(logger, Namespace):
-                point_logger_at_run(logger, run_dir, LOG_ROOT)
-        wanted = runs.checkpoint_dir(run_dir)
-        dirpath = config.checkpoint.get("dirpath") if config.get("checkpoint") is not None else None
-        if dirpath is not None and os.path.realpath(dirpath) != os.path.realpath(wanted):
-            raise runs.RunError(
-                f"checkpoint.dirpath '{dirpath}' would put this run's checkpoints outside its directory; "
-                f"they go to '{wanted}' (choose the run's place with --run_dir)"
-            )
-        if config.get("checkpoint") is not None:
-            config.checkpoint.dirpath = wanted
-
-
-def read_config_file(path: str) -> dict[str, Any]:
-    """A ``--config`` file's settings; a file that is not YAML, empty, or not a mapping is a one-line error."""
-    try:
-        with open(path) as handle:
-            loaded = yaml.safe_load(handle)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise runs.RunError(
-            f"config file '{path}' is not valid YAML{where}: {problem}; fix the file (indentation, ':' after keys)"
-        ) from None
-    except OSError as error:
-        raise runs.RunError(f"cannot read config file '{path}': {error.strerror}") from None
-    if loaded is None:
-        raise runs.RunError(
-            f"config file '{path}' is empty; a config is a YAML mapping of settings such as 'trainer:', 'model:', "
-            "'data:' (see configs/quickstart.yaml)"
-        )
-    if not isinstance(loaded, dict):
-        raise runs.RunError(
-            f"config file '{path}' holds a YAML {type(loaded).__name__}, not a mapping of settings such as "
-            "'trainer:', 'model:', 'data:' (see configs/quickstart.yaml)"
-        )
-    return loaded
 
 
 def trainer_defaults() -> dict:
@@ -716,19 +405,6 @@ def trainer_defaults() -> dict:
         },
         "default_root_dir": LOG_ROOT,
     }
-
-
-def _launching_rank() -> bool:
-    """Whether this process starts the run (global rank zero), before Lightning has set any ranks up.
-
-    DDP processes Lightning launches (LOCAL_RANK), torchrun/SLURM tasks (RANK, SLURM_PROCID) other than
-    the first join a run whose lock rank zero holds.
-    """
-    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
-        value = os.environ.get(key)
-        if value is not None and value.strip().isdigit():
-            return int(value) == 0
-    return True
 
 
 class _ConfigParsed(Exception):
@@ -782,88 +458,19 @@ def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:
         return ResNetCLI(**cli_arguments(args), run=run)
     except Exception as error:
         # A user's mistake or missing or unusable data, not a bug: say what to do, without a stack trace.
-        user_error = _user_error(error)
-        if user_error is None:
+        mistake = user_error(error, USER_ERRORS)
+        if mistake is None:
             disk = disk_error_message(error)  # a full or read-only disk
             if disk is None:
                 raise
             raise SystemExit(f"error: {disk}") from None
-        raise SystemExit(f"error: {user_error}") from None
+        raise SystemExit(f"error: {mistake}") from None
     finally:
-        # Called in-process (a notebook, a test), leave no run directory behind for the next run to join.
-        if os.environ.get(RUN_DIR_ENV, "").partition(":")[0] == str(os.getpid()):
-            del os.environ[RUN_DIR_ENV]
+        run_dirs.forget_fresh_run_dir()  # called in-process (a notebook, a test): the next run starts afresh
         if run and torch.distributed.is_available() and torch.distributed.is_initialized():
             # Shut the process group down before the interpreter does: left to exit, a DDP rank can abort
             # in a communication thread's destructor ("terminate called without an active exception").
             torch.distributed.destroy_process_group()
-
-
-USER_ERRORS = (DatasetNotFoundError, DataError, BatchSizeError, runs.RunError, TrainingDiverged)
-
-
-def _first_missing(path: str) -> str | None:
-    """The outermost of ``path`` and its parents that does not exist yet (``None`` if ``path`` exists)."""
-    path, missing = os.path.abspath(path), None
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        missing, path = path, os.path.dirname(path)
-    return missing
-
-
-def _file_stamps(directory: str) -> dict[str, tuple[int, int]]:
-    """``{relative path: (size, mtime)}`` of the files under ``directory`` (none if it does not exist)."""
-    stamps = {}
-    for folder, _, files in os.walk(directory):
-        for name in files:
-            path = os.path.join(folder, name)
-            try:
-                stat = os.stat(path)
-            except OSError:
-                continue
-            stamps[os.path.relpath(path, directory)] = (stat.st_size, stat.st_mtime_ns)
-    return stamps
-
-
-def _raised_in_lr_schedule(error: BaseException) -> bool:
-    """Whether ``error`` came from building the LR schedule (``configure_optimizers``, ``src/modules/lr_schedules``)."""
-    traceback = error.__traceback__
-    while traceback is not None:
-        code = traceback.tb_frame.f_code
-        if code.co_name == "configure_optimizers" or code.co_filename.endswith(
-            os.path.join("modules", "lr_schedules.py")
-        ):
-            return True
-        traceback = traceback.tb_next
-    return False
-
-
-def _root_message(error: BaseException) -> str:
-    """The first line of the innermost error in ``error``'s chain: the constructor's own words.
-
-    jsonargparse wraps an error raised in a DataModule's ``__init__`` (a subclass-mode union) as
-    "Does not validate against any of the Union subtypes"; the user needs the message under it.
-    """
-    seen, innermost = set(), error
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        innermost = error
-        error = error.__cause__ or error.__context__
-    lines = str(innermost).strip().splitlines()
-    return lines[0] if lines else type(innermost).__name__
-
-
-def _user_error(error: BaseException | None) -> BaseException | None:
-    """The user's mistake (one of ``USER_ERRORS``) in ``error``'s chain, if any.
-
-    jsonargparse wraps an error raised in a DataModule's ``__init__`` in its own ``ValueError``.
-    """
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, USER_ERRORS):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Removes each block in turn and records the test accuracy, then removes ``k`` ran
 (several seeded draws per ``k``). A residual block keeps its shortcut; a plain block whose input
 and output shapes match is skipped (replaced by the identity, Veit et al.'s control for plain
 networks); a plain downsampling block cannot be removed and its row says so. See
-``src.study.lesion`` for what removing a block means exactly.
+``src.analysis.lesion`` for what removing a block means exactly.
 
 Options beyond the defaults:
 
@@ -35,13 +35,13 @@ import os
 import sys
 from pathlib import Path
 
+from src.analysis.batchnorm import DEFAULT_BN_BATCHES
+from src.analysis.checkpoint import load as _load
+from src.analysis.checkpoint import output_dir, pick_device, split_loader
+from src.analysis.lesion import check_draws, draw_pool, lesion_study, random_lesions, random_summary, stage_summary
+from src.analysis.plots import plot_lesion
+from src.analysis.tables import format_table, free_stem, with_suffix, write_csv
 from src.data import DatasetNotFoundError
-from src.study.batchnorm import DEFAULT_BN_BATCHES
-from src.study.checkpoint import load as _load
-from src.study.checkpoint import output_dir, pick_device, split_loader
-from src.study.lesion import check_draws, draw_pool, lesion_study, random_lesions, random_summary, stage_summary
-from src.study.plots import plot_lesion
-from src.study.tables import format_table, free_stem, with_suffix, write_csv
 
 FILES = ("lesion.csv", "lesion_stages.csv", "lesion_random.csv", "lesion_random_summary.csv", "lesion.png")
 

@@ -26,7 +26,6 @@ run directory with every logger: Lightning takes it from the first logger, which
 from __future__ import annotations
 
 import glob
-import importlib
 import json
 import os
 import re
@@ -40,6 +39,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
+from src.class_paths import entry_class
 from src.files import write_json_atomic
 from src.runs import LOGGERS_FILE
 
@@ -50,15 +50,7 @@ _WANDB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 def logger_class(logger: Any) -> type | None:
     """The class a logger entry of the config names (``None`` for ``true``/``false``/``null`` or an unknown path)."""
-    class_path = logger.get("class_path") if isinstance(logger, (Namespace, dict)) else None
-    if not isinstance(class_path, str) or "." not in class_path:
-        return None
-    module, _, name = class_path.rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
-    return found if isinstance(found, type) else None
+    return entry_class(logger)
 
 
 def is_directory_logger(logger: Any) -> bool:

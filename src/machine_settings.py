@@ -15,7 +15,6 @@ each saved value that was left out, for the one-line notice.
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from src.callbacks.compile import CompileModel
+from src.class_paths import entry_class
 
 # Trainer arguments that say where and how many processes run, not what they compute.
 HARDWARE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "plugins", "sync_batchnorm")
@@ -48,15 +48,8 @@ def _short(value: Any) -> str:
 
 def _is_compile_callback(entry: Any) -> bool:
     """Whether a saved ``trainer.callbacks`` entry is ``CompileModel`` (or a subclass of it)."""
-    class_path = entry.get("class_path") if isinstance(entry, dict) else None
-    if not isinstance(class_path, str) or "." not in class_path:
-        return False
-    module, _, name = class_path.rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return False
-    return isinstance(found, type) and issubclass(found, CompileModel)
+    found = entry_class(entry) if isinstance(entry, dict) else None
+    return found is not None and issubclass(found, CompileModel)
 
 
 def _fp16_without_cuda(precision: Any) -> bool:

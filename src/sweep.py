@@ -1,7 +1,7 @@
 """Sweep a study: ``python -m src.sweep configs/studies/cifar10_ladder.yaml [--dry-run | --slurm FILE]``.
 
 Expands a study (architectures x grid overrides x seeds, on top of base configs; see
-``src/study/plan.py``) into runs, each in its own predictable directory
+``src/sweeping/plan.py``) into runs, each in its own predictable directory
 ``<root>/<study>/<arch>[-<key><value>]/seed<k>/``, and
 
 * runs them one after another on this machine, each as a fresh ``python -m src.cli fit``
@@ -9,7 +9,7 @@ Expands a study (architectures x grid overrides x seeds, on top of base configs;
   result; finished runs (tested) are skipped and never touched, unfinished ones resume from
   their ``last.ckpt`` (or start again when they have none);
 * ``--jobs N``: runs N of them at once, one per visible GPU or, without GPUs, each on its own share
-  of the CPUs (``src/study/slots.py``); this process claims, watches and exports every run, so the
+  of the CPUs (``src/sweeping/slots.py``); this process claims, watches and exports every run, so the
   results folder is written by one process only;
 * ``--dry-run``: prints the plan (status and command of every run) and runs nothing; with
   ``--jobs`` also where the runs would go;
@@ -17,7 +17,7 @@ Expands a study (architectures x grid overrides x seeds, on top of base configs;
   most N tasks at once, the array's ``%N``);
 * ``--collect``: copies the runs that already ended into the study's ``results`` folder; trains nothing.
 
-A study with ``results: docs/results/<study>`` accumulates (``src/study/results.py``): every run
+A study with ``results: docs/results/<study>`` accumulates (``src/sweeping/results.py``): every run
 that ends (finished or diverged) is copied there -- config, fit records, data.json, diagnostics,
 its curves as ``metrics.csv``, no checkpoints -- to be committed; a run found there with the
 config the study plans now counts as finished and is skipped even when the log root is empty (a
@@ -30,6 +30,11 @@ The study can come from a file, the command line, or both (the command line wins
         --arch resnet20 plain20 --seed 0 1 --grid model.shortcut=A,B -- --trainer.max_steps 2000
 
 Everything after ``--`` is passed to every run unchanged.
+
+This file is the command: its arguments, the plan it prints, and the loop that starts, settles and
+exports runs (``run_all``). What it uses lives in ``src/sweeping/``: ``plan`` (the study file),
+``study_state`` / ``run_state`` (what each run is now), ``jobs`` / ``slots`` (where runs go),
+``processes`` (the runs as processes), ``results`` (the committed results folder), ``slurm``.
 """
 
 from __future__ import annotations
@@ -37,17 +42,16 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import yaml
 
 from src.runs import RunBusy, RunLock
-from src.study.plan import (
+from src.sweeping.jobs import make_slots, print_slots
+from src.sweeping.plan import (
     RunSpec,
     Study,
     StudyError,
@@ -57,12 +61,20 @@ from src.study.plan import (
     plan_runs,
     run_command,
 )
-from src.study.results import ResultsConflict, export_run, write_index
-from src.study.run_state import RunState, assess, move_aside
-from src.study.slots import CAN_PIN, Slot, assign_slots, cpu_ranges, pinned, usable_cpus, visible_gpus
-from src.study.slurm import render_sbatch
-
-POLL_SECONDS = 0.2  # how often a parallel sweep looks whether one of its runs has ended
+from src.sweeping.processes import Running, SignalForwarder, launch, wait_any
+from src.sweeping.results import ResultsConflict, export
+from src.sweeping.run_state import assess
+from src.sweeping.slots import Slot
+from src.sweeping.slurm import render_sbatch
+from src.sweeping.study_state import (
+    assess_runs,
+    clear_the_way,
+    current_state,
+    planned_configs,
+    result_line,
+    results_state,
+    state_line,
+)
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -156,74 +168,6 @@ def build_study(args: argparse.Namespace, extra: list[str]) -> Study:
     return study.validate()
 
 
-def result_line(report: dict | None) -> str:
-    if not report:
-        return "no efficiency.json"
-    parts = []
-    if report.get("test_acc") is not None:
-        parts.append(f"test_acc {report['test_acc']:.4f}")
-    if report.get("best_val_acc") is not None:
-        parts.append(f"best val_acc {report['best_val_acc']:.4f}")
-    if report.get("params_total") is not None:
-        parts.append(f"{report['params_total']:,} params")
-    if report.get("macs_per_sample"):
-        parts.append(f"{report['macs_per_sample'] / 1e6:.2f}M MACs")
-    return ", ".join(parts) or "no results recorded"
-
-
-def planned_configs(study: Study, runs: list[RunSpec]) -> dict[Path, dict]:
-    """The config each run's command resolves to now (parsed in this process, nothing built), by run directory.
-
-    Only runs that already have a directory need one (to tell a stale run); parsing is cheap once
-    the CLI is imported.
-    """
-
-    def exists(run: RunSpec) -> bool:
-        results = study.results_dir(run)
-        return run.run_dir.is_dir() or (results is not None and results.is_dir())
-
-    existing = [run for run in runs if exists(run)]
-    if not existing:
-        return {}
-    from src.cli import resolved_config  # lightning and the models: imported only when a run exists
-
-    return {run.run_dir: resolved_config(run_command(study, run)[3:]) for run in existing}
-
-
-def results_state(study: Study, run: RunSpec, planned: dict | None) -> RunState | None:
-    """The run's state from the study's results folder: finished / diverged / stale there, else None."""
-    target = study.results_dir(run)
-    if target is None or not target.is_dir():
-        return None
-    state = assess(target, planned)
-    if state.status not in ("finished", "diverged", "stale"):
-        return None  # a results folder without a fit record: not a result
-    state.in_results = True
-    return state
-
-
-def current_state(study: Study, run: RunSpec, planned: dict | None) -> RunState:
-    """A matching committed result first (finished / diverged / stale there), else the log directory's state."""
-    return results_state(study, run, planned) or assess(run.run_dir, planned)
-
-
-def assess_runs(study: Study, runs: list[RunSpec]) -> list[RunState]:
-    planned = planned_configs(study, runs)
-    return [current_state(study, run, planned.get(run.run_dir)) for run in runs]
-
-
-def state_line(state: RunState) -> str:
-    where = " (in results)" if state.in_results else ""
-    if state.status == "finished":
-        return f"finished{where}, skip ({result_line(state.report)})"
-    if state.status == "diverged":
-        return f"DIVERGED{where} {state.detail}; skip (--retry-diverged moves it aside and starts it again)"
-    if state.status == "stale":
-        what = "the results run was made" if state.in_results else "made"
-        return f"STALE: {what} with another config ({state.detail}); --rerun-stale moves it aside and runs it again"
-    return ""
-
-
 def print_plan(study: Study, runs: list[RunSpec]) -> None:
     results = f" (results in {study.results}/)" if study.results else ""
     print(f"study {study.name!r}: {len(runs)} runs in {study.directory}/{results}")
@@ -237,62 +181,6 @@ def print_plan(study: Study, runs: list[RunSpec]) -> None:
         resume = state.status == "resume"
         action = "resume" if resume else ("restart" if state.status == "restart" else "run")
         print(f"{prefix}: {action}: {format_command(run_command(study, run, resume))}{busy}")
-
-
-def clear_the_way(study: Study, runs: list[RunSpec], rerun_stale: bool, retry_diverged: bool) -> list[RunState]:
-    """Refuse a study with stale runs (unless ``rerun_stale``); move aside what is to be run again."""
-    states = assess_runs(study, runs)
-    stale = [(run, state) for run, state in zip(runs, states) if state.status == "stale"]
-    if stale and not rerun_stale:
-        for run, state in stale:
-            print(f"{run.label}: {state_line(state)}", file=sys.stderr)
-        raise StudyError(
-            f"{len(stale)} run(s) of study {study.name!r} were made with another config than planned now; "
-            "rerun them with --rerun-stale (the old runs are moved aside, not deleted) or give the study a new --name"
-        )
-    moving = {"stale"} | ({"diverged"} if retry_diverged else set())
-    planned = planned_configs(study, runs) if any(state.in_results for state in states) else {}
-    for index, (run, state) in enumerate(zip(runs, states)):
-        if state.status not in moving:
-            continue
-        if state.in_results:  # the committed result goes aside (never deleted); then the log run is looked at
-            target = move_aside(study.results_dir(run), study.results)
-            print(f"{run.label}: {state.status} in results, moved aside to {target}", flush=True)
-            state = states[index] = assess(run.run_dir, planned.get(run.run_dir))
-            if state.status not in moving:
-                continue
-        try:
-            with RunLock(run.run_dir).acquire(role="src.sweep (moving the run aside)"):
-                target = move_aside(run.run_dir, study.directory)
-        except RunBusy as busy:
-            print(f"{run.label}: not moved aside: {busy}", flush=True)
-            continue
-        print(f"{run.label}: {state.status}, moved aside to {target}", flush=True)
-        states[index] = RunState("missing")
-    return states
-
-
-def export(study: Study, run: RunSpec) -> str | None:
-    """Copy an ended run into the study's results folder; the line to print, or None without ``results``."""
-    target = study.results_dir(run)
-    if target is None:
-        return None
-    outcome = export_run(run.run_dir, target)  # ResultsConflict: the caller says so
-    write_index(study.results, study.name, study_file_path(study))
-    return f"copied to {target}" if outcome == "copied" else f"already in {target}"
-
-
-def study_file_path(study: Study) -> str | None:
-    """The study file as results.json names it: relative to here (the repository root) when it is inside."""
-    if study.source is None:
-        return None
-    path = Path(study.source)
-    if path.is_absolute():
-        try:
-            path = path.relative_to(Path.cwd())
-        except ValueError:
-            pass
-    return path.as_posix()
 
 
 def collect(study: Study, runs: list[RunSpec]) -> int:
@@ -347,74 +235,6 @@ def write_slurm(
     left_out = " and ".join(f"{count} {status}" for status, count in counts.items() if count)
     note = f" ({left_out} runs left out)" if left_out else ""
     print(f"wrote {path}: {len(todo)} array tasks{note}. Submit with: sbatch {path}")
-
-
-class SignalForwarder:
-    """While the sweep waits for its runs, pass SIGTERM / SIGINT on to every one; a second signal kills them.
-
-    The runs are started in their own sessions, so a Ctrl-C in the terminal reaches each once, through
-    here, and a ``kill`` of the sweep alone no longer leaves runs training, re-parented to PID 1.
-    """
-
-    def __init__(self) -> None:
-        self.children: list[subprocess.Popen] = []
-        self.signum: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> SignalForwarder:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, exc_type: object, *exc_info: object) -> None:
-        if exc_type is not None:  # the sweep itself broke: stop its runs rather than orphan them
-            self.signum = self.signum or signal.SIGTERM
-            self.forward()
-            for child in self.children:
-                child.wait()
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        again = self.signum is not None
-        self.signum = signum
-        self.forward(kill=again)
-
-    def forward(self, kill: bool = False) -> None:
-        if self.signum is None:
-            return
-        for child in self.children:
-            if child.poll() is not None:
-                continue
-            if kill:
-                child.kill()
-            else:
-                child.send_signal(self.signum)
-
-    def start(self, command: list[str], **popen: object) -> subprocess.Popen:
-        """Start a run in its own session and watch it; a signal that came while it started reaches it too."""
-        child = subprocess.Popen(command, start_new_session=True, **popen)
-        self.children.append(child)
-        if self.signum is not None and child.poll() is None:
-            child.send_signal(self.signum)
-        return child
-
-    def done(self, child: subprocess.Popen) -> None:
-        """Stop watching a run that has ended."""
-        self.children.remove(child)
-
-
-@dataclass
-class Running:
-    """A run this sweep started and has not yet seen end: what it holds until then."""
-
-    run: RunSpec
-    prefix: str
-    lock: RunLock
-    child: subprocess.Popen
-    slot: Slot | None
-    log: IO[str] | None
-    started: float
 
 
 @dataclass
@@ -497,18 +317,6 @@ def run_all(
     return 1 if tally.failed else 0
 
 
-def wait_any(running: list[Running]) -> Running:
-    """The first of the running runs to end (waited for); one alone is simply waited on, as before ``--jobs``."""
-    if len(running) == 1:
-        running[0].child.wait()
-        return running[0]
-    while True:
-        for entry in running:
-            if entry.child.poll() is not None:
-                return entry
-        time.sleep(POLL_SECONDS)
-
-
 def settle(
     entry: Running, running: list[Running], study: Study, forwarder: SignalForwarder, tally: Tally
 ) -> Slot | None:
@@ -555,85 +363,6 @@ def report_export(study: Study, run: RunSpec, prefix: str) -> bool:
         print(f"{prefix}: NOT COPIED to results: {conflict}", file=sys.stderr, flush=True)
         return False
     return True
-
-
-def launch(
-    study: Study,
-    run: RunSpec,
-    state: RunState,
-    lock: RunLock,
-    slot: Slot | None,
-    forwarder: SignalForwarder,
-    log_dir: Path,
-    show_output: bool,
-    prefix: str,
-) -> Running:
-    """Start the run's ``src.cli fit`` process in ``slot`` (None: as this process runs), handing it the run's lock."""
-    resume = state.status == "resume"
-    command = run_command(study, run, resume=resume)
-    env = {**os.environ, **lock.child_env()}
-    popen: dict = {"env": slot.env(env) if slot is not None else env, "pass_fds": [lock.fd]}
-    log = None
-    if not show_output:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"{run.variant}_seed{run.seed}.log"
-        action = "continuing from its checkpoint" if resume else "running"
-        where = f" on {slot.describe()}" if slot is not None else ""
-        print(f"{prefix}: {action}{where} (output: {log_path})", flush=True)
-        log = open(log_path, "a")
-        log.write(f"$ {format_command(command)}\n")
-        log.flush()
-        popen.update(stdout=log, stderr=subprocess.STDOUT)
-    try:
-        with pinned(slot.cpus if slot is not None else ()):
-            child = forwarder.start(command, **popen)
-    except BaseException:
-        if log is not None:
-            log.close()
-        raise
-    return Running(run, prefix, lock, child, slot, log, time.monotonic())
-
-
-def make_slots(study: Study, runs: list[RunSpec], jobs: int) -> list[Slot]:
-    """The slots for ``--jobs`` on this machine (saying so when capped); refuses runs that want several GPUs."""
-    import torch
-
-    from src.data.base import available_cpus
-
-    gpus = visible_gpus(os.environ, torch.cuda.device_count())
-    slots, notice = assign_slots(jobs, gpus, usable_cpus(available_cpus()))
-    if notice:
-        print(notice, flush=True)
-    if any(slot.gpu is not None for slot in slots):
-        check_one_device(study, runs)
-    return slots
-
-
-ONE_DEVICE = (1, "1", "auto", -1, "-1", [0], "0,")  # every way of saying "the GPU it sees", given one to see
-
-
-def check_one_device(study: Study, runs: list[RunSpec]) -> None:
-    """Refuse, before anything starts, runs whose config wants more than the one GPU a slot gives them."""
-    from src.cli import resolved_config
-
-    for run in runs:
-        trainer = resolved_config(run_command(study, run)[3:]).get("trainer") or {}
-        devices, nodes = trainer.get("devices", "auto"), trainer.get("num_nodes") or 1
-        if devices not in ONE_DEVICE or nodes != 1:
-            nodes_note = f" on {nodes} nodes" if nodes != 1 else ""
-            raise StudyError(
-                f"--jobs gives each run one GPU, but {run.label} asks for trainer.devices {devices}{nodes_note}; "
-                "set trainer.devices: 1 (e.g. -- --trainer.devices 1) or sweep with --jobs 1"
-            )
-
-
-def print_slots(slots: list[Slot]) -> None:
-    """``--dry-run --jobs N``: where the runs would go, and the environment each would get."""
-    print(f"--jobs {len(slots)}: {len(slots)} runs at once, each started when a slot is free:")
-    for slot in slots:
-        gpu = f"CUDA_VISIBLE_DEVICES={slot.gpu} " if slot.gpu is not None else ""
-        cpus = f"pinned to CPUs {cpu_ranges(slot.cpus)}" if CAN_PIN else "(this system cannot pin CPUs)"
-        print(f"  slot {slot.index + 1}: {gpu}OMP_NUM_THREADS={slot.threads}, {cpus}")
 
 
 def check_jobs(args: argparse.Namespace) -> None:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import lightning.pytorch as pl
 
 from src.data import SyntheticDataModule
@@ -41,3 +47,56 @@ class KillAt(pl.Callback):
 
         if str(trainer.global_step) == os.environ.get("KILL_AT_STEP"):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- commands run as processes, stopped by a signal
+def clean_environment(**extra: str) -> dict[str, str]:
+    """This process's environment for a ``python -m src...`` child: this checkout first on the path, no
+    ``SLURM_*`` of a surrounding job, no run lock handed down; ``extra`` added."""
+    import os
+
+    from src.runs import LOCK_FD_ENV
+    from tests.conftest import REPO_ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **extra}
+    return {key: value for key, value in env.items() if not key.startswith("SLURM_") and key != LOCK_FD_ENV}
+
+
+def wait_for(condition, timeout: float = 300, what: str = "", process=None) -> None:
+    """Poll ``condition()`` until true; fail after ``timeout`` s, or at once if ``process`` has exited meanwhile."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process is None or process.poll() is None, f"the process exited before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@contextmanager
+def sweep_process(*args: str, cwd, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """``python -m src.sweep ARGS`` started in ``cwd`` (text pipes for stdout/stderr), killed on the way out
+    if a failed assertion left it running. Stop it with ``stop_with_signal``."""
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "src.sweep", *args],
+        cwd=cwd,
+        env=clean_environment() if env is None else env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield sweep
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.communicate()
+
+
+def stop_with_signal(
+    process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 300
+) -> tuple[int, str, str]:
+    """Send ``sig`` and wait for the process to exit: ``(returncode, stdout, stderr)``."""
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err

@@ -18,9 +18,9 @@ from src.cli import main
 from src.models import build_model
 from src.models.blocks import branch_weights, residual_blocks
 from src.modules import ImageClassifier
-from src.report import diagnostics_figures
-from src.study.depth_profiles import depth_profiles, plot_depth_profiles, read_diagnostics, relative_depth
-from src.study.report_tables import RunRecord
+from src.reporting.depth_profiles import depth_profiles, plot_depth_profiles, read_diagnostics, relative_depth
+from src.reporting.figure_data import diagnostics_figures
+from src.reporting.records import RunRecord
 from tests.conftest import REPO_ROOT
 from tests.helpers import tiny_data, tiny_trainer
 

@@ -16,8 +16,8 @@ import torch
 from src.callbacks.diagnostics import BranchRatioRecorder
 from src.models import build_model
 from src.models.blocks import branch_output, residual_blocks
-from src.study.lesion import PlainNetworkError, lesioned
-from src.study.prune import layer_kind, prunable_layers, prune_magnitude
+from src.analysis.lesion import PlainNetworkError, lesioned
+from src.analysis.prune import layer_kind, prunable_layers, prune_magnitude
 from tests.fork_models import TinyNet
 
 

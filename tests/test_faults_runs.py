@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -24,9 +23,9 @@ import yaml
 
 from src import runs
 from src.cli import main as cli_main
-from src.study.run_state import assess
 from src.sweep import main as sweep_main
-from tests.conftest import REPO_ROOT
+from src.sweeping.run_state import assess
+from tests.helpers import clean_environment, stop_with_signal, sweep_process, wait_for
 from tests.study_runs import QUICKSTART, TINY
 
 STUDY = "faults"
@@ -43,8 +42,7 @@ LONG = [
 
 
 def environment() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
-    return {key: value for key, value in env.items() if not key.startswith("SLURM_") and key != runs.LOCK_FD_ENV}
+    return clean_environment(PYTHONUNBUFFERED="1")
 
 
 def start(module: str, *args: str, cwd: Path) -> subprocess.Popen:
@@ -61,13 +59,6 @@ def start(module: str, *args: str, cwd: Path) -> subprocess.Popen:
 def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
     out, err = process.communicate(timeout=timeout)
     return process.returncode, out, err
-
-
-def wait_for(condition, timeout: float = 300, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def write_study(directory: Path, **fields) -> Path:
@@ -186,17 +177,12 @@ def test_sigterm_saves_the_step_exits_143_and_the_run_resumes_from_it(tmp_path, 
 def test_sigterm_to_a_sweep_stops_its_run_and_exits_nonzero(tmp_path):
     study_file = write_study(tmp_path, seeds=[0, 1])
     run_dir = tmp_path / "logs" / STUDY / "resnet8" / "seed0"
-    sweep = start("src.sweep", str(study_file), "--", *LONG[4:], cwd=tmp_path)
-    try:
+    with sweep_process(str(study_file), "--", *LONG[4:], cwd=tmp_path, env=environment()) as sweep:
         wait_for(lambda: lock_record(run_dir).get("role") == "src.cli fit", what="the sweep's first run")
         child = lock_record(run_dir)["pid"]
         assert child != sweep.pid and alive(child)
         wait_for(lambda: (run_dir / "efficiency.json").is_file(), what="training to start")
-        sweep.send_signal(signal.SIGTERM)
-        code, out, err = finish(sweep, timeout=300)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
+        code, out, err = stop_with_signal(sweep)
     assert code == 143, err[-3000:]
     assert not alive(child)  # stopped and reaped, not left training under PID 1
     assert "stopped by SIGTERM" in err and "seed1" not in out  # and the sweep started nothing after it
@@ -378,8 +364,8 @@ def test_divergence_guard_names_the_first_non_finite_step():
 
 
 def test_slurm_array_task_skips_a_diverged_run(tmp_path):
-    from src.study.plan import Study, plan_runs
-    from src.study.slurm import render_sbatch
+    from src.sweeping.plan import Study, plan_runs
+    from src.sweeping.slurm import render_sbatch
 
     study = Study(name=STUDY, root=str(tmp_path / "logs"), archs=["resnet8"], seeds=[0])
     run = plan_runs(study.validate())[0]

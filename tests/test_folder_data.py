@@ -14,7 +14,9 @@ from torchvision.datasets.utils import extract_archive
 
 from src.data import DataError, DatasetNotFoundError, ImageFolderDataModule
 from src.data import download as downloads
-from src.data.folder import load_image, read_class_list, stratified_split
+from src.data.decode import load_image
+from src.data.folder_listing import read_class_list
+from src.data.splits import stratified_split
 from tests.image_trees import write_image, write_tree
 from tests.test_cli import cli
 

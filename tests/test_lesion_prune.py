@@ -15,10 +15,7 @@ import yaml
 
 from src import lesion as lesion_command
 from src import prune as prune_command
-from src.models import build_model
-from src.models.blocks import branch_output, residual_blocks
-from src.modules import ImageClassifier
-from src.study import (
+from src.analysis import (
     PlainNetworkError,
     accuracy,
     check_sparsities,
@@ -35,8 +32,11 @@ from src.study import (
     sgd_finetune,
     stage_summary,
 )
-from src.study.plots import plot_lesion
-from src.study.prune import prune_magnitude, prune_random, zero_count
+from src.analysis.plots import plot_lesion
+from src.analysis.prune import prune_magnitude, prune_random, zero_count
+from src.models import build_model
+from src.models.blocks import branch_output, residual_blocks
+from src.modules import ImageClassifier
 from tests.conftest import REPO_ROOT
 from tests.helpers import tiny_data, tiny_trainer
 

@@ -25,10 +25,9 @@ from src.cli import main as cli_main
 from src.cli import resolved_config
 from src.loggers import point_logger_at_run, read_logger_ids, run_label
 from src.report import write_report
-from src.runs import LOGGERS_FILE, SCALARS_FILE
-from src.study.results import export_run
-from src.study.runs_io import read_metrics_csv, read_scalars
+from src.runs import LOGGERS_FILE, SCALARS_FILE, read_metrics_csv, read_scalars
 from src.sweep import main as sweep_main
+from src.sweeping.results import export_run
 from tests.conftest import REPO_ROOT
 from tests.study_runs import QUICKSTART, TINY
 

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from src.report import main
-from src.study.paper import CIFAR10_TABLE6
-from src.study.report_figures import pareto_front
-from src.study.report_tables import mean_std
-from src.study.runs_io import read_scalars, run_status
+from src.reporting.figures import pareto_front
+from src.reporting.paper import CIFAR10_TABLE6
+from src.reporting.tables import mean_std
+from src.runs import read_scalars, run_status
 from tests.study_runs import QUICKSTART, STUDY, resolved_config, write_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -508,11 +508,12 @@ def test_paper_overlay_only_for_the_papers_protocol(tmp_path):
 def test_pareto_marks_sit_on_the_shifted_points(tmp_path, monkeypatch):
     from matplotlib.collections import PathCollection
 
-    from src.study import report_figures
+    from src.reporting import figures as report_figures
 
     for arch, acc in (("resnet20", 0.90), ("plain20", 0.88), ("resnet32", 0.92)):
         write_run(tmp_path / arch / "seed0", arch, 0, acc, 269_722 if arch.endswith("20") else 464_154)
-    from src.study.report_tables import aggregate, collect_runs
+    from src.reporting.records import collect_runs
+    from src.reporting.tables import aggregate
 
     rows = aggregate(collect_runs(tmp_path))
     figures = []

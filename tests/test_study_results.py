@@ -15,10 +15,10 @@ import yaml
 
 from src.cli import resolved_config
 from src.report import main as report
-from src.study.plan import load_study, plan_runs, run_command
-from src.study.results import INDEX_FILE, METRICS_FILE, ResultsConflict, export_run, write_index
-from src.study.runs_io import read_scalars
+from src.runs import read_scalars
 from src.sweep import main as sweep
+from src.sweeping.plan import load_study, plan_runs, run_command
+from src.sweeping.results import INDEX_FILE, METRICS_FILE, ResultsConflict, export_run, write_index
 from tests.conftest import REPO_ROOT
 from tests.study_runs import QUICKSTART, write_run
 
@@ -196,7 +196,7 @@ def test_collect_needs_a_results_folder(tmp_path, monkeypatch, capsys):
 
 
 def test_rerun_stale_moves_a_stale_result_aside_never_deleting_it(tiny_results, tmp_path, capsys):
-    from src.sweep import clear_the_way
+    from src.sweeping.study_state import clear_the_way
 
     write_study(tmp_path / "tiny.yaml", **{"trainer.max_epochs": 3})
     study = load_study(tmp_path / "tiny.yaml").validate()

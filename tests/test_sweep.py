@@ -7,10 +7,8 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,11 +17,12 @@ import yaml
 
 from src import runs as run_files
 from src.data.base import available_cpus
-from src.study.plan import Study, StudyError, load_study, plan_runs, run_command
-from src.study.runs_io import read_efficiency, run_status
-from src.study.slots import Slot, assign_slots, usable_cpus, visible_gpus
+from src.runs import read_efficiency, run_status
 from src.sweep import main
+from src.sweeping.plan import Study, StudyError, load_study, plan_runs, run_command
+from src.sweeping.slots import Slot, assign_slots, usable_cpus, visible_gpus
 from tests.conftest import REPO_ROOT
+from tests.helpers import clean_environment, stop_with_signal, sweep_process, wait_for
 from tests.study_runs import QUICKSTART, STUDY, TINY
 from tests.sweep_probe import PROBE_ENV
 
@@ -336,23 +335,12 @@ def test_sigterm_to_a_parallel_sweep_stops_every_run_and_a_rerun_finishes_the_re
     probe = tmp_path / "probe.jsonl"
     study_file = write_study(tmp_path / "s.yaml", archs=["resnet8"], seeds=[0, 1, 2])
     root = tmp_path / "logs" / STUDY / "resnet8"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), PROBE_ENV: str(probe), "CUDA_VISIBLE_DEVICES": ""}
-    env = {key: value for key, value in env.items() if not key.startswith("SLURM_") and key != run_files.LOCK_FD_ENV}
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "src.sweep", str(study_file), "--jobs", "2", "--", *SLOW],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 300
-        while not all((root / f"seed{seed}" / "checkpoints" / "last.ckpt").is_file() for seed in (0, 1)):
-            assert sweep.poll() is None and time.monotonic() < deadline, "the two runs never got to their 1st epoch"
-            time.sleep(0.2)
-        sweep.send_signal(signal.SIGTERM)
-        out, err = sweep.communicate(timeout=300)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    assert sweep.returncode == 143, err[-3000:]
+    env = clean_environment(**{PROBE_ENV: str(probe), "CUDA_VISIBLE_DEVICES": ""})
+    with sweep_process(str(study_file), "--jobs", "2", "--", *SLOW, cwd=REPO_ROOT, env=env) as sweep:
+        first_epochs = [root / f"seed{seed}" / "checkpoints" / "last.ckpt" for seed in (0, 1)]
+        wait_for(lambda: all(path.is_file() for path in first_epochs), what="the two runs' 1st epoch", process=sweep)
+        code, out, err = stop_with_signal(sweep)
+    assert code == 143, err[-3000:]
     children = [fit["pid"] for fit in probes(probe)]
     assert len(children) == 2 and not any(alive(pid) for pid in children)  # both stopped and reaped
     for seed in (0, 1):

@@ -23,7 +23,7 @@ stage-1 block, so any raw L2 norm over it is ~4x larger by size alone):
 Each record also says where each block sits: ``stage`` (1-based) and ``downsampling`` per block,
 ``stage_starts`` (the block index where each stage begins), ``residual`` per block and
 ``num_weights`` (``n`` above), so a report can draw profiles against *relative* depth on which a
-20- and a 56-layer network line up (``src.study.depth_profiles``). Files written before these
+20- and a 56-layer network line up (``src.reporting.depth_profiles``). Files written before these
 fields existed have ``grad_norm`` (= ``raw_grad_norm``) and ``branch_ratio`` (||F(x)|| / ||x||
 with ``x`` taken before subsampling) instead; readers skip them for the new profiles.
 
@@ -311,7 +311,7 @@ class TrainingDiagnostics(pl.Callback):
                             logger.experiment, f"diagnostics_profile/{key}", record[key], record["step"]
                         )
             if self.profile_image and isinstance(logger, TensorBoardLogger):
-                from src.study.depth_profiles import depth_profile_figure  # matplotlib, only when drawing
+                from src.reporting.depth_profiles import depth_profile_figure  # matplotlib, only when drawing
 
                 figure = depth_profile_figure(
                     {key: record[key] for key in PROFILE_KEYS if key in record},

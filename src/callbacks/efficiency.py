@@ -43,6 +43,9 @@ epoch limits) is recorded beside the numbers, so runs of a sweep can be told apa
 their configs. The callback's record is part of every checkpoint (``state_dict``): a resumed
 run continues the same ``efficiency.json`` -- best validation accuracy, its step, training
 time, images seen -- instead of starting a new one, and opens no second HPARAMS session.
+
+The measurements themselves (sizes, run context, batch, memory) are plain functions in
+``src.callbacks.efficiency_measures``; this module decides when each is taken and keeps the record.
 """
 
 from __future__ import annotations
@@ -52,37 +55,36 @@ import math
 import os
 import time
 from datetime import datetime, timezone
-from itertools import islice
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import Subset
 
+from src.callbacks.efficiency_measures import (
+    CPU_MEMORY_NOTE,
+    CUDA_MEMORY_NOTE,
+    batch_facts,
+    data_on_device_bytes,
+    describe_model,
+    peak_memory_mb,
+    resolved_config,
+    run_context,
+)
 from src.callbacks.provenance import provenance
 from src.files import free_path, write_json_atomic
-from src.models.complexity import (
-    count_flops,
-    count_parameters,
-    model_size_bytes,
-    parameters_by_kind,
-    parameters_by_stage,
-)
+from src.models.complexity import count_flops
 
-FLOP_CONVENTION = (
-    "per sample and forward pass; MACs of conv and linear layers counted by torch.utils.flop_counter; "
-    "FLOPs = 2 x MACs; batch norm, activations, pooling and residual additions not counted"
-)
 # TensorBoard HPARAMS metrics: accuracy and size, never a ratio of the two (see the module docstring).
 HPARAM_METRICS = ("hp/best_val_acc", "hp/test_acc", "hp/params_total", "hp/macs_per_sample")
+
 RUN_CONTEXT_FIELDS = (
     "data", "dataset", "batch_size", "optimizer", "lr", "weight_decay", "lr_scheduler", "lr_scheduler_interval",
     "seed", "max_steps", "max_epochs",
 )  # fmt: skip
+
 # What a resumed run takes over from its checkpoint (the rest is measured afresh, e.g. the limits it now runs to).
 RESUMED_FIELDS = (
     "best_val_acc", "best_val_step", "last_val_acc", "val_acc_per_mparam", "val_acc_per_gmac", "test_acc",
@@ -90,95 +92,9 @@ RESUMED_FIELDS = (
     "train_images_per_sec", "peak_memory_mb", "peak_memory_kind", "peak_memory_note", "train_time_sec",
     "train_images_seen", "started", "resumed_at_steps", "earlier_provenance",
 )  # fmt: skip
+
 # Keys of records written before the rename, read when such a checkpoint is resumed.
 LEGACY_KEYS = {"raw_acc_per_mparam": "acc_per_mparam", "raw_acc_per_gmac": "acc_per_gmac"}
-CPU_MEMORY_NOTE = (
-    "not measured on CPU: the process's peak RSS is mostly Python, torch and data-loader memory and does not "
-    "compare models; compare peak_memory_mb from GPU runs"
-)
-CUDA_MEMORY_KIND = "cuda_max_allocated_excluding_data"
-CUDA_MEMORY_NOTE = (
-    "torch.cuda.max_memory_allocated since training started, the largest over all processes, less the data set "
-    "held on the GPU by the fast data path (data_on_device_mb): model, optimizer state, activations, workspace"
-)
-SPLITS = ("train_set", "val_set", "test_set", "predict_set")
-CONTAINER_ITEMS = 64
-
-
-def peak_memory_mb(device: torch.device, data_bytes: int = 0) -> tuple[float | None, str]:
-    """Peak memory of training in MiB and what it measures; ``None`` where no number would compare models (CPUs).
-
-    ``data_bytes`` (the data set resident on the device, see :func:`data_on_device_bytes`) is taken
-    out: it is a constant offset per data set, not a property of the model.
-    """
-    if device.type == "cuda":
-        return (torch.cuda.max_memory_allocated(device) - data_bytes) / 2**20, CUDA_MEMORY_KIND
-    return None, "not_measured_on_cpu"
-
-
-def _tensors(value: Any, depth: int = 3) -> list[torch.Tensor]:
-    """Tensors held by a data set object: its attributes, their attributes, lists and dicts, a few levels deep.
-
-    Containers are looked into for their first ``CONTAINER_ITEMS`` items only: tensors sit in short
-    tuples (images, labels), and a folder data set's list of 50,000 file names holds none.
-    """
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if depth == 0 or value is None or isinstance(value, (str, bytes, int, float, bool)):
-        return []
-    if isinstance(value, Subset):
-        return _tensors(value.dataset, depth)
-    if isinstance(value, dict):
-        items = list(islice(value.values(), CONTAINER_ITEMS))
-    elif isinstance(value, (list, tuple)):
-        items = list(islice(value, CONTAINER_ITEMS))
-    elif hasattr(value, "__dict__"):
-        items = list(vars(value).values())
-    else:
-        return []
-    return [tensor for item in items for tensor in _tensors(item, depth - 1)]
-
-
-def data_on_device_bytes(datamodule: Any, device: torch.device) -> int:
-    """Bytes of the tensors that the DataModule's splits hold on ``device``.
-
-    On the fast data path (``src.data.fast``) on a GPU: every split's uint8 images and labels
-    (~150 MB for CIFAR, ~1.35 GB for Tiny-ImageNet). Each storage is counted once.
-    """
-    storages: dict[int, int] = {}
-    for split in SPLITS:
-        for tensor in _tensors(getattr(datamodule, split, None)):
-            if tensor.device == device:
-                storage = tensor.untyped_storage()
-                storages[storage.data_ptr()] = storage.nbytes()
-    return sum(storages.values())
-
-
-def batch_facts(trainer: pl.Trainer) -> dict[str, int | None]:
-    """World size and batch sizes as trained: ``global_batch_size`` is samples per optimizer step."""
-    per_process = getattr(trainer.datamodule, "per_process_batch_size", None)
-    accumulate = trainer.accumulate_grad_batches
-    return {
-        "world_size": trainer.world_size,
-        "per_process_batch_size": per_process,
-        "accumulate_grad_batches": accumulate,
-        "global_batch_size": per_process * trainer.world_size * accumulate if per_process else None,
-    }
-
-
-def resolved_config(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any] | None:
-    """The run's config as the CLI saves it (``config.yaml``), else the module's and DataModule's hparams."""
-    for callback in trainer.callbacks:
-        if any(cls.__name__ == "SaveConfigCallback" for cls in type(callback).__mro__):
-            try:
-                return yaml.safe_load(callback.parser.dump(callback.config, skip_none=False))
-            except Exception:  # a config that does not dump: fall back to the hparams, never fail the run
-                break
-    config: dict[str, Any] = {"model": dict(pl_module.hparams)}
-    data_hparams = getattr(trainer.datamodule, "hparams", None)
-    if data_hparams:
-        config["data"] = dict(data_hparams)
-    return config
 
 
 class ParameterEfficiency(pl.Callback):
@@ -227,8 +143,8 @@ class ParameterEfficiency(pl.Callback):
         if not trainer.is_global_zero or self.report:
             return
         self._log_dir = log_dir or trainer.default_root_dir
-        self.report = self._describe_model(trainer, pl_module)
-        self.report.update(self._run_context(trainer, pl_module, stage))
+        self.report = describe_model(trainer, pl_module)
+        self.report.update(run_context(trainer, pl_module, stage))
         self.report["provenance"] = provenance(trainer.strategy.root_device, resolved_config(trainer, pl_module))
         if shape is not None:
             self._count_cost(pl_module, tuple(shape))
@@ -249,7 +165,7 @@ class ParameterEfficiency(pl.Callback):
         self._running_since = time.perf_counter()
 
     def _start_record(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.report.update(self._run_context(trainer, pl_module, "fit"))
+        self.report.update(run_context(trainer, pl_module, "fit"))
         self.report["data_on_device_mb"] = self._data_bytes / 2**20 if pl_module.device.type == "cuda" else None
         restored = self._restored
         if restored is not None:  # the same run, continued: same file, same record
@@ -305,83 +221,6 @@ class ParameterEfficiency(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._finish(trainer)
-
-    # ---------------------------------------------------------------- run context
-    def _run_context(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> dict[str, Any]:
-        """What tells the runs of a sweep apart: data, batch, optimizer, schedule, seed, limits, test protocol."""
-        datamodule = trainer.datamodule
-        dataset = getattr(datamodule, "dataset", None)
-        seed = os.environ.get("PL_GLOBAL_SEED")
-        test_flip = bool(pl_module.hparams.get("test_flip", False))
-        context: dict[str, Any] = {
-            "stage": stage,
-            "data": type(datamodule).__name__ if datamodule is not None else None,
-            "dataset": dataset if isinstance(dataset, str) else None,
-            "batch_size": getattr(datamodule, "batch_size", None),
-            "seed": int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
-            "max_steps": trainer.max_steps if trainer.max_steps >= 0 else None,
-            "max_epochs": trainer.max_epochs,
-            "test_flip": test_flip,
-            "test_passes_per_sample": 2 if test_flip else 1,
-        }
-        if trainer.optimizers:
-            optimizer = trainer.optimizers[0]
-            group = optimizer.param_groups[0]
-            context.update(
-                optimizer=type(optimizer).__name__,
-                lr=group.get("initial_lr", group.get("lr")),
-                weight_decay=optimizer.defaults.get("weight_decay"),
-            )
-        if trainer.lr_scheduler_configs:
-            config = trainer.lr_scheduler_configs[0]
-            context.update(lr_scheduler=type(config.scheduler).__name__, lr_scheduler_interval=config.interval)
-        elif trainer.optimizers:
-            context.update(lr_scheduler=None, lr_scheduler_interval=None)
-        return context
-
-    def _describe_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        net = getattr(pl_module, "model", pl_module)
-        return {
-            "arch": pl_module.hparams.get("arch", type(net).__name__),
-            "num_classes": pl_module.hparams.get("num_classes"),
-            "params_total": count_parameters(net),
-            "params_trainable": count_parameters(net, trainable_only=True),
-            "params_by_stage": parameters_by_stage(net),
-            "params_by_kind": parameters_by_kind(net),
-            "model_size_bytes": model_size_bytes(net),
-            "input_shape": None,
-            "macs_per_sample": None,
-            "flops_per_sample": None,
-            "flop_convention": FLOP_CONVENTION,
-            "best_val_acc": None,
-            "best_val_step": None,
-            "last_val_acc": None,
-            "test_acc": None,
-            "val_acc_per_mparam": None,
-            "val_acc_per_gmac": None,
-            "test_acc_per_mparam": None,
-            "test_acc_per_gmac": None,
-            "raw_acc_per_mparam": None,
-            "raw_acc_per_gmac": None,
-            "acc_source": None,
-            "test_ckpt_path": None,
-            "train_images_per_sec": None,
-            "train_time_sec": None,
-            "train_images_seen": 0,
-            "peak_memory_mb": None,
-            "peak_memory_kind": None,
-            "peak_memory_note": None,
-            "data_on_device_mb": None,
-            "val_samples": None,
-            "test_samples": None,
-            **batch_facts(trainer),
-            "precision": str(trainer.precision),
-            "global_step": trainer.global_step,
-            "epoch": trainer.current_epoch,
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "resumed_at_steps": [],
-            "earlier_provenance": [],
-        }
 
     def _count_cost(self, pl_module: pl.LightningModule, shape: tuple[int, ...]) -> None:
         net = getattr(pl_module, "model", pl_module)

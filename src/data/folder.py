@@ -21,221 +21,42 @@ Decoding uses ``torchvision.io.decode_image`` on the file's bytes (uint8, CHW, c
 ``in_channels`` by the decoder: grayscale, palette, CMYK and RGBA files all become RGB, or
 grayscale when ``in_channels`` is 1), with PIL as the fallback for formats it cannot read
 (``src/data/decode.py``, shared with the fast path, so ``fast: true|false`` sees the same pixels).
+
+Beside it, one job each: ``folder_listing`` (class folders, image files, class subsets),
+``folder_layouts`` (a split's samples, ILSVRC's flat ``val/``), ``splits`` (stratified held-out splits),
+``folder_decode`` (the per-sample dataset, the file check), ``folder_cache`` (the check's and the
+statistics' caches). This module is the DataModule: its settings, and the order ``setup`` does things in.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Literal
 
-import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from src.data import download as downloads
 from src.data import image_cache, transforms
 from src.data.base import DataError, DatasetNotFoundError, ImageClassificationDataModule, available_cpus
-from src.data.decode import load_image
 from src.data.fast import FastImageDataset, FastLoaderMixin, fast_split, resident_device
+from src.data.folder_cache import cache_key, file_identities, load_cache, save_cache
+from src.data.folder_decode import ImageFiles, Sample, channel_stats, probe
+from src.data.folder_layouts import class_folder_samples, flat_val_samples, is_flat_folder
+from src.data.folder_listing import choose_classes, first_image, list_class_folders, read_class_list
 from src.data.locking import lock_if_writable
+from src.data.splits import stratified_split
 from src.files import free_path, write_json_atomic
 
-SUBSETS_DIR = Path(__file__).with_name("subsets")
 SPLITS = ("train", "val", "test")
 RUN_RECORD = "data.json"
 SMALL_IMAGE_SIZE = 64  # preset: null picks 'cifar' up to this side, 'imagenet' above
 STATS_IMAGES_WITHOUT_CHECK = 5000  # images to compute statistics from when the full file check is off
-
-Sample = tuple[str, int]
-
-
-# ---------------------------------------------------------------- decoding (src/data/decode.py)
-class ImageFiles(Dataset):
-    """``(path, label)`` samples, decoded to uint8 ``(channels, H, W)`` and passed through ``transform``."""
-
-    def __init__(self, samples: Sequence[Sample], channels: int, transform: Callable | None = None) -> None:
-        self.samples = list(samples)
-        self.channels = channels
-        self.transform = transform
-        self.classes: list[str] | None = None  # names by label index, when the DataModule knows them
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path, label = self.samples[index]
-        image = load_image(path, self.channels)
-        return (self.transform(image) if self.transform is not None else image), label
-
-
-class _Probe(Dataset):
-    """Decode each file; return its error (or '') and its per-channel pixel sums, for the scan."""
-
-    def __init__(self, paths: Sequence[str], channels: int) -> None:
-        self.paths, self.channels = list(paths), channels
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[str, list[float], list[float], int]:
-        try:
-            pixels = load_image(self.paths[index], self.channels).to(torch.float64).div_(255).flatten(1)
-        except Exception as err:  # noqa: BLE001  (any failure to decode is what we report)
-            return (f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}", [], [], 0)
-        return "", pixels.sum(1).tolist(), pixels.square().sum(1).tolist(), pixels.shape[1]
-
-
-def _as_list(batch: list) -> list:
-    return batch
-
-
-def probe(paths: Sequence[str], channels: int, num_workers: int) -> list[tuple[str, list[float], list[float], int]]:
-    """Decode every file (in ``num_workers`` processes): per file ``(error, sums, sums of squares, pixels)``."""
-    # Its own generator: a DataLoader draws a seed from the global RNG when iterated, and this one runs only when
-    # the cache is cold -- with the global RNG, a run's shuffles and augmentations would depend on the cache.
-    loader = DataLoader(
-        _Probe(paths, channels),
-        batch_size=64,
-        num_workers=num_workers,
-        collate_fn=_as_list,
-        generator=torch.Generator().manual_seed(0),
-    )
-    return [result for batch in loader for result in batch]
-
-
-def channel_stats(results: Sequence[tuple[str, list[float], list[float], int]]) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation over all pixels of the decodable files in ``results``."""
-    good = [r for r in results if not r[0]]
-    pixels = sum(r[3] for r in good)
-    if not pixels:
-        raise DataError("no readable training image to compute the normalisation statistics from")
-    sums = torch.tensor([r[1] for r in good], dtype=torch.float64).sum(0)
-    squares = torch.tensor([r[2] for r in good], dtype=torch.float64).sum(0)
-    mean = sums / pixels
-    std = (squares / pixels - mean.square()).clamp_min(1e-12).sqrt()
-    return [round(v, 6) for v in mean.tolist()], [round(v, 6) for v in std.tolist()]
-
-
-# ---------------------------------------------------------------- listing
-def list_class_folders(folder: str) -> list[str]:
-    """Sorted names of the sub-folders of ``folder`` (hidden ones left out)."""
-    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-
-
-def is_image_file(name: str) -> bool:
-    return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith(".")
-
-
-def find_images(folder: str) -> list[str]:
-    """Sorted paths of the image files anywhere under ``folder`` (by extension, as ``ImageFolder`` does)."""
-    found = []
-    for directory, subdirs, files in os.walk(folder, followlinks=True):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-        found += [os.path.join(directory, f) for f in files if is_image_file(f)]
-    return sorted(found)
-
-
-def first_image(folder: str) -> str | None:
-    for directory, subdirs, files in os.walk(folder, followlinks=True):
-        subdirs.sort()
-        for name in sorted(files):
-            if is_image_file(name):
-                return os.path.join(directory, name)
-    return None
-
-
-def read_class_list(spec: str) -> list[str]:
-    """Class-folder names from a shipped list (``imagenet100``, ``imagenette``, ``imagewoof``) or a text file.
-
-    One name per line; anything after the first word, and lines starting with ``#``, are comments.
-    """
-    shipped = SUBSETS_DIR / f"{spec}.txt"
-    path = shipped if "/" not in spec and shipped.exists() else Path(spec)
-    if not path.is_file():
-        names = sorted(p.stem for p in SUBSETS_DIR.glob("*.txt"))
-        raise DataError(f"class list {spec!r} is neither a shipped list ({', '.join(names)}) nor a file")
-    names = [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    if not names:
-        raise DataError(f"class list '{path}' names no class")
-    return list(dict.fromkeys(names))
-
-
-def choose_classes(
-    available: Sequence[str], classes: Sequence[str] | None, class_count: int | None, class_seed: int, where: str
-) -> list[str]:
-    """The classes to train on, sorted: the named ones (all if none named), then ``class_count`` of them at random.
-
-    The random choice is ``random.Random(class_seed)`` over the sorted names: the same on any machine.
-    """
-    pool = sorted(set(classes)) if classes else sorted(available)
-    missing = [name for name in pool if name not in set(available)]
-    if missing:
-        shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
-        raise DataError(
-            f"{len(missing)} of the {len(pool)} requested classes have no folder in '{where}': {shown}. "
-            f"It has {len(available)} class folders, e.g. {', '.join(list(available)[:5])}"
-        )
-    if class_count is not None:
-        if class_count > len(pool):
-            raise DataError(f"class_count {class_count} is more than the {len(pool)} classes to choose from")
-        pool = sorted(random.Random(class_seed).sample(pool, class_count))
-    return pool
-
-
-# ---------------------------------------------------------------- splits
-def stratified_split(
-    labels: Sequence[int], val_split: float, seed: int, name: str = "val_split"
-) -> tuple[list[int], list[int]]:
-    """(kept, held-out) indices; every class gives the same share (largest remainder), a pure function of seed.
-
-    ``val_split`` < 1 is a fraction of the images, >= 1 a number of images; ``name`` is the setting's name in
-    error messages (``val_split`` or ``test_split``).
-    """
-    by_class: dict[int, list[int]] = {}
-    for index, label in enumerate(labels):
-        by_class.setdefault(label, []).append(index)
-    total = len(labels)
-    wanted = round(val_split * total) if val_split < 1 else int(val_split)
-    if not 0 < wanted < total:
-        raise DataError(f"{name} {val_split} leaves no image to hold out or to train on ({total} images)")
-    quotas = {c: wanted * len(members) / total for c, members in by_class.items()}
-    counts = {c: math.floor(q) for c, q in quotas.items()}
-    for c in sorted(quotas, key=lambda c: (counts[c] - quotas[c], c))[: wanted - sum(counts.values())]:
-        counts[c] += 1
-    generator = torch.Generator().manual_seed(seed)
-    train, val = [], []
-    for c in sorted(by_class):
-        members = by_class[c]
-        if counts[c] >= len(members):
-            raise DataError(
-                f"{name} {val_split} takes all {len(members)} images of class {c} (index): none left to train on"
-            )
-        order = torch.randperm(len(members), generator=generator).tolist()
-        val += [members[i] for i in order[: counts[c]]]
-        train += [members[i] for i in order[counts[c] :]]
-    return sorted(train), sorted(val)
-
-
-def _hash(*parts: object) -> str:
-    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _identities(paths: Sequence[str]) -> list[tuple[str, int, int]]:
-    """``(absolute path, size, mtime in ns)`` per file: a cache key that changes when a file is replaced in place."""
-    identities = []
-    for path in paths:
-        stat = os.stat(path)
-        identities.append((os.path.abspath(path), stat.st_size, stat.st_mtime_ns))
-    return identities
 
 
 class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
@@ -428,59 +249,9 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         raise DataError(f"no image files ({', '.join(IMG_EXTENSIONS)}) under '{train_dir}'")
 
     def _foldered(self, split: str, cap: int | None = None) -> list[Sample]:
-        """Samples of ``root/<split>/<class>/...`` for the chosen classes; every class folder must have images."""
-        folder = self._split_dir(split)
-        if split != "train":
-            present = list_class_folders(folder)
-            if set(present) != set(self._available):
-                only_train = sorted(set(self._available) - set(present))[:10]
-                only_here = sorted(set(present) - set(self._available))[:10]
-                raise DataError(
-                    f"the class folders of '{folder}' differ from those of '{self._split_dir('train')}': "
-                    f"only in train: {only_train}; only in {split}: {only_here}"
-                )
-        rng = random.Random(self.split_seed)
-        samples = []
-        for name in self.classes:
-            files = find_images(os.path.join(folder, name))
-            if not files:
-                raise DataError(
-                    f"class folder '{os.path.join(folder, name)}' has no image files ({', '.join(IMG_EXTENSIONS)}); "
-                    "add images, delete the folder, or leave the class out with data.classes"
-                )
-            if cap is not None and len(files) > cap:
-                files = sorted(rng.sample(files, cap))
-            samples += [(path, self.class_to_idx[name]) for path in files]
-        return samples
-
-    def _flat_val(self, folder: str) -> list[Sample]:
-        """Samples of a flat ``val/`` (ILSVRC-2012's official layout) from its ground truth."""
-        files = sorted(f for f in os.listdir(folder) if is_image_file(f))
-        labels_file = self.val_labels or os.path.join(self.root, "meta.bin")
-        if not os.path.isfile(labels_file):
-            raise DataError(
-                f"'{folder}' holds {len(files)} images but no class folders, and its ground truth was not found: set "
-                "data.val_labels to a text file of '<file> <class>' lines (e.g. Kaggle's LOC_val_solution.csv) "
-                f"or to torchvision's meta.bin, or put meta.bin in '{self.root}'"
-            )
-        if labels_file.endswith(".bin"):
-            from torchvision.datasets.imagenet import load_meta_file
-
-            _, val_wnids = load_meta_file(os.path.dirname(labels_file) or ".", os.path.basename(labels_file))
-            if len(val_wnids) != len(files):
-                raise DataError(f"'{labels_file}' labels {len(val_wnids)} images, '{folder}' has {len(files)}")
-            truth = dict(zip(files, val_wnids))
-        else:
-            table = downloads.read_labels_file(labels_file)
-            truth = {f: table.get(f, table.get(os.path.splitext(f)[0])) for f in files}
-        unlabelled = [f for f, label in truth.items() if label is None]
-        unknown = sorted({label for label in truth.values() if label is not None} - set(self._available))
-        if unlabelled or unknown:
-            raise DataError(
-                f"'{labels_file}' does not fit '{folder}': {len(unlabelled)} files without a label "
-                f"(e.g. {unlabelled[:3]}), labels that are not class folders of train: {unknown[:10]}"
-            )
-        return [(os.path.join(folder, f), self.class_to_idx[c]) for f, c in truth.items() if c in self.class_to_idx]
+        """Samples of ``root/<split>/<class>/...`` for the chosen classes (``src.data.folder_layouts``)."""
+        folder, train = self._split_dir(split), self._split_dir("train")
+        return class_folder_samples(folder, self.class_to_idx, self._available, train, cap, self.split_seed)
 
     def _list_samples(self) -> tuple[list[Sample], dict[str, list[Sample]]]:
         """(training pool, {split: samples} of the val / test folders that exist)."""
@@ -490,9 +261,9 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
             folder = self._split_dir(split)
             if not os.path.isdir(folder):
                 continue
-            has_classes = bool(list_class_folders(folder))
-            if split == "val" and not has_classes and any(is_image_file(f) for f in os.listdir(folder)):
-                folders[split] = self._flat_val(folder)
+            if split == "val" and is_flat_folder(folder):  # ILSVRC-2012's official val/, through its ground truth
+                labels = self.val_labels
+                folders[split] = flat_val_samples(folder, self.root, labels, self.class_to_idx, self._available)
             else:
                 folders[split] = self._foldered(split)
         return pool, folders
@@ -502,40 +273,10 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         return os.path.join(self.cache_dir, f"folder-{key}.json")
 
     def _load_cache(self, key: str, fields: dict[str, type]) -> dict:
-        """The cache file of ``key`` if it is whole and has ``fields`` (name -> type), else ``{}``.
-
-        A truncated or corrupt file is named in a warning, removed and rebuilt: it must not block the folder.
-        """
-        path = self._cache_path(key)
-        try:
-            with open(path) as handle:
-                content = json.load(handle)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as err:
-            return self._drop_cache(path, f"{type(err).__name__}: {err}")
-        if not isinstance(content, dict):
-            return self._drop_cache(path, f"a JSON {type(content).__name__}, not an object")
-        wrong = [name for name, kind in fields.items() if not isinstance(content.get(name), kind)]
-        if wrong:
-            return self._drop_cache(path, f"missing or malformed {', '.join(wrong)}")
-        return content
-
-    @staticmethod
-    def _drop_cache(path: str, reason: str) -> dict:
-        rank_zero_warn(f"the data cache '{path}' is unreadable ({reason}); rebuilding it")
-        try:
-            os.remove(path)
-        except OSError:
-            pass
-        return {}
+        return load_cache(self._cache_path(key), fields)
 
     def _save_cache(self, key: str, content: dict) -> None:
-        try:
-            os.makedirs(self.cache_dir, exist_ok=True)
-            write_json_atomic(self._cache_path(key), content, indent=None)  # whole or not at all
-        except OSError as err:
-            rank_zero_warn(f"could not cache the file check in '{self.cache_dir}' ({err}); it will run again next time")
+        save_cache(self._cache_path(key), content)
 
     def _build_workers(self) -> int:
         """Processes for work done once per node (file check, statistics, fast-path cache).
@@ -587,7 +328,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         paths = [path for path, _ in train]
         if not self.check_files and len(paths) > STATS_IMAGES_WITHOUT_CHECK:
             paths = sorted(random.Random(self.split_seed).sample(paths, STATS_IMAGES_WITHOUT_CHECK))
-        key = _hash("stats", _identities(paths), self.channels)
+        key = cache_key("stats", file_identities(paths), self.channels)
         cache = self._load_statistics(key)
         if "mean" not in cache:
             self._hold_node_lock()
@@ -607,7 +348,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
     def _drop_bad(self, pool: list[Sample], folders: dict[str, list[Sample]]) -> tuple[list, dict]:
         every = pool + [s for samples in folders.values() for s in samples]
         paths = [path for path, _ in every]
-        bad = self._check(paths, _hash("check", _identities(paths), self.channels))
+        bad = self._check(paths, cache_key("check", file_identities(paths), self.channels))
         if not bad:
             return pool, folders
         listing = "; ".join(f"{path} ({reason})" for path, reason in sorted(bad.items()))

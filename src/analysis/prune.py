@@ -16,13 +16,13 @@ chosen uniformly at random (seeded). Magnitude beating random at the same per-la
 what says the magnitudes carried information, rather than the layer budget alone.
 
 After pruning, every BN layer's statistics are re-estimated on training batches
-(``src.study.batchnorm``), masks in force, when a loader is given; ``acc_original_bn`` keeps the
+(``src.analysis.batchnorm``), masks in force, when a loader is given; ``acc_original_bn`` keeps the
 accuracy with the intact network's statistics. An optional fine-tune trains each pruned copy for a
 few steps with its mask held fixed (pruned weights stay zero), then BN is re-estimated again.
 
 Collapse is reported, not left to be inferred from a flat curve: ``collapsed_layers`` names every
 layer with at least ``LAYER_COLLAPSE`` of its weights pruned, and ``predictions_collapsed`` flags a
-network that predicts one class for (almost) everything (``src.study.evaluate.COLLAPSE_SHARE``).
+network that predicts one class for (almost) everything (``src.analysis.evaluate.COLLAPSE_SHARE``).
 
 Unstructured sparsity does not shrink dense kernels, so MACs are unchanged and not reported;
 the x-axis of the curve is the number of remaining non-zero parameters.
@@ -41,9 +41,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+from src.analysis.batchnorm import DEFAULT_BN_BATCHES, recalibrate_batch_norm
+from src.analysis.evaluate import COLLAPSE_SHARE, Evaluation, evaluate
 from src.models.complexity import count_parameters
-from src.study.batchnorm import DEFAULT_BN_BATCHES, recalibrate_batch_norm
-from src.study.evaluate import COLLAPSE_SHARE, Evaluation, evaluate
 
 PRUNABLE_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 SCOPES = ("global", "layer")

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from src import runs
-from src.runs import SCALARS_FILE
-from src.study.runs_io import DATA_RECORD, METRICS_FILE, numbered_files, read_scalars
+from src.runs import DATA_RECORD, METRICS_FILE, SCALARS_FILE, numbered_files, read_scalars
+from src.sweeping.plan import RunSpec, Study
 
 INDEX_FILE = "results.json"  # in the results folder: {"study": name, "study_file": path}
 DIAGNOSTICS_FILE = "diagnostics.jsonl"
@@ -148,3 +148,26 @@ def read_index(results: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return index if isinstance(index, dict) else None
+
+
+def export(study: Study, run: RunSpec) -> str | None:
+    """Copy an ended run into the study's results folder; the line to print, or None without ``results``."""
+    target = study.results_dir(run)
+    if target is None:
+        return None
+    outcome = export_run(run.run_dir, target)  # ResultsConflict: the caller says so
+    write_index(study.results, study.name, study_file_path(study))
+    return f"copied to {target}" if outcome == "copied" else f"already in {target}"
+
+
+def study_file_path(study: Study) -> str | None:
+    """The study file as results.json names it: relative to here (the repository root) when it is inside."""
+    if study.source is None:
+        return None
+    path = Path(study.source)
+    if path.is_absolute():
+        try:
+            path = path.relative_to(Path.cwd())
+        except ValueError:
+            pass
+    return path.as_posix()

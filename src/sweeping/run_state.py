@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from src import runs
-from src.study.runs_io import numbered_files
+from src.runs import numbered_files
 
 IGNORED_KEYS = ("run_dir", "ckpt_path", "config", "trainer.default_root_dir", "trainer.logger", "checkpoint.dirpath")
 MOVED_ASIDE_DIR = ".replaced"  # inside the study folder; the report never looks into dot folders

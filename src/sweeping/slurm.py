@@ -26,7 +26,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from src.study.plan import RunSpec, Study, format_command, run_command
+from src.sweeping.plan import RunSpec, Study, format_command, run_command
 
 DEFAULT_SBATCH: dict[str, Any] = {"nodes": 1, "ntasks-per-node": 1, "gres": "gpu:1", "cpus-per-task": 8}
 SLURM_KEYS = ("sbatch", "setup", "srun", "max_parallel")

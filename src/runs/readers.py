@@ -1,52 +1,38 @@
-"""Reading what a run left in its directory: ``efficiency.json``, ``config.yaml``, logged scalars, status.
+"""Reading what a run saved: its config, ``efficiency.json``, logged scalars, status; finding run directories.
 
-A run directory (``<root>/<study>/<arch>[-<override>]/seed<k>/``) holds::
-
-    config.yaml            the resolved config (a resumed run adds config-1.yaml, ...)
-    efficiency.json        parameters, MACs, best val / test accuracy (a reused directory adds efficiency-1.json, ...)
-    scalars.csv            every logged scalar as step,tag,value, whatever the logger (src.callbacks.metrics_record)
-    events.out.tfevents*   TensorBoard scalars (the default logger; runs older than scalars.csv are read from them)
-    checkpoints/           best by val/acc and last.ckpt
-
-A study's committed results run (``src.study.results``) holds the small files only, with the
-curves as ``metrics.csv``; the same readers read it (``read_scalars`` falls back to it).
-
-The sweep and the report only *read* these files, through the small functions here; they never
-build the paths themselves. ``src.runs`` owns the layout (names, checkpoints, the raw readers);
-these are its *tolerant* readers for studies: a run that is missing, crashed or half-written
-reads as ``None`` / absent instead of an error, so a partial study is reported as far as it goes.
+One reader per file, used by the CLI, the sweep, the report and the tests alike. They are *tolerant*: a
+run that is missing, crashed or half-written reads as ``None`` / absent instead of an error, so a partial
+study is reported as far as it goes. A study's committed results run (``src.sweeping.results``) holds the
+small files only, with the curves as ``metrics.csv``; the same readers read it (``read_scalars`` falls
+back to it).
 """
 
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from src import runs
-from src.callbacks.metrics_record import record_rows
-from src.runs import CHECKPOINT_DIR, CONFIG_FILE, EFFICIENCY_FILE, SCALARS_FILE
+from src.runs.layout import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    DATA_RECORD,
+    EFFICIENCY_FILE,
+    METRICS_FILE,
+    SCALARS_FILE,
+    config_files,
+    numbered_files,
+)
 
 RunStatus = Literal["finished", "diverged", "unfinished", "missing"]
-DATA_RECORD = "data.json"  # what a folder data module trained on (src.data.folder writes it)
-METRICS_FILE = "metrics.csv"  # a results run's curves (src.study.results); a CSVLogger run's own table
-_NUMBERED = re.compile(r"^(?P<stem>.+?)(?:-(?P<index>\d+))?(?P<ext>\.[^.]+)$")
-
-
-def numbered_files(run_dir: str | Path, filename: str) -> list[Path]:
-    """``filename`` and its never-overwrite siblings (``stem-1.ext``, ``stem-2.ext``...), oldest first."""
-    stem, ext = Path(filename).stem, Path(filename).suffix
-    found = []
-    for path in Path(run_dir).glob(f"{stem}*{ext}"):
-        match = _NUMBERED.match(path.name)
-        if match and match["stem"] == stem and match["ext"] == ext:
-            found.append((int(match["index"] or 0), path))
-    return [path for _, path in sorted(found)]
+Curves = dict[str, tuple[list[int], list[float]]]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -57,7 +43,20 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def read_efficiency(run_dir: str | Path) -> dict[str, Any] | None:
+def read_config(run_dir: str | os.PathLike, latest: bool = False) -> dict[str, Any] | None:
+    """The run's resolved config as first saved (``config.yaml``), or as its latest start saved it
+    (``config-N.yaml``, ``latest=True``); None if absent or unreadable."""
+    files = config_files(os.fspath(run_dir))
+    if not files:
+        return None
+    try:
+        data = yaml.safe_load(Path(files[-1 if latest else 0]).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_efficiency(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The run's efficiency report: the newest fit record that has a test accuracy, else the newest one; None if none.
 
     ``status`` (and ``diverged_step`` / ``diverged_reason``) come from the newest file that has one.
@@ -82,22 +81,6 @@ def read_efficiency(run_dir: str | Path) -> dict[str, Any] | None:
         for key in ("status", "diverged_step", "diverged_reason"):
             chosen[key] = with_status[-1].get(key)
     return chosen
-
-
-def read_config(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's resolved config as it was first saved (``config.yaml``); None if absent or unreadable."""
-    path = Path(run_dir) / CONFIG_FILE
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def last_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint the run would resume from (``last.ckpt`` or a SLURM hpc one), else None."""
-    path = runs.resume_checkpoint(str(run_dir)) if Path(run_dir).is_dir() else None
-    return Path(path) if path else None
 
 
 def run_status(run_dir: str | Path) -> RunStatus:
@@ -153,28 +136,47 @@ def run_seed(run_dir: str | Path, config: dict[str, Any] | None = None) -> int |
     return int(match[1]) if match else None
 
 
-def read_scalars(run_dir: str | Path, tags: list[str] | tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
+def read_scalars(run_dir: str | Path, tags: list[str] | tuple[str, ...]) -> Curves:
     """The run's logged scalars, ``{tag: (steps, values)}``, in step order, across resumes; tags never logged left out.
 
     From the first of: the run's ``scalars.csv`` (every run since it was added, whatever its logger);
-    TensorBoard events (older runs, read with ``src.runs.read_metrics``); ``metrics.csv``, either a
-    results run's ``step,tag,value`` (``src.study.results``) or an older CSVLogger run's table.
+    TensorBoard events (older runs, read with ``read_metrics``); ``metrics.csv``, either a
+    results run's ``step,tag,value`` (``src.sweeping.results``) or an older CSVLogger run's table.
     """
     run_dir = Path(run_dir)
     if (run_dir / SCALARS_FILE).is_file():
         return read_metrics_csv(run_dir / SCALARS_FILE, tags)
     if not list(run_dir.glob("events.out.tfevents.*")) and (run_dir / METRICS_FILE).is_file():
         return read_metrics_csv(run_dir / METRICS_FILE, tags)
-    metrics = runs.read_metrics(str(run_dir))
+    metrics = read_metrics(str(run_dir))
     return {tag: ([s for s, _ in metrics[tag]], [v for _, v in metrics[tag]]) for tag in tags if tag in metrics}
 
 
-def read_metrics_csv(path: str | Path, tags: list[str] | tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
+def read_metrics(run_dir: str) -> dict[str, list[tuple[int, float]]]:
+    """Every TensorBoard scalar of the run: ``{tag: [(step, value), ...]}`` in step order, across resumes.
+
+    The TensorBoard source of ``read_scalars`` (which reads whatever the run has; use that one).
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars: dict[str, dict[int, float]] = {}
+    for events_file in sorted(glob.glob(os.path.join(glob.escape(run_dir), "events.out.tfevents.*"))):
+        accumulator = EventAccumulator(events_file, size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            for event in accumulator.Scalars(tag):
+                scalars.setdefault(tag, {})[event.step] = event.value  # a later file wins a repeated step
+    return {tag: sorted(values.items()) for tag, values in scalars.items()}
+
+
+def read_metrics_csv(path: str | Path, tags: list[str] | tuple[str, ...]) -> Curves:
     """``{tag: (steps, values)}`` from a ``step,tag,value`` file (or a CSVLogger table); tags it lacks left out.
 
     A step written twice (a resumed run, or a value logged again at its step) reads as its last value, as
     TensorBoard events do; a torn last line (a killed run) is skipped.
     """
+    from src.callbacks.metrics_record import record_rows  # src.callbacks imports src.runs
+
     with open(path, newline="") as handle:
         header = next(csv.reader(handle), [])
     if header and header != ["step", "tag", "value"] and "step" in header:
@@ -186,7 +188,7 @@ def read_metrics_csv(path: str | Path, tags: list[str] | tuple[str, ...]) -> dic
     return {tag: ([s for s, _ in sorted(p.items())], [v for _, v in sorted(p.items())]) for tag, p in points.items()}
 
 
-def _read_logger_table(path: str | Path, tags: list[str] | tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
+def _read_logger_table(path: str | Path, tags: list[str] | tuple[str, ...]) -> Curves:
     """Lightning's CSVLogger ``metrics.csv``: a ``step`` column and one column per tag, empty where not logged."""
     points: dict[str, dict[int, float]] = {}
     with open(path, newline="") as handle:

@@ -48,7 +48,7 @@ def protocol_differences(
 ) -> list[str]:
     """Why one run's protocol differs from Table 6's (empty: same data, budget and test; the net is not checked).
 
-    ``test_split`` / ``checkpoint`` as ``src.study.protocol.test_protocol`` words them.
+    ``test_split`` / ``checkpoint`` as ``src.reporting.protocol.test_protocol`` words them.
     """
     reasons = []
     data_section = (config or {}).get("data") or {}

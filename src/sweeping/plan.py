@@ -11,7 +11,7 @@ A study file (``configs/studies/*.yaml``)::
       model.shortcut: [A, B]
     args:                                   # the same for every run (does not name the directory)
       trainer.max_steps: 64000
-    slurm: {...}                            # see src/study/slurm.py
+    slurm: {...}                            # see src/sweeping/slurm.py
     results: docs/results/cifar10_ladder    # optional: where each ended run's small files are committed
 
 expands to one run per (arch, grid combination, seed), in the directory
@@ -19,7 +19,7 @@ expands to one run per (arch, grid combination, seed), in the directory
 networks (they have no shortcuts), so a plain network runs once per seed, named without it.
 
 With ``results``, each run also has a results folder ``<results>/<variant>/seed<k>/`` (see
-``src.study.results``): the sweep copies the run there when it ends and skips it when it is there.
+``src.sweeping.results``): the sweep copies the run there when it ends and skips it when it is there.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Study:
     args: dict[str, Any] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)  # raw CLI arguments appended to every run
     slurm: dict[str, Any] = field(default_factory=dict)
-    results: str | None = None  # folder of the committed results runs (src.study.results)
+    results: str | None = None  # folder of the committed results runs (src.sweeping.results)
     source: str | None = None  # the study file it was read from, if any
 
     @property

@@ -1,7 +1,8 @@
-"""Figures of the studies (matplotlib only; no other project imports, so callbacks can draw too).
+"""Figures of ``python -m src.lesion`` and ``python -m src.prune`` (matplotlib only; no other project imports).
 
-* ``depth_profiles`` / ``plot_depth_profiles`` / ``depth_profile_figure`` and helpers: re-exported from
-  ``src.study.depth_profiles`` (per-block diagnostics against relative depth, over seeds);
+(Per-block diagnostics against depth, drawn by the report and the diagnostics callback, live in
+``src.reporting.depth_profiles``.)
+
 * ``plot_lesion``: accuracy after removing each block, and after removing k random blocks;
 * ``plot_pruning``: accuracy against remaining parameters, several networks with their controls;
 * ``plot_pruning_layers``: the fraction of each layer pruned, at each overall sparsity.
@@ -18,23 +19,7 @@ from typing import Any
 from matplotlib.figure import Figure  # no pyplot: no global figure registry, no display, nothing to close
 from matplotlib.ticker import MaxNLocator
 
-from src.study.depth_profiles import (
-    depth_profile_figure,
-    depth_profiles,
-    draw_depth_profiles,
-    plot_depth_profiles,
-    read_diagnostics,
-)
-
-__all__ = [
-    "depth_profile_figure",
-    "depth_profiles",
-    "draw_depth_profiles",
-    "plot_depth_profiles",
-    "plot_lesion",
-    "plot_pruning",
-    "read_diagnostics",
-]
+__all__ = ["plot_lesion", "plot_pruning", "plot_pruning_layers"]
 
 
 def plot_lesion(

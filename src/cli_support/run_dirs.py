@@ -1,0 +1,225 @@
+"""Which directory a command of ``src.cli`` writes to, and what it refuses (``src.runs`` draws the layout).
+
+In order of precedence: ``--run_dir DIR``; a TensorBoard/CSV logger's fixed ``save_dir/name/version``;
+for ``fit --ckpt_path``, the run the checkpoint belongs to (a run continues only in its own directory);
+for ``test``/``validate``/``predict`` of a run's checkpoint, that run (its ``evaluations/``); else a fresh
+``<save_dir>/<name>/version_N``. A run another process writes (it holds ``run.lock``) is refused, and so
+is starting a fit over a run that already has checkpoints (continue it with ``--ckpt_path last``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from jsonargparse import Namespace
+
+from src import runs, slurm_job
+from src.loggers import is_directory_logger, point_logger_at_run
+
+LOG_ROOT = "lightning_logs"
+DEFAULT_LOGGER_NAME = "default"
+# "<pid>:<run dir>" of the process that chose a fresh run directory: DDP processes it launches join that run.
+RUN_DIR_ENV = "SRC_CLI_RUN_DIR"
+
+
+def launching_rank() -> bool:
+    """Whether this process starts the run (global rank zero), before Lightning has set any ranks up.
+
+    DDP processes Lightning launches (LOCAL_RANK), torchrun/SLURM tasks (RANK, SLURM_PROCID) other than
+    the first join a run whose lock rank zero holds.
+    """
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        value = os.environ.get(key)
+        if value is not None and value.strip().isdigit():
+            return int(value) == 0
+    return True
+
+
+# ---------------------------------------------------------------- where the loggers would put a run
+def loggers(config: Namespace) -> list:
+    """The config's ``trainer.logger`` entries as a list (``[None]`` / ``[True]`` for Lightning's default)."""
+    logger = config.trainer.get("logger")
+    return list(logger) if isinstance(logger, list) else [logger]
+
+
+def logger_location(config: Namespace) -> tuple[str, str]:
+    """Where a fresh run goes: a TensorBoard/CSV logger's ``save_dir/name``; W&B and MLflow have no such folder."""
+    for logger in loggers(config):
+        init_args = logger.get("init_args") if is_directory_logger(logger) else None
+        if init_args is not None and init_args.get("save_dir") is not None:
+            return str(init_args["save_dir"]), str(init_args.get("name") or "")
+    return LOG_ROOT, DEFAULT_LOGGER_NAME
+
+
+def named_run_dir(config: Namespace) -> str | None:
+    """``save_dir/name/version`` when the logger config fixes its version, else ``None``."""
+    for logger in loggers(config):  # W&B's version is its run id, not a folder
+        init_args = logger.get("init_args") if is_directory_logger(logger) else None
+        if init_args is not None and init_args.get("version") is not None:
+            version = init_args["version"]
+            save_dir, name = logger_location(config)
+            return os.path.join(save_dir, name, version if isinstance(version, str) else f"version_{version}")
+    return None
+
+
+def fresh_run_dir(config: Namespace) -> str:
+    """A new ``<save_dir>/<name>/version_N``; processes launched for DDP join their launcher's run."""
+    launcher_pid, _, launcher_dir = os.environ.get(RUN_DIR_ENV, "").partition(":")
+    # Lightning's DDP launcher starts ranks 1..N-1 as children with LOCAL_RANK set; any other child
+    # process (a test, a notebook's subprocess) is a run of its own.
+    launched_rank = os.environ.get("LOCAL_RANK", "0") != "0"
+    if launcher_dir and launcher_pid == str(os.getppid()) and launched_rank:
+        return launcher_dir
+    save_dir, name = logger_location(config)
+    run_dir = runs.next_version_dir(save_dir, name)
+    os.environ[RUN_DIR_ENV] = f"{os.getpid()}:{run_dir}"
+    return run_dir
+
+
+def forget_fresh_run_dir() -> None:
+    """Called in-process (a notebook, a test): leave no run directory behind for the next command to join."""
+    if os.environ.get(RUN_DIR_ENV, "").partition(":")[0] == str(os.getpid()):
+        del os.environ[RUN_DIR_ENV]
+
+
+# ---------------------------------------------------------------- runs a command must not write into
+def refuse_busy_run(run_dir: str | None) -> None:
+    """Another process writing the run (it holds its lock) comes first: anything else we said would mislead."""
+    if run_dir is not None and launching_rank():
+        runs.RunLock(run_dir).refuse_if_busy()
+
+
+def refuse_run_with_checkpoints(run_dir: str) -> None:
+    """A fresh fit never starts over a run that has checkpoints: continuing it is ``--ckpt_path last``."""
+    if runs.has_checkpoints(run_dir):
+        raise runs.RunError(
+            f"the run directory '{run_dir}' already holds checkpoints of a run; continue it with "
+            "--ckpt_path last, or start a new run in another directory"
+        )
+
+
+# ---------------------------------------------------------------- the run a checkpoint belongs to
+def fit_run_dir(checkpoint_path: str | None, given: str | None, named: str | None) -> tuple[str | None, str | None]:
+    """``(run directory, checkpoint to continue from)`` of a ``fit``; ``(None, None)``: a fresh directory.
+
+    With a checkpoint: the run it belongs to (``--run_dir`` may only repeat it). Without: the named
+    directory, unless it has checkpoints -- an error, except for a requeue of the SLURM job that made
+    them, which continues from the newest one.
+    """
+    if checkpoint_path is not None:  # continue the run the checkpoint belongs to, in its own directory
+        owner = runs.run_dir_of_checkpoint(checkpoint_path)
+        if owner is None:
+            raise runs.RunError(
+                f"'{checkpoint_path}' is not inside a run directory (<run>/checkpoints/*.ckpt or "
+                "<run>/hpc_ckpt_N.ckpt), so there is no run to continue; copy the whole run directory"
+            )
+        refuse_busy_run(owner)
+        if given and os.path.realpath(given) != os.path.realpath(owner):
+            raise runs.RunError(
+                f"--ckpt_path belongs to the run '{owner}', not --run_dir '{given}'; a run continues only "
+                "in its own directory (drop --run_dir)"
+            )
+        return owner, None
+    if named is not None and runs.has_checkpoints(named):
+        job = slurm_job.current_job()
+        if job is None:
+            refuse_run_with_checkpoints(named)
+        else:  # a requeue of the job that made them continues; a new job reusing the directory does not
+            slurm_job.refuse_another_job(named, job)
+        # A requeued SLURM job: the same command, the same directory -- continue from its newest checkpoint.
+        return named, runs.resume_checkpoint(named)
+    if named is None and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
+        raise runs.RunError(
+            "this SLURM job was requeued, but without --run_dir its first attempt's directory is unknown, so "
+            "it would silently start over; launch SLURM jobs with --run_dir DIR"
+        )
+    return named, None
+
+
+def evaluated_run_dir(checkpoint_path: str | None, subcommand: str) -> str | None:
+    """test/validate/predict of a run's checkpoint: that run's directory (its ``evaluations/``), as if
+    ``--run_dir`` named it, so the result stays with the run rather than in an unrelated new version_N.
+
+    ``None`` (a fresh directory, as before) for a checkpoint file that is not inside a run this CLI wrote,
+    and while the run's fit still holds its lock: testing a checkpoint of a running fit must keep working.
+    """
+    owner = runs.run_dir_of_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+    if owner is None or not runs.config_files(owner):
+        return None
+    if not launching_rank():  # a DDP process Lightning started: follow its launcher's choice
+        launcher_pid = os.environ.get(RUN_DIR_ENV, "").partition(":")[0]
+        return None if launcher_pid == str(os.getppid()) else owner
+    holder = runs.RunLock(owner).holder_if_busy()
+    if holder is not None:
+        print(f"The run '{owner}' is in use by {holder}; {subcommand} writes into a new directory", flush=True)
+        return None
+    return owner
+
+
+# ---------------------------------------------------------------- the config pointed at the run
+def point_config_at_run_dir(config: Namespace, run_dir: str) -> None:
+    """Logger, checkpoints and ``default_root_dir`` (where Lightning's SLURM hpc checkpoints go) -> run_dir."""
+    config.trainer.default_root_dir = run_dir
+    parent, leaf = os.path.split(run_dir)
+    entries = loggers(config)
+    if entries == [None] or entries == [True]:
+        config.trainer.logger = Namespace(
+            class_path="lightning.pytorch.loggers.TensorBoardLogger",
+            init_args=Namespace(save_dir=parent, name="", version=leaf, default_hp_metric=False),
+        )
+    for logger in entries:  # one logger run per run directory (src.loggers)
+        if isinstance(logger, Namespace):
+            point_logger_at_run(logger, run_dir, LOG_ROOT)
+    wanted = runs.checkpoint_dir(run_dir)
+    dirpath = config.checkpoint.get("dirpath") if config.get("checkpoint") is not None else None
+    if dirpath is not None and os.path.realpath(dirpath) != os.path.realpath(wanted):
+        raise runs.RunError(
+            f"checkpoint.dirpath '{dirpath}' would put this run's checkpoints outside its directory; "
+            f"they go to '{wanted}' (choose the run's place with --run_dir)"
+        )
+    if config.get("checkpoint") is not None:
+        config.checkpoint.dirpath = wanted
+
+
+# ---------------------------------------------------------------- what a command created, and leaves or removes
+def first_missing(path: str) -> str | None:
+    """The outermost of ``path`` and its parents that does not exist yet (``None`` if ``path`` exists)."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
+def file_stamps(directory: str) -> dict[str, tuple[int, int]]:
+    """``{relative path: (size, mtime)}`` of the files under ``directory`` (none if it does not exist)."""
+    stamps = {}
+    for folder, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            stamps[os.path.relpath(path, directory)] = (stat.st_size, stat.st_mtime_ns)
+    return stamps
+
+
+def remove_unused_run_dir(run_dir: str | None, first_created: str | None, trainer: Any) -> None:
+    """A failed command leaves no run directory it created, unless training reached a checkpoint or a step.
+
+    Validation (bad data, a schedule that does not fit, a full disk...) can only fail once the trainer has
+    set the directory up (events file, config.yaml, data.json); what it left would look like a run. Call it
+    only for a directory this command created (``first_created``: the outermost folder it created).
+    """
+    if not run_dir or not os.path.isdir(run_dir) or runs.has_checkpoints(run_dir):
+        return
+    if trainer is not None and (trainer.global_step > 0 or not trainer.is_global_zero):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    # and the parents this command created (lightning_logs/<name>/), if nothing else went into them since
+    parent, top = os.path.dirname(os.path.abspath(run_dir)), os.path.abspath(first_created or run_dir)
+    while (parent == top or parent.startswith(top + os.sep)) and os.path.isdir(parent) and not os.listdir(parent):
+        os.rmdir(parent)
+        parent = os.path.dirname(parent)

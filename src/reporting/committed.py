@@ -1,0 +1,113 @@
+"""A study's committed results folder: what ``python -m src.report`` was given (a log root, a results folder,
+a study file), and for ``--check`` what differs between the committed files and configs and what HEAD gives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from src.reporting.figure_data import FIGURE_DATA
+from src.runs import find_run_dirs
+from src.sweeping.plan import Study, StudyError, is_study_file, load_study, plan_runs, run_command
+from src.sweeping.results import read_index
+from src.sweeping.run_state import config_differences, saved_configs
+
+CHECKED_FILES = (
+    "report.md",
+    "report.csv",
+    "report_lines.csv",
+    "report_comparisons.csv",
+    "report_depth.csv",
+    FIGURE_DATA,
+)
+
+
+def _relative(path: Path) -> Path:
+    """``path`` relative to here when inside (the report then names no path of this machine)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
+def results_source(results: Path, study: Study | None = None) -> tuple[Path, list | None, str]:
+    """A results folder's root, expected runs (from the study that names it, when found) and title."""
+    results = _relative(results)
+    index = read_index(results) or {}
+    if study is None and index.get("study_file") and Path(index["study_file"]).is_file():
+        try:
+            study = load_study(index["study_file"]).validate()
+        except StudyError:
+            study = None  # --check says what is wrong with it; the report still reads the runs
+    expected = None
+    if study is not None:
+        expected = [(run.variant, run.seed, results / run.variant / f"seed{run.seed}") for run in plan_runs(study)]
+    title = f"{index.get('study') or (study.name if study else results.name)} (committed results)"
+    return results, expected, title
+
+
+def resolve_source(source: Path) -> tuple[Path, list | None, str | None]:
+    """``(root, expected runs, title)`` of what ``python -m src.report`` was given (StudyError if unusable)."""
+    if source.is_file():
+        if not is_study_file(source):
+            raise StudyError(f"{str(source)!r} is a file but not a study file (it has no 'archs')")
+        study = load_study(source).validate()
+        if study.results:
+            return results_source(Path(study.results), study)
+        return study.directory, [(run.variant, run.seed, run.run_dir) for run in plan_runs(study)], None
+    if source.is_dir():
+        if read_index(source) is not None:
+            return results_source(source)
+        return source, None, None
+    raise StudyError(f"{str(source)!r} does not exist; give a log root (a folder of runs) or a study file")
+
+
+def file_differences(committed: Path, fresh: Path, limit: int = 3) -> list[str]:
+    """What differs between the committed report files and the regenerated ones, file by file."""
+    problems = []
+    for name in CHECKED_FILES:
+        old, new = committed / name, fresh / name
+        if not old.is_file():
+            problems.append(f"{old}: not committed (the report writes it)")
+            continue
+        old_lines, new_lines = old.read_text().splitlines(), new.read_text().splitlines()
+        if old_lines == new_lines:
+            continue
+        differing = [i for i in range(max(len(old_lines), len(new_lines))) if i >= len(old_lines)
+                     or i >= len(new_lines) or old_lines[i] != new_lines[i]]  # fmt: skip
+        problems.append(f"{old}: {len(differing)} line(s) differ from what the committed runs give")
+        for i in differing[:limit]:
+            was = old_lines[i] if i < len(old_lines) else "<no line>"
+            now = new_lines[i] if i < len(new_lines) else "<no line>"
+            problems.append(f"  line {i + 1}: committed   {was[:160]!r}")
+            problems.append(f"  line {i + 1}: regenerated {now[:160]!r}")
+    return problems
+
+
+def config_problems(results: Path) -> list[str]:
+    """Committed runs whose resolved config is not what the study file at HEAD plans for them."""
+    index = read_index(results) or {}
+    study_file = index.get("study_file")
+    if not study_file:
+        return [f"{results / 'results.json'}: names no study file, so the runs' configs cannot be checked"]
+    try:
+        study = load_study(study_file).validate()
+    except StudyError as error:
+        return [f"study file of {results}: {error}"]
+    planned = {f"{run.variant}/seed{run.seed}": run for run in plan_runs(study)}
+    from src.cli import resolved_config  # lightning and the models: only when there are configs to compare
+
+    problems = []
+    for run_dir in find_run_dirs(results):
+        label = run_dir.relative_to(results).as_posix()
+        run = planned.get(label)
+        if run is None:
+            problems.append(f"{label}: a committed run that {study_file} does not plan")
+            continue
+        config = resolved_config(run_command(study, run)[3:])
+        for saved in saved_configs(run_dir):
+            differences = config_differences(saved, config, limit=5)
+            if differences:
+                problems.append(f"{label}: config differs from what {study_file} plans: {', '.join(differences)}")
+                break
+    return problems

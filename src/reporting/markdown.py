@@ -1,0 +1,452 @@
+"""``report.md``: the table, the summary that states only what the numbers support, the line / comparison /
+depth tables (also written as CSV rows), budget, provenance, and the runs not in the numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from src.reporting.figure_data import FIGURES, sizes_to_target
+from src.reporting.paper import CITATION
+from src.reporting.protocol import protocol_line
+from src.reporting.records import RunRecord
+from src.reporting.statistics import Comparison, PowerLaw
+from src.reporting.tables import (
+    DepthPair,
+    Pair,
+    Row,
+    depth_pairs,
+    lines_of,
+    majority_commit,
+    markdown_table,
+    power_laws,
+    size_text,
+    twin_pairs,
+)
+
+
+def paper_overlay(records: list[RunRecord], mode: str) -> tuple[str | None, list[str]]:
+    """Whether (and labelled how) He et al.'s Table 6 goes on the figures, and the lines saying why.
+
+    ``auto``: only when some finished residual CIFAR run followed the paper's protocol (CIFAR-10,
+    all 50k training images, the official test split, the final model, 64k steps at batch 128);
+    ``force``: always, labelled "different protocol" unless every finished run matches; ``off``: never.
+    Returns ``(None, why)`` for no overlay, ``("", why)`` for a matching one, ``("different protocol", why)``.
+    """
+    finished = [run for run in records if run.status == "finished"]
+    residual = [run for run in finished if run.residual and run.family == "cifar"]
+    matching = [run for run in residual if not run.paper_differences]
+    differing = sorted({reason for run in finished for reason in run.paper_differences})
+    if mode == "off":
+        return None, []
+    if mode == "auto" and not matching:
+        if not finished:
+            return None, []
+        return None, [
+            f"{CITATION} is not overlaid: no finished CIFAR ResNet run follows its protocol "
+            f"({'; '.join(differing) or 'no residual CIFAR run'}). `--paper force` draws it anyway."
+        ]
+    label = "" if matching and not differing else "different protocol"
+    why = [
+        f"Black marks: {CITATION}, CIFAR-10 test error of the ResNets with option A shortcuts, trained on all 50k "
+        "training images for 64k iterations at batch 128, the final model tested on the 10k test images. "
+        "ResNet-110 is drawn at its mean over 5 runs, 6.61 ± 0.16 (std); its best run, 6.43, is a grey cross "
+        "and is not a mean. The other depths are single runs."
+    ]
+    if label:
+        why.append(
+            f"**Different protocol**: the overlay was forced; these runs differ from the paper's "
+            f"({'; '.join(differing) or 'plain or non-CIFAR nets only'}), so the distance to the marks is not "
+            "a reproduction gap."
+        )
+    elif matching:
+        why.append(f"The runs compared follow the paper's protocol ({len(matching)} finished ResNet runs).")
+    return label, why
+
+
+def budget_lines(records: list[RunRecord]) -> list[str]:
+    """One line per distinct protocol (data, splits, test, optimizer, schedule, precision, length) with its count."""
+    counts: dict[str, list[str]] = {}
+    for run in records:
+        if run.status in ("finished", "diverged") and run.context:
+            counts.setdefault(protocol_line(run.context), []).append(run.variant)
+    return [f"- {text} ({len(names)} runs: {', '.join(sorted(set(names)))})" for text, names in counts.items()]
+
+
+def provenance_lines(records: list[RunRecord]) -> list[str]:
+    """Per run: commit, dirty flag, device, config hash; runs on another commit than the study's majority flagged."""
+    present = [run for run in records if run.status != "missing"]
+    if not any(run.provenance for run in present):
+        return ["No run recorded provenance (efficiency.json without a `provenance` field: an older run)."]
+    majority = majority_commit(present)
+    lines = [
+        f"Majority commit: `{(majority or 'none')[:12]}`.",
+        "",
+        "| Run | Status | Commit | Dirty | Device | Config sha256 | Flag |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in present:
+        prov = run.provenance
+        commit = prov.get("git_commit")
+        flag = []
+        if not prov:
+            flag.append("no provenance recorded")
+        elif commit != majority:
+            flag.append("**commit differs from the majority**")
+        if prov.get("git_dirty"):
+            flag.append("**uncommitted changes**")
+        lines.append(
+            f"| `{run.variant}/seed{run.seed}` | {run.status} | `{(commit or '—')[:12]}` "
+            f"| {prov.get('git_dirty', '—')} | {prov.get('device', '—')} "
+            f"| `{(prov.get('config_sha256') or '—')[:12]}` | {', '.join(flag)} |"
+        )
+    return lines
+
+
+def shown(path: str | Path, root: str | Path | None) -> str:
+    """A run's path as the report prints it: relative to the report's root when inside it (no machine paths)."""
+    if root is not None:
+        try:
+            return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(path)
+
+
+def status_lines(records: list[RunRecord], root: str | Path | None = None) -> list[str]:
+    lines = []
+    diverged = [run for run in records if run.status == "diverged"]
+    if diverged:
+        lines.append(f"**Diverged** ({len(diverged)}; never averaged, never on a frontier):\n")
+        for run in diverged:
+            reason = f": {run.diverged_reason}" if run.diverged_reason else ""
+            where = shown(run.run_dir, root)
+            lines.append(f"- `{run.variant}/seed{run.seed}` at step {run.diverged_step}{reason} — {where}")
+        lines.append("")
+    for status, meaning in (
+        ("unfinished", "never tested: still running, stopped or crashed (the sweep resumes or restarts them)"),
+        ("missing", "no run directory"),
+    ):
+        runs = [run for run in records if run.status == status]
+        if runs:
+            lines.append(f"**{status.capitalize()}** ({len(runs)}; {meaning}):\n")
+            lines += [f"- `{run.variant}/seed{run.seed}` — {shown(run.run_dir, root)}" for run in runs]
+            lines.append("")
+    return lines
+
+
+TOOL_FIGURES = {"lesion": "lesion.png", "prune": "prune.png"}  # written by python -m src.lesion / src.prune
+
+
+def tool_figures(records: list[RunRecord], out: Path) -> list[tuple[str, str]]:
+    """``(caption, path relative to out)`` of the lesion / pruning figures the finished runs hold."""
+    found = []
+    for run in records:
+        for tool, name in TOOL_FIGURES.items():
+            figure = Path(run.run_dir) / tool / name
+            if run.status == "finished" and figure.is_file():
+                caption = f"{run.variant}/seed{run.seed}: {'block lesions' if tool == 'lesion' else 'pruning sweep'}"
+                found.append((caption, os.path.relpath(figure.resolve(), out.resolve())))
+    return found
+
+
+def _fit_text(fit: PowerLaw | str) -> str:
+    if isinstance(fit, str):
+        return f"no fit: {fit}"
+    text = f"b = {fit.b:.3f}"
+    if fit.b_low is not None:
+        text += f" [{fit.b_low:.3f}, {fit.b_high:.3f}]"
+    text += f", a = {fit.a:.3g}"
+    if fit.c is not None:
+        text += f", irreducible c = {fit.c:.2f}%"
+    return text + (f" ({fit.note})" if fit.note else "")
+
+
+def _reach_text(value: float | None, how: str) -> str:
+    if value is None:
+        return how
+    return size_text(value) if how == "interpolated" else f"≤ {size_text(value)} ({how})"
+
+
+def line_table(rows: list[Row], fits: dict, needed: dict) -> tuple[list[str], list[dict]]:
+    md = [
+        "| Line | Sizes | Seeds per size | Fit: error % = a · params^-b (+ c), 95% bootstrap CI on b "
+        "| Params to target | MACs to target | Training compute to target |",
+        "|---|---:|---|---|---:|---:|---:|",
+    ]
+    csv_rows = []
+    for line, members in lines_of(rows).items():
+        fit = fits.get(line, "no fit")
+        reach = needed.get(line, {})
+        md.append(
+            f"| {line} | {len(members)} | {'/'.join(str(row.n) for row in members)} | {_fit_text(fit)} "
+            + "".join(f"| {_reach_text(*reach.get(size, (None, '—')))} " for size in ("params", "macs", "compute"))
+            + "|"
+        )
+        csv_rows.append(
+            {
+                "line": line,
+                "sizes": len(members),
+                "variants": " ".join(row.variant for row in members),
+                "fit_a": fit.a if isinstance(fit, PowerLaw) else None,
+                "fit_b": fit.b if isinstance(fit, PowerLaw) else None,
+                "fit_b_ci_low": fit.b_low if isinstance(fit, PowerLaw) else None,
+                "fit_b_ci_high": fit.b_high if isinstance(fit, PowerLaw) else None,
+                "fit_c": fit.c if isinstance(fit, PowerLaw) else None,
+                "fit_note": fit.note if isinstance(fit, PowerLaw) else fit,
+                **{f"{size}_to_target": reach.get(size, (None, ""))[0] for size in ("params", "macs", "compute")},
+                **{f"{size}_to_target_how": reach.get(size, (None, ""))[1] for size in ("params", "macs", "compute")},
+            }
+        )
+    return md, csv_rows
+
+
+def comparison_table(pairs: list[Pair]) -> tuple[list[str], list[dict]]:
+    md = [
+        "| Residual | Plain | n | Difference (acc pp, residual − plain) | Test | p | Effect size |",
+        "|---|---|---|---:|---|---:|---:|",
+    ]
+    csv_rows = []
+    for pair in pairs:
+        c = pair.comparison
+        diff = "—" if c.difference is None else f"{100 * c.difference:+.2f}"
+        p = "—" if c.p_value is None else f"{c.p_value:.3g}"
+        effect = "—" if c.effect is None else f"{c.effect_name} {c.effect:+.2f}"
+        test = c.test if not c.reason else f"{c.test}: {c.reason}"
+        names = f"| `{pair.residual.variant}` | `{pair.plain.variant}` | {c.n_a}/{c.n_b}"
+        md.append(f"{names} | {diff} | {test} | {p} | {effect} |")
+        csv_rows.append(
+            {
+                "residual": pair.residual.variant,
+                "plain": pair.plain.variant,
+                "n_residual": c.n_a,
+                "n_plain": c.n_b,
+                "difference_acc": c.difference,
+                "test": c.test,
+                "statistic": c.statistic,
+                "p_value": c.p_value,
+                "effect_size": c.effect,
+                "effect_size_name": c.effect_name,
+                "note": c.reason,
+            }
+        )
+    return md, csv_rows
+
+
+def _p(c: Comparison) -> str:
+    return "—" if c.p_value is None else f"{c.p_value:.3g}"
+
+
+def depth_table(pairs: list[DepthPair]) -> tuple[list[str], list[dict]]:
+    """Deeper against shallower within each line, on test and on final training accuracy."""
+    md = [
+        "| Line | Deeper | Shallower | n | Test acc difference (pp, deeper − shallower) | Test, p "
+        "| Final train acc difference (pp) | Test, p |",
+        "|---|---|---|---|---:|---|---:|---|",
+    ]
+    csv_rows = []
+    for pair in pairs:
+        cells = []
+        for c in (pair.test, pair.train):
+            diff = "—" if c.difference is None else f"{100 * c.difference:+.2f}"
+            test = c.test if not c.reason else f"{c.test}: {c.reason}"
+            cells.append(f"{diff} | {test}, p = {_p(c)}")
+        md.append(
+            f"| {pair.line} | `{pair.deep.variant}` | `{pair.shallow.variant}` | {pair.test.n_a}/{pair.test.n_b} "
+            f"| {cells[0]} | {cells[1]} |"
+        )
+        row: dict = {"line": pair.line, "deeper": pair.deep.variant, "shallower": pair.shallow.variant}
+        for name, c in (("test", pair.test), ("train", pair.train)):
+            row.update(
+                {
+                    f"{name}_n_deeper": c.n_a,
+                    f"{name}_n_shallower": c.n_b,
+                    f"{name}_difference_acc": c.difference,
+                    f"{name}_test": c.test,
+                    f"{name}_statistic": c.statistic,
+                    f"{name}_p_value": c.p_value,
+                    f"{name}_effect_size": c.effect,
+                    f"{name}_effect_size_name": c.effect_name,
+                    f"{name}_note": c.reason,
+                }
+            )
+        csv_rows.append(row)
+    return md, csv_rows
+
+
+def comparison_sentence(names: str, c: Comparison, what: str, subject: str) -> str:
+    """One comparison in words, by the project's rule: a direction only with n >= 3 on each side and p < 0.05."""
+    n = min(c.n_a, c.n_b)
+    diff = 100 * (c.difference or 0.0)
+    if c.p_value is None:
+        return f"{names}: {diff:+.2f} points of {what}, not distinguishable with n = {c.n_a}/{c.n_b} ({c.reason})."
+    if n < 3:
+        test = f"{c.test} p = {c.p_value:.2g}"
+        return f"{names}: {diff:+.2f} points of {what} ({test}), not distinguishable with n = {n}."
+    if c.p_value < 0.05:
+        direction = "higher" if diff > 0 else "lower"
+        return (
+            f"{names}: {subject} {what} is {direction} by {abs(diff):.2f} points "
+            f"({c.test} p = {c.p_value:.2g}, {c.effect_name} = {c.effect:+.2f}, n = {n})."
+        )
+    return f"{names}: no difference detected in {what} ({diff:+.2f} points, {c.test} p = {c.p_value:.2g}, n = {n})."
+
+
+def summary_paragraph(
+    records: list[RunRecord], rows: list[Row], pairs: list[Pair], fits: dict, needed: dict, target: float | None,
+    target_how: str,
+) -> str:  # fmt: skip
+    """Sentences that state only what the numbers support: tests with n >= 3 decide, smaller n only describes."""
+    if not rows:
+        return "No finished run with a finite test accuracy: nothing to compare yet."
+    sentences = []
+    for pair in pairs:
+        names = f"`{pair.residual.variant}` against `{pair.plain.variant}`"
+        sentences.append(comparison_sentence(names, pair.comparison, "test accuracy", "the residual net's"))
+    for deeper in depth_pairs(rows):
+        names = f"`{deeper.deep.variant}` against `{deeper.shallow.variant}`"
+        sentences.append(comparison_sentence(names, deeper.test, "test accuracy", "the deeper net's"))
+        sentences.append(comparison_sentence(names, deeper.train, "final training accuracy", "the deeper net's"))
+    single = [row.variant for row in rows if row.n == 1]
+    if single:
+        sentences.append(f"One seed only, so no interval and no test: {', '.join(f'`{v}`' for v in single)}.")
+    for line, members in lines_of(rows).items():
+        fit = fits.get(line)
+        if len(members) == 1:
+            sentences.append(f"Line {line} has one size: no fit, no marginal slope, no interpolation.")
+        elif isinstance(fit, PowerLaw):
+            ci = f" (95% bootstrap CI {fit.b_low:.2f} to {fit.b_high:.2f})" if fit.b_low is not None else ""
+            trend = f"falls as params^-{fit.b:.2f}" if fit.b > 0 else f"does not fall with size (b = {fit.b:.2f})"
+            sentences.append(
+                f"Along {line}, test error {trend}{ci} over {fit.sizes} sizes"
+                + ("" if fit.b_low is not None else f"; {fit.note}")
+                + "."
+            )
+    if target is not None:
+        reached = {line: reach["params"] for line, reach in needed.items()}
+        missed = [line for line, (value, _) in reached.items() if value is None]
+        text = f"Target accuracy {100 * target:.2f}% ({target_how})"
+        if missed:
+            text += f": not reached by {', '.join(missed)} at any tested size"
+        text += "."
+        sentences.append(text)
+    with_se = [row for row in rows if row.test_binomial_se is not None]
+    if with_se:
+        se = max(row.test_binomial_se for row in with_se)
+        sentences.append(
+            f"With {with_se[0].test_samples:,} test images one run's accuracy carries a binomial standard error "
+            f"of up to {100 * se:.2f} points."
+        )
+    diverged = [run for run in records if run.status == "diverged"]
+    if diverged:
+        sentences.append(f"{len(diverged)} run(s) diverged and are excluded from every number (listed below).")
+    return " ".join(sentences)
+
+
+def render_markdown(
+    title: str,
+    records: list[RunRecord],
+    rows: list[Row],
+    paper: tuple[str | None, list[str]],
+    diagnostics: list[str] | None = None,
+    tools: list[tuple[str, str]] | None = None,
+    target: tuple[float | None, str] = (None, ""),
+    diagnostic_notes: list[str] | None = None,
+    root: str | Path | None = None,
+) -> tuple[str, list[dict], list[dict], list[dict]]:
+    """report.md's text, and the lines / comparisons / depth tables for their CSV files."""
+    diagnostic_notes = diagnostic_notes or []
+    counts = {s: sum(run.status == s for run in records) for s in ("finished", "diverged", "unfinished", "missing")}
+    fits = power_laws(rows, "params")
+    needed = sizes_to_target(rows, target[0])
+    pairs = twin_pairs(rows)
+    lines_md, lines_csv = line_table(rows, fits, needed)
+    pairs_md, pairs_csv = comparison_table(pairs)
+    deeper = depth_pairs(rows)
+    depth_md, depth_csv = depth_table(deeper)
+    lines = [
+        f"# Study report: {title}",
+        "",
+        f"Runs: {counts['finished']} finished (tested), {counts['diverged']} diverged, {counts['unfinished']} "
+        f"unfinished, {counts['missing']} missing. Only finished runs with a finite test accuracy enter the numbers.",
+        "",
+        "## Summary",
+        "",
+        summary_paragraph(records, rows, pairs, fits, needed, target[0], target[1]),
+        "",
+        "## Error against size and cost",
+        "",
+        markdown_table(rows) if rows else "_No finished runs yet._",
+        "",
+        "A variant is a resolved config minus its seed (settings that differ within the study are in its name); "
+        "a line is the variants that differ only in depth. Test accuracy: mean ± sample std (ddof = 1) over the n "
+        "seeds, and the 95% t-interval of the mean (none with one seed). *Binomial SE*: the test set's own "
+        "sampling error of one run's accuracy, sqrt(p(1 − p)/m). *Training compute*: 3 × MACs per sample × "
+        "training images seen. *Marginal*: points of test accuracy per extra million parameters over the previous "
+        "size of the same line, ± its standard error (from the two means' standard errors). The raw accuracy "
+        "per Mparam / GMAC ratios are in report.csv only (`raw_acc_per_mparam`): they rank size, not efficiency.",
+        "",
+    ]
+    sources = sorted({row.train_compute_source for row in rows if row.train_compute_source})
+    fallback = [s for s in sources if s != "train_images_seen"]
+    if fallback:
+        lines += [f"Training compute of some runs is estimated: {'; '.join(fallback)}.", ""]
+    lines += ["## Lines: scaling and size to reach the target", ""]
+    if target[0] is None:
+        lines += ["_No target accuracy: no line has a tested run._", ""]
+    else:
+        lines += [f"Target: {100 * target[0]:.2f}% test accuracy ({target[1]}).", ""]
+    lines += [*lines_md, "", "## Residual against plain", ""]
+    lines += pairs_md if pairs else ["_No residual/plain pair of equal size with the same other settings._"]
+    lines += [
+        "",
+        "Paired t-test (effect size d_z) when both variants ran the same seeds, else Welch's t-test (Hedges' g).",
+        "",
+        "## Depth within a line",
+        "",
+        *(depth_md if deeper else ["_No line has two depths with finished runs._"]),
+        "",
+        "He et al.'s two findings as tests: a deeper plain net has *lower* test and training accuracy than a "
+        "shallower one (degradation: not overfitting, since training accuracy falls too); a deeper ResNet has "
+        "higher accuracy. *Final train acc*: the last epoch's running accuracy on the augmented training "
+        "batches, as the paper's training error. Same tests as above.",
+        "",
+        "## Figures",
+        "",
+        *[f"![test error vs {key}]({FIGURES[key]})\n" for key in ("params", "macs", "compute", "time")],
+        f"![size to reach the target]({FIGURES['target']})",
+        "",
+        f"![training curves]({FIGURES['curves']})",
+        "",
+        *[f"{text}\n" for text in paper[1]],
+    ]
+    if diagnostics:
+        lines += [
+            "## Inside the networks: training diagnostics",
+            "",
+            "Per block against relative depth (position within stage; stage boundaries dotted): the RMS gradient "
+            "per weight of the block's branch convolutions, ||g|| / ||w|| (batch norm makes a conv's scale "
+            "irrelevant, so the relative step is what matters), and ||F(x)|| / ||s(x)||, the branch against the "
+            "shortcut it is added to (plain nets: ||F(x)|| / ||x|| where the shapes match). Each seed is "
+            "averaged over its measured steps >= 75% of its last; the curve is the mean over all finished seeds, "
+            "the band their min-max (`diagnostics.jsonl`, written with `diagnostics.enabled: true`).",
+            "",
+            *[f"![{name}]({name})\n" for name in diagnostics],
+            *[f"- {note}" for note in diagnostic_notes],
+            "",
+        ]
+    if tools:
+        lines += [
+            "## Block lesions and pruning",
+            "",
+            "From `python -m src.lesion` / `python -m src.prune` run on the study's checkpoints:",
+            "",
+            *[f"![{caption}]({path})\n" for caption, path in tools],
+        ]
+    lines += ["## Budget and protocol", "", *(budget_lines(records) or ["- none"]), ""]
+    lines += ["## Provenance", "", *provenance_lines(records), ""]
+    status = status_lines(records, root)
+    if status:
+        lines += ["## Not in the numbers", "", *status]
+    return "\n".join(lines), lines_csv, pairs_csv, depth_csv

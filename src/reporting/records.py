@@ -1,0 +1,295 @@
+"""From run directories to run records: each run's numbers, status and *variant* (the runs averaged together).
+
+A *variant* is everything a run's resolved ``config.yaml`` fixes except its seed and the fields
+that only say where things are written (run_dir, the logger, checkpoint folder, progress bar,
+measurement callbacks): two runs are averaged only when they are the same variant. Folder names
+never decide it -- runs of two architectures under one logger name (``version_0``, ``version_1``)
+stay apart. A variant's name is its architecture plus every setting that differs within the study
+(``resnet8 width=2``). ``src.reporting.tables`` turns the records into rows, lines and comparisons.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from src.models import arch_spec, parse_arch
+from src.reporting import protocol
+from src.reporting.paper import protocol_differences
+from src.runs import (
+    find_run_dirs,
+    read_config,
+    read_data_record,
+    read_efficiency,
+    read_scalars,
+    run_seed,
+    run_status,
+)
+
+# Config fields that say where a run writes or how it shows progress, not what it trains: never part of a variant.
+NOT_IDENTITY = (
+    "seed_everything",
+    "run_dir",
+    "ckpt_path",
+    "weights_only",
+    "test_after_fit",  # whether and when it was tested, not what it trained (the protocol line says)
+    "trainer.logger",
+    "trainer.default_root_dir",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "checkpoint.dirpath",
+    "data.init_args.num_workers",
+    "data.init_args.pin_memory",
+    "efficiency",
+    "diagnostics",
+)
+
+
+@dataclass
+class RunRecord:
+    """What one run left behind (or that it is missing)."""
+
+    variant: str  # the variant's name (arch + settings that differ in the study); the folder for missing runs
+    seed: int | None
+    run_dir: Path
+    status: str  # finished | diverged | unfinished | missing
+    arch: str | None = None
+    params: int | None = None
+    macs: int | None = None
+    best_val_acc: float | None = None
+    test_acc: float | None = None
+    final_train_acc: float | None = None  # the last epoch's running training accuracy (augmented, as trained)
+    test_samples: int | None = None
+    shortcut: str | None = None
+    train_time_sec: float | None = None
+    train_compute: float | None = None  # MACs spent training: 3 x MACs x images seen
+    compute_source: str | None = None
+    diverged_step: int | None = None
+    diverged_reason: str | None = None
+    identity: tuple = ()  # the config fields that make the variant
+    settings: dict[str, Any] = field(default_factory=dict)  # flattened identity, for naming
+    context: dict[str, Any] = field(default_factory=dict)  # protocol description (src.reporting.protocol.describe)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    paper_differences: list[str] = field(default_factory=list)
+    line: str = ""
+    line_identity: tuple = ()
+    depth: int = 0
+    family: str = "unknown"
+    residual: bool = True
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model.optimizer.init_args.lr": 0.1, ...}``; lists stay values."""
+    if isinstance(config, dict):
+        flat: dict[str, Any] = {}
+        for key, value in config.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): config}
+
+
+def _identity_fields(config: dict) -> dict[str, str]:
+    flat = flatten(config)
+    keep = {}
+    for key, value in flat.items():
+        if any(key == skip or key.startswith(skip + ".") for skip in NOT_IDENTITY):
+            continue
+        keep[key] = json.dumps(value, sort_keys=True, default=str)
+    return keep
+
+
+def _training_compute(report: dict, config: dict | None) -> tuple[float | None, str | None]:
+    """3 x MACs per sample x images the optimizer stepped over, and where the image count came from."""
+    macs = report.get("macs_per_sample")
+    if not macs:
+        return None, None
+    if isinstance(report.get("train_images_seen"), int):
+        return 3.0 * macs * report["train_images_seen"], "train_images_seen"
+    steps = report.get("global_step")
+    batch = report.get("global_batch_size")
+    if steps and batch:
+        return 3.0 * macs * batch * steps, "global batch x steps (efficiency.json has no train_images_seen)"
+    batch = protocol.nested(config, "data", "init_args", "batch_size")
+    steps = protocol.nested(config, "trainer", "max_steps")
+    if steps and steps > 0 and batch:
+        return 3.0 * macs * batch * steps, "batch size x max_steps (config; efficiency.json has no image count)"
+    return None, None
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def read_run(run_dir: Path, variant: str) -> RunRecord:
+    """One run as the report sees it; ``variant`` is a provisional name (the folder) until ``name_variants``."""
+    config = read_config(run_dir)
+    report = read_efficiency(run_dir) or {}
+    data = read_data_record(run_dir)
+    arch = report.get("arch") or protocol.nested(config, "model", "arch")
+    status = run_status(run_dir)
+    record = RunRecord(
+        variant=variant,
+        seed=run_seed(run_dir, config),
+        run_dir=run_dir,
+        status=status,
+        arch=arch,
+        params=report.get("params_total"),
+        macs=report.get("macs_per_sample"),
+        best_val_acc=_finite(report.get("best_val_acc")),
+        test_acc=_finite(report.get("test_acc")),
+        test_samples=report.get("test_samples"),
+        shortcut=protocol.nested(config, "model", "shortcut"),
+        train_time_sec=_finite(report.get("train_time_sec")),
+        diverged_step=report.get("diverged_step"),
+        diverged_reason=report.get("diverged_reason"),
+        provenance=report.get("provenance") if isinstance(report.get("provenance"), dict) else {},
+    )
+    if status == "finished" and record.test_acc is None:  # tested, but the accuracy is NaN / inf
+        record.status = "diverged"
+        record.diverged_step = report.get("global_step")
+        record.diverged_reason = f"test accuracy is {report.get('test_acc')} (no status: diverged recorded)"
+    record.train_compute, record.compute_source = _training_compute(report, config)
+    if record.status == "finished":
+        record.final_train_acc = final_train_accuracy(run_dir)
+    if report or config:
+        record.context = protocol.describe(config, report, data)
+        split, checkpoint = protocol.test_protocol(config, report, data)
+        record.paper_differences = protocol_differences(config, report, data, split, checkpoint)
+    # Without config.yaml nothing says what the run was beyond its architecture: only seeds of one folder group.
+    fields = _identity_fields(config) if config else {"config.yaml": json.dumps(f"absent: {run_dir.parent}")}
+    if arch:
+        fields["model.arch"] = json.dumps(arch)
+    try:
+        record.family, record.residual, record.depth = parse_arch(arch or "")
+    except ValueError:
+        record.residual = not str(arch).startswith("plain")
+        record.depth = int(re.sub(r"\D", "", str(arch)) or 0)
+    if not record.residual:
+        fields.pop("model.shortcut", None)  # plain nets have no shortcut: the setting does not apply to them
+    record.settings = fields
+    record.identity = tuple(sorted(fields.items()))
+    return record
+
+
+def final_train_accuracy(run_dir: Path) -> float | None:
+    """The run's last logged ``train/acc``: the final epoch's running accuracy on the augmented training batches.
+
+    It is He et al.'s *training error* (Fig. 6's thin lines are measured the same way, on augmented
+    batches while training), so the degradation finding can be checked on it: a deeper plain net that is
+    worse on held-out images *and* on its own training images is not overfitting.
+    """
+    _, values = read_scalars(run_dir, ["train/acc"]).get("train/acc", ([], []))
+    return _finite(values[-1]) if values else None
+
+
+def _stem(arch: str, family: str) -> str:
+    """The architecture without its depth: ``resnet56`` -> ``resnet``, ``resnet56_4`` -> ``resnet_4`` (the width
+    stays: other widths are other lines); ImageNet nets get their own stem."""
+    try:
+        stem = arch_spec(arch).line
+    except ValueError:  # a plugged-in net (model.net_class) or an older name
+        stem = re.sub(r"\d+", "", arch or "?")
+    return f"imagenet-{stem}" if family == "imagenet" else stem
+
+
+def _value(text: str) -> str:
+    value = json.loads(text)
+    return "none" if value is None else str(value)
+
+
+UNSET = json.dumps("unset")  # a setting some runs' configs lack (e.g. saved by an older version)
+
+
+def name_variants(records: list[RunRecord]) -> None:
+    """Name each run's variant and line from the settings that differ within the study (never from folders)."""
+    present = [run for run in records if run.identity]
+    configured = [run for run in present if "config.yaml" not in run.settings]
+    keys = sorted({key for run in configured for key in run.settings})
+
+    def values(key: str) -> set[str]:
+        # A plain net lacks model.shortcut (it does not apply): that absence is not a difference.
+        return {
+            run.settings.get(key, UNSET)
+            for run in configured
+            if key in run.settings or not (key == "model.shortcut" and not run.residual)
+        }
+
+    differing = [key for key in keys if key != "model.arch" and len(values(key)) > 1]
+    short = {}
+    for key in differing:
+        tail = key.rsplit(".", 1)[-1]
+        short[key] = tail if sum(k.rsplit(".", 1)[-1] == tail for k in differing) == 1 else key
+    for run in present:
+        if "config.yaml" in run.settings:
+            extras = [f"[no config.yaml: {run.run_dir.parent.name}]"]
+        else:
+            extras = [
+                f"{short[key]}={_value(run.settings.get(key, UNSET))}"
+                for key in differing
+                if key in run.settings or not (key == "model.shortcut" and not run.residual)
+            ]
+        suffix = (" " + ", ".join(extras)) if extras else ""
+        run.variant = f"{run.arch}{suffix}"
+        run.line = f"{_stem(run.arch or '?', run.family)}{suffix}"
+        run.line_identity = (_stem(run.arch or "?", run.family), *(i for i in run.identity if i[0] != "model.arch"))
+
+
+def forget_settings_older_runs_lack(records: list[RunRecord]) -> None:
+    """Leave out of every identity a setting that only some runs' configs have, all with one value.
+
+    Such a key is an option added to the code after the older runs were made (the project's rule: a new
+    option's default keeps the old behaviour), so it cannot tell the runs apart; without this, a study
+    whose seeds straddle the change would split every variant in two. A key the newer runs set to
+    different values still tells them apart.
+    """
+    configured = [run for run in records if run.identity and "config.yaml" not in run.settings]
+    for key in sorted({key for run in configured for key in run.settings}):
+        having = [run for run in configured if key in run.settings]
+        if key in ("model.arch", "model.shortcut") or len(having) == len(configured):
+            continue
+        if len({run.settings[key] for run in having}) == 1:
+            for run in having:
+                del run.settings[key]
+    for run in configured:
+        run.identity = tuple(sorted(run.settings.items()))
+
+
+def collect_runs(root: str | Path, expected: list[tuple[str, int, Path]] | None = None) -> list[RunRecord]:
+    """Every run under ``root``, plus a ``missing`` record for each expected run without a directory.
+
+    ``expected``: ``(variant, seed, run_dir)`` of every run a study plans. Without it, a seed that
+    some run folders of a directory have and a sibling folder lacks is reported missing for that sibling
+    (a guess about the layout, used only to list missing runs, never to group results).
+    """
+    root = Path(root)
+    records = []
+    for run_dir in find_run_dirs(root):
+        parent = run_dir.parent
+        folder = parent.relative_to(root).as_posix() if root in parent.parents else parent.name
+        records.append(read_run(run_dir, folder))
+    folders = {id(run): run.variant for run in records}
+    forget_settings_older_runs_lack(records)
+    name_variants(records)
+    present = {run.run_dir.resolve() for run in records}
+    if expected is not None:
+        for variant, seed, run_dir in expected:
+            if Path(run_dir).resolve() not in present:
+                records.append(RunRecord(variant, seed, Path(run_dir), "missing"))
+    else:
+        groups: dict[str, list[RunRecord]] = {}
+        for run in records:
+            groups.setdefault(str(Path(folders[id(run)]).parent), []).append(run)
+        for siblings in groups.values():
+            seeds = {run.seed for run in siblings if run.seed is not None}
+            for folder in sorted({folders[id(run)] for run in siblings}):
+                have = {run.seed for run in siblings if folders[id(run)] == folder}
+                directory = next(run.run_dir.parent for run in siblings if folders[id(run)] == folder)
+                if not all(run.run_dir.name.startswith("seed") for run in siblings):
+                    continue  # not the sweep's <variant>/seed<k> layout: nothing to infer
+                for seed in sorted(seeds - have):
+                    records.append(RunRecord(folder, seed, directory / f"seed{seed}", "missing"))
+    return sorted(records, key=lambda run: (run.variant, run.seed if run.seed is not None else -1))

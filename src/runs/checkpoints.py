@@ -1,0 +1,203 @@
+"""Finding, reading and loading a run's checkpoints: resume (the newest intact), best, hpc, ``--ckpt_path``.
+
+A truncated file (a kill while it was written) is passed over, never trusted; see ``resume_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from typing import Any
+
+import torch
+
+from src.class_paths import import_class
+from src.runs.layout import (
+    _HPC_PATTERN,
+    CHECKPOINT_DIR,
+    DEFAULT_MODEL_CLASS,
+    HPC_PREFIX,
+    LAST_CHECKPOINT,
+    RUN_CONFIG_KEY,
+    CheckpointFallbackWarning,
+    RunError,
+    checkpoint_dir,
+)
+
+
+def last_checkpoint(run_dir: str) -> str | None:
+    """``<run>/checkpoints/last.ckpt`` if it exists."""
+    path = os.path.join(checkpoint_dir(run_dir), LAST_CHECKPOINT)
+    return path if os.path.isfile(path) else None
+
+
+def hpc_checkpoints(run_dir: str) -> list[str]:
+    """The run's SLURM requeue checkpoints, oldest (lowest N) first."""
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(run_dir), f"{HPC_PREFIX}*.ckpt")):
+        match = _HPC_PATTERN.match(os.path.basename(path))
+        if match:
+            found.append((int(match[1]), path))
+    return [path for _, path in sorted(found)]
+
+
+def _saved_checkpoints(run_dir: str) -> list[str]:
+    """Every checkpoint file of the run, in tie-break order: hpc (newest first), last, then the others."""
+    directory = checkpoint_dir(run_dir)
+    others = sorted(
+        os.path.join(directory, name)
+        for name in (os.listdir(directory) if os.path.isdir(directory) else [])
+        if name.endswith(".ckpt") and name != LAST_CHECKPOINT
+    )
+    return [*reversed(hpc_checkpoints(run_dir)), *filter(None, [last_checkpoint(run_dir)]), *others]
+
+
+def read_checkpoint(path: str) -> tuple[dict[str, Any] | None, str | None]:
+    """``(checkpoint, None)``, or ``(None, why)`` for a file that cannot be read (truncated, not a checkpoint).
+
+    Memory-mapped: reading a checkpoint's step and callback states does not pull its tensors in.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # truncated zip, pickle errors, not a zip at all
+        return None, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        return None, "not a Lightning checkpoint"
+    return checkpoint, None
+
+
+def _intact_checkpoints(run_dir: str) -> tuple[list[tuple[int, str, dict[str, Any]]], dict[str, str]]:
+    """``([(global_step, path, checkpoint), ...] newest first, {broken path: why})``."""
+    intact, broken = [], {}
+    for order, path in enumerate(_saved_checkpoints(run_dir)):
+        checkpoint, why = read_checkpoint(path)
+        if checkpoint is None:
+            broken[path] = why or "unreadable"
+        else:
+            intact.append((int(checkpoint.get("global_step") or 0), -order, path, checkpoint))
+    intact.sort(key=lambda item: item[:2], reverse=True)  # highest step; at equal steps hpc, last, others
+    return [(step, path, checkpoint) for step, _, path, checkpoint in intact], broken
+
+
+def resume_checkpoint(run_dir: str) -> str | None:
+    """The checkpoint to continue the run from: the intact one with the most steps (hpc, last, best, ...).
+
+    A requeued or SIGTERM'd job may hold an hpc checkpoint from an earlier preemption *and* a newer
+    ``last.ckpt`` written after it; Lightning on its own would take the hpc one and lose the progress
+    in between. A truncated ``last.ckpt`` (a kill while it was written) is passed over, with a
+    warning naming it and the checkpoint used instead, rather than blocking the run for good.
+    """
+    intact, broken = _intact_checkpoints(run_dir)
+    chosen = intact[0][1] if intact else None
+    last = os.path.join(checkpoint_dir(run_dir), LAST_CHECKPOINT)
+    # No last.ckpt at all is ordinary (a SIGTERM before the first epoch ended leaves only its hpc checkpoint):
+    # only a broken one is worth a warning.
+    if chosen is not None and chosen != last and last in broken:
+        warnings.warn(
+            f"'{last}' cannot be read ({broken[last]}); continuing from '{chosen}' (step {intact[0][0]}), "
+            "the newest intact checkpoint",
+            CheckpointFallbackWarning,
+            stacklevel=2,
+        )
+    return chosen
+
+
+def has_checkpoints(run_dir: str) -> bool:
+    """Whether a run has already saved an intact checkpoint it could be resumed from.
+
+    Broken files alone (a kill during the first checkpoint write) do not count: such a run has nothing
+    to continue from and is started again (new checkpoints get new names; the broken files stay).
+    """
+    return bool(_intact_checkpoints(run_dir)[0])
+
+
+def best_checkpoint(run_dir: str) -> str | None:
+    """The best-by-monitor checkpoint, as ModelCheckpoint recorded it in the run's newest intact checkpoint.
+
+    Any intact checkpoint of the run knows the best one (the best checkpoint itself included), so a
+    broken ``last.ckpt`` does not hide it. The recorded path is taken relative to the run's
+    ``checkpoints/`` folder, so a run directory that was moved or copied still finds its own file.
+    """
+    intact, broken = _intact_checkpoints(run_dir)
+    for _, _, checkpoint in intact:
+        for state in (checkpoint.get("callbacks") or {}).values():
+            if isinstance(state, dict) and state.get("best_model_path"):  # ModelCheckpoint and subclasses
+                path = os.path.join(checkpoint_dir(run_dir), os.path.basename(state["best_model_path"]))
+                if path in broken:
+                    raise RunError(f"the run's best checkpoint '{path}' cannot be read ({broken[path]})")
+                return path if os.path.isfile(path) else None
+    return None
+
+
+def resolve_checkpoint(ckpt_path: str, run_dir: str | None) -> str:
+    """Turn ``--ckpt_path`` into a file: ``last`` / ``best`` / ``hpc`` of ``run_dir``, or an existing path.
+
+    Raises ``RunError`` (one line, what to do) when there is nothing to load.
+    """
+    if ckpt_path in ("last", "best", "hpc"):
+        if not run_dir:
+            raise RunError(
+                f"--ckpt_path {ckpt_path} needs the run it belongs to: add --run_dir DIR "
+                f"(or pass the checkpoint file itself, e.g. DIR/{CHECKPOINT_DIR}/{LAST_CHECKPOINT})"
+            )
+        if ckpt_path == "last":
+            found = resume_checkpoint(run_dir)
+        elif ckpt_path == "best":
+            found = best_checkpoint(run_dir)
+        else:
+            found = (hpc_checkpoints(run_dir) or [None])[-1]
+        if found is None:
+            broken = _intact_checkpoints(run_dir)[1]
+            detail = (
+                f"{len(broken)} checkpoint file(s) there cannot be read, e.g. '{next(iter(broken))}'"
+                if broken
+                else f"nothing in '{checkpoint_dir(run_dir)}' or '{run_dir}/{HPC_PREFIX}*.ckpt'"
+            )
+            raise RunError(
+                f"--ckpt_path {ckpt_path}: the run '{run_dir}' has no such checkpoint ({detail}); "
+                "start it without --ckpt_path, or check the run directory"
+            )
+        return found
+    if not os.path.isfile(ckpt_path):
+        raise RunError(f"--ckpt_path: no checkpoint file '{ckpt_path}' (valid: a .ckpt file, or last/best/hpc)")
+    return ckpt_path
+
+
+def checkpoint_run_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The resolved CLI config a checkpoint carries (``None`` for checkpoints not written by ``src.cli``)."""
+    return checkpoint.get(RUN_CONFIG_KEY)
+
+
+def datamodule_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """``{"class_path": ..., "init_args": {...}}`` of the checkpoint's DataModule, if it can be known."""
+    hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    hparams.pop("_instantiator", None)
+    class_path = hparams.pop("_class_path", None)
+    run_config = checkpoint_run_config(checkpoint) or {}
+    data = run_config.get("data") or {}
+    if class_path is None and isinstance(data, dict):
+        class_path = data.get("class_path")
+        hparams = {**(data.get("init_args") or {}), **hparams}
+    if class_path is None:
+        return None
+    if "." not in class_path:  # a short name as typed on the command line
+        class_path = f"src.data.{class_path}"
+    return {"class_path": class_path, "init_args": hparams}
+
+
+def load_checkpoint_run(path: str, map_location: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """``(model, datamodule)`` exactly as the run that wrote the checkpoint built them, weights loaded.
+
+    The model comes from the checkpoint's hyperparameters (``ImageClassifier.load_from_checkpoint``);
+    the DataModule from the hyperparameters it saved (``save_hyperparameters()``) and its class
+    path. ``datamodule`` is ``None`` when the checkpoint does not say which data it was trained on.
+    For lesion and pruning tools: ``datamodule.setup("test")`` then ``datamodule.test_dataloader()``.
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model_class = import_class(checkpoint.get("run_model_class", DEFAULT_MODEL_CLASS))
+    model = model_class.load_from_checkpoint(path, map_location=map_location)
+    model.eval()
+    data = datamodule_config(checkpoint)
+    datamodule = import_class(data["class_path"])(**data["init_args"]) if data else None
+    return model, datamodule

@@ -1,0 +1,117 @@
+"""What each planned run of a study is now, and clearing the way before a sweep starts.
+
+A run's state comes from the study's committed results folder first (a result there is final: finished,
+diverged or stale), else from its log directory (``src.sweeping.run_state.assess``). Stale runs (made with
+another config than the study plans now) stop the sweep unless ``--rerun-stale``; what is run again is
+moved aside, never deleted.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from src.runs import RunBusy, RunLock
+from src.sweeping.plan import RunSpec, Study, StudyError, run_command
+from src.sweeping.run_state import RunState, assess, move_aside
+
+
+def result_line(report: dict | None) -> str:
+    if not report:
+        return "no efficiency.json"
+    parts = []
+    if report.get("test_acc") is not None:
+        parts.append(f"test_acc {report['test_acc']:.4f}")
+    if report.get("best_val_acc") is not None:
+        parts.append(f"best val_acc {report['best_val_acc']:.4f}")
+    if report.get("params_total") is not None:
+        parts.append(f"{report['params_total']:,} params")
+    if report.get("macs_per_sample"):
+        parts.append(f"{report['macs_per_sample'] / 1e6:.2f}M MACs")
+    return ", ".join(parts) or "no results recorded"
+
+
+def planned_configs(study: Study, runs: list[RunSpec]) -> dict[Path, dict]:
+    """The config each run's command resolves to now (parsed in this process, nothing built), by run directory.
+
+    Only runs that already have a directory need one (to tell a stale run); parsing is cheap once
+    the CLI is imported.
+    """
+
+    def exists(run: RunSpec) -> bool:
+        results = study.results_dir(run)
+        return run.run_dir.is_dir() or (results is not None and results.is_dir())
+
+    existing = [run for run in runs if exists(run)]
+    if not existing:
+        return {}
+    from src.cli import resolved_config  # lightning and the models: imported only when a run exists
+
+    return {run.run_dir: resolved_config(run_command(study, run)[3:]) for run in existing}
+
+
+def results_state(study: Study, run: RunSpec, planned: dict | None) -> RunState | None:
+    """The run's state from the study's results folder: finished / diverged / stale there, else None."""
+    target = study.results_dir(run)
+    if target is None or not target.is_dir():
+        return None
+    state = assess(target, planned)
+    if state.status not in ("finished", "diverged", "stale"):
+        return None  # a results folder without a fit record: not a result
+    state.in_results = True
+    return state
+
+
+def current_state(study: Study, run: RunSpec, planned: dict | None) -> RunState:
+    """A matching committed result first (finished / diverged / stale there), else the log directory's state."""
+    return results_state(study, run, planned) or assess(run.run_dir, planned)
+
+
+def assess_runs(study: Study, runs: list[RunSpec]) -> list[RunState]:
+    planned = planned_configs(study, runs)
+    return [current_state(study, run, planned.get(run.run_dir)) for run in runs]
+
+
+def state_line(state: RunState) -> str:
+    where = " (in results)" if state.in_results else ""
+    if state.status == "finished":
+        return f"finished{where}, skip ({result_line(state.report)})"
+    if state.status == "diverged":
+        return f"DIVERGED{where} {state.detail}; skip (--retry-diverged moves it aside and starts it again)"
+    if state.status == "stale":
+        what = "the results run was made" if state.in_results else "made"
+        return f"STALE: {what} with another config ({state.detail}); --rerun-stale moves it aside and runs it again"
+    return ""
+
+
+def clear_the_way(study: Study, runs: list[RunSpec], rerun_stale: bool, retry_diverged: bool) -> list[RunState]:
+    """Refuse a study with stale runs (unless ``rerun_stale``); move aside what is to be run again."""
+    states = assess_runs(study, runs)
+    stale = [(run, state) for run, state in zip(runs, states) if state.status == "stale"]
+    if stale and not rerun_stale:
+        for run, state in stale:
+            print(f"{run.label}: {state_line(state)}", file=sys.stderr)
+        raise StudyError(
+            f"{len(stale)} run(s) of study {study.name!r} were made with another config than planned now; "
+            "rerun them with --rerun-stale (the old runs are moved aside, not deleted) or give the study a new --name"
+        )
+    moving = {"stale"} | ({"diverged"} if retry_diverged else set())
+    planned = planned_configs(study, runs) if any(state.in_results for state in states) else {}
+    for index, (run, state) in enumerate(zip(runs, states)):
+        if state.status not in moving:
+            continue
+        if state.in_results:  # the committed result goes aside (never deleted); then the log run is looked at
+            target = move_aside(study.results_dir(run), study.results)
+            print(f"{run.label}: {state.status} in results, moved aside to {target}", flush=True)
+            state = states[index] = assess(run.run_dir, planned.get(run.run_dir))
+            if state.status not in moving:
+                continue
+        try:
+            with RunLock(run.run_dir).acquire(role="src.sweep (moving the run aside)"):
+                target = move_aside(run.run_dir, study.directory)
+        except RunBusy as busy:
+            print(f"{run.label}: not moved aside: {busy}", flush=True)
+            continue
+        print(f"{run.label}: {state.status}, moved aside to {target}", flush=True)
+        states[index] = RunState("missing")
+    return states
