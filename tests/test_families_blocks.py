@@ -13,11 +13,11 @@ import copy
 import pytest
 import torch
 
+from src.analysis.lesion import PlainNetworkError, lesioned
+from src.analysis.prune import layer_kind, prunable_layers, prune_magnitude
 from src.callbacks.diagnostics import BranchRatioRecorder
 from src.models import build_model
 from src.models.blocks import branch_output, residual_blocks
-from src.analysis.lesion import PlainNetworkError, lesioned
-from src.analysis.prune import layer_kind, prunable_layers, prune_magnitude
 from tests.fork_models import TinyNet
 
 
