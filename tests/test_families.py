@@ -180,8 +180,11 @@ def test_torchvision_wide_resnet_weights_load_strictly(arch):
     reference = getattr(tv_models, arch)(weights=None).eval()
     ours = build_model(arch, num_classes=1000).eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
-    assert count_parameters(ours) == count_parameters(reference) == {"wide_resnet50_2": 68_883_240,
-                                                                       "wide_resnet101_2": 126_886_696}[arch]
+    assert (
+        count_parameters(ours)
+        == count_parameters(reference)
+        == {"wide_resnet50_2": 68_883_240, "wide_resnet101_2": 126_886_696}[arch]
+    )
     if arch == "wide_resnet50_2":
         x = torch.randn(1, 3, 64, 64)
         with torch.no_grad():

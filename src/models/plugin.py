@@ -52,9 +52,7 @@ def net_class(class_path: str) -> type[nn.Module]:
     return found
 
 
-def build_net(
-    class_path: str, net_args: Mapping[str, Any] | None, num_classes: int, in_channels: int = 3
-) -> nn.Module:
+def build_net(class_path: str, net_args: Mapping[str, Any] | None, num_classes: int, in_channels: int = 3) -> nn.Module:
     """Instantiate the class ``class_path`` names with ``net_args`` and the data's ``num_classes`` / ``in_channels``."""
     cls = net_class(class_path)
     if net_args is not None and not isinstance(net_args, Mapping):
