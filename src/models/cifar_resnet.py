@@ -81,6 +81,17 @@ class BasicBlock(nn.Module):
         return self.relu(out)
 
 
+def msra_init(net: nn.Module) -> None:
+    """He et al.'s "MSRA" initialisation (He et al., 2015b): convolutions ``kaiming_normal_`` (fan out),
+    batch norm scale 1 and shift 0; shared by every CIFAR-sized family."""
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
 class CifarResNet(nn.Module):
     """ResNet (or plain net) of depth ``6 * blocks_per_stage + 2`` and width ``k`` for small images."""
 
@@ -123,16 +134,7 @@ class CifarResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1) if pooling == "avg" else nn.AdaptiveMaxPool2d(1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(widths[-1], num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # He et al. initialise convolutions with their own "MSRA" scheme (He et al., 2015b).
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        msra_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.relu(self.bn1(self.conv1(x)))

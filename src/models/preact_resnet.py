@@ -36,6 +36,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from src.models.cifar_resnet import msra_init
+
 Pooling = Literal["avg", "max"]
 STEM_WIDTH = 16
 
@@ -171,12 +173,7 @@ class PreActResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1) if pooling == "avg" else nn.AdaptiveMaxPool2d(1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(in_planes, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        msra_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
