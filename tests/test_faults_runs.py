@@ -25,7 +25,7 @@ from src import runs
 from src.cli import main as cli_main
 from src.sweep import main as sweep_main
 from src.sweeping.run_state import assess
-from tests.helpers import clean_environment, stop_with_signal, sweep_process, wait_for
+from tests.helpers import alive, clean_environment, stop_with_signal, sweep_process, wait_for
 from tests.study_runs import QUICKSTART, TINY
 
 STUDY = "faults"
@@ -77,14 +77,6 @@ def lock_record(run_dir: Path) -> dict:
         return json.loads((run_dir / runs.LOCK_FILE).read_text() or "{}")
     except (OSError, ValueError):
         return {}
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------- two sweeps of one study at once

@@ -22,7 +22,7 @@ from src.sweep import main
 from src.sweeping.plan import Study, StudyError, load_study, plan_runs, run_command
 from src.sweeping.slots import Slot, assign_slots, usable_cpus, visible_gpus
 from tests.conftest import REPO_ROOT
-from tests.helpers import clean_environment, stop_with_signal, sweep_process, wait_for
+from tests.helpers import alive, clean_environment, stop_with_signal, sweep_process, wait_for
 from tests.study_runs import QUICKSTART, STUDY, TINY
 from tests.sweep_probe import PROBE_ENV
 
@@ -363,11 +363,3 @@ def test_sigterm_to_a_parallel_sweep_stops_every_run_and_a_rerun_finishes_the_re
         assert len(report["resumed_at_steps"]) == (1 if seed < 2 else 0)
     fits = {(fit["run_dir"], fit["pid"]) for fit in probes(probe)}  # processes: a resumed config lists it twice
     assert len(fits) == 5  # 2 stopped fits, 2 continued, 1 new: no run trained twice over
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
