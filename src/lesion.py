@@ -25,15 +25,20 @@ writes ``lesion-1.*``):
   ``bn_reestimated``);
 * ``lesion_random_summary.csv``: per ``k``: ``n`` draws, ``acc_mean``, ``acc_std`` (ddof = 1),
   ``acc_min``, ``acc_max``, ``drop_mean``, ``drop_std``;
-* ``lesion.png``: single-block lesions and the random-k curve (mean ± sample std, n per k).
+* ``lesion.png``: single-block lesions and the random-k curve (mean ± sample std, n per k);
+* ``lesion.json``: how it was measured -- the command line, checkpoint, split, images evaluated, the
+  draws' settings -- so a committed lesion says how to regenerate it (``python -m src.report`` reads it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from src.analysis.batchnorm import DEFAULT_BN_BATCHES
 from src.analysis.checkpoint import load as _load
@@ -43,13 +48,49 @@ from src.analysis.plots import plot_lesion
 from src.analysis.tables import format_table, free_stem, with_suffix, write_csv
 from src.data import DatasetNotFoundError
 
-FILES = ("lesion.csv", "lesion_stages.csv", "lesion_random.csv", "lesion_random_summary.csv", "lesion.png")
+FILES = (
+    "lesion.csv",
+    "lesion_stages.csv",
+    "lesion_random.csv",
+    "lesion_random_summary.csv",
+    "lesion.png",
+    "lesion.json",
+)
 
 
 def default_ks(blocks: int) -> list[int]:
     """Up to 8 values of k from 1 to half the blocks (Veit et al. remove up to ~20 of 54)."""
     top = max(1, blocks // 2)
     return sorted({max(1, round(1 + i * (top - 1) / 7)) for i in range(8)})
+
+
+def samples_evaluated(loader: Any, limit_batches: int | None) -> int | None:
+    """How many images each evaluation sees: the split, or its first ``limit_batches`` batches."""
+    try:
+        size, batch = len(loader.dataset), loader.batch_size
+    except (AttributeError, TypeError):
+        return None
+    if limit_batches is None:
+        return size
+    return min(size, limit_batches * batch) if batch else None
+
+
+def settings_record(args: argparse.Namespace, argv: list[str], arch: str, ks: list[int], samples: int | None) -> dict:
+    """``lesion.json``: what was measured and the command that measures it again."""
+    return {
+        "command": shlex.join(["python", "-m", "src.lesion", *argv]),
+        "checkpoint": args.checkpoint,
+        "arch": arch,
+        "split": args.split,
+        "samples": samples,
+        "limit_batches": args.limit_batches,
+        "k": ks,
+        "trials": args.trials,
+        "seed": args.seed,
+        "include_downsampling": args.include_downsampling,
+        "bn_reestimate": args.bn_reestimate,
+        "bn_batches": args.bn_batches if args.bn_reestimate else None,
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -92,7 +133,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, str]:
-    """Run the study; return the paths written (``single``, ``stages``, ``random``, ``random_summary``, ``figure``)."""
+    """Run the study; return the paths written (``single``, ``stages``, ``random``, ``random_summary``, ``figure``,
+    ``settings``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     try:
         if args.bn_batches < 1:
@@ -128,7 +171,10 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         "random": write_csv(random, out, name["lesion_random.csv"]),
         "random_summary": write_csv(summary, out, name["lesion_random_summary.csv"]),
         "figure": str(out / name["lesion.png"]),
+        "settings": str(out / name["lesion.json"]),
     }
+    record = settings_record(args, argv, arch, list(ks), samples_evaluated(loader, args.limit_batches))
+    Path(paths["settings"]).write_text(json.dumps(record, indent=1) + "\n")
     bn = ", BN re-estimated" if args.bn_reestimate else ""
     plot_lesion(single, random, paths["figure"], title=f"{arch}: block lesions, {args.split} split{bn}")
     for table in (single, stages, summary):

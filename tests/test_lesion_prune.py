@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import statistics
 import subprocess
 import sys
@@ -212,8 +213,14 @@ def test_lesion_command_writes_tables_and_figure_without_overwriting(trained, tm
     assert [(r["k"], r["n"]) for r in summary] == [("1", "2"), ("2", "2")]
     accs = [float(r["acc"]) for r in random if r["k"] == "2"]
     assert float(summary[1]["acc_std"]) == pytest.approx(statistics.stdev(accs), abs=1e-4)  # ddof = 1
-    again = lesion_command.main(args)
+    settings = json.loads((out / "lesion.json").read_text())
+    assert settings["command"] == "python -m src.lesion " + " ".join(args)
+    assert (settings["arch"], settings["split"], settings["samples"], settings["limit_batches"]) == (
+        "resnet8", "test", DATA["test_size"], None)  # fmt: skip
+    assert (settings["k"], settings["trials"], settings["include_downsampling"]) == ([1, 2], 2, True)
+    again = lesion_command.main(args + ["--limit-batches", "1"])
     assert again["single"] == str(out / "lesion-1.csv") and again["figure"] == str(out / "lesion-1.png")
+    assert json.loads((out / "lesion-1.json").read_text())["samples"] == DATA["batch_size"]  # one batch of 32
     assert again["random_summary"] == str(out / "lesion_random_summary-1.csv")
     assert _csv(paths["single"]) == single
 
