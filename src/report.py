@@ -23,6 +23,8 @@ TensorBoard scalars ``train/acc`` and ``val/acc`` -- and never trains. Writes in
   depth, every finished seed, residual against plain;
 * links to the ``lesion/lesion.png`` and ``prune/prune.png`` that ``python -m src.lesion`` /
   ``python -m src.prune`` wrote into the study's run directories;
+* ``report_lesions.csv`` and ``lesions_across_seeds.png``: those lesions summarized per variant over its
+  seeds (``src.reporting.lesions``; the CSV is header-only when no run has a lesion);
 * ``figures.json``: the data behind every figure (points, intervals, curves), so a check compares
   numbers, not PNG bytes.
 
@@ -66,6 +68,10 @@ from src.reporting.figure_data import (
     sizes_to_target,
 )
 from src.reporting.figures import plot_error_vs_cost, plot_size_to_target, plot_training_curves
+from src.reporting.lesions import CSV_FILE as LESIONS_CSV
+from src.reporting.lesions import FIGURE as LESIONS_FIGURE
+from src.reporting.lesions import figure_data as lesion_figure_data
+from src.reporting.lesions import lesion_markdown, lesions_by_variant, plot_lesions, summary_rows
 from src.reporting.markdown import paper_overlay, render_markdown, tool_figures
 from src.reporting.records import RunRecord, collect_runs
 from src.reporting.tables import aggregate, write_csv, write_rows
@@ -101,13 +107,20 @@ def write_report(
     profiles: dict = {}
     diagnostics = diagnostics_figures(records, out, diagnostic_notes, profiles)
     tools = tool_figures(records, out)
+    lesions = lesions_by_variant(records)
+    if lesions:
+        plot_lesions(lesions, out / LESIONS_FIGURE)
+    write_rows(summary_rows(lesions), out / LESIONS_CSV)
     text, lines_csv, pairs_csv, depth_csv = render_markdown(
-        title or str(root), records, rows, overlay, diagnostics, tools, target, diagnostic_notes, root
-    )
+        title or str(root), records, rows, overlay, diagnostics, tools, target, diagnostic_notes, root,
+        lesion_markdown(lesions),
+    )  # fmt: skip
     write_rows(lines_csv, out / "report_lines.csv")
     write_rows(pairs_csv, out / "report_comparisons.csv")
     write_rows(depth_csv, out / "report_depth.csv")
     (out / "report.md").write_text(text)
+    if lesions:
+        profiles[LESIONS_FIGURE] = lesion_figure_data(lesions)
     figures = figure_data(rows, records, target, profiles)
     (out / FIGURE_DATA).write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
     return out, records

@@ -473,10 +473,20 @@ def test_provenance_is_listed_and_a_different_commit_flagged(tmp_path):
         provenance = {"git_commit": commit, "git_dirty": seed == 1, "device": "NVIDIA H200", "config_sha256": "c" * 64}
         write_run(tmp_path / "resnet20" / f"seed{seed}", "resnet20", seed, 0.9, 269_722, provenance=provenance)
     _, _, text = run_report(tmp_path)
-    assert f"Majority commit: `{'a' * 12}`." in text
+    assert f"Majority commit: `{'a' * 12}` (runs trained at another commit are flagged)." in text
     assert f"| `resnet20/seed2` | finished | `{'b' * 12}` | False | NVIDIA H200 | `{'c' * 12}` " in text
     assert "| **commit differs from the majority** |" in text
     assert text.count("commit differs from the majority") == 1 and text.count("**uncommitted changes**") == 1
+
+
+def test_runs_each_at_their_own_commit_have_no_majority_and_no_flag(tmp_path):
+    """A study that commits each finished run trains every run at its own commit: no run is the odd one out."""
+    for seed, commit in ((0, "a" * 40), (1, "b" * 40), (2, "c" * 40), (3, "a" * 40)):
+        provenance = {"git_commit": commit, "git_dirty": False, "device": "cpu", "config_sha256": "d" * 64}
+        write_run(tmp_path / "resnet20" / f"seed{seed}", "resnet20", seed, 0.9, 269_722, provenance=provenance)
+    _, _, text = run_report(tmp_path)
+    assert "Majority commit" not in text and "commit differs from the majority" not in text  # 2 of 4 is no majority
+    assert "The runs were trained at 3 commits, none shared by more than half of them" in text
 
 
 def test_paper_overlay_only_for_the_papers_protocol(tmp_path):

@@ -18,6 +18,7 @@ CHECKED_FILES = (
     "report_lines.csv",
     "report_comparisons.csv",
     "report_depth.csv",
+    "report_lesions.csv",
     FIGURE_DATA,
 )
 

@@ -80,8 +80,17 @@ def provenance_lines(records: list[RunRecord]) -> list[str]:
     if not any(run.provenance for run in present):
         return ["No run recorded provenance (efficiency.json without a `provenance` field: an older run)."]
     majority = majority_commit(present)
+    commits = {run.provenance["git_commit"] for run in present if run.provenance.get("git_commit")}
+    if majority is not None:
+        head = f"Majority commit: `{majority[:12]}` (runs trained at another commit are flagged)."
+    else:
+        head = (
+            f"The runs were trained at {len(commits)} commits, none shared by more than half of them (a study "
+            "that commits each finished run); `python -m src.report --check` compares each run's resolved "
+            "config with what the study file at HEAD plans for it."
+        )
     lines = [
-        f"Majority commit: `{(majority or 'none')[:12]}`.",
+        head,
         "",
         "| Run | Status | Commit | Dirty | Device | Config sha256 | Flag |",
         "|---|---|---|---|---|---|---|",
@@ -92,7 +101,7 @@ def provenance_lines(records: list[RunRecord]) -> list[str]:
         flag = []
         if not prov:
             flag.append("no provenance recorded")
-        elif commit != majority:
+        elif majority is not None and commit != majority:
             flag.append("**commit differs from the majority**")
         if prov.get("git_dirty"):
             flag.append("**uncommitted changes**")
@@ -354,8 +363,12 @@ def render_markdown(
     target: tuple[float | None, str] = (None, ""),
     diagnostic_notes: list[str] | None = None,
     root: str | Path | None = None,
+    lesions: list[str] | None = None,
 ) -> tuple[str, list[dict], list[dict], list[dict]]:
-    """report.md's text, and the lines / comparisons / depth tables for their CSV files."""
+    """report.md's text, and the lines / comparisons / depth tables for their CSV files.
+
+    ``lesions``: the lines of the lesions-across-seeds section (``src.reporting.lesions.lesion_markdown``).
+    """
     diagnostic_notes = diagnostic_notes or []
     counts = {s: sum(run.status == s for run in records) for s in ("finished", "diverged", "unfinished", "missing")}
     fits = power_laws(rows, "params")
@@ -436,11 +449,11 @@ def render_markdown(
             *[f"- {note}" for note in diagnostic_notes],
             "",
         ]
+    if tools or lesions:
+        lines += ["## Block lesions and pruning", "", *(lesions or [])]
     if tools:
         lines += [
-            "## Block lesions and pruning",
-            "",
-            "From `python -m src.lesion` / `python -m src.prune` run on the study's checkpoints:",
+            "Per run, from `python -m src.lesion` / `python -m src.prune` run on the study's checkpoints:",
             "",
             *[f"![{caption}]({path})\n" for caption, path in tools],
         ]

@@ -274,8 +274,16 @@ def default_target(rows: list[Row]) -> float | None:
 
 
 def majority_commit(records: list[RunRecord]) -> str | None:
+    """The commit more than half of the runs that recorded one were trained at; None when no commit is.
+
+    A study that accumulates (each finished run committed before the next starts) trains every run at its
+    own commit: there is then no majority, and no run is the odd one out.
+    """
     commits = Counter(run.provenance.get("git_commit") for run in records if run.provenance.get("git_commit"))
-    return commits.most_common(1)[0][0] if commits else None
+    if not commits:
+        return None
+    commit, count = commits.most_common(1)[0]
+    return commit if 2 * count > sum(commits.values()) else None
 
 
 # ------------------------------------------------------------------------------------------------ output

@@ -1,0 +1,260 @@
+"""Block lesions across seeds: what ``python -m src.lesion`` measured on each finished run, summarized per variant.
+
+Veit et al. (2016) found that removing one block of a trained ResNet costs little (the downsampling
+blocks apart) and that accuracy falls smoothly as more blocks are removed, while a plain net breaks.
+One seed's lesion is one measurement of that, so the summary is over seeds: each seed's number first
+(its mean single-block drop, its mean accuracy over the random draws of ``k`` blocks), then the mean
+over seeds with a 95% t-interval -- never the draws pooled as if they were independent nets.
+
+Reads ``<run>/lesion/lesion.csv``, ``lesion_random_summary.csv`` and ``lesion.json`` (how it was
+measured; older lesions lack it) of the finished runs; a second lesion of the same run
+(``lesion-1.*``) is not read. Drops and accuracies are in percentage points.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from src.reporting.records import RunRecord  # noqa: E402
+from src.reporting.statistics import Summary, summarize  # noqa: E402
+
+LESION_FOLDER = "lesion"
+FIGURE = "lesions_across_seeds.png"
+CSV_FILE = "report_lesions.csv"
+
+
+@dataclass
+class SeedLesions:
+    """One seed's lesion of one variant (accuracies as fractions, as ``python -m src.lesion`` writes them)."""
+
+    seed: int
+    baseline: float
+    single: list[dict[str, Any]]  # one row per block: block_index, removed, downsampling, acc_drop (None: kept)
+    random: dict[int, float]  # k -> mean accuracy over the draws
+    settings: dict[str, Any] = field(default_factory=dict)  # lesion.json; empty for older lesions
+
+
+def _float(text: str | None) -> float | None:
+    return float(text) if text not in (None, "") else None
+
+
+def read_seed_lesions(run: RunRecord) -> SeedLesions | None:
+    """The run's lesion, or None when it has none (or is not finished)."""
+    folder = Path(run.run_dir) / LESION_FOLDER
+    if run.status != "finished" or run.seed is None or not (folder / "lesion.csv").is_file():
+        return None
+    with open(folder / "lesion.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    intact = next((row for row in rows if row["removed"] == "none"), None)
+    if intact is None or _float(intact["acc"]) is None:
+        return None
+    single = [
+        {
+            "block_index": int(row["block_index"]),
+            "removed": row["removed"],
+            "downsampling": row["downsampling"] == "True",
+            "acc_drop": _float(row["acc_drop"]),
+        }
+        for row in rows
+        if row["removed"] != "none"
+    ]
+    random: dict[int, float] = {}
+    summary = folder / "lesion_random_summary.csv"
+    if summary.is_file():
+        with open(summary, newline="") as handle:
+            random = {int(row["k"]): float(row["acc_mean"]) for row in csv.DictReader(handle)}
+    settings_file = folder / "lesion.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    return SeedLesions(run.seed, float(intact["acc"]), single, random, settings)
+
+
+def lesions_by_variant(records: list[RunRecord]) -> dict[str, list[SeedLesions]]:
+    """``{variant: [SeedLesions by seed]}`` for the variants with at least one lesioned seed."""
+    found: dict[str, list[SeedLesions]] = {}
+    for run in records:
+        seed = read_seed_lesions(run)
+        if seed is not None:
+            found.setdefault(run.variant, []).append(seed)
+    return {variant: sorted(seeds, key=lambda s: s.seed) for variant, seeds in sorted(found.items())}
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def seed_measures(seed: SeedLesions) -> dict[str, float | None]:
+    """One seed's numbers (pp): intact accuracy, mean and worst single-block drop (blocks that keep the shape),
+    mean drop of the downsampling blocks (None where none could be removed), accuracy after k random removals."""
+    kept = [row["acc_drop"] for row in seed.single if not row["downsampling"] and row["acc_drop"] is not None]
+    down = [row["acc_drop"] for row in seed.single if row["downsampling"] and row["acc_drop"] is not None]
+    measures: dict[str, float | None] = {
+        "intact_acc": 100.0 * seed.baseline,
+        "single_drop_mean": None if not kept else 100.0 * _mean(kept),  # type: ignore[operator]
+        "single_drop_max": None if not kept else 100.0 * max(kept),
+        "downsampling_drop_mean": None if not down else 100.0 * _mean(down),  # type: ignore[operator]
+    }
+    for k, acc in sorted(seed.random.items()):
+        measures[f"acc_k{k}"] = 100.0 * acc
+    return measures
+
+
+MEASURE_NAMES = {
+    "intact_acc": "intact accuracy",
+    "single_drop_mean": "one block removed: mean drop",
+    "single_drop_max": "one block removed: worst drop",
+    "downsampling_drop_mean": "one downsampling block removed: mean drop",
+}
+
+
+def summary_rows(by_variant: dict[str, list[SeedLesions]]) -> list[dict[str, Any]]:
+    """The CSV rows: per variant and measure, n seeds, mean, sample std and the 95% t-interval (pp)."""
+    rows = []
+    for variant, seeds in by_variant.items():
+        per_seed = [seed_measures(seed) for seed in seeds]
+        names = list(dict.fromkeys(name for measures in per_seed for name in measures))
+        for name in names:
+            summary = summarize([measures.get(name) for measures in per_seed])
+            if summary.n == 0:
+                continue
+            k = name[len("acc_k") :] if name.startswith("acc_k") else ""
+            rows.append(
+                {
+                    "variant": variant,
+                    "measure": "acc_random_k" if k else name,
+                    "k": k,
+                    "n_seeds": summary.n,
+                    "mean": summary.mean,
+                    "std": summary.std,
+                    "ci_low": summary.ci_low,
+                    "ci_high": summary.ci_high,
+                    "seeds": " ".join(str(seed.seed) for seed in seeds),
+                }
+            )
+    return rows
+
+
+def _cell(summary: Summary) -> str:
+    if summary.n == 0 or summary.mean is None:
+        return "—"
+    if summary.ci_low is None:
+        return f"{summary.mean:.2f}"
+    return f"{summary.mean:.2f} [{summary.ci_low:.2f}, {summary.ci_high:.2f}]"
+
+
+def _how_measured(by_variant: dict[str, list[SeedLesions]]) -> list[str]:
+    """One line per distinct way the lesions were measured (split, images, draws), from lesion.json."""
+    ways: dict[str, list[str]] = {}
+    for variant, seeds in by_variant.items():
+        for seed in seeds:
+            s = seed.settings
+            if not s:
+                text = "settings not recorded (a lesion written before lesion.json)"
+            else:
+                images = f"{s['samples']:,} {s['split']} images" if s.get("samples") else f"the {s['split']} split"
+                bn = ", BN re-estimated" if s.get("bn_reestimate") else ""
+                text = f"on {images}, k = {s['k']} × {s['trials']} seeded draws (draw seed {s['seed']}){bn}"
+            ways.setdefault(text, []).append(f"{variant}/seed{seed.seed}")
+    return [f"- {text}: {', '.join(names)}" for text, names in ways.items()]
+
+
+def lesion_markdown(by_variant: dict[str, list[SeedLesions]]) -> list[str]:
+    """The report's table of lesions across seeds, the words that define it, and how each was measured."""
+    if not by_variant:
+        return []
+    ks = sorted({k for seeds in by_variant.values() for seed in seeds for k in seed.random})
+    header = ["Variant", "Seeds", "Intact acc (%)", "One block: mean drop (pp)", "One block: worst drop (pp)",
+              "Downsampling block: drop (pp)", *[f"acc, {k} removed (%)" for k in ks]]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant, seeds in by_variant.items():
+        per_seed = [seed_measures(seed) for seed in seeds]
+        cells = [f"`{variant}`", ", ".join(str(seed.seed) for seed in seeds)]
+        for name in ["intact_acc", "single_drop_mean", "single_drop_max", "downsampling_drop_mean"]:
+            cells.append(_cell(summarize([measures.get(name) for measures in per_seed])))
+        cells += [_cell(summarize([measures.get(f"acc_k{k}") for measures in per_seed])) for k in ks]
+        lines.append("| " + " | ".join(cells) + " |")
+    commands = [seed.settings["command"] for seeds in by_variant.values() for seed in seeds if seed.settings]
+    return [
+        "### Block lesions across seeds",
+        "",
+        *lines,
+        "",
+        "Each seed's lesion (`python -m src.lesion`) is one measurement: per seed, the mean and the worst accuracy "
+        "drop over the blocks that keep their input's shape (residual: the branch removed, the shortcut kept; "
+        "plain: the block replaced by the identity), the drop when a downsampling block is removed (residual "
+        "only: a plain downsampling block cannot be removed), and the mean accuracy over the random draws of k "
+        "blocks (downsampling blocks never drawn). Cells: mean over seeds and its 95% t-interval (a single "
+        "number with one seed: no interval, no claim). Drops are against the same images' intact accuracy.",
+        "",
+        *_how_measured(by_variant),
+        "",
+        "Regenerate each seed's lesion with its command (from its `lesion.json`):",
+        "",
+        *[f"- `{command}`" for command in commands],
+        "",
+        f"![block lesions across seeds]({FIGURE})",
+        "",
+    ]
+
+
+def figure_data(by_variant: dict[str, list[SeedLesions]]) -> dict[str, Any]:
+    """What the figure draws: per variant and seed, the intact accuracy, accuracy against k, drop per block."""
+    return {
+        variant: [
+            {
+                "seed": seed.seed,
+                "intact_acc": seed.baseline,
+                "random": [[k, acc] for k, acc in sorted(seed.random.items())],
+                "single": [[row["block_index"], row["acc_drop"]] for row in seed.single],
+            }
+            for seed in seeds
+        ]
+        for variant, seeds in by_variant.items()
+    }
+
+
+def plot_lesions(by_variant: dict[str, list[SeedLesions]], path: str | Path) -> Path:
+    """Left: accuracy against the number of blocks removed (k = 0: intact), each seed thin, the seeds' mean bold.
+    Right: the accuracy drop when each single block is removed, mean over seeds with the seeds' min-max."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for index, (variant, seeds) in enumerate(by_variant.items()):
+        color = f"C{index}"
+        curves = [[(0, seed.baseline)] + sorted(seed.random.items()) for seed in seeds]
+        for curve in curves:
+            left.plot([k for k, _ in curve], [100 * a for _, a in curve], color=color, alpha=0.35, lw=1)
+        ks = sorted({k for curve in curves for k, _ in curve})
+        means = [_mean([100 * a for curve in curves for kk, a in curve if kk == k]) for k in ks]
+        left.plot(ks, means, color=color, lw=2.5, marker="o", label=f"{variant} (n = {len(seeds)} seeds)")
+        blocks = sorted({row["block_index"] for seed in seeds for row in seed.single})
+        drops = {
+            b: [
+                100 * row["acc_drop"]
+                for seed in seeds
+                for row in seed.single
+                if row["block_index"] == b and row["acc_drop"] is not None
+            ]  # fmt: skip
+            for b in blocks
+        }
+        shown = [b for b in blocks if drops[b]]
+        right.plot(shown, [_mean(drops[b]) for b in shown], color=color, marker=".", label=variant)
+        if len(seeds) > 1:
+            right.fill_between(shown, [min(drops[b]) for b in shown], [max(drops[b]) for b in shown],
+                               color=color, alpha=0.2)  # fmt: skip
+    left.set(xlabel="blocks removed at random (k)", ylabel="test accuracy (%)", title="Random lesions")
+    right.set(xlabel="block removed (index, input to output)", ylabel="accuracy drop (pp)",
+              title="Single-block lesions (band: seeds' min-max)")  # fmt: skip
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)
