@@ -19,7 +19,8 @@ second run writes ``prune-1.*``):
 * ``prune.csv``: one row per model, scope, method, sparsity (columns: see ``src.analysis.prune.prune_study``);
 * ``prune_layers.csv``: one row per model, scope, method, sparsity and prunable layer (``layer``,
   ``index``, ``kind``, ``weights``, ``pruned``, ``layer_sparsity``, ``collapsed``);
-* ``prune.md``: the settings, the collapse findings, the accuracy table and per-layer sparsity tables;
+* ``prune.md``: the settings, the command that regenerates it, the collapse findings, the accuracy table and
+  per-layer sparsity tables;
 * ``prune.png``: accuracy against remaining parameters, each net with its controls;
 * ``prune_layers.png``: the fraction of each layer pruned at each overall sparsity.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -138,7 +140,9 @@ def _layer_tables(layers: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _markdown(args: argparse.Namespace, rows: list[dict], layers: list[dict], device: torch.device) -> str:
+def _markdown(
+    args: argparse.Namespace, rows: list[dict], layers: list[dict], device: torch.device, argv: list[str]
+) -> str:
     findings = collapse_findings(rows)
     bn = f"re-estimated on {args.bn_batches} training batches" if args.bn_recalibrate else "the intact network's"
     settings = (
@@ -149,7 +153,8 @@ def _markdown(args: argparse.Namespace, rows: list[dict], layers: list[dict], de
         + (f" (lr {args.finetune_lr})" if args.finetune_steps else "") + f". Device: {device}."
     )  # fmt: skip
     columns = [c for c in SUMMARY_COLUMNS if args.finetune_steps or c != "acc_finetuned"]
-    lines = ["# Pruning sweep", "", settings, "", "## Collapse", ""]
+    command = shlex.join(["python", "-m", "src.prune", *argv])
+    lines = ["# Pruning sweep", "", settings, "", f"Regenerate with: `{command}`", "", "## Collapse", ""]
     lines += [f"- {finding}" for finding in findings] or [
         f"No layer is {LAYER_COLLAPSE:.0%} pruned or more, and no network predicts one class for everything."
     ]
@@ -167,6 +172,7 @@ def _markdown(args: argparse.Namespace, rows: list[dict], layers: list[dict], de
 
 def main(argv: list[str] | None = None) -> dict[str, str]:
     """Run the sweep; return the paths written (``table``, ``layers``, ``markdown``, ``figure``, ``layers_figure``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     rows: list[dict[str, Any]] = []
     layers: list[dict[str, Any]] = []
@@ -210,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         "layers_figure": str(out / name["prune_layers.png"]),
     }
     with open(paths["markdown"], "x") as handle:  # "x": never overwrite
-        handle.write(_markdown(args, rows, layers, device) + "\n")
+        handle.write(_markdown(args, rows, layers, device, argv) + "\n")
     plot_pruning(curves, paths["figure"])
     plot_pruning_layers(layer_curves, paths["layers_figure"])
     for finding in collapse_findings(rows):

@@ -267,6 +267,7 @@ def test_prune_command_puts_residual_and_plain_with_their_controls_on_one_figure
     assert "## Collapse" in markdown and "### plain8: global scope" in markdown
     assert "| layer3.0.conv2 | conv | 36864 | 0.0% | 50.0% | 90.0% |" in markdown  # layer scope: exactly s
     assert "BN statistics: re-estimated on 2 training batches" in markdown and "Fine-tuning: 0 steps" in markdown
+    assert f"Regenerate with: `python -m src.prune {' '.join(args)}`" in markdown
     for name in ("prune.png", "prune_layers.png"):
         assert (tmp_path / name).stat().st_size > 0
     again = prune_command.main([*args[:2], "--sparsities", "0.5", "--scope", "layer", "--no-random-control",

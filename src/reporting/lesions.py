@@ -19,13 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure  # no pyplot: no global figure registry, no display, nothing to close
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from src.reporting.records import RunRecord  # noqa: E402
-from src.reporting.statistics import Summary, summarize  # noqa: E402
+from src.reporting.records import RunRecord
+from src.reporting.statistics import Summary, summarize
 
 LESION_FOLDER = "lesion"
 FIGURE = "lesions_across_seeds.png"
@@ -224,7 +221,8 @@ def figure_data(by_variant: dict[str, list[SeedLesions]]) -> dict[str, Any]:
 def plot_lesions(by_variant: dict[str, list[SeedLesions]], path: str | Path) -> Path:
     """Left: accuracy against the number of blocks removed (k = 0: intact), each seed thin, the seeds' mean bold.
     Right: the accuracy drop when each single block is removed, mean over seeds with the seeds' min-max."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure = Figure(figsize=(12, 4.5))
+    left, right = figure.subplots(1, 2)
     for index, (variant, seeds) in enumerate(by_variant.items()):
         color = f"C{index}"
         curves = [[(0, seed.baseline)] + sorted(seed.random.items()) for seed in seeds]
@@ -256,5 +254,4 @@ def plot_lesions(by_variant: dict[str, list[SeedLesions]], path: str | Path) -> 
         axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return Path(path)
