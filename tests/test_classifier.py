@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
 import lightning.pytorch as pl
@@ -194,3 +195,45 @@ def test_test_flip_scores_the_mean_of_each_image_and_its_mirror(tmp_path):
         single = model(images)
     assert accuracy == pytest.approx((flipped.argmax(-1) == labels).float().mean().item())
     assert not torch.equal(flipped.argmax(-1), single.argmax(-1))  # the mirror really changes predictions here
+
+
+# ------------------------------------------------------------------------------------------- metrics by config
+MACRO = {
+    "acc_macro": {"class_path": "torchmetrics.classification.MulticlassAccuracy", "init_args": {"average": "macro"}}
+}
+
+
+def test_a_configured_metric_is_logged_per_stage_with_the_hand_computed_value(tmp_path):
+    """model.metrics: a macro-averaged accuracy, num_classes from the data, equal to the mean per-class recall."""
+    torch.manual_seed(0)
+    model = ImageClassifier("resnet8", num_classes=10, metrics=MACRO)
+    data = tiny_data()
+    trainer = tiny_trainer(tmp_path, max_epochs=1)
+    trainer.fit(model, data)
+    assert {"train/acc_macro", "val/acc_macro"} <= set(trainer.callback_metrics)  # epoch values, like */acc
+    logged = trainer.test(model, data, verbose=False)[0]
+    data.setup("test")
+    model.eval()
+    with torch.no_grad():
+        pairs = [(model(x).argmax(1), y) for x, y in data.test_dataloader()]
+    predicted, labels = torch.cat([p for p, _ in pairs]), torch.cat([y for _, y in pairs])
+    recalls = [float((predicted[labels == c] == c).float().mean()) for c in labels.unique()]
+    assert logged["test/acc_macro"] == pytest.approx(sum(recalls) / len(recalls), abs=1e-6)
+    assert logged["test/acc"] == pytest.approx(float((predicted == labels).float().mean()), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        ({"acc": MACRO["acc_macro"]}, "'acc' is logged by the classifier already"),
+        ({"acc macro": MACRO["acc_macro"]}, "a metric name must be an identifier"),
+        ({"m": {"class_path": "torch.nn.Linear"}}, "'torch.nn.Linear' is not a torchmetrics Metric class"),
+        ({"m": {"class_path": "torchmetrics.NoSuchMetric"}}, "cannot import 'torchmetrics.NoSuchMetric'"),
+        ({"m": {"init_args": {}}}, "model.metrics.m: give class_path"),
+        ({"m": {"class_path": "torchmetrics.classification.MulticlassAccuracy", "init_args": {"average": "x"}}},
+         "model.metrics.m: torchmetrics.classification.MulticlassAccuracy("),
+    ],
+)  # fmt: skip
+def test_a_bad_metric_entry_is_one_clear_error(metrics, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ImageClassifier("resnet8", num_classes=10, metrics=metrics)

@@ -1,4 +1,4 @@
-"""The fork guide's own examples run: docs/fork.md's DataModule and callback, written out and trained through the CLI.
+"""The fork guide's own examples run: docs/fork.md's DataModule, callback and metric, trained through the CLI.
 
 The code is taken from the guide's code blocks, not copied here, so the guide cannot drift from what works.
 """
@@ -42,6 +42,7 @@ def test_fork_guide_datamodule_and_callback_train_through_the_cli(tmp_path):
     (package / "data.py").write_text(blocks(data, "python")[0])
     (package / "callbacks.py").write_text(blocks(callback, "python")[0])
     (package / "weight_norm.yaml").write_text(blocks(callback, "yaml")[0])
+    (package / "macro.yaml").write_text(blocks(section("Add a metric"), "yaml")[0])
 
     args = fit_command(blocks(data, "bash")[0])  # fit --config configs/quickstart.yaml --data myfork.data.... ...
     args = [str(REPO_ROOT / a) if a.startswith("configs/") else a for a in args]
@@ -50,7 +51,8 @@ def test_fork_guide_datamodule_and_callback_train_through_the_cli(tmp_path):
         "--model.lr_scheduler.init_args.warmup_steps", "0", "--data.train_size", "128", "--data.val_size", "64",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}  # the guide's PYTHONPATH=.
-    command = [sys.executable, "-m", "src.cli", *args, *tiny, "--config", "myfork/weight_norm.yaml"]
+    extra = ["--config", "myfork/weight_norm.yaml", "--config", "myfork/macro.yaml"]
+    command = [sys.executable, "-m", "src.cli", *args, *tiny, *extra]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -60,3 +62,5 @@ def test_fork_guide_datamodule_and_callback_train_through_the_cli(tmp_path):
     assert record["test_samples"] == 64  # the guide's test split: val_size images
     norms = [row for row in (run_dir / "scalars.csv").read_text().splitlines() if ",weights/l2_norm," in row]
     assert len(norms) == 1 and float(norms[0].split(",")[2]) > 0  # one validation, one value from the callback
+    logged = {row.split(",")[1] for row in (run_dir / "scalars.csv").read_text().splitlines()[1:]}
+    assert {"train/acc_macro", "val/acc_macro", "test/acc_macro"} <= logged  # the metric guide's YAML, no src/ edit

@@ -25,6 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from src.models import build_model
 from src.models.complexity import NORM_TYPES
 from src.models.plugin import build_net, net_name
+from src.modules.metrics import build_metrics, plain_spec
 
 # Options of the named architectures (build_model), with their defaults: a net given by class path takes none of them.
 NAMED_NET_OPTIONS = {"shortcut": None, "dropout": 0.0, "pooling": "avg", "block_dropout": 0.0}
@@ -62,6 +63,8 @@ class ImageClassifier(pl.LightningModule):
             ``nn.Module`` subclass, built with the data's ``num_classes`` / ``in_channels`` (``src.models.plugin``).
             Runs then record its class name as their ``arch``.
         net_args: the arguments of ``net_class`` (besides ``num_classes`` / ``in_channels``).
+        metrics: extra torchmetrics by name, ``{name: {class_path, init_args}}``, logged as ``<stage>/<name>``
+            (``num_classes`` from the data; ``src.modules.metrics``).
         label_smoothing: cross-entropy label smoothing.
         optimizer: optimizer factory; default SGD(lr=0.1, momentum=0.9, weight_decay=1e-4).
         lr_scheduler: optional scheduler factory, any ``torch.optim.lr_scheduler`` class.
@@ -92,12 +95,14 @@ class ImageClassifier(pl.LightningModule):
         block_dropout: float = 0.0,
         net_class: str | None = None,
         net_args: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if l1_penalty < 0:
             raise ValueError(f"l1_penalty must be >= 0, got {l1_penalty}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        metrics = plain_spec(metrics)  # before save_hyperparameters, which records the arguments as they are now
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.model = self.build_network()
         if net_class is not None:
@@ -115,6 +120,9 @@ class ImageClassifier(pl.LightningModule):
             }
         )
         self.top_k = top_k
+        extra = build_metrics(metrics, num_classes)
+        self.metrics.update(extra)
+        self.extra_metrics = list(dict.fromkeys(key.split("_", 1)[1] for key in extra))
 
     def build_network(self) -> nn.Module:
         """The network, from the hyperparameters: ``net_class`` by class path when given, else ``arch`` by name.
@@ -158,6 +166,10 @@ class ImageClassifier(pl.LightningModule):
             metric(logits, labels)
             name = f"{stage}/acc" if k == 1 else f"{stage}/acc_top{k}"
             self.log(name, metric, on_step=False, on_epoch=True, prog_bar=k == 1)
+        for name in self.extra_metrics:
+            metric = self.metrics[f"{stage}_{name}"]
+            metric(logits, labels)
+            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True)
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
