@@ -12,7 +12,10 @@ import math
 
 import pytest
 
+from src.models import build_model
+from src.models.complexity import count_macs, count_parameters
 from src.report import main
+from src.reporting.paper import PUBLISHED_ANCHORS
 from src.reporting.shapes import HEATMAP, ISO_COLUMNS, ISO_CSV
 from tests.study_runs import write_run
 
@@ -133,3 +136,14 @@ def test_wrn_anchors_only_for_runs_that_follow_the_wrn_protocol(tmp_path):
     assert "published_anchors" not in figures
     _, text, figures, _ = report(short, "--paper", "force")
     assert len(figures["published_anchors"]) == 3 and "**Different protocol**: some or all Wide ResNet runs" in text
+
+
+@pytest.mark.parametrize("anchor", PUBLISHED_ANCHORS, ids=lambda anchor: anchor.arch)
+def test_published_anchors_are_drawn_at_this_projects_counts_of_the_same_nets(anchor):
+    net = build_model(anchor.arch, 10)
+    assert (count_parameters(net), count_macs(net, (3, 32, 32))) == (anchor.params, anchor.macs)
+    published = {"WRN-40-4": 4.53, "WRN-16-8": 4.27, "WRN-28-10": 4.00, "pre-act ResNet-164": 5.46,
+                 "pre-act ResNet-1001": 4.92}  # fmt: skip
+    assert anchor.test_error == published[anchor.label]
+    if anchor.arch != "preact_resnet1001":  # its 10.2M leaves out batch norm (tests/test_families.py)
+        assert f"{anchor.params / 1e6:.1f}M" == anchor.paper_params

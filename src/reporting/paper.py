@@ -16,7 +16,9 @@ WRN-40-4 (8.9M, 4.53%), WRN-16-8 (11.0M, 4.27%) and WRN-28-10 (36.5M, 4.00%; 3.8
 from its table of CIFAR results without dropout, which also quotes He et al.'s pre-activation nets; and He,
 Zhang, Ren, Sun, *Identity Mappings in Deep Residual Networks* (ECCV 2016): pre-activation ResNet-164 (1.7M,
 5.46%) and ResNet-1001 (10.2M, 4.92%), bottleneck blocks. Each with the protocol it was trained under; a run is
-compared with an anchor only when it follows that protocol (``anchor_differences``).
+compared with an anchor only when it follows that protocol (``anchor_differences``). ``params`` / ``macs`` are
+this project's exact counts (ResNet-1001: 10,327,706 with batch norm's scale and shift; the paper's 10.2M is the
+count without them, see tests/test_families.py).
 """
 
 from __future__ import annotations
