@@ -103,7 +103,7 @@ def plot_width_depth(grids: list[dict], path: str | Path) -> Path:
     """One panel per family: mean test error (%) by depth (rows) and width (columns), each cell with its n."""
     from matplotlib.figure import Figure  # no pyplot: the reporting convention (no global figure state)
 
-    fig = Figure(figsize=(4.5 * len(grids), 3.8), dpi=120)
+    fig = Figure(figsize=(max(5.5, 4.5 * len(grids)), 3.8), dpi=120)
     axes = fig.subplots(1, len(grids), squeeze=False)[0]
     for ax, grid in zip(axes, grids):
         depths, widths = grid["depths"], grid["widths"]
@@ -123,7 +123,7 @@ def plot_width_depth(grids: list[dict], path: str | Path) -> Path:
         ax.set_xlabel("width multiplier")
         ax.set_ylabel("depth")
         ax.set_title(grid["family"], fontsize=9)
-    fig.suptitle("Mean test error by width and depth (n: finished seeds; blank: not run)", fontsize=9)
+    fig.suptitle("Mean test error by width and depth (n: seeds; blank: not run)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     return Path(path)
