@@ -17,7 +17,7 @@ from src.models.complexity import count_macs, count_parameters
 from src.report import main
 from src.reporting.paper import PUBLISHED_ANCHORS
 from src.reporting.shapes import HEATMAP, ISO_COLUMNS, ISO_CSV
-from tests.study_runs import write_run
+from tests.study_runs import resolved_config, write_run
 
 PARAMS = {"resnet8": 75_290, "resnet8_2": 298_026, "resnet14": 172_506, "resnet14_2": 685_994,
           "resnet20": 269_722, "plain20": 269_722, "resnet20_2": 1_073_962, "wrn16_8": 10_961_370}  # fmt: skip
@@ -89,6 +89,16 @@ def test_iso_pair_found_twin_not_counted_paired_interval_by_hand(tmp_path):
     assert "`resnet20` has the lower test error, by 2.00 points, 95% CI [-3.24, -0.76] (paired t p = 0.02" in text
     assert "| `resnet20` | `resnet8_2` | 269,722 / 298,026 (9.5%) | 3/3 | 9.17 / 11.17 | -2.00 [-3.24, -0.76]" in text
     _, text, _, rows = report(tmp_path, "--iso-tolerance", "0.05")  # 9.5% apart is outside 5%
+    assert rows == [] and "## Shapes at matched parameter counts" not in text
+
+
+def test_shapes_trained_with_other_settings_are_not_an_iso_pair(tmp_path):
+    write(tmp_path, "resnet20", [0.90, 0.91])
+    for seed, acc in enumerate([0.88, 0.89]):  # shortcut B: a second difference besides the shape
+        run_dir = tmp_path / "resnet8_2" / f"seed{seed}"
+        config = resolved_config("resnet8_2", seed, run_dir, **{"model.shortcut": "B"})
+        write_run(run_dir, "resnet8_2", seed, acc, PARAMS["resnet8_2"], config=config)
+    _, text, _, rows = report(tmp_path)
     assert rows == [] and "## Shapes at matched parameter counts" not in text
 
 

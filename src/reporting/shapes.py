@@ -179,8 +179,10 @@ def _shape(spec: ArchSpec) -> tuple:
     return spec.family, spec.block, spec.depth, spec.width
 
 
-def _rest(row: Row) -> tuple:
-    return tuple(item for item in row.runs[0].identity if item[0] not in ("model.arch", "model.shortcut"))
+def _rest(row: Row, shortcut: bool) -> tuple:
+    """The settings besides the net; the shortcut option only where both nets have the choice (``shortcut``)."""
+    skip = ("model.arch",) if shortcut else ("model.arch", "model.shortcut")
+    return tuple(item for item in row.runs[0].identity if item[0] not in skip)
 
 
 def difference_interval(
@@ -206,7 +208,10 @@ def iso_pairs(rows: list[Row], tolerance: float = DEFAULT_ISO_TOLERANCE) -> list
         for two, spec_two in shaped[i + 1 :]:
             if _shape(spec_one) == _shape(spec_two):  # the same shape: twins (residual/plain) or the same net
                 continue
-            if _rest(one) != _rest(two):  # another setting differs too: not a comparison of shapes
+            # Another setting differs too: not a comparison of shapes. The shortcut counts only between two residual
+            # nets of one family (a plain net has none; a Wide ResNet has B where a CIFAR ResNet defaults to A).
+            same_choice = spec_one.residual and spec_two.residual and spec_one.family == spec_two.family
+            if _rest(one, same_choice) != _rest(two, same_choice):
                 continue
             smaller, larger = sorted((one, two), key=lambda row: (row.params, row.variant))
             if larger.params - smaller.params > tolerance * larger.params:
