@@ -23,6 +23,10 @@ TensorBoard scalars ``train/acc`` and ``val/acc`` -- and never trains. Writes in
   depth, every finished seed, residual against plain;
 * links to the ``lesion/lesion.png`` and ``prune/prune.png`` that ``python -m src.lesion`` /
   ``python -m src.prune`` wrote into the study's run directories;
+* ``test_error_width_depth.png`` (a family spanning two widths and two depths) and ``report_iso_params.csv``
+  (variants of different shape within ``--iso-tolerance`` of each other's parameter count; header-only when
+  none): ``src.reporting.shapes``; the Wide / pre-activation ResNets' published errors on the error figures
+  when runs of those families follow their protocol (``src.reporting.anchors``);
 * ``report_lesions.csv`` and ``lesions_across_seeds.png``: those lesions summarized per variant over its
   seeds (``src.reporting.lesions``; the CSV is header-only when no run has a lesion);
 * ``figures.json``: the data behind every figure (points, intervals, curves), so a check compares
@@ -57,6 +61,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from src.reporting import shapes
+from src.reporting.anchors import anchor_data, anchor_overlay
 from src.reporting.committed import config_problems, file_differences, resolve_source, results_source
 from src.reporting.figure_data import (
     FIGURE_DATA,
@@ -86,10 +92,12 @@ def write_report(
     paper: str = "auto",
     target_acc: float | None = None,
     title: str | None = None,
+    iso_tolerance: float = shapes.DEFAULT_ISO_TOLERANCE,
 ) -> tuple[Path, list[RunRecord]]:
     """Write report.md, the CSV files, figures.json and the figures for the runs under ``root``.
 
     Returns the folder and the runs. ``title``: the report's heading (default: ``root`` as given).
+    ``iso_tolerance``: how far apart (fraction of the larger) two shapes' parameter counts may be to be compared.
     """
     root = Path(root)
     out = Path(out) if out is not None else root / "report"
@@ -97,10 +105,12 @@ def write_report(
     records = collect_runs(root, expected)
     rows = aggregate(records)
     overlay = paper_overlay(records, {"on": "force"}.get(paper, paper))
+    anchors, anchor_lines = anchor_overlay(records, {"on": "force"}.get(paper, paper))
+    overlay = (overlay[0], [*overlay[1], *anchor_lines])
     target = choose_target(rows, target_acc)
     write_csv(rows, out / "report.csv")
     for cost in ("params", "macs", "compute", "time"):
-        plot_error_vs_cost(rows, cost, out / FIGURES[cost], paper=overlay[0])
+        plot_error_vs_cost(rows, cost, out / FIGURES[cost], paper=overlay[0], anchors=anchors)
     plot_size_to_target(sizes_to_target(rows, target[0]), target[0], out / FIGURES["target"])
     plot_training_curves(rows, read_curves(records), out / FIGURES["curves"])
     diagnostic_notes: list[str] = []
@@ -111,9 +121,16 @@ def write_report(
     if lesions:
         plot_lesions(lesions, out / LESIONS_FIGURE)
     write_rows(summary_rows(lesions), out / LESIONS_CSV)
+    grids, shape_pairs = shapes.width_depth_grids(rows), shapes.iso_pairs(rows, iso_tolerance)
+    if grids:
+        shapes.plot_width_depth(grids, out / shapes.HEATMAP)
+        profiles[shapes.HEATMAP] = grids
+    if anchors:
+        profiles["published_anchors"] = anchor_data(anchors)
+    shapes.write_iso_csv(shape_pairs, out / shapes.ISO_CSV)
     text, lines_csv, pairs_csv, depth_csv = render_markdown(
         title or str(root), records, rows, overlay, diagnostics, tools, target, diagnostic_notes, root,
-        lesion_markdown(lesions),
+        lesion_markdown(lesions), [*shapes.heatmap_markdown(grids), *shapes.iso_markdown(shape_pairs, iso_tolerance)],
     )  # fmt: skip
     write_rows(lines_csv, out / "report_lines.csv")
     write_rows(pairs_csv, out / "report_comparisons.csv")
@@ -126,14 +143,19 @@ def write_report(
     return out, records
 
 
-def check(results: Path, paper: str = "auto", target_acc: float | None = None) -> int:
+def check(
+    results: Path,
+    paper: str = "auto",
+    target_acc: float | None = None,
+    iso_tolerance: float = shapes.DEFAULT_ISO_TOLERANCE,
+) -> int:
     """``--check``: 0 when the committed report and configs are what HEAD gives, else 1 with the differences."""
     if not results.is_dir() or read_index(results) is None:
         print(f"error: {str(results)!r} is not a study's results folder (it has no results.json)", file=sys.stderr)
         return 2
     root, expected, title = results_source(results)
     with tempfile.TemporaryDirectory(prefix="report-check-") as fresh:
-        write_report(root, fresh, expected, paper, target_acc, title)
+        write_report(root, fresh, expected, paper, target_acc, title, iso_tolerance)
         problems = file_differences(root / "report", Path(fresh))
     problems += config_problems(root)
     if problems:
@@ -144,6 +166,16 @@ def check(results: Path, paper: str = "auto", target_acc: float | None = None) -
         return 1
     print(f"{root}: report and run configs match what HEAD gives")
     return 0
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a tolerance: give a fraction in [0, 1), e.g. 0.1 for 10%")
+    return value
 
 
 def _target(text: str) -> float:
@@ -184,20 +216,28 @@ def main(argv: list[str] | None = None) -> int:
         "(exit 1) when the committed files or run configs differ from what HEAD gives (give the same --paper / "
         "--target-acc the committed report was made with; it is made with the defaults otherwise)",
     )
+    parser.add_argument(
+        "--iso-tolerance",
+        type=_tolerance,
+        default=shapes.DEFAULT_ISO_TOLERANCE,
+        help="compare two variants of different shape when their parameter counts differ by at most this fraction "
+        f"of the larger (report_iso_params.csv; default {shapes.DEFAULT_ISO_TOLERANCE})",
+    )
     args = parser.parse_args(argv)
     if args.check:
-        return check(Path(args.source), args.paper, args.target_acc)
+        return check(Path(args.source), args.paper, args.target_acc, args.iso_tolerance)
     try:
         root, expected, title = resolve_source(Path(args.source))
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out, records = write_report(root, args.out, expected, args.paper, args.target_acc, title)
+    out, records = write_report(root, args.out, expected, args.paper, args.target_acc, title, args.iso_tolerance)
     finished = sum(run.status == "finished" for run in records)
     diverged = sum(run.status == "diverged" for run in records)
     print(
         f"{finished} finished, {diverged} diverged of {len(records)} runs under {root}; "
-        f"wrote {out}/report.md, report.csv, report_lines.csv, report_comparisons.csv, report_depth.csv and figures"
+        f"wrote {out}/report.md, report.csv, report_lines.csv, report_comparisons.csv, report_depth.csv, "
+        f"{shapes.ISO_CSV} and figures"
     )
     return 0
 

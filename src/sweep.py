@@ -93,7 +93,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument(
         "--config", action="append", help="base run config, repeat to stack (replaces the study's); or the study file"
     )
-    parser.add_argument("--arch", nargs="+", help="architectures (replaces the study's)")
+    parser.add_argument(
+        "--arch", nargs="+", help="architectures by full name, e.g. resnet20_2 (replaces the study's archs and widths)"
+    )
     parser.add_argument("--seed", nargs="+", type=int, help="seeds (replaces the study's)")
     parser.add_argument(
         "--grid", action="append", default=[], metavar="KEY=V1,V2", help="a grid axis, e.g. model.shortcut=A,B"
@@ -155,8 +157,8 @@ def build_study(args: argparse.Namespace, extra: list[str]) -> Study:
         study.root = args.root
     if args.config:
         study.configs = list(args.config)
-    if args.arch:
-        study.archs = list(args.arch)
+    if args.arch:  # full names (resnet20_2): they replace the study's archs and widths
+        study.archs, study.widths = list(args.arch), None
     if args.seed:
         study.seeds = list(args.seed)
     for axis in args.grid:

@@ -197,6 +197,76 @@ def test_sweep_module_runs_as_a_command(tmp_path):
     assert done.returncode == 0 and "[1/1] resnet8/seed0: run: " in done.stdout
 
 
+# ------------------------------------------------------------------------------------------------ widths
+
+
+def test_widths_cross_each_arch_and_width_one_keeps_its_name(tmp_path):
+    study = Study(name="s", root=str(tmp_path), archs=["resnet8", "plain8"], widths=[1, 2], seeds=[0, 1])
+    runs = plan_runs(study.validate())
+    assert [run.label for run in runs] == [
+        "resnet8/seed0", "resnet8/seed1", "resnet8_2/seed0", "resnet8_2/seed1",
+        "plain8/seed0", "plain8/seed1", "plain8_2/seed0", "plain8_2/seed1",
+    ]  # fmt: skip
+    assert runs[2].run_dir == tmp_path / "s" / "resnet8_2" / "seed0"
+    assert run_command(study, runs[2], python="python")[-2:] == ["--model.arch", "resnet8_2"]
+    without = Study(name="s", root=str(tmp_path), archs=["resnet8", "plain8"], seeds=[0, 1])
+    assert [run.label for run in plan_runs(without.validate())] == [
+        "resnet8/seed0",
+        "resnet8/seed1",
+        "plain8/seed0",
+        "plain8/seed1",
+    ]
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"archs": ["resnet8"], "widths": [1, 0]}, "'widths' lists 0: a width multiplier k must be an integer >= 1"),
+        ({"archs": ["resnet8"], "widths": [1.5]}, "'widths' lists 1.5: a width multiplier k must be an integer >= 1"),
+        ({"archs": ["resnet8"], "widths": []}, "'widths' must be a non-empty list of integers >= 1"),
+        ({"archs": ["resnet8"], "widths": [2, 2]}, "'widths' lists a width twice: [2, 2]"),
+        ({"archs": ["wrn16_4"], "widths": [1, 2]}, "'wrn16_4' has no width multiplier to cross with 'widths'"),
+        ({"archs": ["resnet50"], "widths": [2]}, "'resnet50' has no width multiplier to cross with 'widths'"),
+        ({"archs": ["preact_resnet110"], "widths": [2]}, "pre-activation nets take no width"),
+        ({"archs": ["resnet20_2"], "widths": [2]}, "'resnet20_2' already names its width: list 'resnet20'"),
+    ],
+)
+def test_bad_widths_get_one_error_line(tmp_path, capsys, fields, message):
+    study_file = write_study(tmp_path / "s.yaml", **fields)
+    assert main([str(study_file), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_arch_on_the_command_line_selects_a_widened_run_of_a_widths_study(tmp_path, capsys):
+    study_file = write_study(tmp_path / "s.yaml", archs=["resnet8", "resnet14"], widths=[1, 2], seeds=[0, 1])
+    assert main([str(study_file), "--dry-run", "--arch", "resnet8_2", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"\] (\S+): run:", out) == ["resnet8_2/seed1"]
+    assert f"--run_dir {tmp_path / 'logs' / STUDY / 'resnet8_2' / 'seed1'} " in out
+
+
+def test_every_shipped_study_file_dry_runs(monkeypatch, capsys):
+    monkeypatch.chdir(REPO_ROOT)
+    studies = sorted(Path("configs/studies").glob("*.yaml"))
+    assert {"cifar10_jpeg_width_depth.yaml", "cifar10_wrn.yaml", "cifar10_jpeg_ladder.yaml"} <= {
+        s.name for s in studies
+    }
+    for path in studies:
+        assert main([str(path), "--dry-run"]) == 0, path
+        out = capsys.readouterr().out
+        assert "STALE" not in out and "error" not in out, path
+    # Without 'widths' nothing changed: the committed ladder plans the same runs in the same directories.
+    ladder = plan_runs(load_study("configs/studies/cifar10_jpeg_ladder.yaml").validate())
+    archs = [f"{kind}{depth}" for kind in ("resnet", "plain") for depth in (20, 32, 44, 56)]
+    assert [run.run_dir.as_posix() for run in ladder] == [
+        f"lightning_logs/cifar10_jpeg_ladder/{arch}/seed{seed}" for arch in archs for seed in (0, 1, 2)
+    ]
+    grid = plan_runs(load_study("configs/studies/cifar10_jpeg_width_depth.yaml").validate())
+    assert [run.variant for run in grid[::2]] == [f"resnet{d}{k}" for d in (8, 14, 20) for k in ("", "_2", "_4")]
+    assert [run.seed for run in grid[:2]] == [0, 1] and len(grid) == 18
+
+
 # ------------------------------------------------------------------------------------------------ --jobs N
 PROBE = "--trainer.callbacks+=tests.sweep_probe.FitProbe"  # one line per fit start: env, threads, CPUs, workers
 _WORKERS = TINY.index("--data.num_workers")

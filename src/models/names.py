@@ -158,3 +158,28 @@ def _wide_imagenet(arch: str, name: str, residual: bool, depth: int, width: int 
     if width is None:
         raise _error(arch, "a wide ImageNet ResNet needs its width: wide_resnet<d>_<k>, e.g. wide_resnet50_2")
     return ArchSpec(name, "imagenet", residual, depth, width, "bottleneck")
+
+
+def with_width(arch: str, width: int) -> str:
+    """``arch`` at width multiplier ``width``: ``resnet20`` -> ``resnet20_2`` (``width = 1`` keeps the name).
+
+    What a study's ``widths`` crosses its ``archs`` with. Only the CIFAR ResNets and their plain twins have a
+    width multiplier to set; a name that already carries a width, a Wide ResNet (its width is in its name),
+    a pre-activation net or an ImageNet net is refused with a ``ValueError`` saying why.
+    """
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width {width!r}: a width multiplier k must be an integer >= 1 (e.g. widths: [1, 2, 4])")
+    spec = arch_spec(arch)
+    match = _NAME.match(spec.name)
+    assert match is not None
+    if spec.family != "cifar":
+        why = {
+            "wrn": "a Wide ResNet's width is in its name (wrn<d>_<k>): list each one under 'archs'",
+            "preact": "pre-activation nets take no width (their wide versions are wrn<d>_<k>)",
+            "imagenet": "the ImageNet nets take no width multiplier (torchvision's wide ones are wide_resnet<d>_<k>)",
+        }[spec.family]
+        raise ValueError(f"{arch!r} has no width multiplier to cross with 'widths': {why}")
+    if match["width"] is not None:
+        stem = f"{match['prefix'] or ''}{match['kind']}{match['depth']}"
+        raise ValueError(f"{arch!r} already names its width: list {stem!r} under 'archs' and the widths under 'widths'")
+    return arch if width == 1 else f"{spec.name}_{width}"

@@ -5,6 +5,8 @@
 * ``statistics``: the tests and the fits; ``paper``: the published numbers; ``protocol``: the one-line protocol;
 * ``figures``: error against cost, size to target, training curves; ``depth_profiles``: per-block
   diagnostics against relative depth; ``figure_data``: the numbers behind every figure (``figures.json``);
+* ``shapes``: the width x depth heatmap and the iso-parameter pairs; ``anchors``: the Wide and pre-activation
+  ResNets' published errors on the figures, when runs follow their protocol;
 * ``markdown``: report.md; ``committed``: results folders, and what ``--check`` compares.
 
 It reads the study file and the committed results through ``src.sweeping`` (plan, results index, run

@@ -62,13 +62,17 @@ COSTS = {
 }  # fmt: skip
 
 
-def plot_error_vs_cost(rows: list[Row], cost: str, path: str | Path, paper: str | None = None) -> Path:
+def plot_error_vs_cost(
+    rows: list[Row], cost: str, path: str | Path, paper: str | None = None, anchors: Sequence = ()
+) -> Path:
     """Test error (%) against ``cost`` (a key of ``COSTS``), one series per line; returns the file.
 
     Every finished seed is a small point; the line joins the means, whose error bars are the 95%
     t-interval (none with one seed). Series are shifted a little in log x so residual and plain
     twins of one size stay visible; the Pareto circles sit on the shifted means they mark.
     ``paper``: None, or the label of He et al.'s Table 6 overlay ("" when the protocol matches).
+    ``anchors``: ``(PublishedResult, label)`` of the other families' published errors to draw as stars
+    (``src.reporting.anchors``).
     """
     label_x, row_cost, run_cost = COSTS[cost]
     tested = [row for row in rows if row.test_error_mean is not None and row_cost(row)]
@@ -129,6 +133,14 @@ def plot_error_vs_cost(rows: list[Row], cost: str, path: str | Path, paper: str 
         for result in reference:
             ax.annotate(f"{result.depth}", (getattr(result, cost), result.mean_error or result.test_error),
                         xytext=(5, -10), textcoords="offset points", fontsize=7, color="dimgray")  # fmt: skip
+    if anchors and cost in ("params", "macs"):
+        for result, note in anchors:
+            x = getattr(result, cost)
+            ax.scatter([x], [result.test_error], marker="*", s=60, color="black", zorder=4,
+                       label=f"{result.label}: {result.citation}" + (f" — {note}" if note else ""))  # fmt: skip
+            ax.annotate(result.label, (x, result.test_error), xytext=(5, -10), textcoords="offset points",
+                        fontsize=7, color="dimgray")  # fmt: skip
+            values.append(result.test_error)
     if values:  # intervals from two seeds can be wider than 0-100%: keep the axis on what error can be
         low, high = max(0.0, min(values)), min(100.0, max(values))
         margin = max(1.0, 0.08 * (high - low))

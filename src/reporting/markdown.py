@@ -29,13 +29,14 @@ from src.reporting.tables import (
 def paper_overlay(records: list[RunRecord], mode: str) -> tuple[str | None, list[str]]:
     """Whether (and labelled how) He et al.'s Table 6 goes on the figures, and the lines saying why.
 
-    ``auto``: only when some finished residual CIFAR run followed the paper's protocol (CIFAR-10,
+    ``auto``: only when some finished residual CIFAR run of width 1 (Table 6's nets; a ``resnet20_2`` is not
+    its ResNet-20) followed the paper's protocol (CIFAR-10,
     all 50k training images, the official test split, the final model, 64k steps at batch 128);
     ``force``: always, labelled "different protocol" unless every finished run matches; ``off``: never.
     Returns ``(None, why)`` for no overlay, ``("", why)`` for a matching one, ``("different protocol", why)``.
     """
     finished = [run for run in records if run.status == "finished"]
-    residual = [run for run in finished if run.residual and run.family == "cifar"]
+    residual = [run for run in finished if run.residual and run.family == "cifar" and run.width == 1]
     matching = [run for run in residual if not run.paper_differences]
     differing = sorted({reason for run in finished for reason in run.paper_differences})
     if mode == "off":
@@ -45,7 +46,7 @@ def paper_overlay(records: list[RunRecord], mode: str) -> tuple[str | None, list
             return None, []
         return None, [
             f"{CITATION} is not overlaid: no finished CIFAR ResNet run follows its protocol "
-            f"({'; '.join(differing) or 'no residual CIFAR run'}). `--paper force` draws it anyway."
+            f"({'; '.join(differing) or 'no width-1 residual CIFAR run'}). `--paper force` draws it anyway."
         ]
     label = "" if matching and not differing else "different protocol"
     why = [
@@ -57,7 +58,7 @@ def paper_overlay(records: list[RunRecord], mode: str) -> tuple[str | None, list
     if label:
         why.append(
             f"**Different protocol**: the overlay was forced; these runs differ from the paper's "
-            f"({'; '.join(differing) or 'plain or non-CIFAR nets only'}), so the distance to the marks is not "
+            f"({'; '.join(differing) or 'plain, widened or non-CIFAR nets only'}), so the distance to the marks is not "
             "a reproduction gap."
         )
     elif matching:
@@ -364,10 +365,12 @@ def render_markdown(
     diagnostic_notes: list[str] | None = None,
     root: str | Path | None = None,
     lesions: list[str] | None = None,
+    shapes: list[str] | None = None,
 ) -> tuple[str, list[dict], list[dict], list[dict]]:
     """report.md's text, and the lines / comparisons / depth tables for their CSV files.
 
     ``lesions``: the lines of the lesions-across-seeds section (``src.reporting.lesions.lesion_markdown``).
+    ``shapes``: the width x depth and iso-parameter sections (``src.reporting.shapes``), when there are any.
     """
     diagnostic_notes = diagnostic_notes or []
     counts = {s: sum(run.status == s for run in records) for s in ("finished", "diverged", "unfinished", "missing")}
@@ -425,6 +428,7 @@ def render_markdown(
         "higher accuracy. *Final train acc*: the last epoch's running accuracy on the augmented training "
         "batches, as the paper's training error. Same tests as above.",
         "",
+        *(shapes or []),
         "## Figures",
         "",
         *[f"![test error vs {key}]({FIGURES[key]})\n" for key in ("params", "macs", "compute", "time")],

@@ -1,4 +1,6 @@
-"""Reference numbers from He, Zhang, Ren, Sun, *Deep Residual Learning for Image Recognition* (CVPR 2016).
+"""Reference numbers: He et al.'s Table 6, and the Wide and pre-activation ResNets' published CIFAR-10 errors.
+
+He, Zhang, Ren, Sun, *Deep Residual Learning for Image Recognition* (CVPR 2016):
 
 Table 6: CIFAR-10 test error (%) of the CIFAR ResNets (option A shortcuts), trained on all 50k
 training images for 64k iterations (batch 128) and tested on the 10k test images. For
@@ -8,6 +10,15 @@ table, so there are no plain reference numbers.
 
 Parameters and MACs are this project's exact counts of the same networks (the paper rounds
 them: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M, 19.4M parameters).
+
+``PUBLISHED_ANCHORS``: Zagoruyko & Komodakis, *Wide Residual Networks* (BMVC 2016), CIFAR-10 test error of
+WRN-40-4 (8.9M, 4.53%), WRN-16-8 (11.0M, 4.27%) and WRN-28-10 (36.5M, 4.00%; 3.89% with dropout, not listed)
+from its table of CIFAR results without dropout, which also quotes He et al.'s pre-activation nets; and He,
+Zhang, Ren, Sun, *Identity Mappings in Deep Residual Networks* (ECCV 2016): pre-activation ResNet-164 (1.7M,
+5.46%) and ResNet-1001 (10.2M, 4.92%), bottleneck blocks. Each with the protocol it was trained under; a run is
+compared with an anchor only when it follows that protocol (``anchor_differences``). ``params`` / ``macs`` are
+this project's exact counts (ResNet-1001: 10,327,706 with batch norm's scale and shift; the paper's 10.2M is the
+count without them, see tests/test_families.py).
 """
 
 from __future__ import annotations
@@ -44,11 +55,18 @@ PAPER_TRAIN_IMAGES = 50_000
 
 
 def protocol_differences(
-    config: dict | None, report: dict, data: dict | None, test_split: str, checkpoint: str
+    config: dict | None,
+    report: dict,
+    data: dict | None,
+    test_split: str,
+    checkpoint: str,
+    paper_steps: int = PAPER_STEPS,
+    paper_batch: int = PAPER_BATCH,
 ) -> list[str]:
     """Why one run's protocol differs from Table 6's (empty: same data, budget and test; the net is not checked).
 
-    ``test_split`` / ``checkpoint`` as ``src.reporting.protocol.test_protocol`` words them.
+    ``test_split`` / ``checkpoint`` as ``src.reporting.protocol.test_protocol`` words them. ``paper_steps`` /
+    ``paper_batch``: another paper's budget on the same data and test (the Wide ResNets': 200 epochs at 128).
     """
     reasons = []
     data_section = (config or {}).get("data") or {}
@@ -79,6 +97,68 @@ def protocol_differences(
     if checkpoint != "final checkpoint" and checkpoint != "last checkpoint":
         reasons.append(f"tested the {checkpoint}")
     steps, batch = report.get("global_step"), report.get("global_batch_size")
-    if steps is None or steps < PAPER_STEPS or (batch is not None and batch != PAPER_BATCH):
-        reasons.append(f"{steps} steps at batch {batch}, not {PAPER_STEPS:,} at {PAPER_BATCH}")
+    if steps is None or steps < paper_steps or (batch is not None and batch != paper_batch):
+        reasons.append(f"{steps} steps at batch {batch}, not {paper_steps:,} at {paper_batch}")
     return reasons
+
+
+# ------------------------------------------------------------------------------------------------ other families
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    """One published CIFAR-10 test error of a named network, with the protocol it was trained under."""
+
+    arch: str  # this project's name of the network
+    label: str  # the paper's name
+    family: str  # src.models.names family: wrn | preact
+    paper_params: str  # as the paper rounds it
+    params: int  # this project's exact count of the same network
+    macs: int
+    test_error: float  # percent
+    citation: str
+    protocol: str
+
+
+WRN_CITATION = "Zagoruyko & Komodakis 2016 (Wide ResNets)"
+PREACT_CITATION = "He et al. 2016 (Identity Mappings)"
+WRN_PROTOCOL = (
+    "SGD with Nesterov momentum 0.9, lr 0.1 x 0.2 after epochs 60, 120 and 160, weight decay 5e-4, batch 128, "
+    "200 epochs on all 50k training images, per-channel mean/std, pad-and-crop + flip, no dropout; the final model "
+    "on the 10k test images"
+)
+PREACT_PROTOCOL = (
+    "He et al. 2015's CIFAR recipe: SGD momentum 0.9, lr 0.1 (0.01 for the first 400 iterations) / 10 at 32k and "
+    "48k iterations, weight decay 1e-4, 64k iterations at batch 128 on all 50k training images; the final model on "
+    "the 10k test images"
+)
+WRN_EPOCHS = 200
+WRN_STEPS = WRN_EPOCHS * -(-PAPER_TRAIN_IMAGES // PAPER_BATCH)  # 200 epochs of 391 batches of 128: 78,200
+
+# fmt: off
+PUBLISHED_ANCHORS = (
+    PublishedResult("wrn40_4", "WRN-40-4", "wrn", "8.9M", 8_949_210, 1_298_582_016, 4.53, WRN_CITATION, WRN_PROTOCOL),
+    PublishedResult("wrn16_8", "WRN-16-8", "wrn", "11.0M", 10_961_370, 1_548_145_664, 4.27, WRN_CITATION, WRN_PROTOCOL),
+    PublishedResult(
+        "wrn28_10", "WRN-28-10", "wrn", "36.5M", 36_479_194, 5_243_328_768, 4.00, WRN_CITATION, WRN_PROTOCOL
+    ),
+    PublishedResult(
+        "preact_resnet164", "pre-act ResNet-164", "preact", "1.7M", 1_703_258, 244_500_992, 5.46, PREACT_CITATION,
+        PREACT_PROTOCOL,
+    ),
+    PublishedResult(
+        "preact_resnet1001", "pre-act ResNet-1001", "preact", "10.2M", 10_327_706, 1_487_849_984, 4.92,
+        PREACT_CITATION, PREACT_PROTOCOL,
+    ),
+)
+# fmt: on
+
+
+def anchor_differences(
+    family: str, config: dict | None, report: dict, data: dict | None, test_split: str, checkpoint: str
+) -> list[str]:
+    """Why a run's protocol differs from the one ``family``'s anchors were trained under (same checks as Table 6:
+    CIFAR-10, all 50k training images, the official test split, the final model, the paper's budget and batch;
+    the optimizer is not checked). The pre-activation paper trained for Table 6's budget, the WRN paper longer."""
+    steps = WRN_STEPS if family == "wrn" else PAPER_STEPS
+    return protocol_differences(config, report, data, test_split, checkpoint, paper_steps=steps)

@@ -19,7 +19,7 @@ from typing import Any
 
 from src.models import arch_spec, parse_arch
 from src.reporting import protocol
-from src.reporting.paper import protocol_differences
+from src.reporting.paper import anchor_differences, protocol_differences
 from src.runs import (
     find_run_dirs,
     read_config,
@@ -75,11 +75,13 @@ class RunRecord:
     context: dict[str, Any] = field(default_factory=dict)  # protocol description (src.reporting.protocol.describe)
     provenance: dict[str, Any] = field(default_factory=dict)
     paper_differences: list[str] = field(default_factory=list)
+    anchor_differences: list[str] = field(default_factory=list)  # from its family's published anchors (wrn, preact)
     line: str = ""
     line_identity: tuple = ()
     depth: int = 0
     family: str = "unknown"
     residual: bool = True
+    width: int = 1  # the width multiplier in its name (resnet20_2: 2)
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -165,9 +167,12 @@ def read_run(run_dir: Path, variant: str) -> RunRecord:
         fields["model.arch"] = json.dumps(arch)
     try:
         record.family, record.residual, record.depth = parse_arch(arch or "")
+        record.width = arch_spec(arch or "").width
     except ValueError:
         record.residual = not str(arch).startswith("plain")
         record.depth = int(re.sub(r"\D", "", str(arch)) or 0)
+    if (report or config) and record.family in ("wrn", "preact"):
+        record.anchor_differences = anchor_differences(record.family, config, report, data, split, checkpoint)
     if not record.residual:
         fields.pop("model.shortcut", None)  # plain nets have no shortcut: the setting does not apply to them
     record.settings = fields

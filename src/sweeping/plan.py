@@ -6,6 +6,7 @@ A study file (``configs/studies/*.yaml``)::
     root: lightning_logs
     configs: [configs/cifar10/resnet20.yaml]  # base config(s) of every run, stacked in order
     archs: [resnet20, resnet56, plain20, plain56]
+    widths: [1, 2]                          # optional: each CIFAR arch at each width (resnet20, resnet20_2, ...)
     seeds: [0, 1]
     grid:                                   # every combination; each key names the run directory
       model.shortcut: [A, B]
@@ -17,6 +18,11 @@ A study file (``configs/studies/*.yaml``)::
 expands to one run per (arch, grid combination, seed), in the directory
 ``<root>/<name>/<arch>[-<key><value>...]/seed<k>/``. ``model.shortcut`` does not apply to plain
 networks (they have no shortcuts), so a plain network runs once per seed, named without it.
+
+``widths`` crosses every arch with each width multiplier ``k`` before anything else: ``resnet20`` at
+``k = 1`` keeps its name, at ``k = 2`` it is ``resnet20_2`` (the name ``src.models.names`` parses), so
+the directories and ``--arch`` use the same names. Only the CIFAR ResNets and plain nets have a width
+multiplier; a Wide ResNet's width is in its name. Without ``widths`` the archs run as listed.
 
 With ``results``, each run also has a results folder ``<results>/<variant>/seed<k>/`` (see
 ``src.sweeping.results``): the sweep copies the run there when it ends and skips it when it is there.
@@ -35,7 +41,7 @@ from typing import Any
 
 import yaml
 
-STUDY_KEYS = ("name", "root", "configs", "archs", "seeds", "grid", "args", "slurm", "results")
+STUDY_KEYS = ("name", "root", "configs", "archs", "widths", "seeds", "grid", "args", "slurm", "results")
 RESERVED_KEYS = {
     "model.arch": "list architectures under 'archs'",
     "seed_everything": "list seeds under 'seeds'",
@@ -57,6 +63,7 @@ class Study:
     root: str = "lightning_logs"
     configs: list[str] = field(default_factory=list)
     archs: list[str] = field(default_factory=list)
+    widths: list[int] | None = None  # width multipliers each arch is crossed with (None: the archs as listed)
     seeds: list[int] = field(default_factory=lambda: [0])
     grid: dict[str, list[Any]] = field(default_factory=dict)
     args: dict[str, Any] = field(default_factory=dict)
@@ -73,6 +80,14 @@ class Study:
         """Where the run's committed result lives (``<results>/<variant>/seed<k>``); None without ``results``."""
         return None if not self.results else Path(self.results) / run.variant / f"seed{run.seed}"
 
+    def arch_names(self) -> list[str]:
+        """The architectures the study runs: ``archs``, each at every one of ``widths`` (arch-major), if given."""
+        if self.widths is None:
+            return list(self.archs)
+        from src.models.names import with_width  # imports torch (src.models): only when a study is really planned
+
+        return [with_width(arch, width) for arch in self.archs for width in self.widths]
+
     def validate(self) -> Study:
         from src.models import parse_arch  # imports torch: only when a study is really checked
 
@@ -87,6 +102,8 @@ class Study:
                 raise StudyError(str(error)) from None
         if len(set(self.archs)) != len(self.archs):
             raise StudyError(f"'archs' lists an architecture twice: {self.archs}")
+        if self.widths is not None:
+            self._validate_widths()
         if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds):
             raise StudyError(f"'seeds' must be a non-empty list of integers, got {self.seeds!r}")
         if len(set(self.seeds)) != len(self.seeds):
@@ -105,6 +122,24 @@ class Study:
             if not Path(config).is_file():
                 raise StudyError(f"base config {config!r} does not exist (paths are relative to {Path.cwd()})")
         return self
+
+    def _validate_widths(self) -> None:
+        widths = self.widths
+        if not isinstance(widths, list) or not widths:
+            raise StudyError(f"'widths' must be a non-empty list of integers >= 1 (e.g. [1, 2, 4]), got {widths!r}")
+        for width in widths:
+            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+                raise StudyError(
+                    f"'widths' lists {width!r}: a width multiplier k must be an integer >= 1 (e.g. [1, 2, 4])"
+                )
+        if len(set(widths)) != len(widths):
+            raise StudyError(f"'widths' lists a width twice: {widths}")
+        try:
+            names = self.arch_names()
+        except ValueError as error:
+            raise StudyError(str(error)) from None
+        if len(set(names)) != len(names):
+            raise StudyError(f"'archs' x 'widths' names an architecture twice: {names}")
 
 
 def load_study(path: str | Path) -> Study:
@@ -125,7 +160,7 @@ def load_study(path: str | Path) -> Study:
             hint = " (this looks like a run config: list it under 'configs', or pass it to the sweep with --config)"
         raise StudyError(f"study file {str(path)!r} has unknown keys {unknown}; valid keys: {list(STUDY_KEYS)}{hint}")
     data.setdefault("name", path.stem)
-    for key in ("configs", "archs", "seeds"):
+    for key in ("configs", "archs", "seeds", "widths"):
         if isinstance(data.get(key), (str, int)):
             data[key] = [data[key]]
     for key in ("grid", "args", "slurm"):
@@ -196,7 +231,7 @@ def plan_runs(study: Study) -> list[RunSpec]:
     labels = _key_labels(keys)
     runs: list[RunSpec] = []
     seen: set[str] = set()
-    for arch in study.archs:
+    for arch in study.arch_names():
         for values in itertools.product(*(study.grid[key] for key in keys)):
             combo = list(zip(keys, values))
             if is_plain(arch):  # no shortcuts to choose: run once, named without the option
