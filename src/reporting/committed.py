@@ -19,6 +19,7 @@ CHECKED_FILES = (
     "report_comparisons.csv",
     "report_depth.csv",
     "report_lesions.csv",
+    "report_iso_params.csv",
     FIGURE_DATA,
 )
 
