@@ -52,6 +52,7 @@ class PreActBlock(nn.Module):
     expansion = 1
     residual: bool
     downsample: nn.Module | None
+    bn1: nn.BatchNorm2d  # the branch's first BN (subclasses set it); shortcut_input reads it
 
     @property
     def branch_last(self) -> nn.Module:
