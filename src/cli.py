@@ -298,7 +298,8 @@ class ResNetCLI(LightningCLI):
                 lock.release()
 
     def _what_sigterm_stopped(self, subcommand: str) -> str:
-        saver = next((cb for cb in self.trainer.callbacks if isinstance(cb, SaveOnSigterm)), None)
+        # Trainer.callbacks is set by Lightning's connectors, not declared on the class.
+        saver = next((cb for cb in self.trainer.callbacks if isinstance(cb, SaveOnSigterm)), None)  # type: ignore[attr-defined]
         if saver is not None and saver.saved_path is not None:
             return (
                 f"at step {saver.saved_step}; saved '{saver.saved_path}'; continue with: python -m src.cli fit "
@@ -331,7 +332,7 @@ class ResNetCLI(LightningCLI):
         trainer = self._instantiate_trainer(trainer_config, extra_callbacks)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: make it atomic
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        for callback in trainer.callbacks:
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]  # Lightning's callback connector sets it
             if isinstance(callback, SaveConfigCallback) and self.subcommand is not None:
                 callback.config = self._given_config[self.subcommand]
             if self._evaluates_a_run:  # test/validate/predict of an existing run: recorded apart from its fit

@@ -135,7 +135,8 @@ class ParameterEfficiency(pl.Callback):
     # ---------------------------------------------------------------- static numbers
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
-        shape = self.input_shape or getattr(trainer.datamodule, "input_shape", None)
+        # Trainer.datamodule is set by Lightning's connectors, not declared on the class.
+        shape = self.input_shape or getattr(trainer.datamodule, "input_shape", None)  # type: ignore[attr-defined]
         if shape is not None and getattr(pl_module, "example_input_array", None) is None:
             # Lightning's model summary counts FLOPs only with an example input ("Total FLOPs: 0" otherwise).
             pl_module.example_input_array = torch.zeros(1, *shape)
@@ -154,7 +155,8 @@ class ParameterEfficiency(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         device = pl_module.device
-        self._data_bytes = data_on_device_bytes(trainer.datamodule, device) if device.type == "cuda" else 0
+        # Trainer.datamodule is set by Lightning's connectors, not declared on the class.
+        self._data_bytes = data_on_device_bytes(trainer.datamodule, device) if device.type == "cuda" else 0  # type: ignore[attr-defined]
         if device.type == "cuda":  # the peak of training, not of setup, the sanity check or an earlier fit
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
