@@ -33,14 +33,14 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -82,7 +82,8 @@ class ArgumentParser(LightningArgumentParser):
     def _suggest(self, message: str) -> str:
         """``unrecognized arguments: --trainer.max_epoch 2`` + the options the unknown ones were probably meant as."""
         known = set(self._option_string_actions)
-        subcommands = self._subcommands_action.choices if getattr(self, "_subcommands_action", None) else {}
+        action = getattr(self, "_subcommands_action", None)
+        subcommands = action.choices if action else {}
         for parser in subcommands.values():
             known |= set(parser._option_string_actions)
         unknown = [word.split("=")[0] for word in message.split(":", 1)[1].split() if word.startswith("--")]
@@ -111,10 +112,11 @@ class KeepingSaveConfigCallback(SaveConfigCallback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self.already_saved and self.save_to_log_dir:
-            log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
+            # A collective call under DDP: every rank must make it. Set here (Lightning's own setup asserts so).
+            log_dir = cast(str, trainer.log_dir)
             free = free_path(log_dir, self.config_filename) if trainer.is_global_zero else None
             name = os.path.relpath(free, log_dir) if free is not None else None
-            self.config_filename = trainer.strategy.broadcast(name)
+            self.config_filename = cast(str, trainer.strategy.broadcast(name))  # rank zero's name, on every rank
             if trainer.is_global_zero:  # evaluations/<subcommand>-config.yaml: its folder may not exist yet
                 os.makedirs(os.path.dirname(os.path.join(log_dir, self.config_filename)), exist_ok=True)
         super().setup(trainer, pl_module, stage)
@@ -211,7 +213,7 @@ class ResNetCLI(LightningCLI):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer_config = config["trainer"]
         user_callbacks = trainer_config.get("callbacks") or []
-        extra = []
+        extra: list[Callback] = []
         if trainer_config.get("enable_progress_bar") is not False and not any(
             isinstance(callback, ProgressBar) for callback in user_callbacks
         ):
@@ -227,7 +229,7 @@ class ResNetCLI(LightningCLI):
         if test_after_fit is None:  # auto: whenever the data has a test split
             test_after_fit = bool(getattr(self.datamodule, "has_test_split", False))
         if test_after_fit:
-            checkpoint = self.trainer.checkpoint_callback
+            checkpoint = cast(ModelCheckpoint | None, self.trainer.checkpoint_callback)  # the CLI adds ModelCheckpoint
             ckpt_path = "best" if checkpoint is not None and checkpoint.best_model_path else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
 
@@ -285,10 +287,12 @@ class ResNetCLI(LightningCLI):
             lock.acquire(role=f"src.cli {subcommand}")
             slurm_job.warn_if_cpus_unbound()
             if subcommand == "fit":
-                slurm_job.record_start(self.run_dir)  # which job this run is, for telling a requeue from a new job
+                # Which job this run is, for telling a requeue from a new job (a lock means a run_dir).
+                slurm_job.record_start(cast(str, self.run_dir))
         try:
             if lock is not None and subcommand == "fit" and self.checkpoint is None:
-                run_dirs.refuse_run_with_checkpoints(self.run_dir)  # it may have gained some while we waited to start
+                # It may have gained some while we waited to start.
+                run_dirs.refuse_run_with_checkpoints(cast(str, self.run_dir))
             yield
         except SIGTERMException:
             sys.stderr.write(f"error: stopped by SIGTERM {self._what_sigterm_stopped(subcommand)}\n")
@@ -298,7 +302,8 @@ class ResNetCLI(LightningCLI):
                 lock.release()
 
     def _what_sigterm_stopped(self, subcommand: str) -> str:
-        saver = next((cb for cb in self.trainer.callbacks if isinstance(cb, SaveOnSigterm)), None)
+        # Trainer.callbacks is set by Lightning's connectors, not declared on the class.
+        saver = next((cb for cb in self.trainer.callbacks if isinstance(cb, SaveOnSigterm)), None)  # type: ignore[attr-defined]
         if saver is not None and saver.saved_path is not None:
             return (
                 f"at step {saver.saved_step}; saved '{saver.saved_path}'; continue with: python -m src.cli fit "
@@ -331,7 +336,7 @@ class ResNetCLI(LightningCLI):
         trainer = self._instantiate_trainer(trainer_config, extra_callbacks)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: make it atomic
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        for callback in trainer.callbacks:
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]  # Lightning's callback connector sets it
             if isinstance(callback, SaveConfigCallback) and self.subcommand is not None:
                 callback.config = self._given_config[self.subcommand]
             if self._evaluates_a_run:  # test/validate/predict of an existing run: recorded apart from its fit
@@ -389,7 +394,7 @@ class ResNetCLI(LightningCLI):
                 rank_zero_info(f"SLURM job restarted: continuing the run in {run_dir} from {requeued_from}")
             run_dir = run_dir or run_dirs.fresh_run_dir(config)
         else:
-            run_dir = named or run_dirs.evaluated_run_dir(checkpoint_path, self.subcommand)
+            run_dir = named or run_dirs.evaluated_run_dir(checkpoint_path, cast(str, self.subcommand))
             run_dir = run_dir or run_dirs.fresh_run_dir(config)
             self._evaluates_a_run = runs.is_existing_run(run_dir)
         self._run_dir_existed = os.path.exists(run_dir)  # before anything of this command creates it

@@ -19,7 +19,7 @@ import json
 import os
 import secrets
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, cast
 
 # Errors of the disk, not of the program: out of space or quota, read-only, not allowed.
 DISK_ERRNOS = {
@@ -31,7 +31,7 @@ DISK_ERRNOS = {
 }
 
 
-def free_path(directory: str, filename: str) -> str:
+def free_path(directory: str | os.PathLike, filename: str) -> str:
     """``directory/filename``, or ``stem-1.ext``, ``stem-2.ext``... if it exists: never overwrite a file."""
     stem, ext = os.path.splitext(filename)
     path, index = os.path.join(directory, filename), 0
@@ -47,7 +47,7 @@ def temporary_path(path: str | os.PathLike) -> str:
     return os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], binary: bool = True) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], object], binary: bool = True) -> None:
     """Write ``path`` whole or not at all: ``write(handle)`` into a temporary file beside it, fsync, rename.
 
     Any error (ENOSPC halfway, a kill...) leaves ``path`` as it was and removes the temporary file; the
@@ -58,7 +58,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], bina
     try:
         # 0o666 & ~umask, like open(): mkstemp would make the file private (0600).
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+        handle: IO[Any] = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")
+        with handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -72,7 +73,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], bina
         # OSError(ENOSPC) of its write), so look for it in the chain.
         found = disk_error(error) or (error if isinstance(error, OSError) and error.errno is not None else None)
         if found is not None and (found is not error or found.filename is None):
-            raise OSError(found.errno, found.strerror or os.strerror(found.errno), path) from error
+            # errno is set: disk_error matched it against DISK_ERRNOS, or the test above checked it.
+            code = cast(int, found.errno)
+            raise OSError(code, found.strerror or os.strerror(code), path) from error
         raise
     _fsync_directory(os.path.dirname(path) or ".")
 
@@ -113,12 +116,13 @@ def disk_error_message(error: BaseException) -> str | None:
     found = disk_error(error)
     if found is None:
         return None
+    code = cast(int, found.errno)  # disk_error matched it against DISK_ERRNOS
     where = found.filename if found.filename is not None else "a file"
-    what = DISK_ERRNOS[found.errno]
-    if found.errno in (errno.ENOSPC, errno.EDQUOT):
+    what = DISK_ERRNOS[code]
+    if code in (errno.ENOSPC, errno.EDQUOT):
         todo = "free space there (or write elsewhere: --run_dir, data.cache_dir), then run again"
-    elif found.errno == errno.EROFS:
+    elif code == errno.EROFS:
         todo = "write to a writable place instead (--run_dir, data.cache_dir), then run again"
     else:
         todo = "make it writable for you, or write elsewhere (--run_dir, data.cache_dir), then run again"
-    return f"cannot write '{where}': {what} ({found.strerror or os.strerror(found.errno)}); {todo}"
+    return f"cannot write '{where}': {what} ({found.strerror or os.strerror(code)}); {todo}"

@@ -46,6 +46,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import yaml
 
@@ -206,7 +207,7 @@ def collect(study: Study, runs: list[RunSpec]) -> int:
             print(f"{prefix}: nothing to copy ({state.status} in {study.directory}){note}", flush=True)
             continue
         try:
-            line = export(study, run)
+            line = cast(str, export(study, run))  # a line, not None: the study has a results folder (checked above)
         except ResultsConflict as conflict:
             conflicts += 1
             print(f"{prefix}: NOT COPIED: {conflict}", file=sys.stderr, flush=True)
@@ -267,7 +268,7 @@ def run_all(
     log_dir = study.directory / "sweep_logs"
     tally = Tally()
     print(f"study {study.name!r}: {len(runs)} runs in {study.directory}/", flush=True)
-    free: list[Slot | None] = [None] if jobs == 1 else make_slots(study, runs, jobs)  # may refuse: before any move
+    free: list[Slot | None] = [None] if jobs == 1 else list(make_slots(study, runs, jobs))  # may refuse: before moves
     clear_the_way(study, runs, rerun_stale, retry_diverged)
     planned = planned_configs(study, runs)
     running: list[Running] = []

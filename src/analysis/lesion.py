@@ -31,7 +31,7 @@ import random as random_module
 import statistics
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -71,12 +71,13 @@ def removable(block: Block) -> bool:
 def shape_change(block: Block) -> str:
     """``16 -> 32 channels, stride 2``: how a block changes the feature map (``same shape`` if it does not)."""
     module = block.module
-    last = module.conv3 if hasattr(module, "conv3") else module.conv2
+    first = cast(nn.Conv2d, module.conv1)
+    last = cast(nn.Conv2d, module.conv3 if hasattr(module, "conv3") else module.conv2)
     strides = [getattr(module, n).stride[0] for n in ("conv1", "conv2", "conv3") if hasattr(module, n)]
     stride = max(strides)
     parts = []
-    if module.conv1.in_channels != last.out_channels:
-        parts.append(f"{module.conv1.in_channels} -> {last.out_channels} channels")
+    if first.in_channels != last.out_channels:
+        parts.append(f"{first.in_channels} -> {last.out_channels} channels")
     if stride != 1:
         parts.append(f"stride {stride}")
     return ", ".join(parts) or "same shape"

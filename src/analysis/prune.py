@@ -34,7 +34,7 @@ import copy
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,7 @@ from src.analysis.evaluate import COLLAPSE_SHARE, Evaluation, evaluate
 from src.models.complexity import count_parameters
 
 PRUNABLE_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+Prunable = nn.modules.conv._ConvNd | nn.Linear  # one of PRUNABLE_TYPES: a layer with a ``weight`` tensor
 SCOPES = ("global", "layer")
 METHODS = ("magnitude", "random")
 LAYER_COLLAPSE = 0.99  # a layer with at least this fraction of its weights pruned has collapsed
@@ -72,12 +73,12 @@ def check_scopes(scopes: Iterable[str]) -> list[str]:
     return values
 
 
-def prunable_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
+def prunable_layers(net: nn.Module) -> list[tuple[str, Prunable]]:
     """``(qualified name, module)`` of every convolution and linear layer, in definition order."""
     return [(name, module) for name, module in net.named_modules() if isinstance(module, PRUNABLE_TYPES)]
 
 
-def prunable_weights(net: nn.Module) -> list[tuple[nn.Module, str]]:
+def prunable_weights(net: nn.Module) -> list[tuple[Prunable, str]]:
     """``(module, "weight")`` for every convolution and linear layer: what ``prune`` may zero."""
     return [(module, "weight") for _, module in prunable_layers(net)]
 
@@ -107,7 +108,7 @@ def prune_magnitude(net: nn.Module, sparsity: float, scope: str) -> list[int]:
             prune.l1_unstructured(module, name, amount=round(sparsity * module.weight.numel()))
     else:
         check_scopes([scope])
-    return [int((module.weight_mask == 0).sum()) for module, _ in targets]
+    return [int((_mask(module) == 0).sum()) for module, _ in targets]
 
 
 def prune_random(net: nn.Module, counts: Sequence[int], generator: torch.Generator) -> list[int]:
@@ -120,7 +121,12 @@ def prune_random(net: nn.Module, counts: Sequence[int], generator: torch.Generat
         mask = torch.ones(weight.numel(), dtype=weight.dtype)
         mask[torch.randperm(weight.numel(), generator=generator)[:count]] = 0
         prune.custom_from_mask(module, name, mask.view_as(weight).to(weight.device))
-    return [int((module.weight_mask == 0).sum()) for module, _ in targets]
+    return [int((_mask(module) == 0).sum()) for module, _ in targets]
+
+
+def _mask(module: nn.Module) -> Tensor:
+    """The ``weight_mask`` buffer that ``torch.nn.utils.prune`` registered on ``module``."""
+    return cast(Tensor, module.weight_mask)
 
 
 # ---------------------------------------------------------------------------------------------- fine-tune
@@ -265,7 +271,9 @@ def prune_study(
             for method in ("magnitude", "random") if random_control else ("magnitude",):
                 # Channels-last weights (``model.channels_last: true``) are not contiguous, and torch's global
                 # pruning flattens every weight with ``view``: prune a copy in the default layout.
-                pruned_net = copy.deepcopy(net).to(device=device, memory_format=torch.contiguous_format)
+                pruned_net = copy.deepcopy(net).to(  # type: ignore[call-overload]  # torch's stub lacks this overload
+                    device=device, memory_format=torch.contiguous_format
+                )
                 if method == "magnitude":
                     counts = prune_magnitude(pruned_net, sparsity, scope)
                 else:
@@ -283,7 +291,7 @@ def prune_study(
                 for _, module in targets:
                     prune.remove(module, "weight")  # make the zeros permanent (plain ``weight`` again)
                 zeros, prunable = zero_count(pruned_net)
-                layers = [
+                layers: list[dict[str, Any]] = [
                     {
                         "scope": scope,
                         "method": method,

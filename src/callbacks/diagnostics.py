@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -159,7 +159,8 @@ def gradient_statistics(blocks: list[Block]) -> dict[str, list[float | None]]:
         if any(w.grad is None for w in weights):
             pairs.append(None)
             continue
-        squares = torch.stack([torch.stack([w.grad.float().norm(), w.float().norm()]) for w in weights])
+        grads = [cast(Tensor, w.grad) for w in weights]  # none is None (checked above)
+        squares = torch.stack([torch.stack([g.float().norm(), w.float().norm()]) for g, w in zip(grads, weights)])
         pairs.append(torch.linalg.vector_norm(squares, dim=0))  # [||g||, ||w||] over all the block's weights
     present = [p for p in pairs if p is not None]
     values = iter(torch.stack(present).tolist() if present else [])
@@ -168,7 +169,7 @@ def gradient_statistics(blocks: list[Block]) -> dict[str, list[float | None]]:
         grad, weight = next(values) if pair is not None else (None, None)
         stats["raw_grad_norm"].append(grad)
         stats["grad_rms"].append(None if grad is None else grad / math.sqrt(count))
-        stats["grad_to_weight"].append(None if grad is None or weight <= 0 else grad / weight)
+        stats["grad_to_weight"].append(None if grad is None or weight is None or weight <= 0 else grad / weight)
     return stats
 
 
@@ -245,6 +246,10 @@ class TrainingDiagnostics(pl.Callback):
         self.records: list[dict[str, Any]] = []
         self._recorder: BranchRatioRecorder | None = None
 
+    def _branch_recorder(self) -> BranchRatioRecorder:
+        """The recorder: made with ``blocks`` (which ``_active`` requires) before the first step."""
+        return cast(BranchRatioRecorder, self._recorder)
+
     def _active(self, trainer: pl.Trainer) -> bool:
         return self.enabled and trainer.is_global_zero and bool(self.blocks)
 
@@ -268,7 +273,7 @@ class TrainingDiagnostics(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self._active(trainer) and self.branch_ratios and self._due(trainer):
-            self._recorder.attach()
+            self._branch_recorder().attach()
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
@@ -279,8 +284,8 @@ class TrainingDiagnostics(pl.Callback):
         if self.grad_norms:
             record.update(gradient_statistics(self.blocks))
         if self.branch_ratios:
-            record[RATIO_KEY] = self._recorder.ratios()
-            self._recorder.detach()
+            record[RATIO_KEY] = self._branch_recorder().ratios()
+            self._branch_recorder().detach()
         self.records.append(record)
         self._log(trainer, record)
 

@@ -19,7 +19,7 @@ one, recorded on the device when it happened.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -79,7 +79,7 @@ class DivergenceGuard(pl.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         full = self._start is not None and len(self._window) >= self.reference_steps
-        return {"start": float(self._start) if full else None}
+        return {"start": float(self._start) if full and self._start is not None else None}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored_start = state_dict.get("start")
@@ -103,7 +103,8 @@ class DivergenceGuard(pl.Callback):
                 self._window.append(loss)
                 self._start = torch.stack(self._window).median()  # the lower middle value: robust to one spike
         first = self._first_bad
-        record = torch.stack([self._step.fill_(float(step)), loss, kind, start])
+        step_tensor = cast(torch.Tensor, self._step)  # set with _first_bad in on_train_start
+        record = torch.stack([step_tensor.fill_(float(step)), loss, kind, start])
         self._first_bad = torch.where(bad & (first[0] < 0), record, first)
         if step % self.check_every_n_steps == 0 or trainer.should_stop or step >= trainer.max_steps > 0:
             self.check(trainer)
@@ -133,7 +134,7 @@ class DivergenceGuard(pl.Callback):
             reason = f"training loss is {loss}"
         message = f"training diverged at step {int(step)}: {reason}; the run stops here and is not tested"
         self._first_bad = None
-        for callback in trainer.callbacks:
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]  # set by Lightning's callback connector
             mark = getattr(callback, "mark_diverged", None)
             if callable(mark):
                 mark(int(step), reason)

@@ -55,7 +55,7 @@ import math
 import os
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -135,7 +135,8 @@ class ParameterEfficiency(pl.Callback):
     # ---------------------------------------------------------------- static numbers
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
-        shape = self.input_shape or getattr(trainer.datamodule, "input_shape", None)
+        # Trainer.datamodule is set by Lightning's connectors, not declared on the class.
+        shape = self.input_shape or getattr(trainer.datamodule, "input_shape", None)  # type: ignore[attr-defined]
         if shape is not None and getattr(pl_module, "example_input_array", None) is None:
             # Lightning's model summary counts FLOPs only with an example input ("Total FLOPs: 0" otherwise).
             pl_module.example_input_array = torch.zeros(1, *shape)
@@ -154,7 +155,8 @@ class ParameterEfficiency(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         device = pl_module.device
-        self._data_bytes = data_on_device_bytes(trainer.datamodule, device) if device.type == "cuda" else 0
+        # Trainer.datamodule is set by Lightning's connectors, not declared on the class.
+        self._data_bytes = data_on_device_bytes(trainer.datamodule, device) if device.type == "cuda" else 0  # type: ignore[attr-defined]
         if device.type == "cuda":  # the peak of training, not of setup, the sanity check or an earlier fit
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
@@ -169,7 +171,7 @@ class ParameterEfficiency(pl.Callback):
         self.report["data_on_device_mb"] = self._data_bytes / 2**20 if pl_module.device.type == "cuda" else None
         restored = self._restored
         if restored is not None:  # the same run, continued: same file, same record
-            self.path = os.path.join(self._log_dir, restored["filename"])
+            self.path = os.path.join(cast(str, self._log_dir), restored["filename"])  # set in setup
             old = restored["report"]
             kept = {key: value for key, value in old.items() if key in RESUMED_FIELDS}
             for key, legacy in LEGACY_KEYS.items():
@@ -183,7 +185,7 @@ class ParameterEfficiency(pl.Callback):
                 # Resumed with other code, packages, device or config: keep what the earlier part ran on.
                 self.report["earlier_provenance"] = [*old.get("earlier_provenance", []), old["provenance"]]
         else:
-            self.path = free_path(self._log_dir, self.filename)
+            self.path = free_path(cast(str, self._log_dir), self.filename)
         self._write()
         self._log_size_scalars(trainer)
         if self.log_hparams and restored is None:
@@ -362,7 +364,7 @@ class ParameterEfficiency(pl.Callback):
         if trainer.is_global_zero and self.report and self.path is None and self._restored is not None:
             # `fit --ckpt_path last` of a run whose training was complete (killed in its test): the fit loop
             # never started, so on_train_start never opened the record; continue the saved one as it was.
-            self.path = os.path.join(self._log_dir, self._restored["filename"])
+            self.path = os.path.join(cast(str, self._log_dir), self._restored["filename"])  # set in setup
             self.report.update(self._restored["report"])
             self.report["resumed_at_steps"] = [*self.report.get("resumed_at_steps", []), trainer.global_step]
         if trainer.is_global_zero and self.report:

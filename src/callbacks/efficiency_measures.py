@@ -94,7 +94,8 @@ def data_on_device_bytes(datamodule: Any, device: torch.device) -> int:
 
 def batch_facts(trainer: pl.Trainer) -> dict[str, int | None]:
     """World size and batch sizes as trained: ``global_batch_size`` is samples per optimizer step."""
-    per_process = getattr(trainer.datamodule, "per_process_batch_size", None)
+    # Trainer.datamodule is set by Lightning's connectors, not declared on the class.
+    per_process = getattr(trainer.datamodule, "per_process_batch_size", None)  # type: ignore[attr-defined]
     accumulate = trainer.accumulate_grad_batches
     return {
         "world_size": trainer.world_size,
@@ -106,14 +107,15 @@ def batch_facts(trainer: pl.Trainer) -> dict[str, int | None]:
 
 def resolved_config(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any] | None:
     """The run's config as the CLI saves it (``config.yaml``), else the module's and DataModule's hparams."""
-    for callback in trainer.callbacks:
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]  # Lightning's callback connector sets it
         if any(cls.__name__ == "SaveConfigCallback" for cls in type(callback).__mro__):
             try:
                 return yaml.safe_load(callback.parser.dump(callback.config, skip_none=False))
             except Exception:  # a config that does not dump: fall back to the hparams, never fail the run
                 break
     config: dict[str, Any] = {"model": dict(pl_module.hparams)}
-    data_hparams = getattr(trainer.datamodule, "hparams", None)
+    # Trainer.datamodule is set by Lightning's connectors, not declared on the class.
+    data_hparams = getattr(trainer.datamodule, "hparams", None)  # type: ignore[attr-defined]
     if data_hparams:
         config["data"] = dict(data_hparams)
     return config
@@ -121,7 +123,7 @@ def resolved_config(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[
 
 def run_context(trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> dict[str, Any]:
     """What tells the runs of a sweep apart: data, batch, optimizer, schedule, seed, limits, test protocol."""
-    datamodule = trainer.datamodule
+    datamodule = trainer.datamodule  # type: ignore[attr-defined]  # Lightning's data connector sets it
     dataset = getattr(datamodule, "dataset", None)
     seed = os.environ.get("PL_GLOBAL_SEED")
     test_flip = bool(pl_module.hparams.get("test_flip", False))

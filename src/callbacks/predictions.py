@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.files import free_path
 
@@ -55,7 +55,7 @@ class PredictionWriter(BasePredictionWriter):
         self._writer = csv.writer(self._handle)
         self._writer.writerow(COLUMNS)
         loaders = trainer.predict_dataloaders
-        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        loader = cast(DataLoader, loaders[0] if isinstance(loaders, (list, tuple)) else loaders)  # set by now
         self._files, self._classes, self._index_map = _describe(loader.dataset)
 
     def write_on_batch_end(

@@ -27,7 +27,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -37,7 +37,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 def collect_random_state() -> dict[str, Any]:
     """The global generators' state, in types ``torch.load(weights_only=True)`` accepts."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    # legacy=True (the default) returns this tuple; numpy's stub also allows the dict of legacy=False.
+    state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    kind, keys, position, has_gauss, cached = state
     version, python_state, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
@@ -155,8 +157,9 @@ class EpochStartResume(pl.Callback):
     ) -> None:
         # Lightning's epoch loop adds one to its logging step when it restarts (it assumes a checkpoint taken
         # before the step count was updated); this one was taken after, so the logged steps would shift by one.
-        if getattr(self, "_logged_step", None) is not None:
-            trainer.fit_loop.epoch_loop._batches_that_stepped = self._logged_step
+        logged_step = getattr(self, "_logged_step", None)
+        if logged_step is not None:
+            trainer.fit_loop.epoch_loop._batches_that_stepped = logged_step
             # Still "restarting", the fit loop would skip this epoch's end-of-epoch LR-scheduler step.
             trainer.fit_loop._restarting = False
             self._logged_step = None

@@ -69,10 +69,11 @@ def root_message(error: BaseException) -> str:
     "Does not validate against any of the Union subtypes"; the user needs the message under it.
     """
     seen, innermost = set(), error
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        innermost = error
-        error = error.__cause__ or error.__context__
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        innermost = current
+        current = current.__cause__ or current.__context__
     lines = str(innermost).strip().splitlines()
     return lines[0] if lines else type(innermost).__name__
 

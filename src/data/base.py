@@ -47,10 +47,10 @@ def _cgroup_cpu_quota() -> float | None:
         pass
     try:  # cgroup v1
         with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as quota_file:
-            quota = int(quota_file.read())
+            quota_us = int(quota_file.read())
         with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as period_file:
-            period = int(period_file.read())
-        return None if quota <= 0 or period <= 0 else quota / period
+            period_us = int(period_file.read())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
     except (OSError, ValueError):
         return None
 
@@ -182,7 +182,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:  # a subclass may return [] for no validation (Lightning's way)
         return self._loader(self.val_set, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:

@@ -159,6 +159,8 @@ class BatchAugment(nn.Module):
         super().__init__()
         if padding < 0 or not 0.0 <= flip_p <= 1.0:
             raise ValueError(f"need padding >= 0 and 0 <= flip_p <= 1, got padding={padding}, flip_p={flip_p}")
+        self.scale: Tensor
+        self.shift: Tensor
         std_t = torch.tensor(std, dtype=torch.float32)
         # (x / 255 - mean) / std as one multiply-add.
         self.register_buffer("scale", (1.0 / (255.0 * std_t)).view(1, -1, 1, 1), persistent=False)

@@ -34,7 +34,7 @@ import os
 import random
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Literal
+from typing import Literal, cast
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
@@ -152,7 +152,9 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         for name, value in (("class_count", class_count), ("max_per_class", max_per_class), ("image_size", image_size)):
             if value is not None and value < 1:
                 raise DataError(f"{name} must be >= 1 (or null), got {value}")
-        if (mean is None) != (std is None) or (mean is not None and not len(mean) == len(std) == in_channels):
+        if (mean is None) != (std is None) or (
+            mean is not None and std is not None and not len(mean) == len(std) == in_channels
+        ):
             raise DataError(f"mean and std must both be null or both have {in_channels} values, got {mean}, {std}")
         if bad_files not in ("error", "skip"):
             raise DataError(f"bad_files must be 'error' or 'skip', got {bad_files!r}")
@@ -256,7 +258,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
     def _list_samples(self) -> tuple[list[Sample], dict[str, list[Sample]]]:
         """(training pool, {split: samples} of the val / test folders that exist)."""
         pool = self._foldered("train", self.max_per_class)
-        folders = {}
+        folders: dict[str, list[Sample]] = {}
         for split in ("val", "test"):
             folder = self._split_dir(split)
             if not os.path.isdir(folder):
@@ -438,8 +440,8 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         else:
             dataset = fast_split(
                 self.samples[split],
-                self.mean,
-                self.std,
+                cast("list[float]", self.mean),  # _collect_splits sets them before a split opens
+                cast("list[float]", self.std),
                 train=split == "train",
                 cache_dir=self.cache_dir,
                 name=f"{split}-decoded",

@@ -18,7 +18,7 @@ on a batch on the GPU and skip the per-sample part).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ def to_float(mean: Sequence[float] | None, std: Sequence[float] | None) -> list[
     """To a float32 tensor in [0, 1], then ``(x - mean) / std`` per channel (skipped when ``mean`` is None)."""
     steps: list[v2.Transform] = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     if mean is not None:
-        steps.append(v2.Normalize(list(mean), list(std)))
+        steps.append(v2.Normalize(list(mean), list(cast(Sequence[float], std))))  # callers pass both or neither
     return steps
 
 

@@ -20,6 +20,7 @@ a module computing ``s`` from the block's input ``x`` itself (``PreActShortcut``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from torch import Tensor, nn
 from torchvision.models import resnet as tv
@@ -64,9 +65,14 @@ class Block:
         return self.shortcut in ("zero-pad", "projection") or (not self.residual and _changes_shape(self.module))
 
 
+def _conv(block: nn.Module, name: str) -> nn.Conv2d:
+    """The block's convolution ``name`` (``conv1``...): every block type names its convolutions so."""
+    return cast(nn.Conv2d, getattr(block, name))
+
+
 def _changes_shape(block: nn.Module) -> bool:
-    conv1 = block.conv1
-    last_conv = block.conv3 if hasattr(block, "conv3") else block.conv2
+    conv1 = _conv(block, "conv1")
+    last_conv = _conv(block, "conv3" if hasattr(block, "conv3") else "conv2")
     return conv1.in_channels != last_conv.out_channels or any(
         getattr(block, name).stride != (1, 1) for name in ("conv1", "conv2") if hasattr(block, name)
     )
@@ -93,7 +99,7 @@ def residual_blocks(net: nn.Module) -> list[Block]:
     Works for the CIFAR networks and the ImageNet ones (and any net built from their block
     classes); raises ``ValueError`` for a network with no such blocks.
     """
-    blocks = []
+    blocks: list[Block] = []
     for name, module in net.named_modules():
         if isinstance(module, BLOCK_TYPES):
             stage_name = name.split(".")[-2] if "." in name else name
@@ -108,12 +114,13 @@ def branch_output(block: nn.Module) -> nn.Module:
     """The branch's last layer (a norm layer; a convolution in a pre-activation block): its output is ``F(x)``."""
     if isinstance(block, PreActBlock):
         return block.branch_last
-    return block.bn3 if hasattr(block, "bn3") else block.bn2
+    return cast(nn.Module, block.bn3 if hasattr(block, "bn3") else block.bn2)
 
 
 def branch_weights(block: nn.Module) -> list[nn.Parameter]:
     """The branch's convolution weights (the shortcut projection's excluded)."""
-    return [block.conv1.weight, block.conv2.weight] + ([block.conv3.weight] if hasattr(block, "conv3") else [])
+    names = ["conv1", "conv2"] + (["conv3"] if hasattr(block, "conv3") else [])
+    return [cast(nn.Parameter, _conv(block, name).weight) for name in names]
 
 
 def shortcut_module(block: nn.Module) -> nn.Module:
@@ -122,7 +129,7 @@ def shortcut_module(block: nn.Module) -> nn.Module:
         raise ValueError(f"{type(block).__name__} is a plain block: it has no shortcut")
     if block.downsample is None:
         return nn.Identity()
-    return PreActShortcut(block) if isinstance(block, PreActBlock) else block.downsample
+    return PreActShortcut(block) if isinstance(block, PreActBlock) else cast(nn.Module, block.downsample)
 
 
 class PreActShortcut(nn.Module):
@@ -136,4 +143,5 @@ class PreActShortcut(nn.Module):
         self.block = block
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.block.downsample(self.block.shortcut_input(x))
+        downsample = cast(nn.Module, self.block.downsample)  # shortcut_module makes one only for a projection
+        return downsample(self.block.shortcut_input(x))

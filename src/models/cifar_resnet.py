@@ -22,7 +22,7 @@ parameter names, same random draws in the same order.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -143,7 +143,7 @@ class CifarResNet(nn.Module):
         return self.fc(self.dropout(x))
 
 
-def cifar_resnet(depth: int, residual: bool = True, **kwargs) -> CifarResNet:
+def cifar_resnet(depth: int, residual: bool = True, **kwargs: Any) -> CifarResNet:
     """Build the CIFAR network of ``depth`` layers (``6n + 2``); ``width=k`` in kwargs widens it k times."""
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(

@@ -13,7 +13,7 @@ identical outputs. This file only adds what the studies need on top:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +34,7 @@ IMAGENET_LAYOUTS: dict[int, tuple[str, list[int]]] = {
 class PlainBasicBlock(tv.BasicBlock):
     """torchvision's basic block without the shortcut (and without its projection)."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.downsample = None
 
@@ -46,7 +46,7 @@ class PlainBasicBlock(tv.BasicBlock):
 class PlainBottleneck(tv.Bottleneck):
     """torchvision's bottleneck block without the shortcut (and without its projection)."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.downsample = None
 
@@ -86,7 +86,7 @@ class ImageNetResNet(tv.ResNet):
         return self.fc(self.dropout(x))
 
 
-def imagenet_resnet(depth: int, residual: bool = True, width: int = 1, **kwargs) -> ImageNetResNet:
+def imagenet_resnet(depth: int, residual: bool = True, width: int = 1, **kwargs: Any) -> ImageNetResNet:
     """Build ResNet-``depth`` (18, 34, 50, 101 or 152), or its plain twin when not ``residual``.
 
     ``width=k`` widens the bottleneck nets as torchvision's ``wide_resnet<d>_<k>`` (not defined for 18/34).

@@ -31,7 +31,7 @@ ResNet's parameters minus the projections', name for name.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +52,7 @@ class PreActBlock(nn.Module):
     expansion = 1
     residual: bool
     downsample: nn.Module | None
+    bn1: nn.BatchNorm2d  # the branch's first BN (subclasses set it); shortcut_input reads it
 
     @property
     def branch_last(self) -> nn.Module:
@@ -181,7 +182,7 @@ class PreActResNet(nn.Module):
         return self.fc(self.dropout(x))
 
 
-def wide_resnet(depth: int, width: int, residual: bool = True, **kwargs) -> PreActResNet:
+def wide_resnet(depth: int, width: int, residual: bool = True, **kwargs: Any) -> PreActResNet:
     """WRN-``depth``-``width`` (``depth = 6n + 4``), or its plain twin when not ``residual``."""
     if depth < 10 or (depth - 4) % 6 or width < 1:
         raise ValueError(f"WRN-d-k needs d = 6n+4 (n >= 1) and k >= 1, got d={depth}, k={width}")
@@ -189,7 +190,7 @@ def wide_resnet(depth: int, width: int, residual: bool = True, **kwargs) -> PreA
     return PreActResNet(PreActBasicBlock, (depth - 4) // 6, planes, residual=residual, **kwargs)
 
 
-def preact_resnet(depth: int, bottleneck: bool, **kwargs) -> PreActResNet:
+def preact_resnet(depth: int, bottleneck: bool, **kwargs: Any) -> PreActResNet:
     """Pre-activation ResNet-``depth``: bottleneck blocks (``9n + 2``) or basic blocks (``6n + 2``)."""
     if bottleneck:
         if depth < 11 or (depth - 2) % 9:

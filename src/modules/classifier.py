@@ -13,13 +13,15 @@ step per *iteration* (the paper's 32k/48k milestones) rather than per epoch.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.models import build_model
@@ -38,11 +40,18 @@ def paper_sgd(params: Any) -> torch.optim.Optimizer:
 
 def split_decay_groups(model: nn.Module) -> list[dict[str, Any]]:
     """Two parameter groups: weights that get weight decay, and norm parameters + biases that don't."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             (no_decay if isinstance(module, NORM_TYPES) or name == "bias" else decay).append(param)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class _OpenEndedSchedule(Protocol):
+    """A schedule that takes its length late (``total_steps`` None until ``configure_optimizers`` sets it)."""
+
+    total_steps: int | None
 
 
 class ImageClassifier(pl.LightningModule):
@@ -75,6 +84,9 @@ class ImageClassifier(pl.LightningModule):
         test_flip: at test time average the logits of each image and its horizontal mirror (flip test-time
             augmentation); validation -- which picks the best checkpoint -- is left as it is.
     """
+
+    # save_hyperparameters stores an AttributeDict (attribute access); Lightning's property says any MutableMapping.
+    hparams: AttributeDict
 
     def __init__(
         self,
@@ -162,7 +174,7 @@ class ImageClassifier(pl.LightningModule):
         sync = stage != "train"  # epoch-level val/test numbers must agree across DDP ranks
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, sync_dist=sync)
         for k in self.top_k:
-            metric = self.metrics[f"{stage}_top{k}"]
+            metric = cast(Metric, self.metrics[f"{stage}_top{k}"])
             metric(logits, labels)
             name = f"{stage}/acc" if k == 1 else f"{stage}/acc_top{k}"
             self.log(name, metric, on_step=False, on_epoch=True, prog_bar=k == 1)
@@ -200,14 +212,15 @@ class ImageClassifier(pl.LightningModule):
         interval = self.hparams.lr_scheduler_interval
         # e.g. WarmupCosineLR(total_steps=None); a fast_dev_run smoke test (a step or two) keeps it open-ended
         # instead of failing the schedule's check that the run outlasts its warmup.
-        if getattr(scheduler, "total_steps", 0) is None and not self.trainer.fast_dev_run:
+        # Trainer.fast_dev_run: set by Lightning's setup, not declared on the class.
+        if getattr(scheduler, "total_steps", 0) is None and not self.trainer.fast_dev_run:  # type: ignore[attr-defined]
             total = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
             if total is None or total < 0 or total == float("inf"):
                 raise ValueError(
                     "The LR schedule needs total_steps, and the trainer does not set max_steps or max_epochs: "
                     "set lr_scheduler.init_args.total_steps"
                 )
-            scheduler.total_steps = int(total)
+            cast(_OpenEndedSchedule, scheduler).total_steps = int(total)
         config = {"scheduler": scheduler, "interval": interval}
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = "val/loss"

@@ -208,7 +208,9 @@ def draw_depth_profiles(
     axis = figure.subplots()
     band_name = "min–max" if band == "minmax" else "95% CI"
     for profile in profiles:
-        style = {"linestyle": "--", "marker": "s"} if profile.residual is False else {"linestyle": "-", "marker": "o"}
+        style: dict[str, Any] = (
+            {"linestyle": "--", "marker": "s"} if profile.residual is False else {"linestyle": "-", "marker": "o"}
+        )
         kind = {True: "residual", False: "plain"}.get(profile.residual, "mixed")  # type: ignore[arg-type]
         (line,) = axis.plot(
             profile.x,

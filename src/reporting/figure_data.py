@@ -9,6 +9,7 @@ import dataclasses
 import math
 import sys
 from pathlib import Path
+from typing import cast
 
 from src.reporting.depth_profiles import depth_profiles, draw_depth_profiles
 from src.reporting.figures import COSTS
@@ -97,12 +98,17 @@ def sizes_to_target(rows: list[Row], target: float | None) -> dict[str, dict[str
     for line, members in lines_of(rows).items():
         needed[line] = {}
         for size in ("params", "macs", "compute"):
-            ordered = sorted((row for row in members if row_size(row, size)), key=lambda row: row_size(row, size))
+            # Only rows with a size recorded: row_size is a number for each of them.
+            ordered = sorted(
+                (row for row in members if row_size(row, size)), key=lambda row: cast(float, row_size(row, size))
+            )
             if target is None or not ordered:
                 needed[line][size] = (None, "no target" if target is None else "no size recorded")
                 continue
+            # Rows hold tested runs only (tables.aggregate): each has a mean test accuracy.
+            accuracies = [cast(float, row.test_acc_mean) for row in ordered]
             needed[line][size] = size_to_reach(
-                [row_size(row, size) for row in ordered], [row.test_acc_mean for row in ordered], target
+                [cast(float, row_size(row, size)) for row in ordered], accuracies, target
             )
     return needed
 
@@ -130,7 +136,7 @@ def figure_data(rows: list[Row], records: list[RunRecord], target: tuple[float |
                 "x": row_cost(row),
                 "error_mean": row.test_error_mean,
                 "error_ci_half_width": row.test_error_half_width,
-                "seeds": [[run.seed, run_cost(run), 100.0 * (1.0 - run.test_acc)] for run in row.runs],
+                "seeds": [[run.seed, run_cost(run), 100.0 * (1.0 - cast(float, run.test_acc))] for run in row.runs],
             }
             for row in rows
             if row.test_error_mean is not None and row_cost(row)
@@ -143,4 +149,4 @@ def figure_data(rows: list[Row], records: list[RunRecord], target: tuple[float |
         for variant, by_split in sorted(curves.items())
     }
     data.update(diagnostics)  # the depth profiles, by figure name
-    return _rounded(data)
+    return cast(dict, _rounded(data))  # a dict stays a dict

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import matplotlib
 
@@ -86,14 +87,15 @@ def plot_error_vs_cost(
         series = sorted((row for row in tested if row.line == line), key=lambda row: row_cost(row))
         nudge = 1.0 + 0.03 * (position - (len(lines) - 1) / 2)
         xs = [row_cost(row) * nudge for row in series]
-        ys = [row.test_error_mean for row in series]
+        ys = [cast(float, row.test_error_mean) for row in series]  # every tested row has one
         half = [row.test_error_half_width or 0.0 for row in series]
         errs = [[y - max(0.0, y - h) for y, h in zip(ys, half)], [min(100.0, y + h) - y for y, h in zip(ys, half)]]
         seeds = "/".join(sorted({str(row.n) for row in series}))
         marker = "s" if series[0].kind == "plain" else "o"
         ax.errorbar(xs, ys, yerr=errs, marker=marker, capsize=3, color=colors[line], label=f"{line} (n={seeds})")
         for row in series:
-            points = [(run_cost(run) or row_cost(row), 100.0 * (1.0 - run.test_acc)) for run in row.runs]
+            # row.runs are the tested seeds (tables.aggregate keeps no other).
+            points = [(run_cost(run) or row_cost(row), 100.0 * (1.0 - cast(float, run.test_acc))) for run in row.runs]
             ax.scatter([px * nudge for px, _ in points], [py for _, py in points], s=18, alpha=0.6,
                        color=colors[line], marker=marker, linewidths=0, zorder=3)  # fmt: skip
             values += [py for _, py in points]
@@ -105,13 +107,19 @@ def plot_error_vs_cost(
     if true_points:
         best = {true_points[i] for i in pareto_front(true_points)}  # ties (twins of one size) are all marked
         front = sorted(drawn[i] for i, point in enumerate(true_points) if point in best)
-        ax.plot(*zip(*front), color="black", linestyle=":", linewidth=1, zorder=0)
-        ax.scatter(*zip(*front), s=170, facecolors="none", edgecolors="black", linewidths=1, label="Pareto frontier")
+        front_x, front_y = zip(*front)
+        ax.plot(front_x, front_y, color="black", linestyle=":", linewidth=1, zorder=0)
+        ax.scatter(
+            front_x, front_y, s=170, facecolors="none", edgecolors="black", linewidths=1, label="Pareto frontier"
+        )
     if paper is not None and cost in ("params", "macs"):
         depths = max((row.depth for row in tested if row.family == "cifar"), default=0)
         reference = [result for result in CIFAR10_TABLE6 if result.depth <= max(depths, 56)]
         suffix = f" — {paper}" if paper else ""
-        values += [r.test_error for r in reference] + [r.mean_error + r.std_error for r in reference if r.mean_error]
+        # The paper gives mean_error and std_error together.
+        values += [r.test_error for r in reference] + [
+            r.mean_error + cast(float, r.std_error) for r in reference if r.mean_error
+        ]
         single = [r for r in reference if r.mean_error is None]
         xs = [getattr(result, cost) for result in single]
         ax.scatter(xs, [r.test_error for r in single], marker="x", color="black",
@@ -120,8 +128,8 @@ def plot_error_vs_cost(
             x = getattr(result, cost)
             ax.errorbar(
                 [x],
-                [result.mean_error],
-                yerr=[result.std_error],
+                [cast(float, result.mean_error)],
+                yerr=[cast(float, result.std_error)],
                 marker="D",
                 color="black",
                 capsize=3,
@@ -202,8 +210,8 @@ def mean_curve(curves: list[Curve]) -> Curve:
     longest = max(curves, key=lambda curve: len(curve[0]))
     steps = np.asarray(longest[0], dtype=float)
     stack = np.full((len(curves), len(steps)), np.nan)
-    for index, (xs, ys) in enumerate(curves):
-        xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    for index, (curve_steps, curve_values) in enumerate(curves):
+        xs, ys = np.asarray(curve_steps, dtype=float), np.asarray(curve_values, dtype=float)
         inside = (steps >= xs.min()) & (steps <= xs.max())
         stack[index, inside] = np.interp(steps[inside], xs, ys)
     with np.errstate(all="ignore"):

@@ -148,7 +148,7 @@ def read_run(run_dir: Path, variant: str) -> RunRecord:
         train_time_sec=_finite(report.get("train_time_sec")),
         diverged_step=report.get("diverged_step"),
         diverged_reason=report.get("diverged_reason"),
-        provenance=report.get("provenance") if isinstance(report.get("provenance"), dict) else {},
+        provenance=provenance if isinstance(provenance := report.get("provenance"), dict) else {},
     )
     if status == "finished" and record.test_acc is None:  # tested, but the accuracy is NaN / inf
         record.status = "diverged"

@@ -102,6 +102,7 @@ def compare(
     diff = float(np.mean(xa) - np.mean(xb)) if na and nb else None
     if na < 2 or nb < 2:
         return Comparison("none", na, nb, diff, None, None, None, "", f"needs two seeds on each side (n = {na}, {nb})")
+    assert diff is not None  # both sides have values here
     sa = [s for s, _ in pairs_a]
     sb = [s for s, _ in pairs_b]
     if None not in sa and len(set(sa)) == na and set(sa) == set(sb):

@@ -146,7 +146,8 @@ def resolve_checkpoint(ckpt_path: str, run_dir: str | None) -> str:
         elif ckpt_path == "best":
             found = best_checkpoint(run_dir)
         else:
-            found = (hpc_checkpoints(run_dir) or [None])[-1]
+            hpc = hpc_checkpoints(run_dir)
+            found = hpc[-1] if hpc else None
         if found is None:
             broken = _intact_checkpoints(run_dir)[1]
             detail = (

@@ -8,9 +8,11 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from types import FrameType
+from typing import IO, Any
 
 from src.runs import RunLock
 from src.sweeping.plan import RunSpec, Study, format_command, run_command
@@ -30,7 +32,7 @@ class SignalForwarder:
     def __init__(self) -> None:
         self.children: list[subprocess.Popen] = []
         self.signum: int | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Callable[[int, FrameType | None], Any] | int | signal.Handlers | None] = {}
 
     def __enter__(self) -> SignalForwarder:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -62,7 +64,7 @@ class SignalForwarder:
             else:
                 child.send_signal(self.signum)
 
-    def start(self, command: list[str], **popen: object) -> subprocess.Popen:
+    def start(self, command: list[str], **popen: Any) -> subprocess.Popen:
         """Start a run in its own session and watch it; a signal that came while it started reaches it too."""
         child = subprocess.Popen(command, start_new_session=True, **popen)
         self.children.append(child)

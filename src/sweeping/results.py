@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from src import runs
 from src.runs import DATA_RECORD, METRICS_FILE, SCALARS_FILE, numbered_files, read_scalars
@@ -156,7 +156,7 @@ def export(study: Study, run: RunSpec) -> str | None:
     if target is None:
         return None
     outcome = export_run(run.run_dir, target)  # ResultsConflict: the caller says so
-    write_index(study.results, study.name, study_file_path(study))
+    write_index(cast(str, study.results), study.name, study_file_path(study))  # set: results_dir gave a target
     return f"copied to {target}" if outcome == "copied" else f"already in {target}"
 
 

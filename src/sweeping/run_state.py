@@ -92,7 +92,8 @@ def fit_record(run_dir: str | Path) -> dict[str, Any] | None:
         if isinstance(record, dict) and record.get("stage", "fit") == "fit":
             records.append(record)
     tested = [record for record in records if record.get("test_acc") is not None]
-    return (tested or records or [None])[-1]
+    kept = tested or records
+    return kept[-1] if kept else None
 
 
 def assess(run_dir: str | Path, planned: dict[str, Any] | None) -> RunState:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import cast
 
 from src.runs import RunBusy, RunLock
 from src.sweeping.plan import RunSpec, Study, StudyError, run_command
@@ -101,7 +102,8 @@ def clear_the_way(study: Study, runs: list[RunSpec], rerun_stale: bool, retry_di
         if state.status not in moving:
             continue
         if state.in_results:  # the committed result goes aside (never deleted); then the log run is looked at
-            target = move_aside(study.results_dir(run), study.results)
+            # In results: the study has a results folder, hence this run a results_dir.
+            target = move_aside(cast(Path, study.results_dir(run)), cast(str, study.results))
             print(f"{run.label}: {state.status} in results, moved aside to {target}", flush=True)
             state = states[index] = assess(run.run_dir, planned.get(run.run_dir))
             if state.status not in moving:
