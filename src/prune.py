@@ -105,7 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _label(model: object, checkpoint: str, taken: set[str]) -> str:
+def _label(model: Any, checkpoint: str, taken: set[str]) -> str:
     hparams = model.hparams
     try:
         residual = parse_arch(hparams.arch)[1]  # a plain net has no shortcut, whatever the config said
@@ -130,7 +130,7 @@ def _layer_tables(layers: list[dict[str, Any]]) -> list[str]:
     for model in dict.fromkeys(row["model"] for row in layers):
         for scope in dict.fromkeys(row["scope"] for row in layers if row["model"] == model):
             rows = [r for r in layers if r["model"] == model and r["scope"] == scope and r["method"] == "magnitude"]
-            table = {}
+            table: dict[Any, dict[str, Any]] = {}
             for row in rows:
                 entry = table.setdefault(row["index"], {"layer": row["layer"], "kind": row["kind"],
                                                          "weights": row["weights"]})  # fmt: skip
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
             loader = split_loader(datamodule, args.split)
             train = split_loader(datamodule, "train") if args.bn_recalibrate or args.finetune_steps else None
             finetune = None
-            if args.finetune_steps:
+            if args.finetune_steps and train is not None:  # train is loaded whenever finetune_steps is set
                 finetune = sgd_finetune(train, args.finetune_steps, lr=args.finetune_lr, device=device, seed=args.seed)
             study = prune_study(
                 net, loader, args.sparsities, finetune, device, args.limit_batches, scopes=args.scope,

@@ -179,9 +179,9 @@ class ImageClassifier(pl.LightningModule):
             name = f"{stage}/acc" if k == 1 else f"{stage}/acc_top{k}"
             self.log(name, metric, on_step=False, on_epoch=True, prog_bar=k == 1)
         for name in self.extra_metrics:
-            metric = self.metrics[f"{stage}_{name}"]
-            metric(logits, labels)
-            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True)
+            extra = cast(Metric, self.metrics[f"{stage}_{name}"])
+            extra(logits, labels)
+            self.log(f"{stage}/{name}", extra, on_step=False, on_epoch=True)
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

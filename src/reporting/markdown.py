@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 from src.reporting.figure_data import FIGURES, sizes_to_target
 from src.reporting.paper import CITATION
@@ -343,7 +344,7 @@ def summary_paragraph(
         sentences.append(text)
     with_se = [row for row in rows if row.test_binomial_se is not None]
     if with_se:
-        se = max(row.test_binomial_se for row in with_se)
+        se = max(cast(float, row.test_binomial_se) for row in with_se)
         sentences.append(
             f"With {with_se[0].test_samples:,} test images one run's accuracy carries a binomial standard error "
             f"of up to {100 * se:.2f} points."

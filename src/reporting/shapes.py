@@ -22,6 +22,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from scipy import stats
@@ -164,7 +165,8 @@ class IsoPair:
 
     @property
     def rel_difference(self) -> float:
-        return (self.larger.params - self.smaller.params) / self.larger.params
+        small, large = cast(int, self.smaller.params), cast(int, self.larger.params)  # iso_pairs keeps sized rows
+        return (large - small) / large
 
     @property
     def lower(self) -> Row | None:
@@ -201,8 +203,11 @@ def difference_interval(
 
 def iso_pairs(rows: list[Row], tolerance: float = DEFAULT_ISO_TOLERANCE) -> list[IsoPair]:
     """Every pair of finished variants of different shape, other settings equal, params within ``tolerance``."""
-    shaped = [(row, _spec(row)) for row in rows if row.params and row.test_error_mean is not None]
-    shaped = [(row, spec) for row, spec in shaped if spec is not None]
+    shaped: list[tuple[Row, ArchSpec]] = []
+    for row in rows:
+        spec = _spec(row) if row.params and row.test_error_mean is not None else None
+        if spec is not None:
+            shaped.append((row, spec))
     pairs = []
     for i, (one, spec_one) in enumerate(shaped):
         for two, spec_two in shaped[i + 1 :]:
@@ -214,14 +219,17 @@ def iso_pairs(rows: list[Row], tolerance: float = DEFAULT_ISO_TOLERANCE) -> list
             if _rest(one, same_choice) != _rest(two, same_choice):
                 continue
             smaller, larger = sorted((one, two), key=lambda row: (row.params, row.variant))
-            if larger.params - smaller.params > tolerance * larger.params:
+            small_params, large_params = cast(int, smaller.params), cast(int, larger.params)  # filtered above
+            if large_params - small_params > tolerance * large_params:
                 continue
-            errors = [[100.0 * (1.0 - run.test_acc) for run in row.runs] for row in (smaller, larger)]
-            seeds = [[run.seed for run in row.runs] for row in (smaller, larger)]
+            # A row's runs are its finished seeds: each has a test accuracy and a seed.
+            errors = [[100.0 * (1.0 - cast(float, run.test_acc)) for run in row.runs] for row in (smaller, larger)]
+            seeds = [[cast(int, run.seed) for run in row.runs] for row in (smaller, larger)]
             comparison = compare(errors[0], errors[1], seeds[0], seeds[1])
             ci = None
             if comparison.p_value is not None:
-                ci = difference_interval(errors[0], errors[1], *seeds, paired=comparison.test == "paired t")
+                paired = comparison.test == "paired t"
+                ci = difference_interval(errors[0], errors[1], seeds[0], seeds[1], paired=paired)
             pairs.append(IsoPair(smaller, larger, comparison, ci))
     return sorted(pairs, key=lambda pair: (pair.smaller.params, pair.smaller.variant, pair.larger.variant))
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import csv
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from src.reporting.records import RunRecord
 from src.reporting.statistics import Comparison, PowerLaw, Summary, binomial_se, compare, fit_power_law, summarize
@@ -154,7 +155,7 @@ def aggregate(records: list[RunRecord]) -> list[Row]:
 
 def _marginal(small: Row, big: Row) -> None:
     """Points of test accuracy per extra Mparam / GMAC from ``small`` to ``big`` (next size on the line)."""
-    gain = 100.0 * (big.test_acc_mean - small.test_acc_mean)
+    gain = 100.0 * (cast(float, big.test_acc_mean) - cast(float, small.test_acc_mean))  # lines hold tested rows
     se = None
     if small.summary and big.summary and small.summary.sem is not None and big.summary.sem is not None:
         se = 100.0 * math.sqrt(small.summary.sem**2 + big.summary.sem**2)
@@ -255,18 +256,18 @@ def power_laws(rows: list[Row], size: str = "params") -> dict[str, PowerLaw | st
     """Per line: the fit of test error (%) against ``size``, or why there is none."""
     fits: dict[str, PowerLaw | str] = {}
     for line, members in lines_of(rows).items():
-        points = {
-            row_size(row, size): [100.0 * (1.0 - run.test_acc) for run in row.runs]
-            for row in members
-            if row_size(row, size)
-        }
+        points: dict[float, Sequence[float]] = {}
+        for row in members:
+            value = row_size(row, size)
+            if value:  # a row's runs are its tested seeds: each has a test accuracy
+                points[value] = [100.0 * (1.0 - cast(float, run.test_acc)) for run in row.runs]
         fits[line] = fit_power_law(points)
     return fits
 
 
 def default_target(rows: list[Row]) -> float | None:
     """The best mean test accuracy every line reaches: the lowest of the lines' best means."""
-    bests = [max(row.test_acc_mean for row in members) for members in lines_of(rows).values()]
+    bests = [max(cast(float, row.test_acc_mean) for row in members) for members in lines_of(rows).values()]
     return min(bests) if bests else None
 
 
