@@ -93,11 +93,14 @@ def write_report(
     target_acc: float | None = None,
     title: str | None = None,
     iso_tolerance: float = shapes.DEFAULT_ISO_TOLERANCE,
+    links_from: str | Path | None = None,
 ) -> tuple[Path, list[RunRecord]]:
     """Write report.md, the CSV files, figures.json and the figures for the runs under ``root``.
 
     Returns the folder and the runs. ``title``: the report's heading (default: ``root`` as given).
     ``iso_tolerance``: how far apart (fraction of the larger) two shapes' parameter counts may be to be compared.
+    ``links_from``: the folder report.md's links to the runs' own figures are relative to (default ``out``;
+    ``--check`` writes into a temporary folder but compares links as they are from the committed report's folder).
     """
     root = Path(root)
     out = Path(out) if out is not None else root / "report"
@@ -116,7 +119,7 @@ def write_report(
     diagnostic_notes: list[str] = []
     profiles: dict = {}
     diagnostics = diagnostics_figures(records, out, diagnostic_notes, profiles)
-    tools = tool_figures(records, out)
+    tools = tool_figures(records, Path(links_from) if links_from is not None else out)
     lesions = lesions_by_variant(records)
     if lesions:
         plot_lesions(lesions, out / LESIONS_FIGURE)
@@ -155,7 +158,7 @@ def check(
         return 2
     root, expected, title = results_source(results)
     with tempfile.TemporaryDirectory(prefix="report-check-") as fresh:
-        write_report(root, fresh, expected, paper, target_acc, title, iso_tolerance)
+        write_report(root, fresh, expected, paper, target_acc, title, iso_tolerance, links_from=root / "report")
         problems = file_differences(root / "report", Path(fresh))
     problems += config_problems(root)
     if problems:

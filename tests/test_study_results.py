@@ -228,3 +228,19 @@ def test_diagnostics_are_kept_and_their_profiles_are_in_figures_json(tiny_result
     assert sorted(p.name for p in (tiny_results / "report").glob("diagnostics_*.png")) == [
         "diagnostics_branch_to_shortcut.png", "diagnostics_grad_rms.png", "diagnostics_grad_to_weight.png",
     ]  # fmt: skip
+
+
+def test_check_passes_with_a_committed_lesion_linked_from_the_report(tiny_results, capsys):
+    """--check regenerates into a temporary folder; the links to the runs' own figures stay those of the report."""
+    lesion = tiny_results / "resnet8" / "seed0" / "lesion"
+    lesion.mkdir()
+    (lesion / "lesion.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (lesion / "lesion.csv").write_text("removed,block_index,downsampling,acc,acc_drop\nnone,-1,False,0.8,0.0\n"
+                                       "layer1.0,0,False,0.7,0.1\n")  # fmt: skip
+    assert report(["--check", "results/tiny"]) == 1  # the committed report lacks the lesion
+    capsys.readouterr()
+    assert report(["results/tiny"]) == 0
+    text = (tiny_results / "report" / "report.md").read_text()
+    assert "![resnet8/seed0: block lesions](../resnet8/seed0/lesion/lesion.png)" in text
+    assert "| `resnet8` | 0 | 80.00 | 10.00 | 10.00 | — |" in text
+    assert report(["--check", "results/tiny"]) == 0, capsys.readouterr().err
