@@ -11,10 +11,12 @@ import struct
 
 import pytest
 import yaml
+from scipy import stats
 
 from src.report import main
 from src.reporting.figures import pareto_front
 from src.reporting.paper import CIFAR10_TABLE6
+from src.reporting.statistics import compare
 from src.reporting.tables import mean_std
 from src.runs import read_scalars, run_status
 from tests.study_runs import QUICKSTART, STUDY, resolved_config, write_run
@@ -602,3 +604,16 @@ def test_a_run_without_config_yaml_is_named_apart_and_renames_nothing(tmp_path):
     _, rows, _ = run_report(tmp_path)
     assert set(rows) == {"resnet20", "resnet20 [no config.yaml: old]"}
     assert rows["resnet20"]["n"] == "2" and rows["resnet20 [no config.yaml: old]"]["n"] == "1"
+
+
+def test_comparison_intervals_are_those_of_the_paired_and_welch_tests():
+    """compare()'s 95% interval of the difference: the paired differences' t-interval, or Welch's (df by
+    Welch-Satterthwaite), each equal to the interval SciPy's own test result gives."""
+    a, b = [10.0, 12.0, 14.0], [9.0, 10.0, 12.5]
+    paired = compare(a, b, [0, 1, 2], [0, 1, 2])
+    assert paired.test == "paired t"
+    assert paired.ci == pytest.approx(tuple(stats.ttest_rel(a, b).confidence_interval(0.95)))
+    welch = compare(a, b[:2])  # no seeds: Welch; mean 12 - 9.5, se^2 = 4/3 + 0.5/2
+    assert welch.test == "Welch t" and welch.difference == pytest.approx(2.5)
+    assert welch.ci == pytest.approx(tuple(stats.ttest_ind(a, b[:2], equal_var=False).confidence_interval(0.95)))
+    assert compare([1.0], [2.0, 3.0]).ci is None  # no test, no interval

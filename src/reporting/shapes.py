@@ -18,18 +18,16 @@ larger's parameters, the same reading whichever of the two is named first.
 from __future__ import annotations
 
 import csv
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 import numpy as np
-from scipy import stats
 
 from src.models import arch_spec
 from src.models.names import ArchSpec
-from src.reporting.statistics import CONFIDENCE, Comparison, compare
+from src.reporting.statistics import Comparison, compare
 from src.reporting.tables import Row
 
 HEATMAP = "test_error_width_depth.png"
@@ -160,8 +158,11 @@ class IsoPair:
 
     smaller: Row
     larger: Row
-    comparison: Comparison  # smaller minus larger, in points of test error
-    ci: tuple[float, float] | None  # 95% interval of that difference (points); None without a test
+    comparison: Comparison  # smaller minus larger, in points of test error, with its 95% interval
+
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        return self.comparison.ci
 
     @property
     def rel_difference(self) -> float:
@@ -185,20 +186,6 @@ def _rest(row: Row, shortcut: bool) -> tuple:
     """The settings besides the net; the shortcut option only where both nets have the choice (``shortcut``)."""
     skip = ("model.arch",) if shortcut else ("model.arch", "model.shortcut")
     return tuple(item for item in row.runs[0].identity if item[0] not in skip)
-
-
-def difference_interval(
-    a: list[float], b: list[float], seeds_a: list, seeds_b: list, paired: bool, confidence: float = CONFIDENCE
-) -> tuple[float, float] | None:
-    """The t-interval of ``mean(a) - mean(b)``: of the per-seed differences when ``paired``, else Welch's."""
-    if paired:
-        by_seed = dict(zip(seeds_b, b))
-        order = sorted(zip(seeds_a, a))
-        result = stats.ttest_rel([v for _, v in order], [by_seed[s] for s, _ in order])
-    else:
-        result = stats.ttest_ind(a, b, equal_var=False)
-    low, high = result.confidence_interval(confidence)
-    return (float(low), float(high)) if math.isfinite(low) and math.isfinite(high) else None
 
 
 def iso_pairs(rows: list[Row], tolerance: float = DEFAULT_ISO_TOLERANCE) -> list[IsoPair]:
@@ -225,12 +212,7 @@ def iso_pairs(rows: list[Row], tolerance: float = DEFAULT_ISO_TOLERANCE) -> list
             # A row's runs are its finished seeds: each has a test accuracy and a seed.
             errors = [[100.0 * (1.0 - cast(float, run.test_acc)) for run in row.runs] for row in (smaller, larger)]
             seeds = [[cast(int, run.seed) for run in row.runs] for row in (smaller, larger)]
-            comparison = compare(errors[0], errors[1], seeds[0], seeds[1])
-            ci = None
-            if comparison.p_value is not None:
-                paired = comparison.test == "paired t"
-                ci = difference_interval(errors[0], errors[1], seeds[0], seeds[1], paired=paired)
-            pairs.append(IsoPair(smaller, larger, comparison, ci))
+            pairs.append(IsoPair(smaller, larger, compare(errors[0], errors[1], seeds[0], seeds[1])))
     return sorted(pairs, key=lambda pair: (pair.smaller.params, pair.smaller.variant, pair.larger.variant))
 
 

@@ -80,6 +80,12 @@ class Comparison:
     effect: float | None  # Hedges' g (Welch), d_z of the differences (paired)
     effect_name: str
     reason: str = ""  # why no test, when there is none
+    ci_low: float | None = None  # the 95% t-interval of ``difference`` (of the paired differences, or Welch's)
+    ci_high: float | None = None
+
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        return None if self.ci_low is None or self.ci_high is None else (self.ci_low, self.ci_high)
 
 
 def compare(
@@ -93,7 +99,9 @@ def compare(
     Pairing by seed is right when the seed fixes what the two variants share (data order, split):
     the seed-to-seed spread then cancels in the differences. Effect sizes: Hedges' g (Cohen's d
     with the pooled sample std, times the small-sample correction 1 - 3 / (4 (n_a + n_b) - 9)) for
-    Welch, d_z = mean difference / std of the differences for the paired test.
+    Welch, d_z = mean difference / std of the differences for the paired test. The interval of the
+    difference comes from the same test: the t-interval of the paired differences (df n - 1), or
+    ``diff ± t * se`` with Welch's se and Welch-Satterthwaite degrees of freedom.
     """
     pairs_a = [(s, float(v)) for s, v in zip(seeds_a or [None] * len(a), a) if v is not None and math.isfinite(v)]
     pairs_b = [(s, float(v)) for s, v in zip(seeds_b or [None] * len(b), b) if v is not None and math.isfinite(v)]
@@ -114,14 +122,20 @@ def compare(
             return Comparison("paired t", na, nb, diff, None, None, None, "d_z", "the differences have no spread")
         result = stats.ttest_rel(first, second)
         effect = float(deltas.mean() / deltas.std(ddof=1))
-        return Comparison("paired t", na, nb, diff, float(result.statistic), float(result.pvalue), effect, "d_z")
+        interval = summarize(deltas.tolist())
+        return Comparison("paired t", na, nb, diff, float(result.statistic), float(result.pvalue), effect, "d_z",
+                          ci_low=interval.ci_low, ci_high=interval.ci_high)  # fmt: skip
     va, vb = np.var(xa, ddof=1), np.var(xb, ddof=1)
     if va == 0 and vb == 0:
         return Comparison("Welch t", na, nb, diff, None, None, None, "Hedges' g", "both sides have no spread")
     result = stats.ttest_ind(xa, xb, equal_var=False)
     pooled = math.sqrt(((na - 1) * va + (nb - 1) * vb) / (na + nb - 2))
     g = diff / pooled * (1.0 - 3.0 / (4.0 * (na + nb) - 9.0))
-    return Comparison("Welch t", na, nb, diff, float(result.statistic), float(result.pvalue), float(g), "Hedges' g")
+    se2 = va / na + vb / nb
+    df = se2**2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df) * math.sqrt(se2))
+    return Comparison("Welch t", na, nb, diff, float(result.statistic), float(result.pvalue), float(g), "Hedges' g",
+                      ci_low=diff - half, ci_high=diff + half)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ scaling fits
