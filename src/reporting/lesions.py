@@ -27,6 +27,7 @@ from src.reporting.statistics import Summary, summarize
 LESION_FOLDER = "lesion"
 FIGURE = "lesions_across_seeds.png"
 CSV_FILE = "report_lesions.csv"
+NO_SEEDS = Summary(0, None, None, None, None)  # a measure no seed of the variant has
 
 
 @dataclass
@@ -84,8 +85,9 @@ def lesions_by_variant(records: list[RunRecord]) -> dict[str, list[SeedLesions]]
     return {variant: sorted(seeds, key=lambda s: s.seed) for variant, seeds in sorted(found.items())}
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+def _mean(values: list[float]) -> float:
+    """The mean of a non-empty list, summed in order (the committed numbers' last digits depend on it)."""
+    return sum(values) / len(values)
 
 
 def seed_measures(seed: SeedLesions) -> dict[str, float | None]:
@@ -95,31 +97,27 @@ def seed_measures(seed: SeedLesions) -> dict[str, float | None]:
     down = [row["acc_drop"] for row in seed.single if row["downsampling"] and row["acc_drop"] is not None]
     measures: dict[str, float | None] = {
         "intact_acc": 100.0 * seed.baseline,
-        "single_drop_mean": None if not kept else 100.0 * _mean(kept),  # type: ignore[operator]
+        "single_drop_mean": None if not kept else 100.0 * _mean(kept),
         "single_drop_max": None if not kept else 100.0 * max(kept),
-        "downsampling_drop_mean": None if not down else 100.0 * _mean(down),  # type: ignore[operator]
+        "downsampling_drop_mean": None if not down else 100.0 * _mean(down),
     }
     for k, acc in sorted(seed.random.items()):
         measures[f"acc_k{k}"] = 100.0 * acc
     return measures
 
 
-MEASURE_NAMES = {
-    "intact_acc": "intact accuracy",
-    "single_drop_mean": "one block removed: mean drop",
-    "single_drop_max": "one block removed: worst drop",
-    "downsampling_drop_mean": "one downsampling block removed: mean drop",
-}
+def measure_summaries(seeds: list[SeedLesions]) -> dict[str, Summary]:
+    """Each of ``seed_measures``' numbers over the seeds (mean, sample std, t-interval), in its order."""
+    per_seed = [seed_measures(seed) for seed in seeds]
+    names = dict.fromkeys(name for measures in per_seed for name in measures)
+    return {name: summarize([measures.get(name) for measures in per_seed]) for name in names}
 
 
 def summary_rows(by_variant: dict[str, list[SeedLesions]]) -> list[dict[str, Any]]:
     """The CSV rows: per variant and measure, n seeds, mean, sample std and the 95% t-interval (pp)."""
     rows = []
     for variant, seeds in by_variant.items():
-        per_seed = [seed_measures(seed) for seed in seeds]
-        names = list(dict.fromkeys(name for measures in per_seed for name in measures))
-        for name in names:
-            summary = summarize([measures.get(name) for measures in per_seed])
+        for name, summary in measure_summaries(seeds).items():
             if summary.n == 0:
                 continue
             k = name[len("acc_k") :] if name.startswith("acc_k") else ""
@@ -172,11 +170,11 @@ def lesion_markdown(by_variant: dict[str, list[SeedLesions]]) -> list[str]:
               "Downsampling block: drop (pp)", *[f"acc, {k} removed (%)" for k in ks]]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, seeds in by_variant.items():
-        per_seed = [seed_measures(seed) for seed in seeds]
+        summaries = measure_summaries(seeds)
+        names = ["intact_acc", "single_drop_mean", "single_drop_max", "downsampling_drop_mean"]
+        names += [f"acc_k{k}" for k in ks]
         cells = [f"`{variant}`", ", ".join(str(seed.seed) for seed in seeds)]
-        for name in ["intact_acc", "single_drop_mean", "single_drop_max", "downsampling_drop_mean"]:
-            cells.append(_cell(summarize([measures.get(name) for measures in per_seed])))
-        cells += [_cell(summarize([measures.get(f"acc_k{k}") for measures in per_seed])) for k in ks]
+        cells += [_cell(summaries.get(name, NO_SEEDS)) for name in names]
         lines.append("| " + " | ".join(cells) + " |")
     commands = [seed.settings["command"] for seeds in by_variant.values() for seed in seeds if seed.settings]
     return [
