@@ -29,6 +29,8 @@ TensorBoard scalars ``train/acc`` and ``val/acc`` -- and never trains. Writes in
   when runs of those families follow their protocol (``src.reporting.anchors``);
 * ``report_lesions.csv`` and ``lesions_across_seeds.png``: those lesions summarized per variant over its
   seeds (``src.reporting.lesions``; the CSV is header-only when no run has a lesion);
+* ``report_selection.csv`` and a section of report.md, when the study chose a setting per variant on the
+  validation split (``selection.json``, ``src.sweeping.selection``): every candidate's score and the choice;
 * ``figures.json``: the data behind every figure (points, intervals, curves), so a check compares
   numbers, not PNG bytes.
 
@@ -63,7 +65,13 @@ from pathlib import Path
 
 from src.reporting import shapes
 from src.reporting.anchors import anchor_data, anchor_overlay
-from src.reporting.committed import config_problems, file_differences, resolve_source, results_source
+from src.reporting.committed import (
+    config_problems,
+    file_differences,
+    resolve_source,
+    results_source,
+    selection_problems,
+)
 from src.reporting.figure_data import (
     FIGURE_DATA,
     FIGURES,
@@ -80,9 +88,12 @@ from src.reporting.lesions import figure_data as lesion_figure_data
 from src.reporting.lesions import lesion_markdown, lesions_by_variant, plot_lesions, summary_rows
 from src.reporting.markdown import paper_overlay, render_markdown, tool_figures
 from src.reporting.records import RunRecord, collect_runs
+from src.reporting.selection import CSV_FILE as SELECTION_CSV
+from src.reporting.selection import selection_markdown, selection_rows
 from src.reporting.tables import aggregate, write_csv, write_rows
 from src.sweeping.plan import StudyError
 from src.sweeping.results import read_index
+from src.sweeping.selection import read_selection
 
 
 def write_report(
@@ -105,7 +116,8 @@ def write_report(
     root = Path(root)
     out = Path(out) if out is not None else root / "report"
     out.mkdir(parents=True, exist_ok=True)
-    records = collect_runs(root, expected)
+    selection = read_selection(root)
+    records = collect_runs(root, expected, tuple((selection or {}).get("grid", {})))
     rows = aggregate(records)
     mode = {"on": "force"}.get(paper, paper)
     overlay = paper_overlay(records, mode)
@@ -132,9 +144,13 @@ def write_report(
     if anchors:
         profiles["published_anchors"] = anchor_data(anchors)
     shapes.write_iso_csv(shape_pairs, out / shapes.ISO_CSV)
+    if selection is not None:
+        write_rows(selection_rows(selection), out / SELECTION_CSV)
     text, lines_csv, pairs_csv, depth_csv = render_markdown(
         title or str(root), records, rows, overlay, diagnostics, tools, target, diagnostic_notes, root,
-        lesion_markdown(lesions), [*shapes.heatmap_markdown(grids), *shapes.iso_markdown(shape_pairs, iso_tolerance)],
+        lesion_markdown(lesions),
+        [*shapes.heatmap_markdown(grids), *shapes.iso_markdown(shape_pairs, iso_tolerance),
+         *selection_markdown(selection)],
     )  # fmt: skip
     write_rows(lines_csv, out / "report_lines.csv")
     write_rows(pairs_csv, out / "report_comparisons.csv")
@@ -161,7 +177,7 @@ def check(
     with tempfile.TemporaryDirectory(prefix="report-check-") as fresh:
         write_report(root, fresh, expected, paper, target_acc, title, iso_tolerance, links_from=root / "report")
         problems = file_differences(root / "report", Path(fresh))
-    problems += config_problems(root)
+    problems += config_problems(root) + selection_problems(root)
     if problems:
         print(f"{root}: the committed results are not what HEAD gives:", file=sys.stderr)
         for problem in problems:

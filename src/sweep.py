@@ -65,6 +65,7 @@ from src.sweeping.plan import (
 from src.sweeping.processes import Running, SignalForwarder, launch, wait_any
 from src.sweeping.results import ResultsConflict, export
 from src.sweeping.run_state import assess
+from src.sweeping.selection import summary, write_selection
 from src.sweeping.slots import Slot
 from src.sweeping.slurm import render_sbatch
 from src.sweeping.study_state import (
@@ -181,6 +182,9 @@ def print_plan(study: Study, runs: list[RunSpec]) -> None:
         if state.status in ("finished", "diverged", "stale"):
             print(f"{prefix}: {state_line(state)}{busy}")
             continue
+        if run.pending:
+            print(f"{prefix}: pending: trains at the value chosen for {run.variant} once its selection runs ended")
+            continue
         resume = state.status == "resume"
         action = "resume" if resume else ("restart" if state.status == "restart" else "run")
         print(f"{prefix}: {action}: {format_command(run_command(study, run, resume))}{busy}")
@@ -214,6 +218,8 @@ def collect(study: Study, runs: list[RunSpec]) -> int:
             continue
         copied += line.startswith("copied")
         print(f"{prefix}: {state.status}, {line}", flush=True)
+    for path in write_selection(study, plan_runs(study)):
+        print(f"wrote {path}", flush=True)
     print(f"{copied} run(s) copied into {study.results}/; commit them (git add {study.results})", flush=True)
     return 1 if conflicts else 0
 
@@ -226,6 +232,14 @@ def write_slurm(
         study.slurm = {**study.slurm, "max_parallel": jobs}
     states = clear_the_way(study, runs, rerun_stale, retry_diverged)
     todo = [run for run, state in zip(runs, states) if state.status not in ("finished", "diverged")]
+    pending = [run for run in todo if run.pending]
+    todo = [run for run in todo if not run.pending]
+    if pending:
+        print(
+            f"{len(pending)} run(s) wait for their variant's selection and are left out: when the selection runs "
+            f"have ended, run the sweep with --collect (or without --slurm), then --slurm again",
+            flush=True,
+        )
     if not todo:
         print(f"study {study.name!r}: all {len(runs)} runs are finished or diverged; no SLURM script written")
         return
@@ -245,6 +259,7 @@ class Tally:
     """What the sweep counts for its closing lines and its exit status."""
 
     failed: int = 0
+    held: int = 0  # runs held back: their variant's selection has no choice
     diverged: int = 0
     busy: int = 0
     stopped: int = 0
@@ -283,6 +298,14 @@ def run_all(
                 if not tally.stopped:  # the signal came between two runs
                     print(f"stopped by {signal.Signals(forwarder.signum).name} before {run.label}", file=sys.stderr)
                 return 128 + forwarder.signum
+            if study.select is not None and run.selects is None:  # a variant's run: at its value chosen now
+                while any(entry.run.selects == run.variant for entry in running):
+                    free.append(settle(wait_any(running), running, study, forwarder, tally))
+                run = chosen_run(study, run, planned)
+                if run.pending:
+                    tally.held += 1
+                    print(f"{prefix}: HELD BACK: {run.variant}'s selection has no choice ({why_pending(study, run)})")
+                    continue
             state = current_state(study, run, planned.get(run.run_dir))
             if state.status in ("finished", "diverged", "stale"):
                 print(f"{prefix}: {state_line(state).replace(', skip', ' earlier, skipped', 1)}", flush=True)
@@ -311,13 +334,36 @@ def run_all(
             settle(wait_any(running), running, study, forwarder, tally)
     if forwarder.signum is not None:
         return 128 + forwarder.signum
+    for path in write_selection(study, plan_runs(study)):
+        print(f"wrote {path}", flush=True)
+    if tally.held:
+        print(f"{tally.held} run(s) held back: their variant's selection has no choice (see above)", file=sys.stderr)
     if tally.diverged:
         print(f"{tally.diverged} run(s) diverged: recorded as such, not retried (--retry-diverged)", flush=True)
     if tally.busy:
         print(f"{tally.busy} run(s) were in use by other processes and left to them", flush=True)
     if tally.failed:
         print(f"{tally.failed} of {len(runs)} runs failed; re-run the same command to retry them", file=sys.stderr)
-    return 1 if tally.failed else 0
+    return 1 if tally.failed or tally.held else 0
+
+
+def chosen_run(study: Study, run: RunSpec, planned: dict[Path, dict]) -> RunSpec:
+    """The run as the study plans it now (its variant's selection may have ended since the sweep started)."""
+    for path in write_selection(study, plan_runs(study)):
+        print(f"wrote {path}", flush=True)
+    now = next(other for other in plan_runs(study) if other.label == run.label)
+    if not now.pending:
+        planned.update(planned_configs(study, [now]))  # the stale check compares against the chosen values
+    return now
+
+
+def why_pending(study: Study, run: RunSpec) -> str:
+    """Why a variant has no choice: its selection runs have not all ended, or none of its candidates finished."""
+    data = summary(study, plan_runs(study)) or {}
+    entry = next((v for v in data.get("variants", []) if v["variant"] == run.variant), None)
+    if entry is None or entry["status"] == "pending":
+        return "not all its selection runs ended: re-run the same command"
+    return "every candidate diverged or failed: widen the select grid (e.g. smaller learning rates)"
 
 
 def settle(

@@ -4,13 +4,16 @@ a study file), and for ``--check`` what differs between the committed files and 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from src.reporting.figure_data import FIGURE_DATA
+from src.reporting.selection import CSV_FILE as SELECTION_CSV
 from src.runs import find_run_dirs
 from src.sweeping.plan import Study, StudyError, is_study_file, load_study, plan_runs, run_command
 from src.sweeping.results import read_index
 from src.sweeping.run_state import config_differences, saved_configs
+from src.sweeping.selection import SELECTION_FILE, read_selection, summary
 
 CHECKED_FILES = (
     "report.md",
@@ -22,6 +25,7 @@ CHECKED_FILES = (
     "report_iso_params.csv",
     FIGURE_DATA,
 )
+OPTIONAL_FILES = (SELECTION_CSV,)  # written only by some studies: checked when either side has it
 
 
 def _relative(path: Path) -> Path:
@@ -43,7 +47,8 @@ def results_source(results: Path, study: Study | None = None) -> tuple[Path, lis
             study = None  # --check says what is wrong with it; the report still reads the runs
     expected = None
     if study is not None:
-        expected = [(run.variant, run.seed, results / run.variant / f"seed{run.seed}") for run in plan_runs(study)]
+        planned = plan_runs(study, results_only=True)
+        expected = [(run.variant, run.seed, results / run.variant / f"seed{run.seed}") for run in planned]
     title = f"{index.get('study') or (study.name if study else results.name)} (committed results)"
     return results, expected, title
 
@@ -67,8 +72,12 @@ def resolve_source(source: Path) -> tuple[Path, list | None, str | None]:
 def file_differences(committed: Path, fresh: Path, limit: int = 3) -> list[str]:
     """What differs between the committed report files and the regenerated ones, file by file."""
     problems = []
-    for name in CHECKED_FILES:
+    optional = [name for name in OPTIONAL_FILES if (committed / name).is_file() or (fresh / name).is_file()]
+    for name in [*CHECKED_FILES, *optional]:
         old, new = committed / name, fresh / name
+        if not new.is_file():
+            problems.append(f"{old}: committed, but the report no longer writes it")
+            continue
         if not old.is_file():
             problems.append(f"{old}: not committed (the report writes it)")
             continue
@@ -96,7 +105,7 @@ def config_problems(results: Path) -> list[str]:
         study = load_study(study_file).validate()
     except StudyError as error:
         return [f"study file of {results}: {error}"]
-    planned = {f"{run.variant}/seed{run.seed}": run for run in plan_runs(study)}
+    planned = {f"{run.variant}/seed{run.seed}": run for run in plan_runs(study, results_only=True)}
     from src.cli import resolved_config  # lightning and the models: only when there are configs to compare
 
     problems = []
@@ -113,3 +122,27 @@ def config_problems(results: Path) -> list[str]:
                 problems.append(f"{label}: config differs from what {study_file} plans: {', '.join(differences)}")
                 break
     return problems
+
+
+def selection_problems(results: Path) -> list[str]:
+    """A committed ``selection.json`` that is not what the committed selection runs give (or is missing)."""
+    index = read_index(results) or {}
+    study_file = index.get("study_file")
+    if not study_file or not Path(study_file).is_file():
+        return []  # config_problems says so
+    try:
+        study = load_study(study_file).validate()
+    except StudyError:
+        return []
+    expected = summary(study, plan_runs(study, results_only=True), results_only=True)
+    committed = read_selection(results)
+    if expected is None:
+        return [f"{results / SELECTION_FILE}: committed, but {study_file} selects nothing"] if committed else []
+    if committed is None:
+        return [f"{results / SELECTION_FILE}: not committed ({study_file} selects per variant)"]
+    if json.loads(json.dumps(expected)) != committed:
+        return [
+            f"{results / SELECTION_FILE}: not what the committed selection runs give; regenerate it with "
+            f"python -m src.sweep {study_file} --collect"
+        ]
+    return []

@@ -29,6 +29,7 @@ from src.runs import (
     run_seed,
     run_status,
 )
+from src.sweeping.selection import SELECT_DIR
 
 # Config fields that say where a run writes or how it shows progress, not what it trains: never part of a variant.
 NOT_IDENTITY = (
@@ -126,8 +127,11 @@ def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def read_run(run_dir: Path, variant: str) -> RunRecord:
-    """One run as the report sees it; ``variant`` is a provisional name (the folder) until ``name_variants``."""
+def read_run(run_dir: Path, variant: str, selected: tuple[str, ...] = ()) -> RunRecord:
+    """One run as the report sees it; ``variant`` is a provisional name (the folder) until ``name_variants``.
+
+    ``selected``: config keys chosen per variant by the study's selection, left out of the run's identity.
+    """
     config = read_config(run_dir)
     report = read_efficiency(run_dir) or {}
     data = read_data_record(run_dir)
@@ -173,6 +177,8 @@ def read_run(run_dir: Path, variant: str) -> RunRecord:
         record.depth = int(re.sub(r"\D", "", str(arch)) or 0)
     if (report or config) and record.family in ("wrn", "preact"):
         record.anchor_differences = anchor_differences(record.family, config, report, data, split, checkpoint)
+    for key in selected:
+        fields.pop(key, None)
     if not record.residual:
         fields.pop("model.shortcut", None)  # plain nets have no shortcut: the setting does not apply to them
     record.settings = fields
@@ -263,8 +269,14 @@ def forget_settings_older_runs_lack(records: list[RunRecord]) -> None:
         run.identity = tuple(sorted(run.settings.items()))
 
 
-def collect_runs(root: str | Path, expected: list[tuple[str, int, Path]] | None = None) -> list[RunRecord]:
+def collect_runs(
+    root: str | Path, expected: list[tuple[str, int, Path]] | None = None, selected: tuple[str, ...] = ()
+) -> list[RunRecord]:
     """Every run under ``root``, plus a ``missing`` record for each expected run without a directory.
+
+    A study's selection runs (``<root>/select/``) are not results of the study and are left out; the
+    settings each variant chose for itself (``selected``: ``selection.json``'s grid keys) do not name
+    variants or split lines: they differ between variants by design.
 
     ``expected``: ``(variant, seed, run_dir)`` of every run a study plans. Without it, a seed that
     some run folders of a directory have and a sibling folder lacks is reported missing for that sibling
@@ -273,16 +285,18 @@ def collect_runs(root: str | Path, expected: list[tuple[str, int, Path]] | None 
     root = Path(root)
     records = []
     for run_dir in find_run_dirs(root):
+        if root / SELECT_DIR in run_dir.parents:
+            continue
         parent = run_dir.parent
         folder = parent.relative_to(root).as_posix() if root in parent.parents else parent.name
-        records.append(read_run(run_dir, folder))
+        records.append(read_run(run_dir, folder, selected))
     folders = {id(run): run.variant for run in records}
     forget_settings_older_runs_lack(records)
     name_variants(records)
     present = {run.run_dir.resolve() for run in records}
     if expected is not None:
         for variant, seed, run_dir in expected:
-            if Path(run_dir).resolve() not in present:
+            if Path(run_dir).resolve() not in present and not variant.startswith(f"{SELECT_DIR}/"):
                 records.append(RunRecord(variant, seed, Path(run_dir), "missing"))
     else:
         groups: dict[str, list[RunRecord]] = {}

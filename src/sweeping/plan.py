@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-STUDY_KEYS = ("name", "root", "configs", "archs", "widths", "seeds", "grid", "args", "slurm", "results")
+STUDY_KEYS = ("name", "root", "configs", "archs", "widths", "seeds", "grid", "select", "args", "slurm", "results")
 RESERVED_KEYS = {
     "model.arch": "list architectures under 'archs'",
     "seed_everything": "list seeds under 'seeds'",
@@ -70,6 +70,7 @@ class Study:
     extra_args: list[str] = field(default_factory=list)  # raw CLI arguments appended to every run
     slurm: dict[str, Any] = field(default_factory=dict)
     results: str | None = None  # folder of the committed results runs (src.sweeping.results)
+    select: dict[str, Any] | None = None  # per-variant selection on validation (src.sweeping.selection)
     source: str | None = None  # the study file it was read from, if any
 
     @property
@@ -118,6 +119,9 @@ class Study:
                 raise StudyError(f"{key!r} cannot be set in a study: {RESERVED_KEYS[key.lstrip('-')]}")
         if self.results is not None and (not isinstance(self.results, str) or not self.results.strip()):
             raise StudyError(f"'results' must be a folder path (e.g. docs/results/{self.name}), got {self.results!r}")
+        from src.sweeping.selection import parse_selection  # selection imports this module: only when checked
+
+        parse_selection(self)
         for config in self.configs:
             if not Path(config).is_file():
                 raise StudyError(f"base config {config!r} does not exist (paths are relative to {Path.cwd()})")
@@ -193,11 +197,11 @@ def cli_value(value: Any) -> str:
     return str(value)
 
 
-def _name_part(value: Any) -> str:
+def name_part(value: Any) -> str:
     return re.sub(r"[^\w.+-]+", "_", cli_value(value)).strip("_") or "none"
 
 
-def _key_labels(keys: list[str]) -> dict[str, str]:
+def key_labels(keys: list[str]) -> dict[str, str]:
     """The label of each grid key in directory names: its last dotted component, unless two keys share it."""
     leaves = [key.rsplit(".", 1)[-1] for key in keys]
     return {key: leaf if leaves.count(leaf) == 1 else re.sub(r"\W+", "_", key) for key, leaf in zip(keys, leaves)}
@@ -213,6 +217,8 @@ class RunSpec:
     seed: int
     overrides: tuple[tuple[str, Any], ...]
     run_dir: Path
+    selects: str | None = None  # a selection run: the variant whose value it helps choose (src.sweeping.selection)
+    pending: bool = False  # a variant's run whose selected value is not known yet: not to be started
 
     @property
     def label(self) -> str:
@@ -225,10 +231,14 @@ def is_plain(arch: str) -> bool:
     return not parse_arch(arch)[1]
 
 
-def plan_runs(study: Study) -> list[RunSpec]:
-    """Every run of the study, in launch order: arch, then grid combination, then seed."""
+def plan_runs(study: Study, results_only: bool = False) -> list[RunSpec]:
+    """Every run of the study, in launch order: arch, then grid combination, then seed.
+
+    With a ``select`` block, its selection runs come first and every other run carries its variant's chosen
+    values, or is ``pending`` (``src.sweeping.selection``; ``results_only``: chosen from committed runs only).
+    """
     keys = list(study.grid)
-    labels = _key_labels(keys)
+    labels = key_labels(keys)
     runs: list[RunSpec] = []
     seen: set[str] = set()
     for arch in study.arch_names():
@@ -236,14 +246,18 @@ def plan_runs(study: Study) -> list[RunSpec]:
             combo = list(zip(keys, values))
             if is_plain(arch):  # no shortcuts to choose: run once, named without the option
                 combo = [(k, v) for k, v in combo if k != SHORTCUT_KEY]
-            variant = "-".join([arch, *(f"{labels[k]}{_name_part(v)}" for k, v in combo)])
+            variant = "-".join([arch, *(f"{labels[k]}{name_part(v)}" for k, v in combo)])
             if variant in seen:
                 continue
             seen.add(variant)
             for seed in study.seeds:
                 run_dir = study.directory / variant / f"seed{seed}"
                 runs.append(RunSpec(study.name, variant, arch, seed, tuple(combo), run_dir))
-    return runs
+    if study.select is None:
+        return runs
+    from src.sweeping.selection import with_selection  # it imports this module
+
+    return with_selection(study, runs, results_only)
 
 
 def run_dir_args(run_dir: Path) -> list[str]:

@@ -121,7 +121,7 @@ def launch(
     log = None
     if not show_output:
         log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"{run.variant}_seed{run.seed}.log"
+        log_path = log_dir / f"{run.variant.replace('/', '_')}_seed{run.seed}.log"
         action = "continuing from its checkpoint" if resume else "running"
         where = f" on {slot.describe()}" if slot is not None else ""
         print(f"{prefix}: {action}{where} (output: {log_path})", flush=True)

@@ -43,7 +43,8 @@ def planned_configs(study: Study, runs: list[RunSpec]) -> dict[Path, dict]:
         results = study.results_dir(run)
         return run.run_dir.is_dir() or (results is not None and results.is_dir())
 
-    existing = [run for run in runs if exists(run)]
+    # A pending run's command lacks its selected values: nothing to compare against yet.
+    existing = [run for run in runs if exists(run) and not run.pending]
     if not existing:
         return {}
     from src.cli import resolved_config  # lightning and the models: imported only when a run exists

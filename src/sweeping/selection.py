@@ -1,0 +1,270 @@
+"""Per-variant selection of the learning rate (or any setting) on the validation split, before the seeds.
+
+Why: one learning rate favours the shape it was tuned on, so a width x depth study run at ResNet-20's
+learning rate compares shapes *and* how well each suits that rate. A study may name a small grid instead;
+every variant then gets its own value, picked on the validation split, and only then are its seeds trained::
+
+    select:
+      grid:                                    # the candidates: every combination is tried
+        model.optimizer.init_args.lr: [0.05, 0.1, 0.2, 0.4]
+        model.optimizer.init_args.weight_decay: [1.0e-4, 5.0e-4]   # optional, "if asked"
+      seeds: [0]                               # the selection runs' seeds (default: the study's first)
+      metric: best_val_acc                     # or last_val_acc (efficiency.json); higher is better
+      args: {trainer.max_epochs: 8}            # optional: the selection runs' budget (default: the study's)
+
+Plan (``plan_runs``): each variant's selection runs come just before its seeds, one per candidate x
+selection seed, in ``<root>/<study>/select/<variant>-<label><value>.../seed<k>/`` (results:
+``<results>/select/...``); the seeds train at the variant's chosen values (a long study on one machine
+finishes variant after variant). The choice is a pure function of the selection runs,
+recomputed whenever the study is planned: once all of a variant's selection runs ended (finished or
+diverged), the candidate with the highest mean ``metric`` over the selection seeds wins; a candidate with
+a diverged seed is out; a tie goes to the first candidate in grid order. Until then the variant's runs are
+*pending*: the sweep holds them back and says why. The held-out test split plays no part: the selection
+runs are tested at their end like any run, and that accuracy is never read here.
+
+The sweep writes the choice and every candidate's numbers to ``selection.json`` (in the study folder and
+the results folder); the report renders it and leaves the selected keys out of what names a variant (the
+variants' values differ by design, not as a grid axis); ``python -m src.report --check`` verifies that the
+committed ``selection.json`` is what the committed selection runs give.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from src.sweeping.plan import RESERVED_KEYS, RunSpec, Study, StudyError, key_labels, name_part
+
+SELECT_DIR = "select"  # the selection runs' folder inside the study folder and the results folder
+SELECTION_FILE = "selection.json"
+METRICS = ("best_val_acc", "last_val_acc")
+SELECT_KEYS = ("grid", "seeds", "metric", "args")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A study's ``select`` block, checked."""
+
+    grid: dict[str, list[Any]]
+    seeds: list[int]
+    metric: str = "best_val_acc"
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def candidates(self) -> list[tuple[tuple[str, Any], ...]]:
+        """Every combination of the grid, in grid order: ``((key, value), ...)``."""
+        keys = list(self.grid)
+        return [tuple(zip(keys, values)) for values in itertools.product(*(self.grid[key] for key in keys))]
+
+
+def parse_selection(study: Study) -> Selection | None:
+    """The study's ``select`` block as a ``Selection`` (None without one); StudyError says what is wrong."""
+    data = study.select
+    if data is None:
+        return None
+    example = "e.g. select: {grid: {model.optimizer.init_args.lr: [0.05, 0.1, 0.2]}}"
+    if not isinstance(data, dict):
+        raise StudyError(f"'select' must be a mapping with keys {list(SELECT_KEYS)} ({example}), got {data!r}")
+    unknown = sorted(set(data) - set(SELECT_KEYS))
+    if unknown:
+        raise StudyError(f"'select' has unknown keys {unknown}; valid keys: {list(SELECT_KEYS)}")
+    grid = data.get("grid")
+    if not isinstance(grid, dict) or not grid:
+        raise StudyError(f"'select' needs a non-empty 'grid' of settings to choose from ({example}), got {grid!r}")
+    for key, values in grid.items():
+        if not isinstance(values, list) or len(values) < 2:
+            raise StudyError(f"select grid key {key!r} needs a list of at least two candidates, got {values!r}")
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise StudyError(f"select grid key {key!r} lists a value twice: {values}")
+        if key.lstrip("-") in RESERVED_KEYS:
+            raise StudyError(f"{key!r} cannot be selected: {RESERVED_KEYS[key.lstrip('-')]}")
+        if key in study.grid:
+            raise StudyError(f"{key!r} is both a grid axis and selected: a setting is either compared or chosen")
+    seeds = data.get("seeds", study.seeds[:1])
+    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
+        raise StudyError(f"select 'seeds' must be a non-empty list of integers, got {data.get('seeds')!r}")
+    if len(set(seeds)) != len(seeds):
+        raise StudyError(f"select 'seeds' lists a seed twice: {seeds}")
+    metric = data.get("metric", "best_val_acc")
+    if metric not in METRICS:
+        raise StudyError(f"select 'metric' must be one of {list(METRICS)} (validation accuracy), got {metric!r}")
+    args = data.get("args") or {}
+    if not isinstance(args, dict):
+        raise StudyError(f"select 'args' must be a mapping of settings for the selection runs, got {args!r}")
+    for key in args:
+        if key.lstrip("-") in RESERVED_KEYS or key in grid:
+            raise StudyError(f"select 'args' cannot set {key!r}: it is chosen or set by the sweep")
+    return Selection(dict(grid), list(seeds), metric, dict(args))
+
+
+def selection_runs(study: Study, selection: Selection, finals: list[RunSpec]) -> list[RunSpec]:
+    """The selection runs of every variant in ``finals``: variant x candidate x selection seed."""
+    labels = key_labels(list(selection.grid))
+    runs = []
+    for final in {run.variant: run for run in finals}.values():
+        for candidate in selection.candidates():
+            name = "-".join([final.variant, *(f"{labels[k]}{name_part(v)}" for k, v in candidate)])
+            variant = f"{SELECT_DIR}/{name}"
+            overrides = (*final.overrides, *selection.args.items(), *candidate)
+            for seed in selection.seeds:
+                run_dir = study.directory / variant / f"seed{seed}"
+                runs.append(RunSpec(study.name, variant, final.arch, seed, overrides, run_dir, selects=final.variant))
+    return runs
+
+
+@dataclass
+class Candidate:
+    """One candidate of one variant: its values and what each selection seed reached."""
+
+    values: dict[str, Any]
+    scores: dict[int, float | None]  # seed -> metric (None: diverged, or no validation recorded)
+    ended: bool  # every seed's run ended (finished or diverged)
+
+    @property
+    def mean(self) -> float | None:
+        """The mean over seeds; None when a seed diverged or recorded no metric (the candidate is out)."""
+        values = list(self.scores.values())
+        if not self.ended or not values or any(v is None or not math.isfinite(v) for v in values):
+            return None
+        return sum(v for v in values if v is not None) / len(values)
+
+
+@dataclass
+class Choice:
+    """A variant's selection: its candidates and, once they all ended, the winner (None: pending or none)."""
+
+    variant: str
+    candidates: list[Candidate]
+
+    @property
+    def complete(self) -> bool:
+        return all(candidate.ended for candidate in self.candidates)
+
+    @property
+    def chosen(self) -> Candidate | None:
+        if not self.complete:
+            return None
+        scored = [c for c in self.candidates if c.mean is not None]
+        return max(scored, key=lambda c: c.mean or 0.0) if scored else None  # max keeps the first of a tie
+
+
+def _ended_metric(study: Study, run: RunSpec, metric: str, results_only: bool) -> tuple[bool, float | None]:
+    """Whether the selection run ended, and its validation metric (None if it diverged or recorded none)."""
+    from src.sweeping.study_state import current_state, results_state  # study_state imports plan: no cycle here
+
+    state = results_state(study, run, None) if results_only else current_state(study, run, None)
+    if state is None or state.status not in ("finished", "diverged"):
+        return False, None
+    if state.status == "diverged":
+        return True, None
+    value = (state.report or {}).get(metric)
+    return True, float(value) if isinstance(value, (int, float)) else None
+
+
+def choices(study: Study, selection: Selection, runs: list[RunSpec], results_only: bool = False) -> list[Choice]:
+    """Each variant's candidates and choice from its selection runs (``results_only``: the committed ones)."""
+    by_variant: dict[str, dict[tuple, Candidate]] = {}
+    labels = key_labels(list(selection.grid))
+    for run in runs:
+        if run.selects is None:
+            continue
+        candidate_values = dict(run.overrides[-len(selection.grid) :])
+        key = tuple(json.dumps(candidate_values[k], sort_keys=True) for k in labels)
+        candidates = by_variant.setdefault(run.selects, {})
+        candidate = candidates.setdefault(key, Candidate(candidate_values, {}, True))
+        ended, score = _ended_metric(study, run, selection.metric, results_only)
+        candidate.scores[run.seed] = score
+        candidate.ended = candidate.ended and ended
+    return [Choice(variant, list(candidates.values())) for variant, candidates in by_variant.items()]
+
+
+def with_selection(study: Study, finals: list[RunSpec], results_only: bool = False) -> list[RunSpec]:
+    """Per variant its selection runs, then its runs in ``finals`` at the chosen values (``pending`` until then)."""
+    selection = parse_selection(study)
+    if selection is None:
+        return finals
+    selecting = selection_runs(study, selection, finals)
+    chosen = {choice.variant: choice.chosen for choice in choices(study, selection, selecting, results_only)}
+    planned: list[RunSpec] = []
+    for run in finals:
+        if not any(other.variant == run.variant for other in planned):  # a variant's selection runs, then its seeds
+            planned += [other for other in selecting if other.selects == run.variant]
+        winner = chosen.get(run.variant)
+        if winner is None:
+            planned.append(replace(run, pending=True))
+        else:
+            planned.append(replace(run, overrides=(*run.overrides, *winner.values.items())))
+    return planned
+
+
+def summary(study: Study, runs: list[RunSpec], results_only: bool = False) -> dict[str, Any] | None:
+    """What ``selection.json`` holds: the rule, and per variant every candidate's scores and the choice."""
+    selection = parse_selection(study)
+    if selection is None:
+        return None
+    variants = []
+    for choice in choices(study, selection, runs, results_only):
+        winner = choice.chosen
+        variants.append(
+            {
+                "variant": choice.variant,
+                "status": "chosen" if winner else ("no candidate finished" if choice.complete else "pending"),
+                "chosen": winner.values if winner else None,
+                "candidates": [
+                    {
+                        "values": c.values,
+                        "scores": {str(seed): score for seed, score in sorted(c.scores.items())},
+                        "mean": c.mean,
+                        "ended": c.ended,
+                    }
+                    for c in choice.candidates
+                ],
+            }
+        )
+    return {
+        "study": study.name,
+        "grid": selection.grid,
+        "seeds": selection.seeds,
+        "metric": selection.metric,
+        "args": selection.args,
+        "rule": "highest mean validation metric over the selection seeds; a candidate with a diverged seed is out; "
+        "ties go to the first candidate in grid order; the test split is not read",
+        "variants": variants,
+    }
+
+
+def write_selection(study: Study, runs: list[RunSpec]) -> list[Path]:
+    """Write ``selection.json`` into the study folder (and the results folder) when its content changed."""
+    data = summary(study, runs)
+    if data is None:
+        return []
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    written = []
+    folders = [study.directory, *([Path(study.results)] if study.results else [])]
+    for folder in folders:
+        target = folder / SELECTION_FILE
+        if target.is_file() and target.read_text() == text:
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{SELECTION_FILE}.partial")
+        partial.write_text(text)
+        partial.replace(target)  # a reader never sees half a file
+        written.append(target)
+    return written
+
+
+def read_selection(folder: str | Path) -> dict[str, Any] | None:
+    """A folder's ``selection.json`` (None if absent or unreadable)."""
+    try:
+        data = json.loads((Path(folder) / SELECTION_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
