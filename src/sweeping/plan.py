@@ -10,6 +10,8 @@ A study file (``configs/studies/*.yaml``)::
     seeds: [0, 1]
     grid:                                   # every combination; each key names the run directory
       model.shortcut: [A, B]
+    select:                                 # optional: a setting chosen per variant on the validation split
+      grid: {model.optimizer.init_args.lr: [0.05, 0.1, 0.2]}   # (src/sweeping/selection.py)
     args:                                   # the same for every run (does not name the directory)
       trainer.max_steps: 64000
     slurm: {...}                            # see src/sweeping/slurm.py

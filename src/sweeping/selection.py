@@ -113,7 +113,7 @@ def selection_runs(study: Study, selection: Selection, finals: list[RunSpec]) ->
         for candidate in selection.candidates():
             name = "-".join([final.variant, *(f"{labels[k]}{name_part(v)}" for k, v in candidate)])
             variant = f"{SELECT_DIR}/{name}"
-            overrides = (*final.overrides, *selection.args.items(), *candidate)
+            overrides = (*final.overrides, *selection.args.items(), *candidate)  # the candidate last: choices()
             for seed in selection.seeds:
                 run_dir = study.directory / variant / f"seed{seed}"
                 runs.append(RunSpec(study.name, variant, final.arch, seed, overrides, run_dir, selects=final.variant))
