@@ -35,9 +35,10 @@ RunStatus = Literal["finished", "diverged", "unfinished", "missing"]
 Curves = dict[str, tuple[list[int], list[float]]]
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A JSON object file; None when absent, unreadable, half-written or not an object."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(Path(path).read_text())
     except (OSError, ValueError):  # a half-written or unreadable file reads as absent
         return None
     return data if isinstance(data, dict) else None
@@ -64,7 +65,7 @@ def read_efficiency(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     ``best_val_acc`` is the best over all of the run's efficiency files, so a resumed run that
     started a fresh file still reports its best validation accuracy from before the resume.
     """
-    reports = [report for path in numbered_files(run_dir, EFFICIENCY_FILE) if (report := _read_json(path))]
+    reports = [report for path in numbered_files(run_dir, EFFICIENCY_FILE) if (report := read_json(path))]
     # Only the fit's own records: a `test`/`validate` of the run made before evaluations/ existed wrote an
     # efficiency-N.json beside them (stage "test"), whose accuracy is no result of the run (as the sweep reads it).
     reports = [report for report in reports if report.get("stage", "fit") == "fit"]
@@ -100,7 +101,7 @@ def run_status(run_dir: str | Path) -> RunStatus:
 def read_data_record(run_dir: str | Path) -> dict[str, Any] | None:
     """``data.json`` (root, split sizes, test source) as the run's first data module wrote it; None if absent."""
     files = numbered_files(run_dir, DATA_RECORD)
-    return _read_json(files[0]) if files else None
+    return read_json(files[0]) if files else None
 
 
 def is_run_dir(path: str | Path) -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from src import runs
-from src.runs import DATA_RECORD, METRICS_FILE, SCALARS_FILE, numbered_files, read_scalars
+from src.runs import DATA_RECORD, METRICS_FILE, SCALARS_FILE, numbered_files, read_json, read_scalars
 from src.sweeping.plan import RunSpec, Study
 
 INDEX_FILE = "results.json"  # in the results folder: {"study": name, "study_file": path}
@@ -143,11 +143,7 @@ def write_index(results: str | Path, study_name: str, study_file: str | Path | N
 
 def read_index(results: str | Path) -> dict[str, Any] | None:
     """``results.json`` of a results folder; None when the folder is not one."""
-    try:
-        index = json.loads((Path(results) / INDEX_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return index if isinstance(index, dict) else None
+    return read_json(Path(results) / INDEX_FILE)
 
 
 def export(study: Study, run: RunSpec) -> str | None:

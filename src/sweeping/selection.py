@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from src.runs import read_json
 from src.sweeping.plan import RESERVED_KEYS, RunSpec, Study, StudyError, key_labels, name_part
 
 SELECT_DIR = "select"  # the selection runs' folder inside the study folder and the results folder
@@ -263,8 +264,4 @@ def write_selection(study: Study, runs: list[RunSpec]) -> list[Path]:
 
 def read_selection(folder: str | Path) -> dict[str, Any] | None:
     """A folder's ``selection.json`` (None if absent or unreadable)."""
-    try:
-        data = json.loads((Path(folder) / SELECTION_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json(Path(folder) / SELECTION_FILE)
