@@ -301,10 +301,13 @@ def run_all(
             if study.select is not None and run.selects is None:  # a variant's run: at its value chosen now
                 while any(entry.run.selects == run.variant for entry in running):
                     free.append(settle(wait_any(running), running, study, forwarder, tally))
+                if forwarder.signum is not None:  # it came while we waited: start nothing (handled below)
+                    continue
                 run = chosen_run(study, run, planned)
                 if run.pending:
                     tally.held += 1
-                    print(f"{prefix}: HELD BACK: {run.variant}'s selection has no choice ({why_pending(study, run)})")
+                    why = why_pending(study, run)
+                    print(f"{prefix}: HELD BACK: {run.variant}'s selection has no choice ({why})", flush=True)
                     continue
             state = current_state(study, run, planned.get(run.run_dir))
             if state.status in ("finished", "diverged", "stale"):
