@@ -352,9 +352,10 @@ def run_all(
 
 def chosen_run(study: Study, run: RunSpec, planned: dict[Path, dict]) -> RunSpec:
     """The run as the study plans it now (its variant's selection may have ended since the sweep started)."""
-    for path in write_selection(study, plan_runs(study)):
+    runs = plan_runs(study)
+    for path in write_selection(study, runs):
         print(f"wrote {path}", flush=True)
-    now = next(other for other in plan_runs(study) if other.label == run.label)
+    now = next(other for other in runs if other.label == run.label)
     if not now.pending:
         planned.update(planned_configs(study, [now]))  # the stale check compares against the chosen values
     return now

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from src.files import atomic_write
 from src.runs import read_json
 from src.sweeping.plan import RESERVED_KEYS, RunSpec, Study, StudyError, key_labels, name_part
 
@@ -173,12 +174,11 @@ def _ended_metric(study: Study, run: RunSpec, metric: str, results_only: bool) -
 def choices(study: Study, selection: Selection, runs: list[RunSpec], results_only: bool = False) -> list[Choice]:
     """Each variant's candidates and choice from its selection runs (``results_only``: the committed ones)."""
     by_variant: dict[str, dict[tuple, Candidate]] = {}
-    labels = key_labels(list(selection.grid))
     for run in runs:
         if run.selects is None:
             continue
         candidate_values = dict(run.overrides[-len(selection.grid) :])
-        key = tuple(json.dumps(candidate_values[k], sort_keys=True) for k in labels)
+        key = tuple(json.dumps(candidate_values[k], sort_keys=True) for k in selection.grid)
         candidates = by_variant.setdefault(run.selects, {})
         candidate = candidates.setdefault(key, Candidate(candidate_values, {}, True))
         ended, score = _ended_metric(study, run, selection.metric, results_only)
@@ -195,8 +195,10 @@ def with_selection(study: Study, finals: list[RunSpec], results_only: bool = Fal
     selecting = selection_runs(study, selection, finals)
     chosen = {choice.variant: choice.chosen for choice in choices(study, selection, selecting, results_only)}
     planned: list[RunSpec] = []
+    started: set[str] = set()
     for run in finals:
-        if not any(other.variant == run.variant for other in planned):  # a variant's selection runs, then its seeds
+        if run.variant not in started:  # a variant's selection runs, then its seeds
+            started.add(run.variant)
             planned += [other for other in selecting if other.selects == run.variant]
         winner = chosen.get(run.variant)
         if winner is None:
@@ -255,9 +257,7 @@ def write_selection(study: Study, runs: list[RunSpec]) -> list[Path]:
         if target.is_file() and target.read_text() == text:
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{SELECTION_FILE}.partial")
-        partial.write_text(text)
-        partial.replace(target)  # a reader never sees half a file
+        atomic_write(target, lambda handle: handle.write(text), binary=False)  # a reader never sees half a file
         written.append(target)
     return written
 
