@@ -95,16 +95,23 @@ def file_differences(committed: Path, fresh: Path, limit: int = 3) -> list[str]:
     return problems
 
 
+def _committed_study(results: Path) -> tuple[Study, str]:
+    """The study that plans a results folder (named by its ``results.json``) and its file; StudyError if none."""
+    study_file = (read_index(results) or {}).get("study_file")
+    if not study_file:
+        raise StudyError(f"{results / 'results.json'}: names no study file, so the runs' configs cannot be checked")
+    try:
+        return load_study(study_file).validate(), study_file
+    except StudyError as error:
+        raise StudyError(f"study file of {results}: {error}") from None
+
+
 def config_problems(results: Path) -> list[str]:
     """Committed runs whose resolved config is not what the study file at HEAD plans for them."""
-    index = read_index(results) or {}
-    study_file = index.get("study_file")
-    if not study_file:
-        return [f"{results / 'results.json'}: names no study file, so the runs' configs cannot be checked"]
     try:
-        study = load_study(study_file).validate()
+        study, study_file = _committed_study(results)
     except StudyError as error:
-        return [f"study file of {results}: {error}"]
+        return [str(error)]
     planned = {f"{run.variant}/seed{run.seed}": run for run in plan_runs(study, results_only=True)}
     from src.cli import resolved_config  # lightning and the models: only when there are configs to compare
 
@@ -126,14 +133,10 @@ def config_problems(results: Path) -> list[str]:
 
 def selection_problems(results: Path) -> list[str]:
     """A committed ``selection.json`` that is not what the committed selection runs give (or is missing)."""
-    index = read_index(results) or {}
-    study_file = index.get("study_file")
-    if not study_file or not Path(study_file).is_file():
-        return []  # config_problems says so
     try:
-        study = load_study(study_file).validate()
+        study, study_file = _committed_study(results)
     except StudyError:
-        return []
+        return []  # config_problems says what is wrong with the study file
     expected = summary(study, plan_runs(study, results_only=True), results_only=True)
     committed = read_selection(results)
     if expected is None:
