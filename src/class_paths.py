@@ -3,14 +3,27 @@
 Why: the loggers (is this a directory logger?), the machine settings (is this callback ``CompileModel``?)
 and the checkpoint loader (which model / DataModule class wrote this?) all turn a dotted path into a
 class; they differ only in what a path that does not import means (``None`` here, an error there).
+
+A class path read from a *file from elsewhere* (a downloaded checkpoint, a colleague's run) is data, never
+code: ``trusted_class`` resolves it only to a subclass of the kind the reader expects (an ``nn.Module``, a
+LightningModule, a DataModule, ...), checked before anything is called, and imports a module only when that
+import runs no code a user did not already choose to run: a module already loaded in this process, or one
+under the current directory (a fork's own package). Anything else is refused in one line naming the key.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
+import sys
 from typing import Any
 
 from jsonargparse import Namespace  # a parsed config entry; dicts are saved ones
+
+
+class UntrustedClassError(ValueError):
+    """A class path from a file names something that is not a class of the expected kind (or unloaded code)."""
 
 
 def import_class(class_path: str) -> Any:
@@ -33,3 +46,52 @@ def entry_class(entry: Any) -> type | None:
     except (ImportError, AttributeError):
         return None
     return found if isinstance(found, type) else None
+
+
+def _importable_without_new_code(module: str) -> bool:
+    """Whether importing ``module`` runs only code this process or the user's own directory already holds.
+
+    A loaded module (or a submodule of a loaded package: torch, lightning, src, ...) is fine; otherwise the
+    top-level package must live under the current directory (a fork's own code). ``find_spec`` of a
+    top-level name locates it without executing it. The standard library and other installed packages that
+    are not loaded yet are refused: their import alone can act (``antigravity`` opens a browser).
+    """
+    top = module.split(".")[0]
+    if module in sys.modules or top in sys.modules:
+        return True
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    origin = getattr(spec, "origin", None) or next(iter(getattr(spec, "submodule_search_locations", None) or []), None)
+    if not origin:
+        return False
+    here = os.path.realpath(os.getcwd())
+    return os.path.commonpath([here, os.path.realpath(origin)]) == here
+
+
+def trusted_class(class_path: Any, base: type | tuple[type, ...], key: str, source: str) -> type:
+    """The class ``class_path`` names, if it is a subclass of ``base``; ``UntrustedClassError`` otherwise.
+
+    ``key`` (``hyper_parameters.net_class``) and ``source`` (the file's path) go into the message.
+    Nothing the path names is called, and no new module is imported unless it lies under the current
+    directory (see ``_importable_without_new_code``).
+    """
+    kinds = " or ".join(b.__name__ for b in (base if isinstance(base, tuple) else (base,)))
+    refused = f"{source}: {key} {class_path!r} is refused: a file from elsewhere may name only a {kinds} class"
+    if not isinstance(class_path, str) or "." not in class_path.strip("."):
+        raise UntrustedClassError(f"{refused} (not a dotted class path)")
+    module, _, name = class_path.rpartition(".")
+    if not _importable_without_new_code(module):
+        raise UntrustedClassError(
+            f"{refused} from code already loaded or under the current directory, and {module!r} is neither "
+            "(checkpoints are data, never code: see docs/runs.md#checkpoints-from-elsewhere)"
+        )
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as error:
+        raise UntrustedClassError(f"{refused} (it does not import here: {error})") from None
+    if not (isinstance(found, type) and issubclass(found, base)):
+        what = f"the class {found.__name__}" if isinstance(found, type) else f"a {type(found).__name__}"
+        raise UntrustedClassError(f"{refused}, and it names {what}")
+    return found

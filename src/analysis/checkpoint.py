@@ -9,7 +9,6 @@ where each tool writes (``<run>/<tool>/``).
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 import yaml
 
 from src import runs
+from src.class_paths import UntrustedClassError, trusted_class
 from src.data import ImageClassificationDataModule
 from src.modules import ImageClassifier
 
@@ -31,12 +31,12 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {str(path)!r} does not exist (expected a .ckpt written by python -m src.cli fit)"
         )
-    try:
-        # Lightning checkpoints pickle their hyperparameters; like Lightning, trust the user's own file.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001  (any unreadable file gets the same one-line message)
-        raise CheckpointError(f"{str(path)!r} is not a PyTorch checkpoint ({type(error).__name__}: {error})") from None
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    # Read as data (weights_only=True), like every checkpoint: a file from elsewhere never runs code here.
+    checkpoint, why = runs.read_checkpoint(str(path))
+    if checkpoint is None:
+        kind = "a checkpoint these tools accept" if why == runs.REFUSED_PICKLE else "a PyTorch checkpoint"
+        raise CheckpointError(f"{str(path)!r} is not {kind} ({why})")
+    hparams = checkpoint.get("hyper_parameters")
     if not isinstance(hparams, dict) or "arch" not in hparams or "state_dict" not in checkpoint:
         what = f"hyper_parameters {sorted(hparams)}" if isinstance(hparams, dict) else "no hyper_parameters"
         raise CheckpointError(
@@ -46,13 +46,12 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def _data_class(class_path: str) -> type[ImageClassificationDataModule]:
-    module_name, _, name = class_path.rpartition(".")
-    module = importlib.import_module(module_name or "src.data")  # a short name: one of src.data's
-    cls = getattr(module, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, ImageClassificationDataModule)):
-        raise CheckpointError(f"data class_path {class_path!r} is not an ImageClassificationDataModule")
-    return cls
+def _data_class(class_path: str, source: str) -> type[ImageClassificationDataModule]:
+    full = class_path if "." in class_path else f"src.data.{class_path}"  # a short name: one of src.data's
+    try:
+        return trusted_class(full, ImageClassificationDataModule, "data.class_path", source)
+    except UntrustedClassError as error:
+        raise CheckpointError(str(error)) from None
 
 
 def _datamodule_from_config(config_path: Path) -> Any:
@@ -61,7 +60,7 @@ def _datamodule_from_config(config_path: Path) -> Any:
     data = (yaml.safe_load(config_path.read_text()) or {}).get("data")
     if not isinstance(data, dict) or "class_path" not in data:
         raise CheckpointError(f"{str(config_path)!r} has no data: section with a class_path")
-    return _data_class(data["class_path"])(**(data.get("init_args") or {}))
+    return _data_class(data["class_path"], str(config_path))(**(data.get("init_args") or {}))
 
 
 def load(checkpoint_path: str | os.PathLike, config: str | os.PathLike | None = None) -> tuple[ImageClassifier, Any]:
@@ -72,7 +71,10 @@ def load(checkpoint_path: str | os.PathLike, config: str | os.PathLike | None = 
     """
     path = Path(checkpoint_path)
     _read_checkpoint(path)
-    model, datamodule = runs.load_checkpoint_run(str(path))
+    try:
+        model, datamodule = runs.load_checkpoint_run(str(path))
+    except (runs.RunError, UntrustedClassError) as error:
+        raise CheckpointError(str(error)) from None
     if not isinstance(model, ImageClassifier):
         raise CheckpointError(f"{str(path)!r} holds a {type(model).__name__}, not an ImageClassifier")
     run_dir = runs.run_dir_of_checkpoint(str(path))

@@ -12,10 +12,10 @@ import argparse
 import os
 from typing import Any
 
-import torch
 import yaml
 
 from src import runs
+from src.class_paths import UntrustedClassError
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # Parts of a checkpoint's saved config that become the defaults of a command given that checkpoint.
@@ -101,10 +101,13 @@ def early_settings(argv: list[str]) -> tuple[str, str | None, str | None, list[s
 
 def read_checkpoint(path: str) -> dict[str, Any]:
     """What a command needs of its checkpoint: path, hyperparameters, tensor shapes, step, saved configs."""
+    checkpoint, why = runs.read_checkpoint(path)
+    if checkpoint is None:  # a truncated file, pickled objects, or not a checkpoint at all
+        raise runs.RunError(f"cannot read checkpoint '{path}': {why}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated file, or not a checkpoint at all
-        raise runs.RunError(f"cannot read checkpoint '{path}': {error}") from None
+        runs.check_classes(checkpoint, path)  # its class paths are data: refused unless they name the right kind
+    except UntrustedClassError as error:
+        raise runs.RunError(str(error)) from None
     return {
         "path": path,
         "hparams": dict(checkpoint.get("hyper_parameters") or {}),

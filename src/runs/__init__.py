@@ -38,7 +38,9 @@ The package, one job per module (everything is re-exported here: ``from src impo
 from __future__ import annotations
 
 from src.runs.checkpoints import (
+    REFUSED_PICKLE,
     best_checkpoint,
+    check_classes,
     checkpoint_run_config,
     datamodule_config,
     has_checkpoints,
@@ -97,6 +99,7 @@ from src.runs.readers import (
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "REFUSED_PICKLE",
     "CONFIG_FILE",
     "CheckpointFallbackWarning",
     "Curves",
@@ -129,6 +132,7 @@ __all__ = [
     "is_existing_run",
     "is_run_dir",
     "last_checkpoint",
+    "check_classes",
     "load_checkpoint_run",
     "next_version_dir",
     "numbered_files",

@@ -1,18 +1,27 @@
 """Finding, reading and loading a run's checkpoints: resume (the newest intact), best, hpc, ``--ckpt_path``.
 
 A truncated file (a kill while it was written) is passed over, never trusted; see ``resume_checkpoint``.
+A checkpoint is data, never code, wherever it came from: every file is read with ``weights_only=True``
+(tensors and plain containers, no pickled objects) and every class path it carries must name a class of
+the expected kind before anything is built from it (``check_classes``).
 """
 
 from __future__ import annotations
 
 import glob
+import io
 import os
+import pickle
 import warnings
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, cast
 
+import lightning.pytorch as pl
 import torch
+from torch import nn
+from torchmetrics import Metric
 
-from src.class_paths import import_class
+from src.class_paths import UntrustedClassError, trusted_class
 from src.runs.layout import (
     _HPC_PATTERN,
     CHECKPOINT_DIR,
@@ -53,6 +62,21 @@ def _saved_checkpoints(run_dir: str) -> list[str]:
     return [*reversed(hpc_checkpoints(run_dir)), *filter(None, [last_checkpoint(run_dir)]), *others]
 
 
+REFUSED_PICKLE = (
+    "it holds pickled Python objects besides tensors and plain data, which could run code: refused "
+    "(checkpoints are read with torch.load(weights_only=True); see docs/runs.md#checkpoints-from-elsewhere)"
+)
+# What LightningCLI writes as a module's ``_instantiator`` (Lightning's own allowlist, for every version we allow).
+LIGHTNING_INSTANTIATORS = ("lightning.pytorch.cli.instantiate_module", "pytorch_lightning.cli.instantiate_module")
+
+
+def _why_unreadable(error: Exception) -> str:
+    """One line: a refused pickle (``REFUSED_PICKLE``), or the first line of what broke (truncated, not a zip)."""
+    if isinstance(error, pickle.UnpicklingError) and "weights only" in str(error).lower():
+        return REFUSED_PICKLE
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
+
+
 def read_checkpoint(path: str) -> tuple[dict[str, Any] | None, str | None]:
     """``(checkpoint, None)``, or ``(None, why)`` for a file that cannot be read (truncated, not a checkpoint).
 
@@ -60,8 +84,8 @@ def read_checkpoint(path: str) -> tuple[dict[str, Any] | None, str | None]:
     """
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # truncated zip, pickle errors, not a zip at all
-        return None, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
+    except Exception as error:  # pickled objects; truncated zip, not a zip at all
+        return None, _why_unreadable(error)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         return None, "not a Lightning checkpoint"
     return checkpoint, None
@@ -187,18 +211,73 @@ def datamodule_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
     return {"class_path": class_path, "init_args": hparams}
 
 
+DATA_CLASS_KEY = "data.class_path"
+
+
+def _class_paths(checkpoint: dict[str, Any]) -> Iterator[tuple[str, Any, type | tuple[type, ...]]]:
+    """``(key, class path, expected base)`` for every class path a checkpoint asks its loader to build."""
+    yield "run_model_class", checkpoint.get("run_model_class", DEFAULT_MODEL_CLASS), pl.LightningModule
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if not isinstance(hparams, dict):
+        return
+    for key, base in (("_class_path", pl.LightningModule), ("net_class", nn.Module)):
+        if hparams.get(key) is not None:
+            yield f"hyper_parameters.{key}", hparams[key], base
+    metrics = hparams.get("metrics")
+    for name, entry in metrics.items() if isinstance(metrics, dict) else []:
+        class_path = entry.get("class_path") if isinstance(entry, dict) else entry
+        yield f"hyper_parameters.metrics.{name}.class_path", class_path, Metric
+    data = datamodule_config(checkpoint)
+    if data is not None:
+        yield DATA_CLASS_KEY, data["class_path"], pl.LightningDataModule
+
+
+def check_classes(checkpoint: dict[str, Any], path: str) -> dict[str, type]:
+    """Refuse (``UntrustedClassError``, one line naming the key) a checkpoint whose class paths could run code.
+
+    Every class path must resolve to a subclass of what its key builds (a LightningModule, an ``nn.Module``,
+    a torchmetrics ``Metric``, a DataModule) from code already loaded or under the current directory, and an
+    ``_instantiator`` must be LightningCLI's own. Checked before anything is called. Returns ``{key: class}``.
+    """
+    classes = {
+        key: trusted_class(class_path, base, key, f"checkpoint {path!r}")
+        for key, class_path, base in _class_paths(checkpoint)
+    }
+    for section in ("hyper_parameters", "datamodule_hyper_parameters"):
+        instantiator = (checkpoint.get(section) or {}).get("_instantiator")
+        if instantiator is not None and instantiator not in LIGHTNING_INSTANTIATORS:
+            raise UntrustedClassError(
+                f"checkpoint {path!r}: {section}._instantiator {instantiator!r} is refused: only LightningCLI's "
+                f"own ({LIGHTNING_INSTANTIATORS[0]}) may build a module from a checkpoint"
+            )
+    return classes
+
+
 def load_checkpoint_run(path: str, map_location: str | torch.device = "cpu") -> tuple[Any, Any]:
     """``(model, datamodule)`` exactly as the run that wrote the checkpoint built them, weights loaded.
 
-    The model comes from the checkpoint's hyperparameters (``ImageClassifier.load_from_checkpoint``);
-    the DataModule from the hyperparameters it saved (``save_hyperparameters()``) and its class
-    path. ``datamodule`` is ``None`` when the checkpoint does not say which data it was trained on.
+    The model comes from the checkpoint's hyperparameters (``load_from_checkpoint`` of its class); the
+    DataModule from the hyperparameters it saved (``save_hyperparameters()``) and its class path.
+    ``datamodule`` is ``None`` when the checkpoint does not say which data it was trained on.
     For lesion and pruning tools: ``datamodule.setup("test")`` then ``datamodule.test_dataloader()``.
+
+    Safe with a file from elsewhere: the bytes are read once, accepted only by ``torch.load(weights_only=True)``,
+    and every class path is checked (``check_classes``) before Lightning builds the model from the same bytes
+    (so no torch version's ``weights_only`` default, and no file changed in between, can let a pickle through).
+    Raises ``RunError`` for a file that is not such a checkpoint, ``UntrustedClassError`` for a refused class.
     """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model_class = import_class(checkpoint.get("run_model_class", DEFAULT_MODEL_CLASS))
-    model = model_class.load_from_checkpoint(path, map_location=map_location)
+    with open(path, "rb") as file:
+        raw = file.read()
+    try:
+        checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise RunError(f"cannot read checkpoint {path!r}: {_why_unreadable(error)}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise RunError(f"checkpoint {path!r} is not a Lightning checkpoint (no state_dict)")
+    classes = check_classes(checkpoint, path)
+    model_class = cast(type[pl.LightningModule], classes["run_model_class"])
+    model = model_class.load_from_checkpoint(io.BytesIO(raw), map_location=map_location)
     model.eval()
     data = datamodule_config(checkpoint)
-    datamodule = import_class(data["class_path"])(**data["init_args"]) if data else None
+    datamodule = classes[DATA_CLASS_KEY](**data["init_args"]) if data is not None else None
     return model, datamodule
