@@ -224,11 +224,14 @@ class ResNetCLI(LightningCLI):
         self.trainer_defaults["callbacks"] = extra
         return self._instantiate_run_trainer(**kwargs)
 
-    def after_fit(self) -> None:
+    def _test_after_fit(self) -> bool:
         test_after_fit = self.config[self.subcommand].get("test_after_fit")
         if test_after_fit is None:  # auto: whenever the data has a test split
             test_after_fit = bool(getattr(self.datamodule, "has_test_split", False))
-        if test_after_fit:
+        return bool(test_after_fit)
+
+    def after_fit(self) -> None:
+        if self._test_after_fit():
             checkpoint = cast(ModelCheckpoint | None, self.trainer.checkpoint_callback)  # the CLI adds ModelCheckpoint
             ckpt_path = "best" if checkpoint is not None and checkpoint.best_model_path else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
@@ -268,6 +271,9 @@ class ResNetCLI(LightningCLI):
             checkpoint_config.check_fits_model(self.checkpoint, dict(self.model.hparams), shapes)
 
     def before_fit(self) -> None:
+        for callback in self.trainer.callbacks:  # type: ignore[attr-defined]  # Lightning's callback connector sets it
+            if isinstance(callback, ParameterEfficiency):  # "finished" only once the test that follows has run
+                callback.test_follows_fit = self._test_after_fit()
         if self.checkpoint is not None:
             warning = checkpoint_config.resume_changes(self.checkpoint, self.config["fit"].trainer)
             if warning is not None:

@@ -74,6 +74,7 @@ from src.callbacks.efficiency_measures import (
     run_context,
 )
 from src.callbacks.provenance import provenance
+from src.callbacks.train_split_score import score_train_split
 from src.files import free_path, write_json_atomic
 from src.models.complexity import count_flops
 
@@ -116,12 +117,15 @@ class ParameterEfficiency(pl.Callback):
         test_metric: str = "test/acc",
         input_shape: list[int] | None = None,
         log_hparams: bool = True,
+        score_train_split: bool = False,
     ) -> None:
         self.filename = filename
         self.val_metric = val_metric
         self.test_metric = test_metric
         self.input_shape = tuple(input_shape) if input_shape else None
         self.log_hparams = log_hparams
+        self.score_train_split = score_train_split
+        self.test_follows_fit = False  # set by the CLI when test_after_fit will test right after this fit
         self.path: str | None = None
         self.report: dict[str, Any] = {}
         self._running_since: float | None = None  # the training clock; None while paused (validation, between epochs)
@@ -213,16 +217,33 @@ class ParameterEfficiency(pl.Callback):
         if self.path is not None:
             self._write()
 
-    def _finish(self, trainer: pl.Trainer) -> None:
-        """``status: "finished"`` after a normal end -- not after divergence, not when stopped by SIGTERM."""
+    def _finish(self, trainer: pl.Trainer, status: str = "finished") -> None:
+        """``status`` (``finished``; ``trained`` when a test follows) after a normal end -- not after divergence,
+        not when stopped by SIGTERM."""
         if not trainer.is_global_zero or not self.report or self.path is None:
             return
         if self.report.get("status") != "diverged" and not getattr(trainer, "received_sigterm", False):
-            self.report["status"] = "finished"
+            self.report["status"] = status
         self._write()
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._finish(trainer)
+        ended_normally = self.report.get("status") != "diverged" and not getattr(trainer, "received_sigterm", False)
+        if self.score_train_split and ended_normally:
+            scores = score_train_split(trainer, pl_module)  # every rank: the sums are reduced
+            if scores is None:
+                rank_zero_warn("efficiency.score_train_split: this DataModule has no clean_train_dataloader()")
+            elif self.report:
+                self.report.update(scores)
+        # With a test to follow, "finished" waits for it: a test that fails leaves "test_failed", never "finished".
+        self._finish(trainer, "trained" if self.test_follows_fit else "finished")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """A test that raised (an image deleted since training, a full disk): ``status: "test_failed"`` and why."""
+        if trainer.testing and trainer.is_global_zero and self.report and self.path is not None:
+            if self.report.get("status") != "diverged":
+                reason = f"{type(exception).__name__}: {str(exception).splitlines()[0] if str(exception) else ''}"
+                self.report.update(status="test_failed", test_failed_reason=reason.rstrip(": "))
+                self._write()
 
     def _count_cost(self, pl_module: pl.LightningModule, shape: tuple[int, ...]) -> None:
         net = getattr(pl_module, "model", pl_module)

@@ -307,6 +307,14 @@ class FastLoaderMixin:
             return fast_loader(dataset, batch_size, shuffle, getattr(self, "pin_memory", False), sampler)
         return super()._loader(dataset, shuffle)  # type: ignore[misc]
 
+    def clean_train_dataloader(self) -> DataLoader | None:
+        """The training split without augmentation, in a fixed order (for ``score_train_split``)."""
+        train = getattr(self, "train_set", None)
+        if isinstance(train, FastImageDataset):
+            return self._loader(FastImageDataset(train.data, train.augment, train=False), shuffle=False)
+        clean = getattr(self, "_clean_train_set", None)
+        return self._loader(clean(), shuffle=False) if callable(clean) and train is not None else None
+
 
 def fast_split(
     samples: Sequence[tuple[str, int]] | Uint8Images,

@@ -49,6 +49,7 @@ from src.data.folder_cache import cache_key, file_identities, load_cache, save_c
 from src.data.folder_decode import ImageFiles, Sample, channel_stats, probe
 from src.data.folder_layouts import class_folder_samples, flat_val_samples, is_flat_folder
 from src.data.folder_listing import choose_classes, first_image, list_class_folders, read_class_list
+from src.data.folder_record import check_resume, first_record, split_files
 from src.data.locking import lock_if_writable
 from src.data.splits import stratified_split
 from src.files import free_path, write_json_atomic
@@ -110,6 +111,8 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
             processes loads ``batch_size / N``; see ``src/data/base.py``).
         num_workers: loader processes; ``null`` picks from the CPU count.
         pin_memory: page-locked host memory; ``null``: when CUDA is available.
+        allow_changed_data: let a resumed ``fit`` continue on a folder whose files changed since the run
+            started (refused otherwise; see ``src/data/folder_record.py``); the change is recorded.
     """
 
     def __init__(
@@ -140,6 +143,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         batch_size: int = 128,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
+        allow_changed_data: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         self.save_hyperparameters()
@@ -184,6 +188,8 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         self.max_per_class, self.val_split, self.split_seed = max_per_class, val_split, split_seed
         self.val_labels = val_labels
         self.mean, self.std = mean, std
+        self.allow_changed_data = allow_changed_data
+        self._changed_since_start: list[str] = []
         self.bad_files, self.check_files = bad_files, check_files
         self.cache_dir = cache_dir if cache_dir is not None else os.path.join(data_dir, ".cache")
 
@@ -454,6 +460,10 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         dataset.classes = list(self.classes)
         return dataset
 
+    def _clean_train_set(self) -> Dataset:
+        """The training files with the evaluation transforms (for ``clean_train_dataloader`` off the fast path)."""
+        return ImageFiles(self.samples["train"], self.channels, self.transform("val"))
+
     def describe(self) -> dict:
         """What this run trained on: classes (name -> index), split sizes, statistics, skipped files."""
         return {
@@ -468,6 +478,8 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
             "test_source": self._test_source(),
             "preset": self.preset,
             "skipped_files": self.skipped,
+            "files": {split: split_files(samples, self.root) for split, samples in self.samples.items()},
+            **({"changed_since_start": self._changed_since_start} if self._changed_since_start else {}),
         }
 
     def _test_source(self) -> str | None:
@@ -489,8 +501,17 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
             return
         log_dir = trainer.log_dir  # every rank: a collective
         self._recorded = True
-        if not trainer.is_global_zero or not log_dir:
+        if not log_dir:
+            return
+        record = self.describe()
+        before = first_record(log_dir, RUN_RECORD) if trainer.state.fn == "fit" else None
+        if before is not None:  # a fit continuing its run: every rank checks, so every rank stops alike
+            self._changed_since_start = check_resume(before, record, self.allow_changed_data, log_dir)
+            if self.hparams.get("mean") is None and before.get("mean") and before.get("std"):
+                self.mean, self.std = before["mean"], before["std"]  # the statistics its weights were trained with
+            record = self.describe()
+        if not trainer.is_global_zero:
             return
         path = free_path(log_dir, self.record_file)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_json_atomic(path, self.describe())
+        write_json_atomic(path, record)
