@@ -161,6 +161,8 @@ def build_study(args: argparse.Namespace, extra: list[str]) -> Study:
         study.configs = list(args.config)
     if args.arch:  # full names (resnet20_2): they replace the study's archs and widths
         study.archs, study.widths = list(args.arch), None
+        if isinstance(study.seeds, dict):  # per-arch seeds: those of the archs asked for
+            study.seeds = {arch: seeds for arch, seeds in study.seeds.items() if arch in study.archs}
     if args.seed:
         study.seeds = list(args.seed)
     for axis in args.grid:

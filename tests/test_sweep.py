@@ -246,6 +246,34 @@ def test_arch_on_the_command_line_selects_a_widened_run_of_a_widths_study(tmp_pa
     assert f"--run_dir {tmp_path / 'logs' / STUDY / 'resnet8_2' / 'seed1'} " in out
 
 
+def test_seeds_per_arch_plan_each_arch_its_own_and_arch_keeps_them(tmp_path, capsys):
+    seeds = {"resnet8": [0, 1, 2], "plain8": [5]}
+    study_file = write_study(tmp_path / "s.yaml", archs=["resnet8", "plain8"], seeds=seeds)
+    assert [run.label for run in plan_runs(load_study(study_file).validate())] == [
+        "resnet8/seed0", "resnet8/seed1", "resnet8/seed2", "plain8/seed5",
+    ]  # fmt: skip
+    assert main([str(study_file), "--dry-run", "--arch", "plain8"]) == 0
+    assert re.findall(r"\] (\S+): run:", capsys.readouterr().out) == ["plain8/seed5"]
+    assert main([str(study_file), "--dry-run", "--arch", "plain8", "--seed", "7"]) == 0
+    assert re.findall(r"\] (\S+): run:", capsys.readouterr().out) == ["plain8/seed7"]
+
+
+@pytest.mark.parametrize(
+    "seeds, message",
+    [
+        ({"resnet8": [0]}, "'seeds' per arch must name each of ['resnet8', 'plain8'] once: plain8 has no seeds"),
+        ({"resnet8": [0], "plain8": [1], "resnet20": [0]}, "resnet20 is not in 'archs'"),
+        ({"resnet8": [0, 0], "plain8": [1]}, "'seeds' of resnet8 lists a seed twice: [0, 0]"),
+        ({"resnet8": [], "plain8": [1]}, "'seeds' of resnet8 must be a non-empty list of integers"),
+    ],
+)
+def test_bad_seeds_per_arch_get_one_error_line(tmp_path, capsys, seeds, message):
+    study_file = write_study(tmp_path / "s.yaml", archs=["resnet8", "plain8"], seeds=seeds)
+    assert main([str(study_file), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
 def test_every_shipped_study_file_dry_runs(monkeypatch, capsys):
     monkeypatch.chdir(REPO_ROOT)
     studies = sorted(Path("configs/studies").glob("*.yaml"))

@@ -7,7 +7,7 @@ A study file (``configs/studies/*.yaml``)::
     configs: [configs/cifar10/resnet20.yaml]  # base config(s) of every run, stacked in order
     archs: [resnet20, resnet56, plain20, plain56]
     widths: [1, 2]                          # optional: each CIFAR arch at each width (resnet20, resnet20_2, ...)
-    seeds: [0, 1]
+    seeds: [0, 1]                           # or per arch: {resnet20: [0, 1, 2], plain20: [0, 1]}
     grid:                                   # every combination; each key names the run directory
       model.shortcut: [A, B]
     select:                                 # optional: a setting chosen per variant on the validation split
@@ -66,7 +66,7 @@ class Study:
     configs: list[str] = field(default_factory=list)
     archs: list[str] = field(default_factory=list)
     widths: list[int] | None = None  # width multipliers each arch is crossed with (None: the archs as listed)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] | dict[str, list[int]] = field(default_factory=lambda: [0])  # or {arch: seeds}
     grid: dict[str, list[Any]] = field(default_factory=dict)
     args: dict[str, Any] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)  # raw CLI arguments appended to every run
@@ -82,6 +82,16 @@ class Study:
     def results_dir(self, run: RunSpec) -> Path | None:
         """Where the run's committed result lives (``<results>/<variant>/seed<k>``); None without ``results``."""
         return None if not self.results else Path(self.results) / run.variant / f"seed{run.seed}"
+
+    def seeds_of(self, arch: str) -> list[int]:
+        """The seeds ``arch`` runs with: ``seeds``, or its own entry when ``seeds`` maps archs to seeds."""
+        return list(self.seeds[arch]) if isinstance(self.seeds, dict) else list(self.seeds)
+
+    def all_seeds(self) -> list[int]:
+        """Every seed of the study, in order (the union over archs when seeds are per arch)."""
+        if isinstance(self.seeds, dict):
+            return sorted({seed for seeds in self.seeds.values() for seed in seeds})
+        return list(self.seeds)
 
     def arch_names(self) -> list[str]:
         """The architectures the study runs: ``archs``, each at every one of ``widths`` (arch-major), if given."""
@@ -107,10 +117,7 @@ class Study:
             raise StudyError(f"'archs' lists an architecture twice: {self.archs}")
         if self.widths is not None:
             self._validate_widths()
-        if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds):
-            raise StudyError(f"'seeds' must be a non-empty list of integers, got {self.seeds!r}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise StudyError(f"'seeds' lists a seed twice: {self.seeds}")
+        self._validate_seeds()
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise StudyError(f"grid key {key!r} needs a non-empty list of values, got {values!r}")
@@ -128,6 +135,27 @@ class Study:
             if not Path(config).is_file():
                 raise StudyError(f"base config {config!r} does not exist (paths are relative to {Path.cwd()})")
         return self
+
+    def _validate_seeds(self) -> None:
+        per_arch = self.seeds if isinstance(self.seeds, dict) else {"": self.seeds}
+        if isinstance(self.seeds, dict):
+            names = self.arch_names()
+            missing, extra = [a for a in names if a not in self.seeds], [a for a in self.seeds if a not in names]
+            if missing or extra:
+                raise StudyError(
+                    f"'seeds' per arch must name each of {names} once: "
+                    + "; ".join([*(f"{a} has no seeds" for a in missing), *(f"{a} is not in 'archs'" for a in extra)])
+                )
+        for arch, seeds in per_arch.items():
+            where = f"'seeds' of {arch}" if arch else "'seeds'"
+            if (
+                not isinstance(seeds, list)
+                or not seeds
+                or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+            ):
+                raise StudyError(f"{where} must be a non-empty list of integers, got {seeds!r}")
+            if len(set(seeds)) != len(seeds):
+                raise StudyError(f"{where} lists a seed twice: {seeds}")
 
     def _validate_widths(self) -> None:
         widths = self.widths
@@ -252,7 +280,7 @@ def plan_runs(study: Study, results_only: bool = False) -> list[RunSpec]:
             if variant in seen:
                 continue
             seen.add(variant)
-            for seed in study.seeds:
+            for seed in study.seeds_of(arch):
                 run_dir = study.directory / variant / f"seed{seed}"
                 runs.append(RunSpec(study.name, variant, arch, seed, tuple(combo), run_dir))
     if study.select is None:

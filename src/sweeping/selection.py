@@ -85,7 +85,7 @@ def parse_selection(study: Study) -> Selection | None:
             raise StudyError(f"{key!r} cannot be selected: {RESERVED_KEYS[key.lstrip('-')]}")
         if key in study.grid:
             raise StudyError(f"{key!r} is both a grid axis and selected: a setting is either compared or chosen")
-    seeds = data.get("seeds", study.seeds[:1])
+    seeds = data.get("seeds", study.all_seeds()[:1])
     seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
     if (
         not isinstance(seeds, list)
