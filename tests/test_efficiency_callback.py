@@ -235,6 +235,7 @@ def test_provenance_names_the_commit_packages_device_and_config(tmp_path):
         "python": platform.python_version(),
     }
     assert record["device"] == provenance_module.cpu_model() and record["device"]
+    assert record["cpu"] == record["device"] and record["torch_threads"] == torch.get_num_threads()
     # No CLI config here: the hash is over the module's and the DataModule's hyperparameters.
     expected = {"model": dict(trainer.lightning_module.hparams), "data": dict(tiny_data().hparams)}
     assert record["config_sha256"] == provenance_module.config_sha256(expected)

@@ -123,5 +123,7 @@ def provenance(device: torch.device, config: dict[str, Any] | None, root: Path =
         "git_dirty": dirty,
         "packages": package_versions(),
         "device": device_name(device),
+        "cpu": cpu_model(),  # also on a GPU: the host's speed matters to small nets, and timings cite it
+        "torch_threads": torch.get_num_threads(),  # CPU numerics can differ with the thread count (sweep --jobs)
         "config_sha256": config_sha256(config),
     }
