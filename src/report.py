@@ -87,6 +87,8 @@ from src.reporting.lesions import FIGURE as LESIONS_FIGURE
 from src.reporting.lesions import figure_data as lesion_figure_data
 from src.reporting.lesions import lesion_markdown, lesions_by_variant, plot_lesions, summary_rows
 from src.reporting.markdown import paper_overlay, render_markdown, tool_figures
+from src.reporting.plan import PlanError, is_plan_file, load_plan
+from src.reporting.plan_report import PLAN_FILES, PLAN_INDEX, write_plan_report
 from src.reporting.records import RunRecord, collect_runs
 from src.reporting.selection import CSV_FILE as SELECTION_CSV
 from src.reporting.selection import selection_markdown, selection_rows
@@ -188,6 +190,40 @@ def check(
     return 0
 
 
+def planned_analysis(source: Path, out: str | None, check_only: bool) -> int:
+    """A plan file: its hypotheses' verdicts into its results folder. ``--check`` on that folder (or the plan
+    file): 1 when the committed plan report is not what HEAD gives, or an arm mixes code versions."""
+    try:
+        plan_file = Path(json.loads((source / PLAN_INDEX).read_text())["plan"]) if source.is_dir() else source
+        plan = load_plan(plan_file)
+        if not check_only:
+            folder, rows, problems = write_plan_report(plan, out)
+            tested = sum(row.verdict != "pending" for row in rows)
+            print(f"{tested} of {len(rows)} planned hypotheses tested; wrote {folder}/report.md, plan.csv, plan.json")
+            for problem in problems:
+                print(f"warning: {problem}", file=sys.stderr)
+            return 0
+        with tempfile.TemporaryDirectory(prefix="plan-check-") as fresh:
+            _, _, problems = write_plan_report(plan, fresh)
+            committed = Path(plan.results)
+            for name in PLAN_FILES:
+                if not (committed / name).is_file():
+                    problems.append(f"{committed / name}: not committed")
+                elif (committed / name).read_text() != (Path(fresh) / name).read_text():
+                    problems.append(f"{committed / name}: differs from what HEAD gives")
+    except (PlanError, StudyError, OSError, KeyError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if problems:
+        print(f"{plan.results}: the planned analysis is not what HEAD gives:", file=sys.stderr)
+        for problem in problems:
+            print(f"- {problem}", file=sys.stderr)
+        print(f"Regenerate with: python -m src.report {plan.source}", file=sys.stderr)
+        return 1
+    print(f"{plan.results}: the planned analysis matches what HEAD gives; each arm is one clean commit")
+    return 0
+
+
 def _tolerance(text: str) -> float:
     try:
         value = float(text)
@@ -244,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         f"of the larger (report_iso_params.csv; default {shapes.DEFAULT_ISO_TOLERANCE})",
     )
     args = parser.parse_args(argv)
+    source = Path(args.source)
+    if (source.is_file() and is_plan_file(source)) or (source / PLAN_INDEX).is_file():
+        return planned_analysis(source, args.out, args.check)
     if args.check:
-        return check(Path(args.source), args.paper, args.target_acc, args.iso_tolerance)
+        return check(source, args.paper, args.target_acc, args.iso_tolerance)
     try:
         root, expected, title = resolve_source(Path(args.source))
     except StudyError as error:

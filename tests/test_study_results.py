@@ -28,7 +28,10 @@ PARAMS = {"resnet8": 75_290, "plain8": 74_778}
 
 
 def committed_results() -> list[Path]:
-    return sorted(path.parent for path in (REPO_ROOT / "docs" / "results").glob(f"*/{INDEX_FILE}"))
+    """Every committed study's results folder and every planned analysis's folder (``plan.json``), archive too."""
+    results = REPO_ROOT / "docs" / "results"
+    found = [*results.glob(f"*/{INDEX_FILE}"), *results.glob(f"archive/*/{INDEX_FILE}"), *results.glob("*/plan.json")]
+    return sorted(path.parent for path in found)
 
 
 def test_committed_results_are_what_head_gives(monkeypatch, capsys):

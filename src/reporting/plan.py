@@ -1,0 +1,322 @@
+"""A study's analysis plan, fixed before its runs, and the verdicts it gives on the committed runs.
+
+Why: a report that tests every pair it finds, picks the significant ones and corrects nothing is a
+fishing trip. A plan file (``configs/studies/plans/*.yaml``, example: ``cifar10_depth.yaml``) names, before the
+first run, the few hypotheses a study exists to test (each a directional difference of one metric between
+two architectures of one arm), the test (two-sided Welch: different networks share no random draws), the
+correction over the whole family (Holm, ``statsmodels.stats.multitest.multipletests``), a distribution-free
+check printed beside each (exact Mann-Whitney U), and the power calculation behind the seeds
+(``statsmodels.stats.power.TTestIndPower``). ``python -m src.report <plan file>`` applies it to the arms'
+committed runs; everything else in the arms' reports is exploratory.
+
+A hypothesis is *supported* when its Holm-adjusted p is below ``alpha`` and the difference has the predicted
+sign; *not supported* otherwise (which is not evidence of no effect); *pending* while either side has fewer
+than two finished runs. The family always has every planned hypothesis (a pending one counts with p = 1), so
+an interim verdict can only get easier to reach as runs come in, never by leaving a hypothesis out.
+
+Each arm is one code version: ``arm_problems`` (``--check``) fails when an arm's runs name more than one git
+commit, one trained from a dirty tree, or one whose commit is unknown.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestIndPower
+
+from src.reporting.records import RunRecord, collect_runs
+from src.reporting.statistics import compare
+from src.runs import read_efficiency
+from src.sweeping.plan import Study, StudyError, load_study, plan_runs
+
+PLAN_KEYS = ("name", "results", "arms", "alpha", "correction", "test", "check", "hypotheses", "power", "exploratory")
+HYPOTHESIS_KEYS = ("id", "arm", "claim", "metric", "secondary", "higher", "lower")
+ASSUMPTION_KEYS = ("for", "delta", "sd", "level", "seeds")
+METRICS = {
+    "test_error": "test error (%) on the test split, best-by-validation checkpoint",
+    "train_eval_error": "training error (%), every training image, eval mode, final weights (train_eval_acc)",
+    "train_error_running": "training error (%), the last epoch's running mean (augmented, train mode)",
+}
+
+
+class PlanError(ValueError):
+    """A plan file that cannot be applied; the message says what is wrong and what is valid."""
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    id: str
+    arm: str
+    claim: str
+    metric: str
+    higher: str  # the architecture predicted to have the higher value of ``metric``
+    lower: str
+    secondary: str | None = None  # a second measure of the same quantity, printed beside, not tested in the family
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """One line of the power calculation: the effect and spread assumed, the level, the seeds chosen."""
+
+    hypotheses: tuple[str, ...]
+    delta: float
+    sd: float
+    level: float
+    seeds: int
+
+
+@dataclass
+class Plan:
+    name: str
+    results: str
+    arms: dict[str, str]  # arm -> study file
+    hypotheses: list[Hypothesis]
+    alpha: float = 0.05
+    correction: str = "holm"
+    test: str = "welch"
+    check: str = "mannwhitney"
+    power_target: float = 0.8
+    assumptions: list[Assumption] = field(default_factory=list)
+    exploratory: list[str] = field(default_factory=list)
+    source: str = ""
+
+
+def is_plan_file(path: str | Path) -> bool:
+    """Whether a YAML file is an analysis plan (it has 'hypotheses'), not a study or a run config."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "hypotheses" in data
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise PlanError(message)
+
+
+def _hypothesis(entry: Any, arms: dict[str, str], where: str) -> Hypothesis:
+    _require(isinstance(entry, dict), f"{where}: each hypothesis is a mapping with keys {list(HYPOTHESIS_KEYS)}")
+    unknown = sorted(set(entry) - set(HYPOTHESIS_KEYS))
+    _require(not unknown, f"{where}: unknown keys {unknown}; valid: {list(HYPOTHESIS_KEYS)}")
+    missing = [key for key in HYPOTHESIS_KEYS if key != "secondary" and not entry.get(key)]
+    _require(not missing, f"{where}: missing {missing}")
+    _require(entry["arm"] in arms, f"{where}: arm {entry['arm']!r} is not one of {sorted(arms)}")
+    for key in ("metric", "secondary"):
+        if entry.get(key) is not None:
+            _require(entry[key] in METRICS, f"{where}: {key} {entry[key]!r} is not one of {sorted(METRICS)}")
+    _require(entry["higher"] != entry["lower"], f"{where}: higher and lower name the same architecture")
+    return Hypothesis(**{key: str(entry[key]) if key != "secondary" else entry.get(key) for key in HYPOTHESIS_KEYS})
+
+
+def _assumption(entry: Any, ids: set[str], where: str) -> Assumption:
+    _require(isinstance(entry, dict), f"{where}: each assumption is a mapping with keys {list(ASSUMPTION_KEYS)}")
+    missing = [key for key in ASSUMPTION_KEYS if entry.get(key) is None]
+    _require(not missing, f"{where}: missing {missing}")
+    names = entry["for"] if isinstance(entry["for"], list) else [entry["for"]]
+    _require(all(name in ids for name in names), f"{where}: 'for' {names} names a hypothesis the plan lacks")
+    numbers = {key: entry[key] for key in ("delta", "sd", "level")}
+    _require(
+        all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in numbers.values())
+        and entry["level"] < 1,
+        f"{where}: delta and sd must be > 0 and level in (0, 1), got {numbers}",
+    )
+    _require(isinstance(entry["seeds"], int) and entry["seeds"] >= 2, f"{where}: seeds must be an integer >= 2")
+    return Assumption(tuple(names), float(entry["delta"]), float(entry["sd"]), float(entry["level"]), entry["seeds"])
+
+
+def _text(item: Any) -> str:
+    """A list item as written: YAML reads ``- a: b`` (a colon in unquoted prose) as a one-key mapping."""
+    if isinstance(item, dict):
+        return "; ".join(f"{key}: {value}" for key, value in item.items())
+    return str(item)
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and check a plan file (``PlanError`` naming the key for anything it cannot apply)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise PlanError(f"cannot read plan file {str(path)!r}: {error}") from None
+    _require(isinstance(data, dict), f"plan file {str(path)!r} must be a mapping with keys {list(PLAN_KEYS)}")
+    unknown = sorted(set(data) - set(PLAN_KEYS))
+    _require(not unknown, f"plan file {str(path)!r} has unknown keys {unknown}; valid keys: {list(PLAN_KEYS)}")
+    arms = data.get("arms")
+    _require(isinstance(arms, dict) and bool(arms), f"{path}: 'arms' must map arm names to study files")
+    _require(isinstance(data.get("results"), str), f"{path}: 'results' must be the folder the plan's report goes to")
+    for key, expected in (("correction", "holm"), ("test", "welch"), ("check", "mannwhitney")):
+        _require(data.get(key, expected) == expected, f"{path}: {key} {data.get(key)!r} is not supported ({expected})")
+    alpha = data.get("alpha", 0.05)
+    _require(isinstance(alpha, float) and 0 < alpha < 1, f"{path}: alpha must be in (0, 1), got {alpha!r}")
+    entries = data.get("hypotheses")
+    _require(isinstance(entries, list) and bool(entries), f"{path}: 'hypotheses' must be a non-empty list")
+    hypotheses = [_hypothesis(entry, arms, f"{path}: hypothesis {i + 1}") for i, entry in enumerate(entries)]
+    ids = [h.id for h in hypotheses]
+    _require(len(set(ids)) == len(ids), f"{path}: a hypothesis id is used twice: {ids}")
+    power = data.get("power") or {}
+    _require(isinstance(power, dict), f"{path}: 'power' must be a mapping (target, assumptions)")
+    assumptions = [
+        _assumption(entry, set(ids), f"{path}: power assumption {i + 1}")
+        for i, entry in enumerate(power.get("assumptions") or [])
+    ]
+    return Plan(
+        name=str(data.get("name") or path.stem),
+        results=data["results"],
+        arms={str(arm): str(study) for arm, study in arms.items()},
+        hypotheses=hypotheses,
+        alpha=alpha,
+        power_target=float(power.get("target", 0.8)),
+        assumptions=assumptions,
+        exploratory=[_text(item) for item in data.get("exploratory") or []],
+        source=path.as_posix(),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ the arms' runs
+@dataclass
+class Arm:
+    """One arm: its study, committed runs (finished only) and how many seeds each architecture plans."""
+
+    name: str
+    study: Study
+    runs: list[RunRecord]
+    planned: dict[str, int]
+    train_eval: dict[Path, float | None]  # run dir -> train_eval_acc
+
+
+def load_arm(name: str, study_file: str) -> Arm:
+    try:
+        study = load_study(study_file).validate()
+    except StudyError as error:
+        raise PlanError(f"arm {name!r}: {error}") from None
+    _require(bool(study.results), f"arm {name!r}: its study {study_file!r} has no 'results' folder to read")
+    results = Path(str(study.results))
+    expected = [(run.variant, run.seed, results / run.variant / f"seed{run.seed}") for run in plan_runs(study, True)]
+    records = collect_runs(results, expected) if results.is_dir() else []
+    finished = [run for run in records if run.status == "finished"]
+    planned: dict[str, int] = {}
+    for run in plan_runs(study, True):
+        planned[run.arch] = planned.get(run.arch, 0) + 1
+    train_eval = {run.run_dir: (read_efficiency(run.run_dir) or {}).get("train_eval_acc") for run in finished}
+    return Arm(name, study, finished, planned, train_eval)
+
+
+def metric_values(arm: Arm, arch: str, metric: str) -> list[float]:
+    """The metric, in percent, of every finished run of ``arch`` in the arm, ordered by seed."""
+    values = []
+    for run in sorted((r for r in arm.runs if r.arch == arch), key=lambda r: r.seed if r.seed is not None else -1):
+        acc = {
+            "test_error": run.test_acc,
+            "train_eval_error": arm.train_eval.get(run.run_dir),
+            "train_error_running": run.final_train_acc,
+        }[metric]
+        if acc is not None and math.isfinite(acc):
+            values.append(100.0 * (1.0 - acc))
+    return values
+
+
+# ------------------------------------------------------------------------------------------------ the verdicts
+@dataclass
+class Verdict:
+    hypothesis: Hypothesis
+    n_higher: int
+    n_lower: int
+    planned_higher: int
+    planned_lower: int
+    mean_higher: float | None
+    mean_lower: float | None
+    difference: float | None  # mean(higher) - mean(lower), points: positive is the predicted direction
+    ci_low: float | None
+    ci_high: float | None
+    hedges_g: float | None
+    statistic: float | None
+    p: float | None  # two-sided Welch
+    p_holm: float | None
+    mannwhitney_p: float | None  # exact, two-sided
+    secondary_difference: float | None
+    secondary_p: float | None
+    verdict: str  # supported | not supported | pending
+
+    @property
+    def complete(self) -> bool:
+        return self.n_higher >= self.planned_higher and self.n_lower >= self.planned_lower
+
+
+def _mannwhitney(a: list[float], b: list[float]) -> float | None:
+    if len(a) < 2 or len(b) < 2:
+        return None
+    return float(stats.mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue)
+
+
+def verdicts(plan: Plan, arms: dict[str, Arm]) -> list[Verdict]:
+    """Every planned hypothesis tested (Welch), the family Holm-adjusted, the check and the secondary beside."""
+    rows = []
+    for h in plan.hypotheses:
+        arm = arms[h.arm]
+        high, low = metric_values(arm, h.higher, h.metric), metric_values(arm, h.lower, h.metric)
+        test = compare(high, low)  # no seeds given: Welch, never paired
+        secondary = None
+        if h.secondary:
+            secondary = compare(metric_values(arm, h.higher, h.secondary), metric_values(arm, h.lower, h.secondary))
+        rows.append(
+            Verdict(
+                h, len(high), len(low), arm.planned.get(h.higher, 0), arm.planned.get(h.lower, 0),
+                float(np.mean(high)) if high else None, float(np.mean(low)) if low else None,
+                test.difference, test.ci_low, test.ci_high, test.effect, test.statistic, test.p_value, None,
+                _mannwhitney(high, low), secondary.difference if secondary else None,
+                secondary.p_value if secondary else None, "pending",
+            )
+        )  # fmt: skip
+    # The whole family, always: a hypothesis without a test yet counts with p = 1 (conservative for the others).
+    adjusted = multipletests([row.p if row.p is not None else 1.0 for row in rows], alpha=plan.alpha, method="holm")[1]
+    for row, p_holm in zip(rows, adjusted):
+        if row.p is None:
+            continue
+        row.p_holm = float(p_holm)
+        predicted = row.difference is not None and row.difference > 0
+        row.verdict = "supported" if row.p_holm < plan.alpha and predicted else "not supported"
+    return rows
+
+
+@dataclass(frozen=True)
+class PowerLine:
+    assumption: Assumption
+    effect_size: float  # Cohen's d = delta / sd
+    seeds_needed: float  # per architecture, for power_target at level
+    power_at_seeds: float
+
+
+def power_table(plan: Plan) -> list[PowerLine]:
+    """Per assumption: the seeds a two-sided two-sample t-test needs for the target power, and the power chosen."""
+    solver = TTestIndPower()
+    lines = []
+    for a in plan.assumptions:
+        d = a.delta / a.sd
+        needed = float(solver.solve_power(effect_size=d, alpha=a.level, power=plan.power_target))
+        power = float(solver.power(effect_size=d, nobs1=a.seeds, alpha=a.level))
+        lines.append(PowerLine(a, d, needed, power))
+    return lines
+
+
+def arm_problems(arm: Arm) -> list[str]:
+    """One code version per arm: every run names the same git commit, from a clean tree."""
+    commits = {run.provenance.get("git_commit") for run in arm.runs}
+    problems = []
+    if None in commits:
+        unknown = [str(run.run_dir) for run in arm.runs if run.provenance.get("git_commit") is None]
+        problems.append(f"arm {arm.name}: {len(unknown)} run(s) name no git commit, e.g. {unknown[0]}")
+    known = sorted(c for c in commits if c)
+    if len(known) > 1:
+        problems.append(f"arm {arm.name}: its runs mix {len(known)} commits ({', '.join(c[:8] for c in known)})")
+    dirty = [str(run.run_dir) for run in arm.runs if run.provenance.get("git_dirty") is not False]
+    if dirty and None not in commits:
+        problems.append(f"arm {arm.name}: {len(dirty)} run(s) trained from a dirty tree, e.g. {dirty[0]}")
+    return problems

@@ -1,0 +1,187 @@
+"""The report of an analysis plan: each planned hypothesis with its verdict, the power calculation, the arms'
+code versions (``report.md``, ``plan.csv``, ``plan.json`` in the plan's ``results`` folder).
+
+Deterministic (no paths of this machine, no timestamps), so ``--check`` regenerates it into a temporary folder
+and compares; the arms' provenance (one commit, clean tree) is checked at the same time (``src.reporting.plan``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from src.reporting.plan import METRICS, Arm, Plan, PowerLine, Verdict, arm_problems, load_arm, power_table, verdicts
+
+PLAN_FILES = ("report.md", "plan.csv", "plan.json")
+PLAN_INDEX = "plan.json"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else (f"{value:.2g}" if value < 0.001 else f"{value:.3f}")
+
+
+def _verdict_text(row: Verdict) -> str:
+    if row.verdict == "pending":
+        return f"pending (n = {row.n_higher}, {row.n_lower})"
+    if row.complete:
+        return f"**{row.verdict}**"
+    return f"{row.verdict} (interim: {row.n_higher}/{row.planned_higher} and {row.n_lower}/{row.planned_lower} seeds)"
+
+
+def _rows(rows: list[Verdict]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": row.hypothesis.id,
+            "arm": row.hypothesis.arm,
+            "metric": row.hypothesis.metric,
+            "higher": row.hypothesis.higher,
+            "lower": row.hypothesis.lower,
+            "n_higher": row.n_higher,
+            "planned_higher": row.planned_higher,
+            "n_lower": row.n_lower,
+            "planned_lower": row.planned_lower,
+            "mean_higher": row.mean_higher,
+            "mean_lower": row.mean_lower,
+            "difference": row.difference,
+            "ci_low": row.ci_low,
+            "ci_high": row.ci_high,
+            "hedges_g": row.hedges_g,
+            "welch_t": row.statistic,
+            "p_welch": row.p,
+            "p_holm": row.p_holm,
+            "p_mannwhitney_exact": row.mannwhitney_p,
+            "secondary": row.hypothesis.secondary,
+            "secondary_difference": row.secondary_difference,
+            "secondary_p_welch": row.secondary_p,
+            "verdict": row.verdict,
+            "complete": row.complete,
+        }
+        for row in rows
+    ]
+
+
+def _power_rows(lines: list[PowerLine]) -> list[dict[str, Any]]:
+    return [
+        {
+            "hypotheses": list(line.assumption.hypotheses),
+            "delta": line.assumption.delta,
+            "sd": line.assumption.sd,
+            "cohens_d": line.effect_size,
+            "level": line.assumption.level,
+            "seeds_needed": line.seeds_needed,
+            "seeds": line.assumption.seeds,
+            "power_at_seeds": line.power_at_seeds,
+        }
+        for line in lines
+    ]
+
+
+def _arm_rows(arms: dict[str, Arm]) -> list[dict[str, Any]]:
+    rows = []
+    for name, arm in arms.items():
+        commits = sorted({str(run.provenance.get("git_commit")) for run in arm.runs})
+        rows.append(
+            {
+                "arm": name,
+                "study": arm.study.source,
+                "results": arm.study.results,
+                "finished_runs": len(arm.runs),
+                "planned_runs": sum(arm.planned.values()),
+                "commits": commits,
+                "dirty_runs": sum(run.provenance.get("git_dirty") is not False for run in arm.runs),
+                "devices": sorted({str(run.provenance.get("device")) for run in arm.runs}),
+                "problems": arm_problems(arm),
+            }
+        )
+    return rows
+
+
+def _markdown(plan: Plan, rows: list[Verdict], power: list[PowerLine], arm_rows: list[dict[str, Any]]) -> str:
+    m = len(plan.hypotheses)
+    lines = [
+        f"# {plan.name}: the planned analysis",
+        "",
+        f"Plan: `{plan.source}`, fixed before the first run of any arm (its history is in git). The family is the "
+        f"{m} hypotheses below, each a two-sided Welch t-test between two architectures (different networks share "
+        f"no random draws: never paired), Holm-adjusted together at alpha = {plan.alpha} (statsmodels "
+        "`multipletests`); a hypothesis still without a test counts with p = 1. *Supported*: adjusted p < alpha "
+        "and the difference in the predicted direction; *not supported* is not evidence of no effect. The exact "
+        "two-sided Mann-Whitney U p is printed beside each as a distribution-free check (not corrected). Everything "
+        "else in the arms' reports is **exploratory**.",
+        "",
+        "| hypothesis | arm | claim | metric | higher: mean (n/planned) | lower: mean (n/planned) | "
+        "difference, points [95% CI] | Hedges' g | p Welch | p Holm | p Mann-Whitney | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        h = row.hypothesis
+        interval = f"[{_num(row.ci_low)}, {_num(row.ci_high)}]" if row.ci_low is not None else ""
+        lines.append(
+            f"| {h.id} | {h.arm} | {h.claim} | `{h.metric}` | {h.higher}: {_num(row.mean_higher)} "
+            f"({row.n_higher}/{row.planned_higher}) | {h.lower}: {_num(row.mean_lower)} "
+            f"({row.n_lower}/{row.planned_lower}) | {_num(row.difference)} {interval} | {_num(row.hedges_g)} | "
+            f"{_p(row.p)} | {_p(row.p_holm)} | {_p(row.mannwhitney_p)} | {_verdict_text(row)} |"
+        )
+    lines += ["", "Metrics: " + "; ".join(f"`{key}`: {text}" for key, text in METRICS.items()) + "."]
+    secondary = [row for row in rows if row.hypothesis.secondary]
+    if secondary:
+        lines += ["", "Secondary measures (printed beside, not in the family):", ""]
+        for row in secondary:
+            lines.append(
+                f"- {row.hypothesis.id}, `{row.hypothesis.secondary}`: difference {_num(row.secondary_difference)} "
+                f"points, p Welch {_p(row.secondary_p)}"
+            )
+    lines += [
+        "",
+        "## Power calculation (why these seeds)",
+        "",
+        f"Two-sided two-sample t-test (statsmodels `TTestIndPower`), target power {plan.power_target}. "
+        "Seeds needed are per architecture.",
+        "",
+        "| hypotheses | assumed difference | assumed seed sd | Cohen's d | level | seeds needed | seeds planned | "
+        "power at planned |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for line in power:
+        a = line.assumption
+        lines.append(
+            f"| {', '.join(a.hypotheses)} | {a.delta:g} | {a.sd:g} | {line.effect_size:.2f} | {a.level:g} | "
+            f"{line.seeds_needed:.1f} | {a.seeds} | {line.power_at_seeds:.2f} |"
+        )
+    lines += ["", "## Arms: one code version each", "", "| arm | study | runs | commits | dirty runs | devices |"]
+    lines.append("|---|---|---|---|---|---|")
+    for arm in arm_rows:
+        commits = ", ".join(commit[:12] for commit in arm["commits"]) or "-"
+        lines.append(
+            f"| {arm['arm']} | `{arm['study']}` | {arm['finished_runs']}/{arm['planned_runs']} | {commits} | "
+            f"{arm['dirty_runs']} | {'; '.join(arm['devices']) or '-'} |"
+        )
+    problems = [problem for arm in arm_rows for problem in arm["problems"]]
+    if problems:
+        lines += ["", "**Not one code version per arm** (`--check` fails):", ""] + [f"- {p}" for p in problems]
+    if plan.exploratory:
+        lines += ["", "## Exploratory (no verdicts)", ""] + [f"- {item}" for item in plan.exploratory]
+    return "\n".join(lines) + "\n"
+
+
+def write_plan_report(plan: Plan, out: str | Path | None = None) -> tuple[Path, list[Verdict], list[str]]:
+    """Write the plan's report into ``out`` (default: its ``results`` folder); ``(folder, verdicts, problems)``."""
+    arms = {name: load_arm(name, study) for name, study in plan.arms.items()}
+    rows, power, arm_rows = verdicts(plan, arms), power_table(plan), _arm_rows(arms)
+    folder = Path(out or plan.results)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.md").write_text(_markdown(plan, rows, power, arm_rows))
+    table = _rows(rows)
+    with open(folder / "plan.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    record = {"plan": plan.source, "verdicts": table, "power": _power_rows(power), "arms": arm_rows}
+    (folder / PLAN_INDEX).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return folder, rows, [problem for arm in arm_rows for problem in arm["problems"]]

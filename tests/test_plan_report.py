@@ -1,0 +1,204 @@
+"""``python -m src.report <plan file>``: planned hypotheses, Welch + Holm verdicts, the power table, and
+``--check`` failing on an arm that mixes code versions or was trained from a dirty tree."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestIndPower
+
+from src.report import main
+from src.reporting.plan import PlanError, load_plan
+from tests.study_runs import QUICKSTART, resolved_config, write_run
+
+COMMIT = "a" * 40
+TEST_ACC = {"resnet8": [0.80, 0.81, 0.79, 0.805], "resnet14": [0.84, 0.85, 0.83, 0.845]}
+TRAIN_EVAL = {"plain8": [0.90, 0.91, 0.92], "plain14": [0.70, 0.75, 0.60]}
+
+
+def _arm(tmp_path: Path, *, commits: dict[tuple[str, int], str] | None = None, dirty: tuple = ()) -> Path:
+    """A study file whose results folder holds written runs with known numbers and provenance."""
+    results = tmp_path / "results" / "arm"
+    study = {
+        "name": "arm",
+        "root": str(tmp_path / "logs"),
+        "results": str(results),
+        "configs": [QUICKSTART],
+        "archs": ["resnet8", "resnet14", "plain8", "plain14"],
+        "seeds": {"resnet8": [0, 1, 2, 3], "resnet14": [0, 1, 2, 3], "plain8": [0, 1, 2], "plain14": [0, 1, 2]},
+    }
+    for arch, accs in {**TEST_ACC, **TRAIN_EVAL}.items():
+        for seed, acc in enumerate(accs):
+            run_dir = results / arch / f"seed{seed}"
+            commit = (commits or {}).get((arch, seed), COMMIT)
+            write_run(
+                run_dir, arch, seed, test_acc=acc if arch in TEST_ACC else 0.5, params=1000,
+                config=resolved_config(arch, seed, run_dir), train_eval_acc=acc if arch in TRAIN_EVAL else 0.99,
+                provenance={"git_commit": commit, "git_dirty": (arch, seed) in dirty, "device": "cpu"},
+            )  # fmt: skip
+    path = tmp_path / "arm.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def _plan(tmp_path: Path, arm: Path, **changes) -> Path:
+    plan = {
+        "name": "toy",
+        "results": str(tmp_path / "results" / "plan"),
+        "arms": {"a": str(arm)},
+        "alpha": 0.05,
+        "hypotheses": [
+            {
+                "id": "H1",
+                "arm": "a",
+                "claim": "deeper plain fits worse",
+                "metric": "train_eval_error",
+                "higher": "plain14",
+                "lower": "plain8",
+            },
+            {
+                "id": "H2",
+                "arm": "a",
+                "claim": "deeper residual tests better",
+                "metric": "test_error",
+                "higher": "resnet8",
+                "lower": "resnet14",
+            },
+        ],  # fmt: skip
+        "power": {"target": 0.8, "assumptions": [{"for": ["H2"], "delta": 1.0, "sd": 0.5, "level": 0.025, "seeds": 4}]},
+        **changes,
+    }
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan, sort_keys=False))
+    return path
+
+
+def _rows(tmp_path: Path) -> dict[str, dict]:
+    with open(tmp_path / "results" / "plan" / "plan.csv") as handle:
+        return {row["id"]: row for row in csv.DictReader(handle)}
+
+
+def test_verdicts_are_welch_then_holm_over_the_family_with_the_exact_check_beside(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([str(_plan(tmp_path, _arm(tmp_path)))]) == 0
+    rows = _rows(tmp_path)
+    errors = {arch: [100 * (1 - a) for a in accs] for arch, accs in {**TEST_ACC, **TRAIN_EVAL}.items()}
+    p1 = stats.ttest_ind(errors["plain14"], errors["plain8"], equal_var=False).pvalue
+    p2 = stats.ttest_ind(errors["resnet8"], errors["resnet14"], equal_var=False).pvalue
+    holm = multipletests([p1, p2], method="holm")[1]
+    assert float(rows["H1"]["p_welch"]) == pytest.approx(p1) and float(rows["H2"]["p_welch"]) == pytest.approx(p2)
+    assert float(rows["H1"]["p_holm"]) == pytest.approx(holm[0]) and float(rows["H2"]["p_holm"]) == pytest.approx(
+        holm[1]
+    )
+    mw = stats.mannwhitneyu(errors["resnet8"], errors["resnet14"], method="exact").pvalue
+    assert float(rows["H2"]["p_mannwhitney_exact"]) == pytest.approx(mw)
+    assert float(rows["H2"]["difference"]) == pytest.approx(4.0)  # 20.125 - 16.125 points
+    assert rows["H2"]["verdict"] == "supported" and rows["H2"]["complete"] == "True"
+    assert (rows["H1"]["n_higher"], rows["H1"]["planned_higher"]) == ("3", "3")
+    report = (tmp_path / "results" / "plan" / "report.md").read_text()
+    assert "**exploratory**" in report and "| H2 | a |" in report and "**supported**" in report
+    power = json.loads((tmp_path / "results" / "plan" / "plan.json").read_text())["power"][0]
+    assert power["seeds_needed"] == pytest.approx(TTestIndPower().solve_power(2.0, alpha=0.025, power=0.8))
+
+
+def test_a_significant_difference_the_wrong_way_is_not_supported(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plan = _plan(tmp_path, _arm(tmp_path))
+    data = yaml.safe_load(plan.read_text())
+    data["hypotheses"][1].update(higher="resnet14", lower="resnet8")  # predicts the deeper net is worse
+    plan.write_text(yaml.safe_dump(data))
+    assert main([str(plan)]) == 0
+    row = _rows(tmp_path)["H2"]
+    assert float(row["p_holm"]) < 0.05 and float(row["difference"]) < 0 and row["verdict"] == "not supported"
+
+
+def test_a_hypothesis_without_runs_is_pending_and_counts_with_p_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    arm = _arm(tmp_path)
+    for seed in (1, 2):  # plain14 keeps one seed: H1 has no test yet
+        for name in ("config.yaml", "efficiency.json"):
+            (tmp_path / "results" / "arm" / "plain14" / f"seed{seed}" / name).unlink()
+    assert main([str(_plan(tmp_path, arm))]) == 0
+    rows = _rows(tmp_path)
+    assert rows["H1"]["verdict"] == "pending" and rows["H1"]["p_holm"] == ""
+    p2 = float(rows["H2"]["p_welch"])
+    assert float(rows["H2"]["p_holm"]) == pytest.approx(min(1.0, 2 * p2))  # the family keeps both hypotheses
+
+
+def test_check_passes_on_one_clean_commit_and_fails_on_mixed_commits_or_a_dirty_tree(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    plan = _plan(tmp_path, _arm(tmp_path))
+    assert main([str(plan)]) == 0
+    assert main(["--check", str(tmp_path / "results" / "plan")]) == 0
+    assert "each arm is one clean commit" in capsys.readouterr().out
+
+    mixed = tmp_path / "mixed"
+    plan = _plan(mixed, _arm(mixed, commits={("resnet14", 2): "b" * 40}))
+    assert main([str(plan)]) == 0
+    assert main(["--check", str(mixed / "results" / "plan")]) == 1
+    assert "its runs mix 2 commits (aaaaaaaa, bbbbbbbb)" in capsys.readouterr().err
+
+    dirty = tmp_path / "dirty"
+    plan = _plan(dirty, _arm(dirty, dirty=(("plain8", 1),)))
+    assert main([str(plan)]) == 0
+    assert main(["--check", str(dirty / "results" / "plan")]) == 1
+    assert "1 run(s) trained from a dirty tree" in capsys.readouterr().err
+
+
+def test_check_fails_when_the_committed_plan_report_is_stale(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    plan = _plan(tmp_path, _arm(tmp_path))
+    assert main([str(plan)]) == 0
+    write_run(tmp_path / "results" / "arm" / "resnet8" / "seed3", "resnet8", 3, test_acc=0.70, params=1000,
+              train_eval_acc=0.99, provenance={"git_commit": COMMIT, "git_dirty": False})  # fmt: skip
+    assert main(["--check", str(tmp_path / "results" / "plan")]) == 1
+    assert "plan.csv: differs from what HEAD gives" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"correction": "bonferroni"}, "correction 'bonferroni' is not supported (holm)"),
+        ({"typo": 1}, "unknown keys ['typo']"),
+        ({"arms": {}}, "'arms' must map arm names to study files"),
+    ],
+)
+def test_a_bad_plan_is_one_error_line(tmp_path, monkeypatch, capsys, changes, message):
+    monkeypatch.chdir(tmp_path)
+    assert main([str(_plan(tmp_path, _arm(tmp_path), **changes))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_hypothesis_naming_an_unknown_metric_or_arm_is_refused(tmp_path):
+    plan = _plan(tmp_path, tmp_path / "arm.yaml")
+    data = yaml.safe_load(plan.read_text())
+    data["hypotheses"][0]["metric"] = "val_error"
+    plan.write_text(yaml.safe_dump(data))
+    with pytest.raises(PlanError, match="metric 'val_error' is not one of"):
+        load_plan(plan)
+    data["hypotheses"][0].update(metric="test_error", arm="b")
+    plan.write_text(yaml.safe_dump(data))
+    with pytest.raises(PlanError, match="arm 'b' is not one of"):
+        load_plan(plan)
+
+
+def test_the_shipped_depth_plan_loads_and_its_power_table_matches_its_seeds(monkeypatch):
+    from tests.conftest import REPO_ROOT
+
+    monkeypatch.chdir(REPO_ROOT)
+    plan = load_plan("configs/studies/plans/cifar10_depth.yaml")
+    assert [h.id for h in plan.hypotheses] == ["H1-16", "H2-16", "H1-48", "H2-48"]
+    arms = {name: yaml.safe_load(Path(path).read_text()) for name, path in plan.arms.items()}
+    for assumption in plan.assumptions:
+        for hid in assumption.hypotheses:
+            h = next(h for h in plan.hypotheses if h.id == hid)
+            seeds = arms[h.arm]["seeds"]
+            planned = {len(seeds[a]) if isinstance(seeds, dict) else len(seeds) for a in (h.higher, h.lower)}
+            assert planned == {assumption.seeds}, hid  # the study runs the seeds the power calculation chose
