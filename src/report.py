@@ -82,6 +82,7 @@ from src.reporting.figure_data import (
     sizes_to_target,
 )
 from src.reporting.figures import plot_error_vs_cost, plot_size_to_target, plot_training_curves
+from src.reporting.includes import DOCUMENTS, refresh, stale_blocks
 from src.reporting.lesions import CSV_FILE as LESIONS_CSV
 from src.reporting.lesions import FIGURE as LESIONS_FIGURE
 from src.reporting.lesions import figure_data as lesion_figure_data
@@ -198,6 +199,10 @@ def planned_analysis(source: Path, out: str | None, check_only: bool) -> int:
         plan = load_plan(plan_file)
         if not check_only:
             folder, rows, problems = write_plan_report(plan, out)
+            if out is None:  # the committed folder: the documents that quote it follow
+                changed = [doc for doc in DOCUMENTS if refresh(Path(doc), plan.results)]
+                if changed:
+                    print(f"updated the generated blocks of {', '.join(changed)}")
             tested = sum(row.verdict != "pending" for row in rows)
             print(f"{tested} of {len(rows)} planned hypotheses tested; wrote {folder}/report.md, plan.csv, plan.json")
             for problem in problems:
@@ -206,6 +211,7 @@ def planned_analysis(source: Path, out: str | None, check_only: bool) -> int:
         with tempfile.TemporaryDirectory(prefix="plan-check-") as fresh:
             _, _, problems = write_plan_report(plan, fresh)
             committed = Path(plan.results)
+            problems += [line for doc in DOCUMENTS for line in stale_blocks(Path(doc), plan.results)]
             for name in PLAN_FILES:
                 if not (committed / name).is_file():
                     problems.append(f"{committed / name}: not committed")

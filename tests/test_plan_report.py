@@ -202,3 +202,28 @@ def test_the_shipped_depth_plan_loads_and_its_power_table_matches_its_seeds(monk
             seeds = arms[h.arm]["seeds"]
             planned = {len(seeds[a]) if isinstance(seeds, dict) else len(seeds) for a in (h.higher, h.lower)}
             assert planned == {assumption.seeds}, hid  # the study runs the seeds the power calculation chose
+
+
+def test_generated_blocks_follow_the_report_and_a_hand_edit_fails_the_check(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    plan = _plan(tmp_path, _arm(tmp_path))
+    summary = "results/plan/summary.md"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n<!-- generated from {summary} -->\nold numbers\n<!-- end generated -->\nrest\n")
+    assert main([str(plan)]) == 0
+    text = readme.read_text()
+    assert (tmp_path / summary).read_text() in text and "old numbers" not in text and text.endswith("rest\n")
+    assert main(["--check", str(tmp_path / "results" / "plan")]) == 0
+    readme.write_text(text.replace("supported", "SUPPORTED", 1))  # a verdict typed by hand
+    assert main(["--check", str(tmp_path / "results" / "plan")]) == 1
+    assert f"README.md: the block generated from {summary} differs from it" in capsys.readouterr().err
+
+
+def test_the_repositorys_generated_blocks_match_their_files(monkeypatch):
+    """CI: README.md and docs/results.md quote the generated reports verbatim."""
+    from src.reporting.includes import DOCUMENTS, blocks, stale_blocks
+    from tests.conftest import REPO_ROOT
+
+    monkeypatch.chdir(REPO_ROOT)
+    assert sum(len(blocks(Path(doc))) for doc in DOCUMENTS) >= 2
+    assert [line for doc in DOCUMENTS for line in stale_blocks(Path(doc))] == []

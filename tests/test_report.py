@@ -331,14 +331,16 @@ def test_a_run_without_curves_has_no_training_accuracy_and_says_so(tmp_path):
     assert float(depth["test_difference_acc"]) == pytest.approx(0.036)
 
 
-def write_power_law_line(root, irreducible=0.0, exponent=0.4, depths=(20, 32, 44), kind="resnet"):
-    """Error (%) = irreducible + 30 (params / 1e5)^-exponent at the mean; the two seeds are 2% either side."""
+def write_power_law_line(
+    root, irreducible=0.0, exponent=0.4, depths=(20, 32, 44), kind="resnet", factors=(0.98, 1.0, 1.02)
+):
+    """Error (%) = irreducible + 30 (params / 1e5)^-exponent at the mean; the seeds spread by ``factors``."""
     sizes = {}
     for depth in depths:
         params = 1e5 * 2 ** ((depth - 20) / 12)
         error = irreducible + 30.0 * (params / 1e5) ** -exponent
         sizes[depth] = (int(params), error)
-        for seed, factor in ((0, 0.98), (1, 1.02)):
+        for seed, factor in enumerate(factors):
             accuracy = 1.0 - error * factor / 100.0
             write_run(root / f"{kind}{depth}" / f"seed{seed}", f"{kind}{depth}", seed, accuracy, int(params))
     return sizes
@@ -371,8 +373,63 @@ def test_size_to_reach_a_target_is_interpolated_in_log_size(tmp_path):
     (line,) = read_csv(out / "report_lines.csv")
     expected = math.exp(math.log(p1) + 0.5 * (math.log(p2) - math.log(p1)))
     assert float(line["params_to_target"]) == pytest.approx(expected)
-    assert line["params_to_target_how"] == "interpolated"
+    assert line["params_to_target_how"].startswith("interpolated [95% CI ")  # with its interval, or not at all
     assert "given with --target-acc" in text
+
+
+def test_a_rising_line_is_called_rising_never_flattened(tmp_path):
+    """A plain net that degrades with depth: error grows with size, and the sentence says so."""
+    write_power_law_line(tmp_path, exponent=-0.5, kind="plain")
+    out, _, text = run_report(tmp_path)
+    (line,) = read_csv(out / "report_lines.csv")
+    assert float(line["fit_b"]) == pytest.approx(-0.5, abs=1e-3) and float(line["fit_b_ci_high"]) < 0
+    assert "Along plain, test error rises as params^+0.50" in text and "falls" not in text.split("Along plain")[1][:60]
+
+
+def test_a_rising_line_of_four_sizes_gets_no_irreducible_floor(tmp_path):
+    write_power_law_line(tmp_path, exponent=-0.3, depths=(20, 32, 44, 56), kind="plain")
+    out, _, text = run_report(tmp_path)
+    (line,) = read_csv(out / "report_lines.csv")
+    assert float(line["fit_b"]) == pytest.approx(-0.3, abs=1e-3) and line["fit_c"] == ""
+    assert "rises as params^+0.30" in text
+
+
+def test_a_flat_noisy_line_says_no_clear_trend(tmp_path):
+    for depth, errors in ((20, (14, 20, 17)), (32, (19, 15, 16)), (44, (16, 18, 14))):
+        params = int(1e5 * 2 ** ((depth - 20) / 12))
+        for seed, error in enumerate(errors):
+            write_run(tmp_path / f"resnet{depth}" / f"seed{seed}", f"resnet{depth}", seed, 1 - error / 100, params)
+    _, _, text = run_report(tmp_path)
+    assert "Along resnet, test error shows no clear trend with size" in text
+
+
+def test_two_seeds_per_size_identify_no_fit_and_no_size_to_target(tmp_path):
+    write_power_law_line(tmp_path, factors=(0.98, 1.02))
+    out, _, text = run_report(tmp_path, "--target-acc", "0.8")
+    (line,) = read_csv(out / "report_lines.csv")
+    assert line["fit_b"] == "" and line["fit_note"] == "not identified: fewer than 3 seeds at every size"
+    assert line["params_to_target"] == "" and "fewer than 3 seeds" in line["params_to_target_how"]
+    assert "falls as" not in text and "rises as" not in text
+
+
+def test_one_two_seed_size_keeps_the_fit_but_gives_no_interval(tmp_path):
+    write_power_law_line(tmp_path)
+    for name in ("config.yaml", "efficiency.json"):
+        (tmp_path / "resnet44" / "seed2" / name).unlink()
+    (tmp_path / "resnet44" / "seed2").rmdir()
+    out, _, _ = run_report(tmp_path)
+    (line,) = read_csv(out / "report_lines.csv")
+    assert line["fit_b"] != "" and line["fit_b_ci_low"] == ""
+    assert line["fit_note"] == "no interval on b: a size has fewer than 3 seeds"
+
+
+def test_a_zero_spread_never_prints_a_zero_width_interval():
+    from src.reporting.statistics import summarize
+
+    summary = summarize([0.8, 0.8, 0.8])
+    assert (
+        (summary.n, summary.mean, summary.std) == (3, 0.8, 0.0) and summary.ci_low is None and summary.ci_high is None
+    )
 
 
 def test_a_target_no_line_reaches_is_said_in_words(tmp_path):

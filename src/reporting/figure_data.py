@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 from typing import cast
 
+import numpy as np
+
 from src.reporting.depth_profiles import depth_profiles, draw_depth_profiles
 from src.reporting.figures import COSTS
 from src.reporting.records import RunRecord
-from src.reporting.statistics import size_to_reach
-from src.reporting.tables import Row, default_target, lines_of, row_size
+from src.reporting.statistics import MIN_SEEDS_FOR_FIT, size_to_reach
+from src.reporting.tables import Row, default_target, lines_of, row_size, size_text
 from src.runs import read_scalars
 
 FIGURES = {
@@ -105,12 +107,30 @@ def sizes_to_target(rows: list[Row], target: float | None) -> dict[str, dict[str
             if target is None or not ordered:
                 needed[line][size] = (None, "no target" if target is None else "no size recorded")
                 continue
+            if any(row.n < MIN_SEEDS_FOR_FIT for row in ordered):  # with an interval or not at all
+                needed[line][size] = (None, f"not given: a size has fewer than {MIN_SEEDS_FOR_FIT} seeds")
+                continue
             # Rows hold tested runs only (tables.aggregate): each has a mean test accuracy.
+            sizes = [cast(float, row_size(row, size)) for row in ordered]
             accuracies = [cast(float, row.test_acc_mean) for row in ordered]
-            needed[line][size] = size_to_reach(
-                [cast(float, row_size(row, size)) for row in ordered], accuracies, target
-            )
+            value, how = size_to_reach(sizes, accuracies, target)
+            seeds = [[cast(float, run.test_acc) for run in row.runs] for row in ordered]
+            needed[line][size] = (value, how + reach_interval(sizes, seeds, target) if how == "interpolated" else how)
     return needed
+
+
+def reach_interval(sizes: list[float], seeds: list[list[float]], target: float, draws: int = 1000) -> str:
+    """`` [95% CI a-b]`` of the interpolated size to ``target``: each size's seeds resampled (percentile
+    bootstrap); an end is open (``> largest``) when over 2.5% of the resamples do not reach the target."""
+    rng = np.random.default_rng(0)
+    reached: list[float] = []
+    for _ in range(draws):
+        means = [float(np.mean(rng.choice(values, size=len(values)))) for values in seeds]
+        found, how = size_to_reach(sizes, means, target)
+        reached.append(found if found is not None else math.inf)  # "at the smallest size": an upper bound
+    low, high = np.percentile(reached, [2.5, 97.5])
+    high_text = f"> {size_text(sizes[-1])}" if not math.isfinite(high) else size_text(float(high))
+    return f" [95% CI {size_text(float(low))} to {high_text}]"
 
 
 def _rounded(value: object) -> object:

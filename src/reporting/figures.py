@@ -183,9 +183,9 @@ def plot_size_to_target(
                 ax.text(0.02, index, how, transform=ax.get_yaxis_transform(), va="center", fontsize=8, color="gray")
                 continue
             found.append(value)
-            exact = how == "interpolated"
+            exact = how.startswith("interpolated")
             ax.plot([value], [index], "o" if exact else "<", color="tab:blue" if exact else "tab:gray", markersize=8)
-            text = size_text(value) if exact else f"≤ {size_text(value)} ({how})"
+            text = size_text(value) + how.removeprefix("interpolated") if exact else f"≤ {size_text(value)} ({how})"
             ax.annotate(text, (value, index), xytext=(0, 8), textcoords="offset points", fontsize=7, ha="center")
         if found:
             ax.set_xlim(min(found) / 4, max(found) * 4)

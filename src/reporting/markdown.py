@@ -12,7 +12,7 @@ from src.reporting.figure_data import FIGURES, sizes_to_target
 from src.reporting.paper import CITATION
 from src.reporting.protocol import protocol_line
 from src.reporting.records import RunRecord
-from src.reporting.statistics import Comparison, PowerLaw
+from src.reporting.statistics import Comparison, PowerLaw, trend_text
 from src.reporting.tables import (
     DepthPair,
     Pair,
@@ -177,7 +177,11 @@ def _fit_text(fit: PowerLaw | str) -> str:
 def _reach_text(value: float | None, how: str) -> str:
     if value is None:
         return how
-    return size_text(value) if how == "interpolated" else f"≤ {size_text(value)} ({how})"
+    return (
+        size_text(value) + how.removeprefix("interpolated")
+        if how.startswith("interpolated")
+        else (f"≤ {size_text(value)} ({how})")
+    )
 
 
 def line_table(rows: list[Row], fits: dict, needed: dict) -> tuple[list[str], list[dict]]:
@@ -328,7 +332,7 @@ def summary_paragraph(
             sentences.append(f"Line {line} has one size: no fit, no marginal slope, no interpolation.")
         elif isinstance(fit, PowerLaw):
             ci = f" (95% bootstrap CI {fit.b_low:.2f} to {fit.b_high:.2f})" if fit.b_low is not None else ""
-            trend = f"falls as params^-{fit.b:.2f}" if fit.b > 0 else f"does not fall with size (b = {fit.b:.2f})"
+            trend = trend_text(fit)
             sentences.append(
                 f"Along {line}, test error {trend}{ci} over {fit.sizes} sizes"
                 + ("" if fit.b_low is not None else f"; {fit.note}")
@@ -336,10 +340,13 @@ def summary_paragraph(
             )
     if target is not None:
         reached = {line: reach["params"] for line, reach in needed.items()}
-        missed = [line for line, (value, _) in reached.items() if value is None]
+        missed = [line for line, (value, how) in reached.items() if value is None and how == "not reached"]
+        withheld = [line for line, (value, how) in reached.items() if value is None and how != "not reached"]
         text = f"Target accuracy {100 * target:.2f}% ({target_how})"
         if missed:
             text += f": not reached by {', '.join(missed)} at any tested size"
+        if withheld:
+            text += f"{'; ' if missed else ': '}no size-to-target for {', '.join(withheld)} (no interval possible)"
         text += "."
         sentences.append(text)
     with_se = [row for row in rows if row.test_binomial_se is not None]

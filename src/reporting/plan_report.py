@@ -14,7 +14,8 @@ from typing import Any
 
 from src.reporting.plan import METRICS, Arm, Plan, PowerLine, Verdict, arm_problems, load_arm, power_table, verdicts
 
-PLAN_FILES = ("report.md", "plan.csv", "plan.json")
+PLAN_FILES = ("report.md", "summary.md", "plan.csv", "plan.json")
+SUMMARY = "summary.md"  # the verdict table README.md and docs/results.md include (src.reporting.includes)
 PLAN_INDEX = "plan.json"
 
 
@@ -170,6 +171,23 @@ def _markdown(plan: Plan, rows: list[Verdict], power: list[PowerLine], arm_rows:
     return "\n".join(lines) + "\n"
 
 
+def _summary(rows: list[Verdict]) -> str:
+    """The verdicts in a few lines, for README.md and docs/results.md (points of error, 95% Welch intervals)."""
+    lines = [
+        "| planned hypothesis | n (of planned) | difference, points [95% CI] | p Welch / Holm | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        h = row.hypothesis
+        interval = f" [{_num(row.ci_low)}, {_num(row.ci_high)}]" if row.ci_low is not None else ""
+        lines.append(
+            f"| {h.id}: {h.claim} (`{h.metric}`, {h.higher} - {h.lower}) | {row.n_higher}/{row.planned_higher}, "
+            f"{row.n_lower}/{row.planned_lower} | {_num(row.difference)}{interval} | {_p(row.p)} / {_p(row.p_holm)} "
+            f"| {_verdict_text(row)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def write_plan_report(plan: Plan, out: str | Path | None = None) -> tuple[Path, list[Verdict], list[str]]:
     """Write the plan's report into ``out`` (default: its ``results`` folder); ``(folder, verdicts, problems)``."""
     arms = {name: load_arm(name, study) for name, study in plan.arms.items()}
@@ -177,6 +195,7 @@ def write_plan_report(plan: Plan, out: str | Path | None = None) -> tuple[Path, 
     folder = Path(out or plan.results)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.md").write_text(_markdown(plan, rows, power, arm_rows))
+    (folder / SUMMARY).write_text(_summary(rows))
     table = _rows(rows)
     with open(folder / "plan.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]))

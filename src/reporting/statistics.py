@@ -53,9 +53,9 @@ def summarize(values: Sequence[float | None], confidence: float = CONFIDENCE) ->
     mean = float(data.mean())
     if n == 1:
         return Summary(1, mean, None, None, None)
+    if np.all(data == data[0]):  # identical values: a zero-width interval would claim a certainty n seeds lack
+        return Summary(n, float(data[0]), 0.0, None, None)
     std = float(data.std(ddof=1))
-    if std == 0.0:
-        return Summary(n, mean, 0.0, mean, mean)
     low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=std / math.sqrt(n))
     return Summary(n, mean, std, float(low), float(high))
 
@@ -178,6 +178,9 @@ def _fit(sizes: np.ndarray, errors: np.ndarray, irreducible: bool) -> tuple[floa
     return math.exp(log_a) * scale**b, b, c
 
 
+MIN_SEEDS_FOR_FIT = 3  # below this at every size a line's fit is not identified; below it at any size, no interval
+
+
 def fit_power_law(
     points: dict[float, Sequence[float]],
     bootstrap: int = 2000,
@@ -186,10 +189,13 @@ def fit_power_law(
 ) -> PowerLaw | str:
     """Fit error against size along a line from ``{size: [error per seed]}``; a sentence when it cannot.
 
-    Fitted to the per-size means (each size weighs the same, however many seeds it has); with >= 4
-    sizes an irreducible term ``c`` in [0, min error] is fitted as well. With >= 3 sizes the
-    exponent gets a percentile bootstrap interval: each size's seeds are resampled with replacement
-    (sizes with one seed stay fixed), and the fit repeated.
+    A straight line in log-log with the sign of the slope free: ``b > 0`` is error falling with size,
+    ``b < 0`` error *rising* (a plain net that degrades with depth), never flattened to a constant by a
+    bound. Only a falling line with >= 4 sizes also gets an irreducible term ``c`` in [0, min error].
+    Fitted to the per-size means (each size weighs the same). Identification: a line with fewer than
+    ``MIN_SEEDS_FOR_FIT`` seeds at every size is "not identified" (no fit); a line with such a size gets
+    the fit but no interval (resampling 1-2 seeds makes it falsely narrow); otherwise, with >= 3 sizes,
+    a percentile bootstrap interval on ``b`` (each size's seeds resampled with replacement).
     """
     clean = {float(size): finite(errors) for size, errors in points.items() if size and size > 0}
     clean = {size: errors for size, errors in clean.items() if errors}
@@ -199,15 +205,17 @@ def fit_power_law(
     means = np.array([np.mean(clean[size]) for size in sizes])
     if np.any(means <= 0):
         return "an error of 0 cannot be fitted in log scale"
-    irreducible = len(sizes) >= 4
+    if all(len(clean[size]) < MIN_SEEDS_FOR_FIT for size in sizes):
+        return f"not identified: fewer than {MIN_SEEDS_FOR_FIT} seeds at every size"
+    irreducible = len(sizes) >= 4 and _fit(sizes, means, False)[1] > 0
     try:
         a, b, c = _fit(sizes, means, irreducible)
     except (RuntimeError, ValueError) as error:
         return f"the fit did not converge ({error})"
     if len(sizes) < 3:
         return PowerLaw(a, b, c, len(sizes), note="no interval on b: it needs three sizes")
-    if all(len(clean[size]) < 2 for size in sizes):
-        return PowerLaw(a, b, c, len(sizes), note="no interval on b: one seed per size leaves nothing to resample")
+    if any(len(clean[size]) < MIN_SEEDS_FOR_FIT for size in sizes):
+        return PowerLaw(a, b, c, len(sizes), note=f"no interval on b: a size has fewer than {MIN_SEEDS_FOR_FIT} seeds")
     rng = np.random.default_rng(seed)
     exponents = []
     for _ in range(bootstrap):
@@ -223,6 +231,17 @@ def fit_power_law(
     tail = (1.0 - confidence) / 2 * 100
     low, high = np.percentile(exponents, [tail, 100 - tail])
     return PowerLaw(a, b, c, len(sizes), float(low), float(high))
+
+
+def trend_text(fit: PowerLaw) -> str:
+    """What a fit says, in words that match its sign: falls, rises, or cannot tell (an interval across 0)."""
+    if fit.b_low is not None and fit.b_high is not None and fit.b_low < 0 < fit.b_high:
+        return f"shows no clear trend with size (b = {fit.b:.2f}, its 95% interval spans 0)"
+    if fit.b > 0:
+        return f"falls as params^-{fit.b:.2f}"
+    if fit.b < 0:
+        return f"rises as params^+{-fit.b:.2f}"
+    return "does not change with size (b = 0)"
 
 
 def size_to_reach(sizes: Sequence[float], accuracies: Sequence[float], target: float) -> tuple[float | None, str]:
