@@ -48,7 +48,7 @@ def entry_class(entry: Any) -> type | None:
     return found if isinstance(found, type) else None
 
 
-def _importable_without_new_code(module: str) -> bool:
+def importable_without_new_code(module: str) -> bool:
     """Whether importing ``module`` runs only code this process or the user's own directory already holds.
 
     A loaded module (or a submodule of a loaded package: torch, lightning, src, ...) is fine; otherwise the
@@ -75,14 +75,14 @@ def trusted_class(class_path: Any, base: type | tuple[type, ...], key: str, sour
 
     ``key`` (``hyper_parameters.net_class``) and ``source`` (the file's path) go into the message.
     Nothing the path names is called, and no new module is imported unless it lies under the current
-    directory (see ``_importable_without_new_code``).
+    directory (see ``importable_without_new_code``).
     """
     kinds = " or ".join(b.__name__ for b in (base if isinstance(base, tuple) else (base,)))
     refused = f"{source}: {key} {class_path!r} is refused: a file from elsewhere may name only a {kinds} class"
     if not isinstance(class_path, str) or "." not in class_path.strip("."):
         raise UntrustedClassError(f"{refused} (not a dotted class path)")
     module, _, name = class_path.rpartition(".")
-    if not _importable_without_new_code(module):
+    if not importable_without_new_code(module):
         raise UntrustedClassError(
             f"{refused} from code already loaded or under the current directory, and {module!r} is neither "
             "(checkpoints are data, never code: see docs/runs.md#checkpoints-from-elsewhere)"
@@ -94,4 +94,24 @@ def trusted_class(class_path: Any, base: type | tuple[type, ...], key: str, sour
     if not (isinstance(found, type) and issubclass(found, base)):
         what = f"the class {found.__name__}" if isinstance(found, type) else f"a {type(found).__name__}"
         raise UntrustedClassError(f"{refused}, and it names {what}")
+    return found
+
+
+CLASS_PATH_KEYS = ("class_path", "net_class", "_instantiator")
+
+
+def foreign_class_paths(config: Any) -> list[str]:
+    """The class paths in a (nested) config whose import would run code neither loaded here nor under the
+    current directory: what a check of committed files (``report --check``) must not import."""
+    found: list[str] = []
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key in CLASS_PATH_KEYS and isinstance(value, str) and "." in value:
+                if not importable_without_new_code(value.rpartition(".")[0]):
+                    found.append(value)
+            else:
+                found += foreign_class_paths(value)
+    elif isinstance(config, list):
+        for item in config:
+            found += foreign_class_paths(item)
     return found

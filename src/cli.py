@@ -298,7 +298,7 @@ class ResNetCLI(LightningCLI):
         try:
             if lock is not None and subcommand == "fit" and self.checkpoint is None:
                 # It may have gained some while we waited to start.
-                run_dirs.refuse_run_with_checkpoints(cast(str, self.run_dir))
+                run_dirs.refuse_used_run_dir(cast(str, self.run_dir))
             yield
         except SIGTERMException:
             sys.stderr.write(f"error: stopped by SIGTERM {self._what_sigterm_stopped(subcommand)}\n")
@@ -388,6 +388,11 @@ class ResNetCLI(LightningCLI):
         """Decide the run directory (and, for ``fit``, whether this continues a run); refuse what mixes runs."""
         given = config.get("run_dir")
         ckpt_path = config.get("ckpt_path")
+        if given and os.path.exists(given) and not os.path.isdir(given):
+            raise runs.RunError(f"--run_dir '{given}' is a file, not a directory: name a directory for the run")
+        max_steps = (config.get("trainer") or {}).get("max_steps")
+        if self.subcommand == "fit" and isinstance(max_steps, int) and (max_steps == 0 or max_steps < -1):
+            raise runs.RunError(f"--trainer.max_steps {max_steps}: give -1 (no limit, max_epochs decides) or >= 1")
         named = given or run_dirs.named_run_dir(config)
         run_dirs.refuse_busy_run(named)
         if ckpt_path and self.checkpoint is None:  # last/best/hpc of a run named by its logger version

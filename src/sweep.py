@@ -265,6 +265,7 @@ class Tally:
     diverged: int = 0
     busy: int = 0
     stopped: int = 0
+    stale: int = 0  # found stale mid-sweep (a selection that now chooses another value): not a success
 
 
 def run_all(
@@ -314,6 +315,7 @@ def run_all(
             state = current_state(study, run, planned.get(run.run_dir))
             if state.status in ("finished", "diverged", "stale"):
                 print(f"{prefix}: {state_line(state).replace(', skip', ' earlier, skipped', 1)}", flush=True)
+                tally.stale += state.status == "stale"
                 if state.status != "stale" and not state.in_results and study.results:
                     tally.failed += not report_export(study, run, prefix)  # ended before the study had results
                 continue
@@ -328,6 +330,7 @@ def run_all(
                 state = current_state(study, run, planned.get(run.run_dir))  # it may have moved on while we looked
                 if state.status in ("finished", "diverged", "stale"):
                     print(f"{prefix}: {state_line(state)}", flush=True)
+                    tally.stale += state.status == "stale"
                     lock.release()
                     continue
                 slot = free.pop(0)
@@ -349,6 +352,13 @@ def run_all(
         print(f"{tally.busy} run(s) were in use by other processes and left to them", flush=True)
     if tally.failed:
         print(f"{tally.failed} of {len(runs)} runs failed; re-run the same command to retry them", file=sys.stderr)
+    if tally.stale:
+        print(
+            f"{tally.stale} run(s) are STALE: made with another config than the study plans now (a selection "
+            "that chooses another value since they ran?); --rerun-stale moves them aside and runs them again",
+            file=sys.stderr,
+        )
+        return 2
     return 1 if tally.failed or tally.held else 0
 
 

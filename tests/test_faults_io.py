@@ -229,6 +229,8 @@ def test_file_check_cache_sees_a_file_replaced_in_place(tmp_path):
         ("float_batch", "--data.init_args.batch_size: invalid value '1.5'; valid: an integer"),
         ("ckpt_without_run", "--ckpt_path last names a checkpoint of a run, but no run is given: add --run_dir"),
         ("long_warmup", "total_steps (3) must be larger than warmup_steps (50)"),
+        ("max_steps_0", "--trainer.max_steps 0: give -1 (no limit, max_epochs decides) or >= 1"),
+        ("run_dir_file", "--run_dir 'a_file' is a file, not a directory"),
     ],
 )
 def test_bad_invocations_say_what_is_wrong_and_write_nothing(case, expected, tree, tmp_path, monkeypatch, capsys):
@@ -251,7 +253,10 @@ def test_bad_invocations_say_what_is_wrong_and_write_nothing(case, expected, tre
             "--model.lr_scheduler_interval",
             "step",
         ],  # fmt: skip
+        "max_steps_0": [*base, "--trainer.max_steps", "0"],
+        "run_dir_file": [*base, "--run_dir", "a_file"],
     }[case]
+    (tmp_path / "a_file").write_text("not a run\n")
     message = fails(args, capsys)
     assert message.startswith("error: ") and expected in message, message
     assert not (tmp_path / "lightning_logs").exists()  # no partial run directory: no config.yaml, no events file

@@ -167,7 +167,9 @@ def test_sigterm_saves_the_step_exits_143_and_the_run_resumes_from_it(tmp_path, 
 
 
 # ---------------------------------------------------------------- SIGTERM to a sweep
-def test_sigterm_to_a_sweep_stops_its_run_and_exits_nonzero(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_to_a_sweep_stops_its_run_and_exits_nonzero(tmp_path, sig):
+    """SIGHUP (a closed terminal) too: the run gets SIGTERM, saves its step, and nothing is orphaned."""
     study_file = write_study(tmp_path, seeds=[0, 1])
     run_dir = tmp_path / "logs" / STUDY / "resnet8" / "seed0"
     with sweep_process(str(study_file), "--", *LONG[4:], cwd=tmp_path, env=environment()) as sweep:
@@ -175,10 +177,10 @@ def test_sigterm_to_a_sweep_stops_its_run_and_exits_nonzero(tmp_path):
         child = lock_record(run_dir)["pid"]
         assert child != sweep.pid and alive(child)
         wait_for(lambda: (run_dir / "efficiency.json").is_file(), what="training to start")
-        code, out, err = stop_with_signal(sweep)
-    assert code == 143, err[-3000:]
+        code, out, err = stop_with_signal(sweep, sig)
+    assert code == 128 + sig, err[-3000:]
     assert not alive(child)  # stopped and reaped, not left training under PID 1
-    assert "stopped by SIGTERM" in err and "seed1" not in out  # and the sweep started nothing after it
+    assert f"stopped by {signal.Signals(sig).name}" in err and "seed1" not in out  # nothing started after it
     log = (tmp_path / "logs" / STUDY / "sweep_logs" / "resnet8_seed0.log").read_text()
     assert "error: stopped by SIGTERM" in log  # the run itself got the signal, and said so
     assert runs.RunLock(run_dir).holder_if_busy() is None
@@ -270,10 +272,13 @@ def test_a_truncated_last_checkpoint_falls_back_to_the_newest_intact_one(paralle
     # Only broken checkpoints: the two messages agree (no "continue with --ckpt_path last" <-> "start without").
     for path in (run_dir / "checkpoints").glob("*.ckpt"):
         path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(runs.RunError, match="start it without --ckpt_path") as nothing:
+    with pytest.raises(
+        runs.RunError, match="there is nothing to continue: start a new run in another directory"
+    ) as nothing:
         runs.resolve_checkpoint("last", str(run_dir))
     assert "cannot be read" in str(nothing.value)
-    assert not runs.has_checkpoints(str(run_dir))  # so a fit without --ckpt_path is not refused
+    assert not runs.has_checkpoints(str(run_dir)) and runs.fit_records(str(run_dir))  # nothing to continue, and a
+    # fresh fit into it is refused too (its files would mix with this fit's): a new run goes elsewhere
 
 
 def test_evaluations_never_make_an_unfinished_run_finished(parallel, tmp_path, monkeypatch):

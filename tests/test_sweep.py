@@ -246,6 +246,15 @@ def test_arch_on_the_command_line_selects_a_widened_run_of_a_widths_study(tmp_pa
     assert f"--run_dir {tmp_path / 'logs' / STUDY / 'resnet8_2' / 'seed1'} " in out
 
 
+def test_two_grid_values_that_name_one_folder_are_refused(tmp_path, capsys):
+    study_file = write_study(
+        tmp_path / "s.yaml", archs=["resnet8"], grid={"data.init_args.root": ["x/data/c10", "x/data_c10"]}
+    )
+    assert main([str(study_file), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "both name the run folder 'resnet8-rootx_data_c10'" in err and err.count("\n") == 1
+
+
 def test_seeds_per_arch_plan_each_arch_its_own_and_arch_keeps_them(tmp_path, capsys):
     seeds = {"resnet8": [0, 1, 2], "plain8": [5]}
     study_file = write_study(tmp_path / "s.yaml", archs=["resnet8", "plain8"], seeds=seeds)

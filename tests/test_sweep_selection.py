@@ -158,6 +158,21 @@ def test_sweep_selects_per_variant_then_trains_the_seeds_and_the_report_shows_it
     assert report_main(["--check", str(results)]) == 1
     assert "selection.json: not what the committed selection runs give" in capsys.readouterr().err
 
+    # A grid edit that adds a candidate which then wins (the old ones made to score 0): its selection run trains
+    # in this sweep, so the seed trained at the old choice turns STALE mid-sweep; the sweep says so and exits 2
+    # (as it does when the winner is removed), never 0.
+    study["select"]["grid"][LR] = [0.02, 0.3, 0.5]
+    study_file.write_text(yaml.safe_dump(study))
+    for path in [
+        *(tmp_path / "logs" / STUDY / "select").rglob("efficiency.json"),
+        *(results / "select").rglob("efficiency.json"),
+    ]:
+        path.write_text(json.dumps({**json.loads(path.read_text()), "best_val_acc": 0.0}))
+    capsys.readouterr()
+    assert main([str(study_file)]) == 2
+    captured = capsys.readouterr()
+    assert re.search(r"resnet8/seed0: STALE", captured.out) and "1 run(s) are STALE" in captured.err
+
 
 def test_select_is_refused_with_a_study_error_not_a_traceback_when_built_in_python(tmp_path):
     study = Study(name=STUDY, root=str(tmp_path), archs=["resnet8"])

@@ -91,13 +91,27 @@ def refuse_busy_run(run_dir: str | None) -> None:
         runs.RunLock(run_dir).refuse_if_busy()
 
 
-def refuse_run_with_checkpoints(run_dir: str) -> None:
-    """A fresh fit never starts over a run that has checkpoints: continuing it is ``--ckpt_path last``."""
+def refuse_used_run_dir(run_dir: str) -> None:
+    """A fresh fit never starts in a directory another fit wrote into: its files would mix with that fit's
+    (the report would read the first config). Continuing a run with checkpoints is ``--ckpt_path last``; a
+    SLURM requeue of the job that wrote them continues (or restarts) itself."""
+    records = runs.fit_records(run_dir)
+    if not records and not runs.has_checkpoints(run_dir):
+        return
+    job = slurm_job.current_job()
+    if job is not None:
+        slurm_job.refuse_another_job(run_dir, job)  # a requeue of the same job passes
+        return
     if runs.has_checkpoints(run_dir):
         raise runs.RunError(
             f"the run directory '{run_dir}' already holds checkpoints of a run; continue it with "
             "--ckpt_path last, or start a new run in another directory"
         )
+    raise runs.RunError(
+        f"the run directory '{run_dir}' already holds the records of another fit ({', '.join(records)}) and no "
+        "checkpoint to continue from: start the new run in another directory, or move this one away first "
+        "(a sweep moves such an attempt into <study>/.replaced/ itself)"
+    )
 
 
 # ---------------------------------------------------------------- the run a checkpoint belongs to
@@ -105,8 +119,8 @@ def fit_run_dir(checkpoint_path: str | None, given: str | None, named: str | Non
     """``(run directory, checkpoint to continue from)`` of a ``fit``; ``(None, None)``: a fresh directory.
 
     With a checkpoint: the run it belongs to (``--run_dir`` may only repeat it). Without: the named
-    directory, unless it has checkpoints -- an error, except for a requeue of the SLURM job that made
-    them, which continues from the newest one.
+    directory, unless an earlier fit wrote into it (checkpoints or records) -- an error, except for a requeue
+    of the SLURM job that made them, which continues from the newest checkpoint (or starts over without one).
     """
     if checkpoint_path is not None:  # continue the run the checkpoint belongs to, in its own directory
         owner = runs.run_dir_of_checkpoint(checkpoint_path)
@@ -122,12 +136,8 @@ def fit_run_dir(checkpoint_path: str | None, given: str | None, named: str | Non
                 "in its own directory (drop --run_dir)"
             )
         return owner, None
-    if named is not None and runs.has_checkpoints(named):
-        job = slurm_job.current_job()
-        if job is None:
-            refuse_run_with_checkpoints(named)
-        else:  # a requeue of the job that made them continues; a new job reusing the directory does not
-            slurm_job.refuse_another_job(named, job)
+    if named is not None and (runs.has_checkpoints(named) or runs.fit_records(named)):
+        refuse_used_run_dir(named)
         # A requeued SLURM job: the same command, the same directory -- continue from its newest checkpoint.
         return named, runs.resume_checkpoint(named)
     if named is None and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:

@@ -315,7 +315,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
                 return self._scan(paths, key)
         # Files fixed in place since: decode the listed ones again (few, cheap).
         listed = sorted(cache["bad"])
-        results = probe(listed, self.channels, 0) if listed else []
+        results = probe(listed, self.channels, 0, self.image_size) if listed else []
         bad = {path: result[0] for path, result in zip(listed, results) if result[0]}
         if bad != cache["bad"]:
             self._save_cache(key, {**cache, "bad": bad})
@@ -325,7 +325,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         # print, not rank_zero_info: the process that holds the lock does it, whatever its rank.
         where = f"under '{self.root}' (once per node; cached in '{self.cache_dir}')"
         print(f"Checking {len(paths):,} image files {where}", flush=True)
-        results = probe(paths, self.channels, self._build_workers())
+        results = probe(paths, self.channels, self._build_workers(), self.image_size)
         bad = {path: result[0] for path, result in zip(paths, results) if result[0]}
         self._results = dict(zip(paths, results))  # reused for the statistics of this run
         self._save_cache(key, {"root": os.path.abspath(self.root), "files": len(paths), "bad": bad})
@@ -336,14 +336,15 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         paths = [path for path, _ in train]
         if not self.check_files and len(paths) > STATS_IMAGES_WITHOUT_CHECK:
             paths = sorted(random.Random(self.split_seed).sample(paths, STATS_IMAGES_WITHOUT_CHECK))
-        key = cache_key("stats", file_identities(paths), self.channels)
+        # "per-image": each image weighs the same, measured at image_size (older caches weighed pixels)
+        key = cache_key("stats", "per-image", file_identities(paths), self.channels, self.image_size)
         cache = self._load_statistics(key)
         if "mean" not in cache:
             self._hold_node_lock()
             cache = self._load_statistics(key)  # computed by another process while this one waited
             if "mean" not in cache:
                 missing = [p for p in paths if p not in self._results]
-                probed = dict(zip(missing, probe(missing, self.channels, self._build_workers())))
+                probed = dict(zip(missing, probe(missing, self.channels, self._build_workers(), self.image_size)))
                 results = dict(self._results, **probed)
                 cache["mean"], cache["std"] = channel_stats([results[p] for p in paths])
                 self._save_cache(key, {**cache, "images": len(paths)})
@@ -356,7 +357,7 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
     def _drop_bad(self, pool: list[Sample], folders: dict[str, list[Sample]]) -> tuple[list, dict]:
         every = pool + [s for samples in folders.values() for s in samples]
         paths = [path for path, _ in every]
-        bad = self._check(paths, cache_key("check", file_identities(paths), self.channels))
+        bad = self._check(paths, cache_key("check", "bounded", file_identities(paths), self.channels, self.image_size))
         if not bad:
             return pool, folders
         listing = "; ".join(f"{path} ({reason})" for path, reason in sorted(bad.items()))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -27,18 +27,36 @@ def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith(".")
 
 
+def _walk(folder: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk`` following links (a class folder may link to images elsewhere), but a directory reached twice
+    -- a symlink loop, or two links to one folder, whose images would count twice -- is a ``DataError``."""
+    seen: dict[tuple[int, int], str] = {}
+    for directory, subdirs, files in os.walk(folder, followlinks=True):
+        try:
+            stat = os.stat(directory)
+        except OSError as error:  # ELOOP, a dangling link
+            raise DataError(f"cannot read the image folder '{directory}': {error.strerror}") from None
+        key = (stat.st_dev, stat.st_ino)
+        if key in seen:
+            raise DataError(
+                f"'{directory}' is the folder '{seen[key]}' again (a symbolic link loop, or two links to one folder): "
+                "its images would be read twice; remove the link"
+            )
+        seen[key] = directory
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        yield directory, subdirs, files
+
+
 def find_images(folder: str) -> list[str]:
     """Sorted paths of the image files anywhere under ``folder`` (by extension, as ``ImageFolder`` does)."""
     found = []
-    for directory, subdirs, files in os.walk(folder, followlinks=True):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+    for directory, _, files in _walk(folder):
         found += [os.path.join(directory, f) for f in files if is_image_file(f)]
     return sorted(found)
 
 
 def first_image(folder: str) -> str | None:
-    for directory, subdirs, files in os.walk(folder, followlinks=True):
-        subdirs.sort()
+    for directory, _subdirs, files in _walk(folder):
         for name in sorted(files):
             if is_image_file(name):
                 return os.path.join(directory, name)

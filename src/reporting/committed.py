@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
+from src.class_paths import foreign_class_paths
 from src.reporting.figure_data import FIGURE_DATA
 from src.reporting.selection import CSV_FILE as SELECTION_CSV
 from src.runs import find_run_dirs
@@ -106,12 +109,37 @@ def _committed_study(results: Path) -> tuple[Study, str]:
         raise StudyError(f"study file of {results}: {error}") from None
 
 
+def _yaml(path: str) -> object:
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None  # resolving the config reports it
+
+
+def _nested(args: dict) -> dict:
+    """``{"model.net_class": X}`` as ``{"model": {"net_class": X}}``, so its keys read like a config's."""
+    nested: dict = {}
+    for key, value in args.items():
+        *parents, last = key.lstrip("-").split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return nested
+
+
 def config_problems(results: Path) -> list[str]:
     """Committed runs whose resolved config is not what the study file at HEAD plans for them."""
     try:
         study, study_file = _committed_study(results)
     except StudyError as error:
         return [str(error)]
+    foreign = foreign_class_paths([_yaml(config) for config in study.configs] + [_nested(study.args)])
+    if foreign:  # resolving the configs would import them: --check runs in CI and imports no code from elsewhere
+        return [
+            f"{study_file} names code that is neither loaded nor part of this repository ({', '.join(foreign)}); "
+            "--check does not import it, so the committed configs cannot be compared"
+        ]
     planned = {f"{run.variant}/seed{run.seed}": run for run in plan_runs(study, results_only=True)}
     from src.cli import resolved_config  # lightning and the models: only when there are configs to compare
 

@@ -180,8 +180,8 @@ def resolve_checkpoint(ckpt_path: str, run_dir: str | None) -> str:
                 else f"nothing in '{checkpoint_dir(run_dir)}' or '{run_dir}/{HPC_PREFIX}*.ckpt'"
             )
             raise RunError(
-                f"--ckpt_path {ckpt_path}: the run '{run_dir}' has no such checkpoint ({detail}); "
-                "start it without --ckpt_path, or check the run directory"
+                f"--ckpt_path {ckpt_path}: the run '{run_dir}' has no such checkpoint ({detail}); there is nothing "
+                "to continue: start a new run in another directory (or move this one away first)"
             )
         return found
     if not os.path.isfile(ckpt_path):

@@ -77,6 +77,17 @@ def is_existing_run(run_dir: str) -> bool:
     return os.path.isdir(run_dir) and any(name != LOCK_FILE for name in os.listdir(run_dir))
 
 
+def fit_records(run_dir: str) -> list[str]:
+    """The files in ``run_dir`` that record a fit (config, efficiency, scalars, data), sorted; ``[]`` for none.
+
+    A fresh fit into a directory that has any is refused: its files would mix with the earlier fit's.
+    """
+    if not os.path.isdir(run_dir):
+        return []
+    stems = [CONFIG_FILE, EFFICIENCY_FILE, SCALARS_FILE, DATA_RECORD]
+    return sorted(path.name for stem in stems for path in numbered_files(run_dir, stem))
+
+
 def evaluation_file(filename: str) -> str:
     """Where ``test`` / ``validate`` / ``predict`` on a run put a file, relative to the run directory.
 

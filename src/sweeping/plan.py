@@ -104,7 +104,7 @@ class Study:
     def validate(self) -> Study:
         from src.models import parse_arch  # imports torch: only when a study is really checked
 
-        if not self.name or not re.fullmatch(r"[\w.-]+", str(self.name)):
+        if not self.name or not re.fullmatch(r"[\w.-]+", str(self.name)) or set(str(self.name)) == {"."}:
             raise StudyError(f"study name must be a non-empty folder name (letters, digits, _ . -), got {self.name!r}")
         if not self.archs:
             raise StudyError("a study needs at least one architecture under 'archs' (e.g. [resnet20, plain20])")
@@ -270,7 +270,7 @@ def plan_runs(study: Study, results_only: bool = False) -> list[RunSpec]:
     keys = list(study.grid)
     labels = key_labels(keys)
     runs: list[RunSpec] = []
-    seen: set[str] = set()
+    seen: dict[str, list] = {}
     for arch in study.arch_names():
         for values in itertools.product(*(study.grid[key] for key in keys)):
             combo = list(zip(keys, values))
@@ -278,8 +278,13 @@ def plan_runs(study: Study, results_only: bool = False) -> list[RunSpec]:
                 combo = [(k, v) for k, v in combo if k != SHORTCUT_KEY]
             variant = "-".join([arch, *(f"{labels[k]}{name_part(v)}" for k, v in combo)])
             if variant in seen:
+                if seen[variant] != combo:  # two settings, one folder: their runs would silently become one
+                    raise StudyError(
+                        f"grid values {dict(seen[variant])} and {dict(combo)} both name the run folder "
+                        f"{variant!r}; make the values differ in letters or digits (directory names keep only those)"
+                    )
                 continue
-            seen.add(variant)
+            seen[variant] = combo
             for seed in study.seeds_of(arch):
                 run_dir = study.directory / variant / f"seed{seed}"
                 runs.append(RunSpec(study.name, variant, arch, seed, tuple(combo), run_dir))

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from src.runs import RunLock
 from src.sweeping.plan import RunSpec, Study, format_command, run_command
-from src.sweeping.run_state import RunState
+from src.sweeping.run_state import RunState, move_attempt_aside
 from src.sweeping.slots import Slot, pinned
 
 POLL_SECONDS = 0.2  # how often a parallel sweep looks whether one of its runs has ended
@@ -24,6 +24,9 @@ POLL_SECONDS = 0.2  # how often a parallel sweep looks whether one of its runs h
 
 class SignalForwarder:
     """While the sweep waits for its runs, pass SIGTERM / SIGINT on to every one; a second signal kills them.
+
+    SIGHUP (the terminal or the SSH session closed) reaches each run as SIGTERM: a run saves its step on
+    SIGTERM, while SIGHUP would end it without a checkpoint; the sweep still exits 128 + SIGHUP.
 
     The runs are started in their own sessions, so a Ctrl-C in the terminal reaches each once, through
     here, and a ``kill`` of the sweep alone no longer leaves runs training, re-parented to PID 1.
@@ -35,7 +38,7 @@ class SignalForwarder:
         self._previous: dict[int, Callable[[int, FrameType | None], Any] | int | signal.Handlers | None] = {}
 
     def __enter__(self) -> SignalForwarder:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
@@ -62,14 +65,14 @@ class SignalForwarder:
             if kill:
                 child.kill()
             else:
-                child.send_signal(self.signum)
+                child.send_signal(signal.SIGTERM if self.signum == signal.SIGHUP else self.signum)
 
     def start(self, command: list[str], **popen: Any) -> subprocess.Popen:
         """Start a run in its own session and watch it; a signal that came while it started reaches it too."""
         child = subprocess.Popen(command, start_new_session=True, **popen)
         self.children.append(child)
         if self.signum is not None and child.poll() is None:
-            child.send_signal(self.signum)
+            child.send_signal(signal.SIGTERM if self.signum == signal.SIGHUP else self.signum)
         return child
 
     def done(self, child: subprocess.Popen) -> None:
@@ -115,6 +118,10 @@ def launch(
 ) -> Running:
     """Start the run's ``src.cli fit`` process in ``slot`` (None: as this process runs), handing it the run's lock."""
     resume = state.status == "resume"
+    if state.status == "restart":  # the lock is held: nobody else writes there now
+        moved = move_attempt_aside(run.run_dir, study.directory)
+        if moved is not None:
+            print(f"{prefix}: the earlier attempt left no checkpoint; its files moved aside to {moved}", flush=True)
     command = run_command(study, run, resume=resume)
     env = {**os.environ, **lock.child_env()}
     popen: dict = {"env": slot.env(env) if slot is not None else env, "pass_fds": [lock.fd]}

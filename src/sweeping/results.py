@@ -22,6 +22,7 @@ copying refuses (``ResultsConflict``); copying identical files again is a no-op.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -110,24 +111,38 @@ def export_run(run_dir: str | Path, target: str | Path) -> str:
     files = result_files(run_dir)
     target = Path(target)
     if target.exists():
-        existing = {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()}
-        if existing == files:
-            return "unchanged"
-        differ = sorted(name for name in set(files) | set(existing) if files.get(name) != existing.get(name))
-        raise ResultsConflict(
-            f"results run {str(target)!r} already holds other files than {str(run_dir)!r} (differing: "
-            f"{', '.join(differ)}); a committed result is never overwritten: move it aside or `git rm` it first"
-        )
+        return _already_there(files, target, run_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))  # dot folder: never read
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would hide the result from the user's group
         for name, content in files.items():
             (staging / name).write_bytes(content)
-        os.rename(staging, target)  # all files at once, or none
+        try:
+            os.rename(staging, target)  # all files at once, or none
+        except OSError as error:  # another sweep exported it between the check and here
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not target.is_dir():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+            return _already_there(files, target, run_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return "copied"
+
+
+def _already_there(files: dict[str, bytes], target: Path, run_dir: str | Path) -> str:
+    """``"unchanged"`` when ``target`` holds exactly ``files``; ``ResultsConflict`` otherwise."""
+    existing = {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()}
+    if existing == files:
+        return "unchanged"
+    differ = sorted(name for name in set(files) | set(existing) if files.get(name) != existing.get(name))
+    raise ResultsConflict(
+        f"results run {str(target)!r} already holds other files than {str(run_dir)!r} (differing: "
+        f"{', '.join(differ)}); a committed result is never overwritten: move it aside or `git rm` it first"
+    )
 
 
 def write_index(results: str | Path, study_name: str, study_file: str | Path | None) -> None:

@@ -117,6 +117,26 @@ def assess(run_dir: str | Path, planned: dict[str, Any] | None) -> RunState:
     return RunState("restart", report=report)
 
 
+def move_attempt_aside(run_dir: str | Path, study_dir: str | Path) -> Path | None:
+    """Before a ``restart``: move what a dead attempt left (everything but the lock the sweep holds) into
+    ``<study>/.replaced/<variant>/<seed>-<n>``, so the new attempt starts in an empty directory and never
+    mixes its files with the old ones (nor are the old ones exported as its result). ``None``: nothing there."""
+    run_dir, study_dir = Path(run_dir), Path(study_dir)
+    leftovers = (
+        [entry for entry in sorted(run_dir.iterdir()) if entry.name != runs.LOCK_FILE] if run_dir.is_dir() else []
+    )
+    if not leftovers:
+        return None
+    relative = run_dir.relative_to(study_dir)
+    index = 1
+    while (target := study_dir / MOVED_ASIDE_DIR / relative.parent / f"{relative.name}-{index}").exists():
+        index += 1
+    target.mkdir(parents=True)
+    for entry in leftovers:
+        os.rename(entry, target / entry.name)
+    return target
+
+
 def move_aside(run_dir: str | Path, study_dir: str | Path) -> Path:
     """Move a run out of the study (into ``<study>/.replaced/<variant>/<seed>-<n>``), never deleting it."""
     run_dir, study_dir = Path(run_dir), Path(study_dir)
