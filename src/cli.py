@@ -295,6 +295,7 @@ class ResNetCLI(LightningCLI):
             if subcommand == "fit":
                 # Which job this run is, for telling a requeue from a new job (a lock means a run_dir).
                 slurm_job.record_start(cast(str, self.run_dir))
+                run_dirs.remove_debris(cast(str, self.run_dir))  # holding the lock: a killed writer's leftovers
         try:
             if lock is not None and subcommand == "fit" and self.checkpoint is None:
                 # It may have gained some while we waited to start.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable
 from typing import IO, Any, cast
@@ -39,6 +40,31 @@ def free_path(directory: str | os.PathLike, filename: str) -> str:
         index += 1
         path = os.path.join(directory, f"{stem}-{index}{ext}")
     return path
+
+
+TEMPORARY = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")  # what temporary_path names
+
+
+def remove_temporaries(directory: str | os.PathLike) -> list[str]:
+    """Remove the temporary files ``temporary_path`` made in ``directory`` that a killed writer left behind.
+
+    Call it only while holding the lock of the folder (a run's ``run.lock``, a cache's build lock): then no
+    live writer of that folder exists, so every such file is debris (a preallocated image cache's can be
+    hundreds of GB). Returns the names removed.
+    """
+    removed: list[str] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if TEMPORARY.match(name):
+            try:
+                os.unlink(os.path.join(directory, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return sorted(removed)
 
 
 def temporary_path(path: str | os.PathLike) -> str:

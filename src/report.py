@@ -17,7 +17,8 @@ TensorBoard scalars ``train/acc`` and ``val/acc`` -- and never trains. Writes in
   ResNets improve) as tests;
 * ``report.md``: the table, a summary that states only what the numbers support, the figures,
   budget and protocol, per-run provenance, and every run that diverged, is unfinished or missing;
-* ``test_error_vs_{params,macs,compute,time}.png``, ``size_to_target.png``, ``training_curves.png``;
+* ``test_error_vs_{params,macs,compute,time}.png``, ``size_to_target.png``, ``training_curves.png``,
+  ``fig6_by_family.png`` (per family, every depth overlaid: He et al. Fig. 6);
 * ``diagnostics_grad_rms.png``, ``diagnostics_grad_to_weight.png``, ``diagnostics_branch_to_shortcut.png``
   when runs trained with the diagnostics callback: scale-free per-block profiles against relative
   depth, every finished seed, residual against plain;
@@ -72,6 +73,7 @@ from src.reporting.committed import (
     results_source,
     selection_problems,
 )
+from src.reporting.fig6 import FIG6_FILE, plot_fig6
 from src.reporting.figure_data import (
     FIGURE_DATA,
     FIGURES,
@@ -131,7 +133,9 @@ def write_report(
     for cost in ("params", "macs", "compute", "time"):
         plot_error_vs_cost(rows, cost, out / FIGURES[cost], paper=overlay[0], anchors=anchors)
     plot_size_to_target(sizes_to_target(rows, target[0]), target[0], out / FIGURES["target"])
-    plot_training_curves(rows, read_curves(records), out / FIGURES["curves"])
+    curves = read_curves(records)
+    plot_training_curves(rows, curves, out / FIGURES["curves"])
+    plot_fig6(rows, curves, out / FIG6_FILE)
     diagnostic_notes: list[str] = []
     profiles: dict = {}
     diagnostics = diagnostics_figures(records, out, diagnostic_notes, profiles)

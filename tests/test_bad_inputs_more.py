@@ -135,3 +135,56 @@ def test_an_image_over_the_decompression_bomb_limit_is_reported_without_being_de
     assert results[0][0] == "" and results[0][1] == pytest.approx([100 / 255] * 3)
     assert results[1][0].startswith("300 x 300 pixels: over the decompression-bomb limit of 50,000 pixels")
     assert decoded == [str(tmp_path / "small.png")]  # the huge one never reached the decoder
+
+
+# ---------------------------------------------------------------- debris of killed writers
+def test_a_cache_build_removes_what_a_killed_build_left(tmp_path):
+    from src.data.fast import load_or_decode
+
+    samples = []
+    for i in range(4):
+        write_image(tmp_path / "img" / f"{i}.png", (8, 8), seed=i)
+        samples.append((str(tmp_path / "img" / f"{i}.png"), i % 2))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    debris = cache / ".train-0123456789abcdef.uint8.4242.deadbeef.tmp"  # a killed build's preallocated file
+    debris.write_bytes(b"\0" * 4096)
+    keep = cache / "notes.txt"
+    keep.write_text("mine\n")
+    images = load_or_decode(samples, cache, "train", 3, 8)
+    assert len(images) == 4 and not debris.exists() and keep.exists()
+
+
+def test_a_fit_removes_what_a_killed_writer_left_in_its_run(tmp_path):
+    from src.cli import main as cli_main
+    from tests.study_runs import TINY
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    debris = [run_dir / "checkpoints" / ".last.ckpt.4242.deadbeef.tmp", run_dir / ".efficiency.json.4242.0badc0de.tmp"]
+    for path in debris:
+        path.write_bytes(b"\0" * 100)
+    cli_main(["fit", "--config", QUICKSTART, "--run_dir", str(run_dir), "--model.arch", "resnet8", *TINY])
+    assert not any(path.exists() for path in debris)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_process_waiting_for_a_cache_lock_names_the_holder_and_gives_up_after_its_timeout(tmp_path, capsys):
+    from src.data.locking import lock_if_writable
+
+    lock = tmp_path / ".build.lock"
+    hold = (
+        "import sys, time; from src.data.locking import lock_if_writable\n"
+        f"with lock_if_writable({str(lock)!r}):\n    print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold], cwd=REPO_ROOT, env=clean_environment(),
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(TimeoutError, match=rf"pid {holder.pid} on \S+ since .* has held the lock"):
+            with lock_if_writable(lock, timeout=1.0):
+                pass
+        assert f"waiting for pid {holder.pid} on " in capsys.readouterr().out
+    finally:
+        holder.kill()
+        holder.wait()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import shutil
 import subprocess
 from functools import partial
+from pathlib import Path
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
@@ -25,7 +27,6 @@ from src.data.fast import Uint8Images, fast_split
 from src.models import build_model
 from src.models.complexity import count_macs, count_parameters
 from src.modules import ImageClassifier
-from tests.conftest import REPO_ROOT
 from tests.helpers import tiny_data, tiny_trainer
 
 REQUIRED_FIELDS = {
@@ -219,14 +220,28 @@ def test_mark_diverged_on_another_rank_or_before_setup_is_a_no_op():
     assert efficiency.report == {} and efficiency.path is None
 
 
-def test_provenance_names_the_commit_packages_device_and_config(tmp_path):
+def git_repository(path: Path) -> str:
+    """A git repository of its own at ``path`` with one commit (tests never assume they run in a checkout:
+    a source archive has no .git); its HEAD. Skips the test where git itself is missing."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "tracked.txt").write_text("one\n")
+    git = ["git", "-C", str(path), "-c", "user.email=t@example.org", "-c", "user.name=t"]
+    for args in (["init", "-q"], ["add", "tracked.txt"], ["commit", "-q", "-m", "one"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_provenance_names_the_commit_packages_device_and_config(tmp_path, monkeypatch):
     from importlib import metadata
 
+    head = git_repository(tmp_path / "code")
+    monkeypatch.setattr(provenance_module, "CODE_ROOT", tmp_path / "code")  # the code's repository
     trainer, _, _, _ = run(tmp_path, epochs=1, test=False)
     record = json.loads((tmp_path / "run" / "version_0" / "efficiency.json").read_text())["provenance"]
-    head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
-    assert record["git_commit"] == head.stdout.strip() and len(record["git_commit"]) == 40
-    assert isinstance(record["git_dirty"], bool)
+    assert record["git_commit"] == head and len(record["git_commit"]) == 40
+    assert record["git_dirty"] is False
     assert record["packages"] == {
         "torch": metadata.version("torch"),
         "torchvision": metadata.version("torchvision"),
@@ -257,16 +272,22 @@ def test_config_hash_is_canonical():
 
 
 def test_git_state_is_null_outside_the_repository_and_never_fails(tmp_path, monkeypatch):
-    assert provenance_module.git_state(tmp_path) == (None, None)  # not a repository
-    assert provenance_module.git_state(REPO_ROOT / "src") == (None, None)  # inside one, but not its top level
-    commit, dirty = provenance_module.git_state(REPO_ROOT)
-    assert commit is not None and dirty is not None
+    repo = tmp_path / "repo"
+    head = git_repository(repo)
+    (repo / "sub").mkdir()
+    assert provenance_module.git_state(tmp_path / "elsewhere") == (None, None)  # not a repository
+    assert provenance_module.git_state(repo / "sub") == (None, None)  # inside one, but not its top level
+    assert provenance_module.git_state(repo) == (head, False)
+    (repo / "untracked.txt").write_text("run output\n")
+    assert provenance_module.git_state(repo) == (head, False)  # untracked files do not count
+    (repo / "tracked.txt").write_text("two\n")
+    assert provenance_module.git_state(repo) == (head, True)
 
     def no_git(*args, **kwargs):
         raise FileNotFoundError("git")
 
     monkeypatch.setattr(provenance_module.subprocess, "run", no_git)
-    assert provenance_module.git_state(REPO_ROOT) == (None, None)
+    assert provenance_module.git_state(repo) == (None, None)
 
 
 def test_training_peak_memory_leaves_out_the_data_held_on_the_gpu(monkeypatch):

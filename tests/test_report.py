@@ -29,6 +29,7 @@ FIGURES = (
     "test_error_vs_time.png",
     "size_to_target.png",
     "training_curves.png",
+    "fig6_by_family.png",  # He et al. Fig. 6 per family, every depth overlaid
 )
 
 

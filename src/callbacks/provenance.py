@@ -30,13 +30,15 @@ UNHASHED_CONFIG_KEYS = ("ckpt_path",)
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
-def git_state(root: Path = CODE_ROOT) -> tuple[str | None, bool | None]:
+def git_state(root: Path | None = None) -> tuple[str | None, bool | None]:
     """``(commit, dirty)`` of the git repository whose top level is ``root``; ``(None, None)`` otherwise.
 
     ``dirty``: a tracked file differs from the commit (untracked files -- run outputs, notes -- do not
     count). ``root`` must be the repository's top level itself: code installed into a virtual
     environment that happens to sit inside some other repository is not that repository's code.
     """
+
+    root = CODE_ROOT if root is None else root  # read at call time: a source archive has no repository at all
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True)
@@ -115,7 +117,7 @@ def config_sha256(config: dict[str, Any] | None) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def provenance(device: torch.device, config: dict[str, Any] | None, root: Path = CODE_ROOT) -> dict[str, Any]:
+def provenance(device: torch.device, config: dict[str, Any] | None, root: Path | None = None) -> dict[str, Any]:
     """The ``provenance`` record of ``efficiency.json`` (see the module docstring)."""
     commit, dirty = git_state(root)
     return {

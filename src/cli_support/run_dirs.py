@@ -14,8 +14,10 @@ import shutil
 from typing import Any
 
 from jsonargparse import Namespace
+from lightning.pytorch.utilities import rank_zero_info
 
 from src import runs, slurm_job
+from src.files import remove_temporaries
 from src.loggers import is_directory_logger, point_logger_at_run
 
 LOG_ROOT = "lightning_logs"
@@ -82,6 +84,18 @@ def forget_fresh_run_dir() -> None:
     """Called in-process (a notebook, a test): leave no run directory behind for the next command to join."""
     if os.environ.get(RUN_DIR_ENV, "").partition(":")[0] == str(os.getpid()):
         del os.environ[RUN_DIR_ENV]
+
+
+def remove_debris(run_dir: str) -> None:
+    """The temporary files a killed writer of this run left (checkpoints, efficiency.json, ...); call it
+    holding the run's lock, so no live writer has any."""
+    removed = [
+        os.path.join(folder, name)
+        for folder in (run_dir, runs.checkpoint_dir(run_dir))
+        for name in remove_temporaries(folder)
+    ]
+    if removed:
+        rank_zero_info(f"Removed {len(removed)} unfinished file(s) a killed process left in {run_dir}")
 
 
 # ---------------------------------------------------------------- runs a command must not write into

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from src.data.base import DataError
 from src.data.decode import decode
 from src.data.locking import lock_if_writable
-from src.files import temporary_path
+from src.files import remove_temporaries, temporary_path
 
 FORMAT = "decoded-images"
 HEADER_BYTES = 4096
@@ -269,6 +269,9 @@ def load_or_build(
         cached = read_cache(path, len(samples), channels)  # another process built it while this one waited
         if cached is not None:
             return cached
+        removed = remove_temporaries(cache_dir)  # holding the lock: any temporary file here is a dead build's
+        if removed:
+            print(f"removed {len(removed)} unfinished cache file(s) a stopped build left in {cache_dir}", flush=True)
         try:
             build_cache(samples, path, channels, size, workers)
         except OSError as error:

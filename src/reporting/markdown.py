@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import cast
 
+from src.reporting.fig6 import FIG6_FILE
 from src.reporting.figure_data import FIGURES, sizes_to_target
 from src.reporting.paper import CITATION
 from src.reporting.protocol import protocol_line
@@ -443,6 +444,8 @@ def render_markdown(
         f"![size to reach the target]({FIGURES['target']})",
         "",
         f"![training curves]({FIGURES['curves']})",
+        "",
+        f"![He et al. Fig. 6 per family]({FIG6_FILE})",
         "",
         *[f"{text}\n" for text in paper[1]],
     ]
