@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -141,16 +142,36 @@ def test_random_lesions_are_seeded_and_remove_k_distinct_blocks(trained):
     run = trained["resnet8"]
     net, loader = run["model"].model, _loader(run)
     rows = random_lesions(net, loader, ks=[1, 2, 3], trials=2, seed=7, include_downsampling=True)
-    assert [(r["k"], r["trial"]) for r in rows] == [(k, t) for k in (1, 2, 3) for t in range(2)]
+    # 3 blocks: C(3,1) = C(3,2) = 3 > 2 trials -> 2 distinct random subsets; C(3,3) = 1 -> that one, once
+    assert [(r["k"], r["trial"], r["draw"]) for r in rows] == [
+        (1, 0, "sampled"), (1, 1, "sampled"), (2, 0, "sampled"), (2, 1, "sampled"), (3, 0, "all"),
+    ]  # fmt: skip
     assert all(len(set(r["removed"].split())) == r["k"] for r in rows)
+    for k in (1, 2):
+        assert len({r["removed"] for r in rows if r["k"] == k}) == 2  # without replacement: never one subset twice
     assert rows[-1]["removed"] == "layer1.0 layer2.0 layer3.0"
     assert rows == random_lesions(net, loader, ks=[1, 2, 3], trials=2, seed=7, include_downsampling=True)
     baseline = accuracy(net, loader)
     assert all(r["acc_drop"] == pytest.approx(baseline - r["acc"]) for r in rows)
     only_identity = random_lesions(net, loader, ks=[1], trials=3)  # the default: no downsampling block
-    assert {r["removed"] for r in only_identity} == {"layer1.0"}
+    assert [(r["removed"], r["draw"]) for r in only_identity] == [("layer1.0", "all")]  # n = 1, not 3 repeats
+    (summary,) = random_summary(only_identity)
+    assert (summary["n"], summary["draw"]) == (1, "all")
     with pytest.raises(ValueError, match=r"k must be between 1 and the 1 removable blocks, got \[2\]"):
         random_lesions(net, loader, ks=[2])
+
+
+def test_lesion_subsets_enumerate_when_few_and_never_repeat_when_sampled():
+    import random
+
+    from src.analysis.lesion import lesion_subsets
+
+    pool = [SimpleNamespace(index=i, name=f"b{i}") for i in range(4)]
+    subsets, how = lesion_subsets(pool, 1, 5, random.Random(0))  # 4 single blocks <= 5 trials: each once
+    assert how == "all" and [[b.name for b in s] for s in subsets] == [["b0"], ["b1"], ["b2"], ["b3"]]
+    subsets, how = lesion_subsets(pool, 2, 5, random.Random(0))  # C(4,2) = 6 > 5: 5 distinct pairs
+    keys = {tuple(b.index for b in s) for s in subsets}
+    assert how == "sampled" and len(subsets) == 5 and len(keys) == 5
 
 
 # ---------------------------------------------------------------------------------------------- pruning
@@ -237,7 +258,7 @@ def test_lesion_command_on_a_plain_net_skips_what_it_can(trained, tmp_path):
         ("layer3.0", "", "True"),
     ]
     assert single[3]["acc"] == "" and "not removable" in single[3]["note"]
-    assert [r["removed"] for r in _csv(paths["random"])] == ["layer1.0", "layer1.0"]  # k = 1, 2 draws
+    assert [r["removed"] for r in _csv(paths["random"])] == ["layer1.0"]  # k = 1 of 1 block: that one, once (n = 1)
     stages = _csv(paths["stages"])
     assert [(r["stage"], r["downsampling"], r["removed"], r["drop_mean"]) for r in stages][1:] == [
         ("2", "True", "0", ""),

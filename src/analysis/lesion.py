@@ -27,6 +27,8 @@ compare like with like.
 from __future__ import annotations
 
 import copy
+import itertools
+import math
 import random as random_module
 import statistics
 from collections.abc import Iterable, Iterator, Sequence
@@ -222,7 +224,8 @@ def random_lesions(
     bn_batches: int = DEFAULT_BN_BATCHES,
     baseline: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Accuracy after removing ``k`` blocks drawn at random (``trials`` draws per ``k``, seeded).
+    """Accuracy after removing ``k`` blocks drawn at random (``trials`` distinct subsets per ``k``, seeded; every
+    subset once when there are no more than ``trials``: see ``lesion_subsets``).
 
     Rows: ``k``, ``trial``, ``removed`` (block names joined by spaces), ``acc``, ``acc_drop`` (from
     ``baseline``, measured here when not given, with the same BN treatment), ``bn_reestimated``.
@@ -236,8 +239,8 @@ def random_lesions(
     rng = random_module.Random(seed)
     rows = []
     for k in ks:
-        for trial in range(trials):
-            chosen = sorted(rng.sample(pool, k), key=lambda block: block.index)
+        subsets, how = lesion_subsets(pool, k, trials, rng)
+        for trial, chosen in enumerate(subsets):
             acc = _accuracy_without(net, chosen, loader, device, limit_batches, name, bn_loader, bn_batches)
             rows.append(
                 {
@@ -247,9 +250,30 @@ def random_lesions(
                     "acc": acc,
                     "acc_drop": baseline - acc,
                     "bn_reestimated": bn_loader is not None,
+                    "draw": how,
                 }
             )
     return rows
+
+
+def lesion_subsets(
+    pool: Sequence[Block], k: int, trials: int, rng: random_module.Random
+) -> tuple[list[list[Block]], str]:
+    """The ``k``-block subsets to remove, and how they were chosen: ``"all"`` of them when there are no more than
+    ``trials`` (each once), else ``trials`` *distinct* subsets drawn at random (``"sampled"``, without
+    replacement). Repeating a subset would count one measurement several times and overstate n."""
+    total = math.comb(len(pool), k)
+    if total <= trials:
+        return [list(subset) for subset in itertools.combinations(pool, k)], "all"
+    seen: set[tuple[int, ...]] = set()
+    subsets = []
+    while len(subsets) < trials:
+        chosen = sorted(rng.sample(list(pool), k), key=lambda block: block.index)
+        key = tuple(block.index for block in chosen)
+        if key not in seen:
+            seen.add(key)
+            subsets.append(chosen)
+    return subsets, "sampled"
 
 
 # ---------------------------------------------------------------------------------------------- summaries
@@ -272,7 +296,8 @@ def random_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         summary.append(
             {
                 "k": k,
-                "n": len(accs),
+                "n": len(accs),  # distinct subsets: every one of them ("all"), or distinct random ones
+                "draw": by_k[k][0].get("draw", "sampled"),
                 "acc_mean": acc_mean,
                 "acc_std": acc_std,
                 "acc_min": min(accs),
