@@ -149,7 +149,7 @@ def test_study_file_lists_planned_runs_that_are_missing(tiny_study, tmp_path):
     assert main([str(study_file), "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "report.md").read_text()
     assert "**Missing** (1; no run directory)" in text and "`resnet14/seed1`" in text
-    assert "1 unfinished" in text  # plain14 is not in this study's plan, but its run exists
+    assert "0 unfinished" in text and "1 outside the study's plan (left out)" in text  # plain14: not planned
 
 
 def test_partial_log_root_reports_a_seed_its_siblings_have(tiny_study, tmp_path):
@@ -675,3 +675,22 @@ def test_comparison_intervals_are_those_of_the_paired_and_welch_tests():
     assert welch.test == "Welch t" and welch.difference == pytest.approx(2.5)
     assert welch.ci == pytest.approx(tuple(stats.ttest_ind(a, b[:2], equal_var=False).confidence_interval(0.95)))
     assert compare([1.0], [2.0, 3.0]).ci is None  # no test, no interval
+
+
+def test_a_study_file_reports_its_planned_runs_only_and_lists_what_it_left_out(tmp_path):
+    """A second study nested in the first one's folder: its runs are listed as outside, never counted."""
+    root = tmp_path / "logs" / "s"
+    for seed in (0, 1, 2):
+        write_run(root / "resnet8" / f"seed{seed}", "resnet8", seed, 0.8 + seed / 100, 75_290)
+    for seed in (0, 1, 2):
+        write_run(root / "nested" / "plain8" / f"seed{seed}", "plain8", seed, 0.5, 74_778)
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(yaml.safe_dump({"name": "s", "root": str(tmp_path / "logs"), "configs": [QUICKSTART],
+                                          "archs": ["resnet8"], "seeds": [0, 1, 2]}))  # fmt: skip
+    assert main([str(study_file), "--out", str(tmp_path / "out")]) == 0
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert [row["variant"] for row in rows] == ["resnet8"] and rows[0]["n"] == "3"
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "3 outside the study's plan (left out)" in text
+    assert "**Outside** (3; run directories under the study's folder that its study file does not plan" in text
+    assert "nested/plain8" in text

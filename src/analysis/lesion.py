@@ -266,7 +266,7 @@ def lesion_subsets(
     if total <= trials:
         return [list(subset) for subset in itertools.combinations(pool, k)], "all"
     seen: set[tuple[int, ...]] = set()
-    subsets = []
+    subsets: list[list[Block]] = []
     while len(subsets) < trials:
         chosen = sorted(rng.sample(list(pool), k), key=lambda block: block.index)
         key = tuple(block.index for block in chosen)

@@ -139,6 +139,7 @@ def status_lines(records: list[RunRecord], root: str | Path | None = None) -> li
     for status, meaning in (
         ("unfinished", "never tested: still running, stopped or crashed (the sweep resumes or restarts them)"),
         ("missing", "no run directory"),
+        ("outside", "run directories under the study's folder that its study file does not plan: left out"),
     ):
         runs = [run for run in records if run.status == status]
         if runs:
@@ -394,7 +395,13 @@ def render_markdown(
         f"# Study report: {title}",
         "",
         f"Runs: {counts['finished']} finished (tested), {counts['diverged']} diverged, {counts['unfinished']} "
-        f"unfinished, {counts['missing']} missing. Only finished runs with a finite test accuracy enter the numbers.",
+        f"unfinished, {counts['missing']} missing"
+        + (
+            f", {outside} outside the study's plan (left out)"
+            if (outside := sum(r.status == "outside" for r in records))
+            else ""
+        )
+        + ". Only finished runs with a finite test accuracy enter the numbers.",
         "",
         "## Summary",
         "",

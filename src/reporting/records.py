@@ -57,7 +57,7 @@ class RunRecord:
     variant: str  # the variant's name (arch + settings that differ in the study); the folder for missing runs
     seed: int | None
     run_dir: Path
-    status: str  # finished | diverged | unfinished | missing
+    status: str  # finished | diverged | unfinished | missing | outside (a run dir the study does not plan)
     arch: str | None = None
     params: int | None = None
     macs: int | None = None
@@ -290,10 +290,18 @@ def collect_runs(
         parent = run_dir.parent
         folder = parent.relative_to(root).as_posix() if root in parent.parents else parent.name
         records.append(read_run(run_dir, folder, selected))
+    outside: list[RunRecord] = []
+    if expected is not None:  # a study's report holds its planned runs only; the rest is listed, never counted
+        planned_dirs = {Path(run_dir).resolve() for _, _, run_dir in expected}
+        outside = [run for run in records if run.run_dir.resolve() not in planned_dirs]
+        records = [run for run in records if run.run_dir.resolve() in planned_dirs]
+        for run in outside:
+            run.status = "outside"
     folders = {id(run): run.variant for run in records}
     forget_settings_older_runs_lack(records)
     name_variants(records)
     present = {run.run_dir.resolve() for run in records}
+    records += outside
     if expected is not None:
         for variant, seed, run_dir in expected:
             if Path(run_dir).resolve() not in present and not variant.startswith(f"{SELECT_DIR}/"):
