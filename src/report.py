@@ -185,13 +185,19 @@ def check(
         write_report(root, fresh, expected, paper, target_acc, title, iso_tolerance, links_from=root / "report")
         problems = file_differences(root / "report", Path(fresh))
     problems += config_problems(root) + selection_problems(root)
+    return _check_outcome(problems, f"{root}: the committed results", str(root), "report and run configs match")
+
+
+def _check_outcome(problems: list[str], what: str, regenerate: str, matches: str) -> int:
+    """``--check``'s ending, one for both kinds of folder: 1 with the problems listed, else 0."""
+    where = what.split(":")[0]
     if problems:
-        print(f"{root}: the committed results are not what HEAD gives:", file=sys.stderr)
+        print(f"{what} are not what HEAD gives:", file=sys.stderr)
         for problem in problems:
             print(f"- {problem}", file=sys.stderr)
-        print(f"Regenerate with: python -m src.report {root}", file=sys.stderr)
+        print(f"Regenerate with: python -m src.report {regenerate}", file=sys.stderr)
         return 1
-    print(f"{root}: report and run configs match what HEAD gives")
+    print(f"{where}: {matches} what HEAD gives")
     return 0
 
 
@@ -224,14 +230,10 @@ def planned_analysis(source: Path, out: str | None, check_only: bool) -> int:
     except (PlanError, StudyError, OSError, KeyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if problems:
-        print(f"{plan.results}: the planned analysis is not what HEAD gives:", file=sys.stderr)
-        for problem in problems:
-            print(f"- {problem}", file=sys.stderr)
-        print(f"Regenerate with: python -m src.report {plan.source}", file=sys.stderr)
-        return 1
-    print(f"{plan.results}: the planned analysis matches what HEAD gives; each arm is one clean commit")
-    return 0
+    return _check_outcome(
+        problems, f"{plan.results}: the planned analysis and its arms", plan.source,
+        "the planned analysis and each arm's one clean commit match",
+    )  # fmt: skip
 
 
 def _tolerance(text: str) -> float:

@@ -136,7 +136,7 @@ def test_check_passes_on_one_clean_commit_and_fails_on_mixed_commits_or_a_dirty_
     plan = _plan(tmp_path, _arm(tmp_path))
     assert main([str(plan)]) == 0
     assert main(["--check", str(tmp_path / "results" / "plan")]) == 0
-    assert "each arm is one clean commit" in capsys.readouterr().out
+    assert "the planned analysis and each arm's one clean commit match what HEAD gives" in capsys.readouterr().out
 
     mixed = tmp_path / "mixed"
     plan = _plan(mixed, _arm(mixed, commits={("resnet14", 2): "b" * 40}))
