@@ -311,3 +311,20 @@ def test_data_on_device_counts_each_fast_split_once():
     assert efficiency_module.data_on_device_bytes(datamodule, torch.device("cpu")) == expected + augment
     assert efficiency_module.data_on_device_bytes(datamodule, torch.device("meta")) == 0
     assert efficiency_module.data_on_device_bytes(SimpleNamespace(), torch.device("cpu")) == 0
+
+
+def test_a_run_that_imported_untracked_code_is_dirty_and_names_it(tmp_path, monkeypatch):
+    """A fork's model in a new, uncommitted file: git status without untracked files calls the tree clean."""
+    import importlib
+
+    repo = tmp_path / "fork"
+    head = git_repository(repo)
+    (repo / "fork_net_untracked_xyz.py").write_text("WIDTH = 3\n")
+    monkeypatch.syspath_prepend(str(repo))
+    importlib.import_module("fork_net_untracked_xyz")
+    record = provenance_module.provenance(torch.device("cpu"), None, root=repo)
+    assert record["git_commit"] == head and record["git_dirty"] is True
+    assert record["untracked_code"] == ["fork_net_untracked_xyz.py"]
+    monkeypatch.delitem(__import__("sys").modules, "fork_net_untracked_xyz")
+    clean = provenance_module.provenance(torch.device("cpu"), None, root=repo)
+    assert clean["git_dirty"] is False and clean["untracked_code"] == []

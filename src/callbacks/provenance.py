@@ -16,6 +16,7 @@ import json
 import platform
 import re
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -117,12 +118,42 @@ def config_sha256(config: dict[str, Any] | None) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def untracked_code(root: Path | None = None) -> list[str] | None:
+    """The Python files this process imported from inside the repository that git does not track (a fork's own
+    model in a new, uncommitted file), relative to the top level; ``None`` outside a repository or without git.
+
+    ``git status --untracked-files=no`` cannot see them, yet they decide what the run computed.
+    """
+    root = CODE_ROOT if root is None else root
+    here = root.resolve()
+    imported = []
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and path.endswith(".py"):
+            resolved = Path(path).resolve()
+            if here in resolved.parents:
+                imported.append(resolved.relative_to(here).as_posix())
+    if not imported:
+        return []
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "--others", "--exclude-standard", "-z", "--", *sorted(set(imported))],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return sorted(name for name in done.stdout.split("\0") if name)
+
+
 def provenance(device: torch.device, config: dict[str, Any] | None, root: Path | None = None) -> dict[str, Any]:
-    """The ``provenance`` record of ``efficiency.json`` (see the module docstring)."""
+    """The ``provenance`` record of ``efficiency.json`` (see the module docstring). ``git_dirty`` is also true
+    when the run imported code git does not track (``untracked_code``, listed)."""
     commit, dirty = git_state(root)
+    untracked = untracked_code(root) if commit is not None else None
     return {
         "git_commit": commit,
-        "git_dirty": dirty,
+        "git_dirty": dirty or bool(untracked) if dirty is not None else None,
+        "untracked_code": untracked,
         "packages": package_versions(),
         "device": device_name(device),
         "cpu": cpu_model(),  # also on a GPU: the host's speed matters to small nets, and timings cite it
