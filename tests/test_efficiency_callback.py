@@ -251,6 +251,10 @@ def test_provenance_names_the_commit_packages_device_and_config(tmp_path, monkey
     }
     assert record["device"] == provenance_module.cpu_model() and record["device"]
     assert record["cpu"] == record["device"] and record["torch_threads"] == torch.get_num_threads()
+    features = record["cpu_features"]
+    assert features is None or set(features) <= set(provenance_module.SPEED_FLAGS)
+    if Path("/proc/cpuinfo").is_file():  # Linux: the flags this CPU has, as the kernel lists them
+        assert features == provenance_module.cpu_features()
     # No CLI config here: the hash is over the module's and the DataModule's hyperparameters.
     expected = {"model": dict(trainer.lightning_module.hparams), "data": dict(tiny_data().hparams)}
     assert record["config_sha256"] == provenance_module.config_sha256(expected)

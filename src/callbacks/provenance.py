@@ -79,6 +79,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+SPEED_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")  # what decides bf16 speed on a CPU
+
+
+def cpu_features() -> list[str] | None:
+    """The CPU flags among ``SPEED_FLAGS`` (Linux ``/proc/cpuinfo``): two CPUs of one model name can differ ~5x
+    in bf16 speed (with and without AMX), so timings cite these too; ``None`` where unknown."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags") and ":" in line:
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in SPEED_FLAGS if flag in present]
+    except OSError:
+        pass
+    return None
+
+
 def device_name(device: torch.device) -> str:
     """The GPU's name for a CUDA device, the CPU's model otherwise."""
     if device.type == "cuda":
@@ -157,6 +174,7 @@ def provenance(device: torch.device, config: dict[str, Any] | None, root: Path |
         "packages": package_versions(),
         "device": device_name(device),
         "cpu": cpu_model(),  # also on a GPU: the host's speed matters to small nets, and timings cite it
+        "cpu_features": cpu_features(),
         "torch_threads": torch.get_num_threads(),  # CPU numerics can differ with the thread count (sweep --jobs)
         "config_sha256": config_sha256(config),
     }
