@@ -188,3 +188,24 @@ def test_a_process_waiting_for_a_cache_lock_names_the_holder_and_gives_up_after_
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_cache_no_run_read_for_30_days_is_removed_at_the_next_build_and_a_read_one_is_kept(tmp_path):
+    import time
+
+    from src.data.fast import load_or_decode
+
+    samples = []
+    for i in range(3):
+        write_image(tmp_path / "img" / f"{i}.png", (8, 8), seed=i)
+        samples.append((str(tmp_path / "img" / f"{i}.png"), 0))
+    cache = tmp_path / "cache"
+    load_or_decode(samples[:2], cache, "train", 3, 8)  # a folder as it was
+    (old,) = cache.glob("train-*.uint8")
+    month_ago = time.time() - 31 * 86400
+    os.utime(old, (month_ago, month_ago))
+    load_or_decode(samples[:2], cache, "train", 3, 8)  # read again: in use, so kept and marked used
+    assert old.exists() and old.stat().st_mtime > month_ago
+    os.utime(old, (month_ago, month_ago))
+    load_or_decode(samples, cache, "train", 3, 8)  # the folder changed: a new cache is built
+    assert not old.exists() and len(list(cache.glob("train-*.uint8"))) == 1

@@ -44,6 +44,7 @@ from src.files import remove_temporaries, temporary_path
 FORMAT = "decoded-images"
 HEADER_BYTES = 4096
 LOCK_NAME = ".build.lock"
+UNUSED_DAYS = 30.0  # a decoded-image cache no run has read for this long is removed at the next build there
 CHUNK = 256  # images per decoding task: big enough to amortise the hand-over, small enough to show progress
 PROGRESS_EVERY_S = 10.0
 GB = 1e9
@@ -97,6 +98,32 @@ def _header(count: int, channels: int, height: int, width: int) -> bytes:
     return text.encode().ljust(HEADER_BYTES, b" ")
 
 
+def _mark_used(path: Path) -> None:
+    """Touch a cache as it is read (where the folder is writable): its modification time says when it was
+    last used, which is what ``remove_unused`` goes by."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def remove_unused(cache_dir: str | os.PathLike, keep: Path, days: float = UNUSED_DAYS) -> list[str]:
+    """Remove the decoded-image caches of ``cache_dir`` that no run has read for ``days`` (a folder that changed
+    leaves its old cache behind: a new key, never read again), except ``keep``; call it holding the build lock.
+    Returns ``"name (size)"`` of each one removed."""
+    removed = []
+    cutoff = time.time() - days * 86400
+    for path in sorted(Path(cache_dir).glob("*.uint8")):
+        try:
+            stat = path.stat()
+            if path != keep and stat.st_mtime < cutoff:
+                path.unlink()
+                removed.append(f"{path.name} ({format_bytes(stat.st_size)})")
+        except OSError:
+            continue
+    return removed
+
+
 def read_cache(path: Path, count: int, channels: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(images, labels)`` of a whole cache file, the images memory-mapped; ``None`` if there is none.
 
@@ -116,6 +143,7 @@ def read_cache(path: Path, count: int, channels: int) -> tuple[torch.Tensor, tor
             raise ValueError(f"{os.path.getsize(path)} bytes where its header needs {expected}")
         images = np.memmap(path, dtype=np.uint8, mode="c", offset=HEADER_BYTES, shape=shape)
         labels = np.fromfile(path, dtype="<i8", count=count, offset=HEADER_BYTES + math.prod(shape))
+        _mark_used(path)
         return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
     except Exception as error:  # noqa: BLE001  (whatever is wrong with the file, the remedy is the same)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -272,6 +300,11 @@ def load_or_build(
         removed = remove_temporaries(cache_dir)  # holding the lock: any temporary file here is a dead build's
         if removed:
             print(f"removed {len(removed)} unfinished cache file(s) a stopped build left in {cache_dir}", flush=True)
+        unused = remove_unused(cache_dir, keep=path)
+        if unused:
+            print(
+                f"removed caches no run read for {UNUSED_DAYS:g} days from {cache_dir}: {', '.join(unused)}", flush=True
+            )
         try:
             build_cache(samples, path, channels, size, workers)
         except OSError as error:
