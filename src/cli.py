@@ -271,6 +271,9 @@ class ResNetCLI(LightningCLI):
             checkpoint_config.check_fits_model(self.checkpoint, dict(self.model.hparams), shapes)
 
     def before_fit(self) -> None:
+        if self.checkpoint is not None and self.run_dir is not None:  # continuing a run: with the run's settings
+            given = yaml.safe_load(self._parser("fit").dump(self._given_config["fit"], skip_none=False))
+            checkpoint_config.refuse_other_config(self.checkpoint, given, self.run_dir)
         for callback in self.trainer.callbacks:  # type: ignore[attr-defined]  # Lightning's callback connector sets it
             if isinstance(callback, ParameterEfficiency):  # "finished" only once the test that follows has run
                 callback.test_follows_fit = self._test_after_fit()

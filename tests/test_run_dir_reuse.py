@@ -47,3 +47,18 @@ def test_a_sweep_moves_a_dead_attempts_files_aside_before_restarting_it(tmp_path
     assert f"its files moved aside to {aside}" in out
     assert (aside / "scalars.csv").read_text().endswith("7,train/acc,0.123456\n")
     assert runs.run_status(run_dir) == "finished" and "0.123456" not in (run_dir / "scalars.csv").read_text()
+
+
+def test_a_resume_with_other_settings_is_refused_and_one_with_a_longer_budget_is_not(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    _fit(run_dir, "resnet8")
+    before = sorted(p.name for p in run_dir.iterdir())
+    resume = ["fit", "--run_dir", str(run_dir), "--ckpt_path", "last"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([*resume, "--model.optimizer.init_args.lr", "0.5"])
+    message = str(exit_info.value.code) + capsys.readouterr().err
+    assert f"the run '{run_dir}' was trained with other settings than this resume gives" in message
+    assert "model.optimizer.init_args.lr 0.1 -> 0.5" in message
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # no config-1.yaml, nothing mixed in
+    cli_main([*resume, "--trainer.max_epochs", "3"])  # the documented way to train a run longer
+    assert (run_dir / "config-1.yaml").is_file() and runs.read_efficiency(run_dir)["epoch"] == 3

@@ -23,6 +23,18 @@ CHECKPOINT_CONFIG_KEYS = ("seed_everything", "trainer", "model", "data", "checkp
 # Settings that define the network's weights: a checkpoint with others cannot belong to this model.
 NETWORK_HPARAMS = ("arch", "num_classes", "in_channels", "shortcut")
 RUN_CHECKPOINTS = ("last", "best", "hpc")  # --ckpt_path words that name a checkpoint of a run
+# What a fit that continues a run may set otherwise than the run did: the machine (machine_settings), the budget
+# (a longer run, warned about), where and how it reports, where the same data lies (data.json's digest guards its
+# content). Anything else would change what the run computes half-way, its files mixing two configs.
+RESUME_MAY_DIFFER = (
+    "ckpt_path", "run_dir", "seed_everything", "test_after_fit", "trainer.max_steps", "trainer.max_epochs",
+    "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.plugins",
+    "trainer.sync_batchnorm", "trainer.precision", "trainer.callbacks", "trainer.logger", "trainer.default_root_dir",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "data.init_args.num_workers",
+    "data.init_args.pin_memory", "data.init_args.root", "data.init_args.data_dir", "data.init_args.cache_dir",
+    "data.init_args.allow_changed_data", "data.init_args.fast_max_gb", "checkpoint.dirpath", "efficiency",
+    "diagnostics",
+)  # fmt: skip
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -157,6 +169,34 @@ def check_fits_model(checkpoint: dict[str, Any], hparams: dict[str, Any], shapes
         raise runs.RunError(
             f"checkpoint '{checkpoint['path']}' holds a network with {have}, but the config builds {want}; "
             "leave model and data settings out to take them from the checkpoint, or give its own config"
+        )
+
+
+def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(config, dict):
+        return {key: value for name, item in config.items() for key, value in _flat(item, f"{prefix}{name}.").items()}
+    return {prefix.rstrip("."): config}
+
+
+def refuse_other_config(checkpoint: dict[str, Any], config: dict[str, Any], run_dir: str) -> None:
+    """A fit that continues a run must compute what the run computed: ``RunError`` naming the first settings that
+    differ from the checkpoint's config (``config``: this command's, dumped), except ``RESUME_MAY_DIFFER``."""
+    saved = checkpoint.get("run_config")
+    if not isinstance(saved, dict):
+        return  # a checkpoint not written by this CLI: nothing to compare with
+    before, now = _flat(saved), _flat(config)
+    differ = [
+        key
+        for key in sorted(set(before) | set(now))
+        if before.get(key) != now.get(key)
+        and not any(key == allowed or key.startswith(allowed + ".") for allowed in RESUME_MAY_DIFFER)
+    ]
+    if differ:
+        shown = ", ".join(f"{key} {before.get(key)!r} -> {now.get(key)!r}" for key in differ[:3])
+        raise runs.RunError(
+            f"the run '{run_dir}' was trained with other settings than this resume gives ({shown}"
+            f"{', ...' if len(differ) > 3 else ''}): continuing it would mix two configs in one run. Resume without "
+            "them (the checkpoint's settings are the defaults), or start a new run in another directory"
         )
 
 
