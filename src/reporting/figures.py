@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
@@ -256,10 +257,11 @@ def plot_training_curves(rows: list[Row], curves: dict[str, dict[str, list[Curve
         ax.axis("off")
     if not depths:
         axes.flat[0].text(0.5, 0.5, "no training curves logged", ha="center", va="center")
-    fig.suptitle(
-        "Training (dashed) and validation (solid) error, mean over seeds;\n"
+    title = (
+        "Training (dashed) and validation (solid) error, mean over seeds; "
         "thin: each seed's validation error (the form of He et al. Fig. 6)"
     )
+    fig.suptitle(textwrap.fill(title, width=int(12 * fig.get_figwidth())))  # one narrow panel: wrapped, not clipped
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
