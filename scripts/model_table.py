@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from src.models import arch_spec, build_model, example_archs
+from src.models import family as family_of
 from src.models.complexity import count_macs, count_parameters
 
 TARGET = Path(__file__).resolve().parents[1] / "docs" / "models.md"
@@ -29,6 +30,9 @@ def _human(number: float) -> str:
     return str(int(number))
 
 
+SHORTCUTS = {"A": "A (identity + zero-pad)", "B": "B (projection)"}
+
+
 def model_table() -> str:
     """Markdown table: CIFAR-sized models (cifar, wrn, preact) with 10 classes at 32x32, ImageNet ones with 1000
     classes at 224x224."""
@@ -38,12 +42,13 @@ def model_table() -> str:
     for arch in example_archs():
         spec = arch_spec(arch)
         family, residual, size = spec.family, spec.residual, spec.input_size
-        classes = 1000 if family == "imagenet" else 10
+        classes = 1000 if size >= 224 else 10  # the ImageNet-sized nets with ImageNet's classes
         with torch.device("meta"):  # shapes only: no memory even for ResNet-1202
             model = build_model(arch, classes)
-            option_b = build_model(arch, classes, shortcut="B") if family == "cifar" and residual else None
+            default = family_of(family).shortcut  # the option its residual nets use unless told otherwise
+            option_b = build_model(arch, classes, shortcut="B") if default != "B" and residual else None
         macs = count_macs(model, (3, size, size))
-        shortcut = "none" if not residual else ("A (identity + zero-pad)" if family == "cifar" else "B (projection)")
+        shortcut = "none" if not residual else SHORTCUTS.get(default, default)
         params_b = f"{count_parameters(option_b):,}" if option_b is not None else "—"
         rows.append(
             f"| `{arch}` | {family} | {shortcut} | 3x{size}x{size} | {classes} | {count_parameters(model):,} "

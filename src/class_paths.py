@@ -27,9 +27,38 @@ class UntrustedClassError(ValueError):
 
 
 def import_class(class_path: str) -> Any:
-    """The object ``package.module.Name`` names; raises ``ImportError`` / ``AttributeError`` if there is none."""
+    """The object ``package.module.Name`` names; raises ``ImportError`` / ``AttributeError`` if there is none.
+
+    The one place ``src`` turns a dotted path into an object: every other function here, and every reader of
+    a class path in the project, goes through it.
+    """
     module, _, name = class_path.rpartition(".")
     return getattr(importlib.import_module(module), name)
+
+
+def _what(found: Any) -> str:
+    return f"the class {found.__name__}" if isinstance(found, type) else f"a {type(found).__name__}"
+
+
+def config_class(class_path: Any, base: type, kind: str, key: str, example: str) -> type:
+    """The subclass of ``base`` that a class path *the user wrote* names (``model.net_class``, a metric's
+    ``class_path``): the user chose to run that code. ``kind`` names ``base`` in messages. ``ValueError``
+    saying what is wrong otherwise, e.g. ``model.net_class 'torch.optim.SGD' is the class SGD, not a
+    torch.nn.Module subclass``.
+    (A class path read from a *file from elsewhere* goes through ``trusted_class`` instead.)
+    """
+    if not isinstance(class_path, str) or not class_path.strip(".") or "." not in class_path.strip("."):
+        raise ValueError(f"{key} {class_path!r} is not a dotted import path such as {example}")
+    module, _, name = class_path.rpartition(".")
+    try:
+        found = import_class(class_path)
+    except ImportError as error:
+        raise ValueError(f"{key}: cannot import {class_path!r} ({error})") from None
+    except AttributeError:
+        raise ValueError(f"{key}: cannot import {class_path!r} (module {module!r} has no {name!r})") from None
+    if not (isinstance(found, type) and issubclass(found, base)):
+        raise ValueError(f"{key} {class_path!r} is {_what(found)}, not a {kind} subclass (e.g. {example})")
+    return found
 
 
 def entry_class(entry: Any) -> type | None:
@@ -88,12 +117,11 @@ def trusted_class(class_path: Any, base: type | tuple[type, ...], key: str, sour
             "(checkpoints are data, never code: see docs/runs.md#checkpoints-from-elsewhere)"
         )
     try:
-        found = getattr(importlib.import_module(module), name)
+        found = import_class(class_path)
     except (ImportError, AttributeError) as error:
         raise UntrustedClassError(f"{refused} (it does not import here: {error})") from None
     if not (isinstance(found, type) and issubclass(found, base)):
-        what = f"the class {found.__name__}" if isinstance(found, type) else f"a {type(found).__name__}"
-        raise UntrustedClassError(f"{refused}, and it names {what}")
+        raise UntrustedClassError(f"{refused}, and it names {_what(found)}")
     return found
 
 

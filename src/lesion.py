@@ -45,8 +45,8 @@ from src.analysis.checkpoint import load as _load
 from src.analysis.checkpoint import output_dir, pick_device, split_loader
 from src.analysis.lesion import check_draws, draw_pool, lesion_study, random_lesions, random_summary, stage_summary
 from src.analysis.plots import plot_lesion
-from src.analysis.tables import format_table, free_stem, with_suffix, write_csv
 from src.data import DatasetNotFoundError
+from src.tables import format_table, free_stem, with_suffix, write_csv
 
 FILES = (
     "lesion.csv",
@@ -106,11 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, nargs="+", help="numbers of random blocks to remove (default: 1..half)")
     parser.add_argument("--trials", type=int, default=5, help="random draws per k")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
-    draws = parser.add_mutually_exclusive_group()
-    draws.add_argument("--include-downsampling", action="store_true",
-                       help="let random draws pick the downsampling blocks too (default: never)")  # fmt: skip
-    draws.add_argument("--exclude-downsampling", action="store_true",
-                       help="never draw the downsampling blocks (the default; kept for old command lines)")  # fmt: skip
+    parser.add_argument("--include-downsampling", action="store_true",
+                        help="let random draws pick the downsampling blocks too (default: never)")  # fmt: skip
     parser.add_argument(
         "--bn-reestimate",
         action="store_true",

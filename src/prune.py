@@ -49,9 +49,9 @@ from src.analysis.prune import (
     prune_study,
     sgd_finetune,
 )
-from src.analysis.tables import format_table, free_stem, markdown_table, with_suffix, write_csv
 from src.data import DatasetNotFoundError
 from src.models import parse_arch
+from src.tables import format_table, free_stem, markdown_table, with_suffix, write_csv
 
 DEFAULT_SPARSITIES = [0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98]
 FILES = ("prune.csv", "prune_layers.csv", "prune.md", "prune.png", "prune_layers.png")

@@ -95,10 +95,11 @@ from src.reporting.plan_report import PLAN_FILES, PLAN_INDEX, write_plan_report
 from src.reporting.records import RunRecord, collect_runs
 from src.reporting.selection import CSV_FILE as SELECTION_CSV
 from src.reporting.selection import selection_markdown, selection_rows
-from src.reporting.tables import aggregate, write_csv, write_rows
-from src.sweeping.plan import StudyError
+from src.reporting.tables import aggregate, write_study_csv
 from src.sweeping.results import read_index
 from src.sweeping.selection import read_selection
+from src.sweeping.study import StudyError
+from src.tables import write_rows
 
 
 def write_report(
@@ -129,7 +130,7 @@ def write_report(
     anchors, anchor_lines = anchor_overlay(records, mode)
     overlay = (overlay[0], [*overlay[1], *anchor_lines])
     target = choose_target(rows, target_acc)
-    write_csv(rows, out / "report.csv")
+    write_study_csv(rows, out / "report.csv")
     for cost in ("params", "macs", "compute", "time"):
         plot_error_vs_cost(rows, cost, out / FIGURES[cost], paper=overlay[0], anchors=anchors)
     plot_size_to_target(sizes_to_target(rows, target[0]), target[0], out / FIGURES["target"])

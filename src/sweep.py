@@ -46,35 +46,26 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import yaml
 
 from src.runs import RunBusy, RunLock
+from src.sweeping.collect import collect
 from src.sweeping.jobs import make_slots, print_slots
-from src.sweeping.plan import (
-    RunSpec,
-    Study,
-    StudyError,
-    format_command,
-    is_study_file,
-    load_study,
-    plan_runs,
-    run_command,
-)
+from src.sweeping.plan import plan_runs
 from src.sweeping.processes import Running, SignalForwarder, launch, wait_any
 from src.sweeping.results import ResultsConflict, export
 from src.sweeping.run_state import assess
 from src.sweeping.selection import summary, write_selection
 from src.sweeping.slots import Slot
-from src.sweeping.slurm import render_sbatch
+from src.sweeping.slurm import write_slurm
+from src.sweeping.study import RunSpec, Study, StudyError, format_command, is_study_file, load_study, run_command
 from src.sweeping.study_state import (
     assess_runs,
     clear_the_way,
     current_state,
     planned_configs,
     result_line,
-    results_state,
     state_line,
 )
 
@@ -190,70 +181,6 @@ def print_plan(study: Study, runs: list[RunSpec]) -> None:
         resume = state.status == "resume"
         action = "resume" if resume else ("restart" if state.status == "restart" else "run")
         print(f"{prefix}: {action}: {format_command(run_command(study, run, resume))}{busy}")
-
-
-def collect(study: Study, runs: list[RunSpec]) -> int:
-    """``--collect``: copy every run that ended (finished or diverged) into the results folder; trains nothing."""
-    if not study.results:
-        raise StudyError(
-            f"study {study.name!r} has no 'results' folder to collect into: add e.g. "
-            f"`results: docs/results/{study.name}` to the study file"
-        )
-    planned = planned_configs(study, runs)
-    copied, conflicts = 0, 0
-    for index, run in enumerate(runs, 1):
-        prefix = f"[{index}/{len(runs)}] {run.label}"
-        state = assess(run.run_dir, planned.get(run.run_dir))
-        if state.status == "stale":
-            print(f"{prefix}: not copied: made with another config than planned ({state.detail})", flush=True)
-            continue
-        if state.status not in ("finished", "diverged"):
-            held = results_state(study, run, planned.get(run.run_dir))
-            note = f"; {state_line(held)}" if held else ""
-            print(f"{prefix}: nothing to copy ({state.status} in {study.directory}){note}", flush=True)
-            continue
-        try:
-            line = cast(str, export(study, run))  # a line, not None: the study has a results folder (checked above)
-        except ResultsConflict as conflict:
-            conflicts += 1
-            print(f"{prefix}: NOT COPIED: {conflict}", file=sys.stderr, flush=True)
-            continue
-        copied += line.startswith("copied")
-        print(f"{prefix}: {state.status}, {line}", flush=True)
-    for path in write_selection(study, plan_runs(study)):
-        print(f"wrote {path}", flush=True)
-    print(f"{copied} run(s) copied into {study.results}/; commit them (git add {study.results})", flush=True)
-    return 1 if conflicts else 0
-
-
-def write_slurm(
-    study: Study, runs: list[RunSpec], path: str, rerun_stale: bool, retry_diverged: bool, jobs: int | None = None
-) -> None:
-    """Write the array script; ``jobs`` caps the tasks running at once (the study's ``slurm.max_parallel``)."""
-    if jobs is not None:  # the same promise as here: at most N runs at once, each on its own GPU(s)
-        study.slurm = {**study.slurm, "max_parallel": jobs}
-    states = clear_the_way(study, runs, rerun_stale, retry_diverged)
-    todo = [run for run, state in zip(runs, states) if state.status not in ("finished", "diverged")]
-    pending = [run for run in todo if run.pending]
-    todo = [run for run in todo if not run.pending]
-    if pending:
-        print(
-            f"{len(pending)} run(s) wait for their variant's selection and are left out: when the selection runs "
-            f"have ended, run the sweep with --collect (or without --slurm), then --slurm again",
-            flush=True,
-        )
-    if not todo:
-        print(f"study {study.name!r}: all {len(runs)} runs are finished or diverged; no SLURM script written")
-        return
-    target = Path(path)
-    if target.exists():
-        raise StudyError(f"{path!r} exists; choose another file name (the sweep never overwrites a file)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_sbatch(study, todo, Path.cwd()))
-    counts = {status: sum(state.status == status for state in states) for status in ("finished", "diverged")}
-    left_out = " and ".join(f"{count} {status}" for status, count in counts.items() if count)
-    note = f" ({left_out} runs left out)" if left_out else ""
-    print(f"wrote {path}: {len(todo)} array tasks{note}. Submit with: sbatch {path}")
 
 
 @dataclass

@@ -22,8 +22,9 @@ import pytest
 import torch
 import yaml
 
-from src import machine_settings, runs
+from src import runs
 from src.cli import main
+from src.cli_support import machine_settings
 from tests.conftest import REPO_ROOT
 from tests.study_runs import QUICKSTART, TINY
 

@@ -227,7 +227,7 @@ def test_a_configured_metric_is_logged_per_stage_with_the_hand_computed_value(tm
     [
         ({"acc": MACRO["acc_macro"]}, "'acc' is logged by the classifier already"),
         ({"acc macro": MACRO["acc_macro"]}, "a metric name must be an identifier"),
-        ({"m": {"class_path": "torch.nn.Linear"}}, "'torch.nn.Linear' is not a torchmetrics Metric class"),
+        ({"m": {"class_path": "torch.nn.Linear"}}, "is the class Linear, not a torchmetrics.Metric subclass"),
         ({"m": {"class_path": "torchmetrics.NoSuchMetric"}}, "cannot import 'torchmetrics.NoSuchMetric'"),
         ({"m": {"init_args": {}}}, "model.metrics.m: give class_path"),
         ({"m": {"class_path": "torchmetrics.classification.MulticlassAccuracy", "init_args": {"average": "x"}}},

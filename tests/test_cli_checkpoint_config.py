@@ -96,10 +96,10 @@ def test_read_checkpoint_summarises_and_refuses_what_is_no_checkpoint(tmp_path):
     path = tmp_path / "c.ckpt"
     saved = {"state_dict": {"w": torch.zeros(2, 3)}, "hyper_parameters": {"arch": "resnet8"}, "global_step": 4}
     torch.save(saved, path)
-    read = cc.read_checkpoint(str(path))
+    read = cc.checkpoint_summary(str(path))
     assert (read["shapes"], read["hparams"], read["global_step"], read["run_config"]) == (
         {"w": (2, 3)}, {"arch": "resnet8"}, 4, None,
     )  # fmt: skip
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")
     with pytest.raises(runs.RunError, match="cannot read checkpoint"):
-        cc.read_checkpoint(str(tmp_path / "junk.ckpt"))
+        cc.checkpoint_summary(str(tmp_path / "junk.ckpt"))

@@ -362,8 +362,9 @@ def test_divergence_guard_names_the_first_non_finite_step():
 
 
 def test_slurm_array_task_skips_a_diverged_run(tmp_path):
-    from src.sweeping.plan import Study, plan_runs
+    from src.sweeping.plan import plan_runs
     from src.sweeping.slurm import render_sbatch
+    from src.sweeping.study import Study
 
     study = Study(name=STUDY, root=str(tmp_path / "logs"), archs=["resnet8"], seeds=[0])
     run = plan_runs(study.validate())[0]

@@ -20,12 +20,13 @@ import torch
 import yaml
 from jsonargparse import Namespace
 
-from src.callbacks.metrics_record import _RecordLogger, record_rows
+from src.callbacks.metrics_record import _RecordLogger
 from src.cli import main as cli_main
-from src.cli import resolved_config
-from src.loggers import point_logger_at_run, read_logger_ids, run_label
+from src.cli_support.lightning_cli import resolved_config
+from src.cli_support.loggers import point_logger_at_run, read_logger_ids, run_label
 from src.report import write_report
 from src.runs import LOGGERS_FILE, SCALARS_FILE, read_metrics_csv, read_scalars
+from src.runs.scalars import record_rows
 from src.sweep import main as sweep_main
 from src.sweeping.results import export_run
 from tests.conftest import REPO_ROOT

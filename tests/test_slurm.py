@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src import runs, slurm_job
+from src import runs
 from src.cli import main
+from src.cli_support import slurm_job
 from src.sweep import main as sweep_main
 from tests.conftest import REPO_ROOT
 from tests.study_runs import QUICKSTART, TINY

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.cli import resolved_config
+from src.cli_support.lightning_cli import resolved_config
 from src.report import main as report
 from src.runs import read_scalars
 from src.sweep import main as sweep
-from src.sweeping.plan import load_study, plan_runs, run_command
+from src.sweeping.plan import plan_runs
 from src.sweeping.results import INDEX_FILE, METRICS_FILE, ResultsConflict, export_run, write_index
+from src.sweeping.study import load_study, run_command
 from tests.conftest import REPO_ROOT
 from tests.study_runs import QUICKSTART, write_run
 

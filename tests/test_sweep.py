@@ -16,11 +16,12 @@ import torch
 import yaml
 
 from src import runs as run_files
-from src.data.base import available_cpus
+from src.machine import available_cpus
 from src.runs import read_efficiency, run_status
 from src.sweep import main
-from src.sweeping.plan import Study, StudyError, load_study, plan_runs, run_command
+from src.sweeping.plan import plan_runs
 from src.sweeping.slots import Slot, assign_slots, usable_cpus, visible_gpus
+from src.sweeping.study import Study, StudyError, load_study, run_command
 from tests.conftest import REPO_ROOT
 from tests.helpers import alive, clean_environment, stop_with_signal, sweep_process, wait_for
 from tests.study_runs import QUICKSTART, STUDY, TINY
@@ -350,7 +351,7 @@ def test_assignment_without_gpus_splits_the_cpus_and_keeps_a_smaller_thread_coun
 def test_dry_run_with_jobs_prints_where_each_run_would_go_on_faked_gpus(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5,7")
-    monkeypatch.setattr("src.data.base.available_cpus", lambda: 1)
+    monkeypatch.setattr("src.sweeping.jobs.available_cpus", lambda: 1)
     study_file = write_study(tmp_path / "s.yaml", archs=["resnet8"], seeds=[0, 1, 2])
     assert main([str(study_file), "--dry-run", "--jobs", "2"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -11,8 +11,9 @@ import yaml
 
 from src.report import main as report_main
 from src.sweep import main
-from src.sweeping.plan import Study, StudyError, plan_runs, run_command
-from src.sweeping.selection import SELECTION_FILE, choices, parse_selection
+from src.sweeping.plan import plan_runs
+from src.sweeping.selection import choices
+from src.sweeping.study import SELECTION_FILE, Study, StudyError, parse_selection, run_command
 from tests.conftest import REPO_ROOT
 from tests.study_runs import QUICKSTART, STUDY, TINY, write_run
 
@@ -185,8 +186,8 @@ def test_a_variant_whose_every_candidate_diverged_is_held_back_with_the_reason(t
     study = {"name": STUDY, "root": str(tmp_path / "logs"), "configs": [QUICKSTART], "archs": ["resnet8"]}
     study_file = tmp_path / "s.yaml"
     study_file.write_text(yaml.safe_dump({**study, "seeds": [0], "select": {"grid": {LR: [5.0, 9.0]}}}))
-    from src.cli import resolved_config
-    from src.sweeping.plan import load_study
+    from src.cli_support.lightning_cli import resolved_config
+    from src.sweeping.study import load_study
 
     loaded = load_study(study_file).validate()
     for run in plan_runs(loaded):

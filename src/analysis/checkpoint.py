@@ -10,6 +10,7 @@ where each tool writes (``<run>/<tool>/``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +27,19 @@ class CheckpointError(ValueError):
     """The file is not a checkpoint these tools can use; the message says what it is and what is needed."""
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} does not exist (expected a .ckpt written by python -m src.cli fit)"
-        )
-    # Read as data (weights_only=True), like every checkpoint: a file from elsewhere never runs code here.
-    checkpoint, why = runs.read_checkpoint(str(path))
-    if checkpoint is None:
-        kind = "a checkpoint these tools accept" if why == runs.REFUSED_PICKLE else "a PyTorch checkpoint"
-        raise CheckpointError(f"{str(path)!r} is not {kind} ({why})")
-    hparams = checkpoint.get("hyper_parameters")
-    if not isinstance(hparams, dict) or "arch" not in hparams or "state_dict" not in checkpoint:
-        what = f"hyper_parameters {sorted(hparams)}" if isinstance(hparams, dict) else "no hyper_parameters"
-        raise CheckpointError(
-            f"{str(path)!r} is not a checkpoint of src.modules.ImageClassifier ({what}; expected an 'arch' "
-            "such as resnet56): train one with python -m src.cli fit"
-        )
-    return checkpoint
+def _classifier_checkpoint(path: Path) -> Callable[[dict[str, Any]], None]:
+    """What the tools need of a checkpoint's contents: an ImageClassifier's (an ``arch`` and its weights)."""
+
+    def check(checkpoint: dict[str, Any]) -> None:
+        hparams = checkpoint.get("hyper_parameters")
+        if not isinstance(hparams, dict) or "arch" not in hparams:
+            what = f"hyper_parameters {sorted(hparams)}" if isinstance(hparams, dict) else "no hyper_parameters"
+            raise CheckpointError(
+                f"{str(path)!r} is not a checkpoint of src.modules.ImageClassifier ({what}; expected an 'arch' "
+                "such as resnet56): train one with python -m src.cli fit"
+            )
+
+    return check
 
 
 def _data_class(class_path: str, source: str) -> type[ImageClassificationDataModule]:
@@ -70,9 +66,15 @@ def load(checkpoint_path: str | os.PathLike, config: str | os.PathLike | None = 
     ``config`` names a YAML file with a ``data:`` section.
     """
     path = Path(checkpoint_path)
-    _read_checkpoint(path)
-    try:
-        model, datamodule = runs.load_checkpoint_run(str(path))
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist (expected a .ckpt written by python -m src.cli fit)"
+        )
+    try:  # read as data (weights_only=True), like every checkpoint: a file from elsewhere never runs code here
+        model, datamodule = runs.load_checkpoint_run(str(path), check=_classifier_checkpoint(path))
+    except runs.UnreadableCheckpoint as error:
+        kind = "a checkpoint these tools accept" if error.why == runs.REFUSED_PICKLE else "a PyTorch checkpoint"
+        raise CheckpointError(f"{str(path)!r} is not {kind} ({error.why})") from None
     except (runs.RunError, UntrustedClassError) as error:
         raise CheckpointError(str(error)) from None
     if not isinstance(model, ImageClassifier):

@@ -48,7 +48,6 @@ from src.models.complexity import count_parameters
 PRUNABLE_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 Prunable = nn.modules.conv._ConvNd | nn.Linear  # one of PRUNABLE_TYPES: a layer with a ``weight`` tensor
 SCOPES = ("global", "layer")
-METHODS = ("magnitude", "random")
 LAYER_COLLAPSE = 0.99  # a layer with at least this fraction of its weights pruned has collapsed
 
 

@@ -316,7 +316,7 @@ class TrainingDiagnostics(pl.Callback):
                             logger.experiment, f"diagnostics_profile/{key}", record[key], record["step"]
                         )
             if self.profile_image and isinstance(logger, TensorBoardLogger):
-                from src.reporting.depth_profiles import depth_profile_figure  # matplotlib, only when drawing
+                from src.callbacks.diagnostics_figure import depth_profile_figure  # matplotlib, only when drawing
 
                 figure = depth_profile_figure(
                     {key: record[key] for key in PROFILE_KEYS if key in record},

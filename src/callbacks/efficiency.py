@@ -94,9 +94,6 @@ RESUMED_FIELDS = (
     "train_images_seen", "started", "resumed_at_steps", "earlier_provenance",
 )  # fmt: skip
 
-# Keys of records written before the rename, read when such a checkpoint is resumed.
-LEGACY_KEYS = {"raw_acc_per_mparam": "acc_per_mparam", "raw_acc_per_gmac": "acc_per_gmac"}
-
 
 class ParameterEfficiency(pl.Callback):
     """Measure parameters, MACs, throughput and memory, and relate accuracy to them.
@@ -178,11 +175,6 @@ class ParameterEfficiency(pl.Callback):
             self.path = os.path.join(cast(str, self._log_dir), restored["filename"])  # set in setup
             old = restored["report"]
             kept = {key: value for key, value in old.items() if key in RESUMED_FIELDS}
-            for key, legacy in LEGACY_KEYS.items():
-                if key not in old and legacy in old:
-                    kept[key] = old[legacy]
-            if "train_images_seen" not in old:  # a record from before it was counted: unknown, not guessed
-                kept["train_images_seen"] = None
             self.report.update(kept)
             self.report["resumed_at_steps"] = [*old.get("resumed_at_steps", []), trainer.global_step]
             if old.get("provenance") and old["provenance"] != self.report["provenance"]:

@@ -21,12 +21,11 @@ the same steps, without any logger's files.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 import os
 from argparse import Namespace
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -36,32 +35,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from src.files import atomic_write
 from src.runs import SCALARS_FILE
-
-HEADER = ("step", "tag", "value")
-
-
-def record_rows(path: str) -> Iterator[tuple[int, str, float]]:
-    """``(step, tag, value)`` of every whole, well-formed row of a record; a torn or foreign line is skipped."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError:
-        return
-    if not text.endswith("\n"):  # a write cut short by a kill: its last line is incomplete
-        text = text[: text.rfind("\n") + 1]
-    for row in csv.reader(io.StringIO(text)):
-        if len(row) != 3 or tuple(row) == HEADER:
-            continue
-        try:
-            yield int(row[0]), row[1], float(row[2])
-        except ValueError:
-            continue
-
-
-def _format_row(step: int, tag: str, value: float) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow([step, tag, repr(float(value))])
-    return buffer.getvalue()
+from src.runs.scalars import HEADER, format_row, record_rows
 
 
 class _RecordLogger(Logger):
@@ -115,7 +89,7 @@ class _RecordLogger(Logger):
             if known is not None and (known == number or (math.isnan(known) and math.isnan(number))):
                 continue  # the same value at the same step: nothing new
             self._remember(step, tag, number)
-            rows.append(_format_row(step, tag, number))  # NaN too: it shows where a run diverged
+            rows.append(format_row(step, tag, number))  # NaN too: it shows where a run diverged
         if rows:
             handle.write("".join(rows))
             handle.flush()
@@ -153,7 +127,7 @@ class _RecordLogger(Logger):
             return 0
         found = list(record_rows(self.path))
         kept = [row for index, row in enumerate(found) if index < rows or row[0] <= step]
-        text = ",".join(HEADER) + "\n" + "".join(_format_row(*row) for row in kept)
+        text = ",".join(HEADER) + "\n" + "".join(format_row(*row) for row in kept)
         with open(self.path, encoding="utf-8", newline="") as handle:
             unchanged = handle.read() == text
         if not unchanged:

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from src.machine import cpu_features, cpu_model
+
 PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics")
 # The package this file belongs to lives at <repo>/src: the repository the code runs from.
 CODE_ROOT = Path(__file__).resolve().parents[2]
@@ -65,35 +67,6 @@ def package_versions() -> dict[str, str | None]:
             versions[name] = None
     versions["python"] = platform.python_version()
     return versions
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.lower().startswith("model name") and ":" in line:
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-SPEED_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")  # what decides bf16 speed on a CPU
-
-
-def cpu_features() -> list[str] | None:
-    """The CPU flags among ``SPEED_FLAGS`` (Linux ``/proc/cpuinfo``): two CPUs of one model name can differ ~5x
-    in bf16 speed (with and without AMX), so timings cite these too; ``None`` where unknown."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("flags") and ":" in line:
-                    present = set(line.split(":", 1)[1].split())
-                    return [flag for flag in SPEED_FLAGS if flag in present]
-    except OSError:
-        pass
-    return None
 
 
 def device_name(device: torch.device) -> str:

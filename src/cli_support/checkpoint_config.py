@@ -111,11 +111,11 @@ def early_settings(argv: list[str]) -> tuple[str, str | None, str | None, list[s
     return known.subcommand, ckpt_path, settings["run_dir"], known.config
 
 
-def read_checkpoint(path: str) -> dict[str, Any]:
+def checkpoint_summary(path: str) -> dict[str, Any]:
     """What a command needs of its checkpoint: path, hyperparameters, tensor shapes, step, saved configs."""
     checkpoint, why = runs.read_checkpoint(path)
     if checkpoint is None:  # a truncated file, pickled objects, or not a checkpoint at all
-        raise runs.RunError(f"cannot read checkpoint '{path}': {why}")
+        raise runs.UnreadableCheckpoint(path, why or "unreadable")
     try:
         runs.check_classes(checkpoint, path)  # its class paths are data: refused unless they name the right kind
     except UntrustedClassError as error:
@@ -131,7 +131,7 @@ def read_checkpoint(path: str) -> dict[str, Any]:
 
 
 def defaults_from_checkpoint(checkpoint: dict[str, Any], subcommand: str) -> dict[str, Any]:
-    """Flat ``{"model.arch": ..., "data": {...}, "trainer.max_steps": ...}`` from a ``read_checkpoint`` summary."""
+    """Flat ``{"model.arch": ..., "data": {...}, "trainer.max_steps": ...}`` from a ``checkpoint_summary``."""
     config = checkpoint["run_config"]
     if config is None:  # not written by this CLI: the model's and the data's hyperparameters
         model = {k: v for k, v in checkpoint["hparams"].items() if not k.startswith("_")}
@@ -172,19 +172,13 @@ def check_fits_model(checkpoint: dict[str, Any], hparams: dict[str, Any], shapes
         )
 
 
-def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(config, dict):
-        return {key: value for name, item in config.items() for key, value in _flat(item, f"{prefix}{name}.").items()}
-    return {prefix.rstrip("."): config}
-
-
 def refuse_other_config(checkpoint: dict[str, Any], config: dict[str, Any], run_dir: str) -> None:
     """A fit that continues a run must compute what the run computed: ``RunError`` naming the first settings that
     differ from the checkpoint's config (``config``: this command's, dumped), except ``RESUME_MAY_DIFFER``."""
     saved = checkpoint.get("run_config")
     if not isinstance(saved, dict):
         return  # a checkpoint not written by this CLI: nothing to compare with
-    before, now = _flat(saved), _flat(config)
+    before, now = runs.flatten(saved), runs.flatten(config)
     differ = [
         key
         for key in sorted(set(before) | set(now))

@@ -16,9 +16,10 @@ from typing import Any
 from jsonargparse import Namespace
 from lightning.pytorch.utilities import rank_zero_info
 
-from src import runs, slurm_job
+from src import runs
+from src.cli_support import slurm_job
+from src.cli_support.loggers import is_directory_logger, point_logger_at_run
 from src.files import remove_temporaries
-from src.loggers import is_directory_logger, point_logger_at_run
 
 LOG_ROOT = "lightning_logs"
 DEFAULT_LOGGER_NAME = "default"
@@ -193,7 +194,7 @@ def point_config_at_run_dir(config: Namespace, run_dir: str) -> None:
             class_path="lightning.pytorch.loggers.TensorBoardLogger",
             init_args=Namespace(save_dir=parent, name="", version=leaf, default_hp_metric=False),
         )
-    for logger in entries:  # one logger run per run directory (src.loggers)
+    for logger in entries:  # one logger run per run directory (src.cli_support.loggers)
         if isinstance(logger, Namespace):
             point_logger_at_run(logger, run_dir, LOG_ROOT)
     wanted = runs.checkpoint_dir(run_dir)

@@ -28,6 +28,8 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
+from src.machine import available_cpus
+
 
 class DatasetNotFoundError(FileNotFoundError):
     """A data set's files are missing and cannot be fetched; the message says where and how to get them."""
@@ -35,36 +37,6 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class BatchSizeError(ValueError):
     """The global batch cannot be split evenly among the processes; the message says which sizes can."""
-
-
-def _cgroup_cpu_quota() -> float | None:
-    """CPUs allowed by a cgroup CPU quota (containers, some schedulers), or None when unlimited/unknown."""
-    try:  # cgroup v2: "<quota> <period>" or "max <period>"
-        with open("/sys/fs/cgroup/cpu.max") as handle:
-            quota, period = handle.read().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:  # cgroup v1
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as quota_file:
-            quota_us = int(quota_file.read())
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as period_file:
-            period_us = int(period_file.read())
-        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
-    except (OSError, ValueError):
-        return None
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on: its affinity mask, capped by a cgroup quota (``os.cpu_count`` sees neither)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cpus = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
-    if quota is not None:
-        cpus = min(cpus, max(1, int(quota)))
-    return max(1, cpus)
 
 
 def cpus_per_process(local_processes: int | None = None) -> int:

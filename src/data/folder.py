@@ -25,7 +25,8 @@ grayscale when ``in_channels`` is 1), with PIL as the fallback for formats it ca
 Beside it, one job each: ``folder_listing`` (class folders, image files, class subsets),
 ``folder_layouts`` (a split's samples, ILSVRC's flat ``val/``), ``splits`` (stratified held-out splits),
 ``folder_decode`` (the per-sample dataset, the file check), ``folder_cache`` (the check's and the
-statistics' caches). This module is the DataModule: its settings, and the order ``setup`` does things in.
+statistics' caches), ``folder_scan`` (the file check and the statistics, once per node). This module is
+the DataModule: its settings, and the order ``setup`` does things in.
 """
 
 from __future__ import annotations
@@ -43,24 +44,23 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from src.data import download as downloads
 from src.data import image_cache, transforms
-from src.data.base import DataError, DatasetNotFoundError, ImageClassificationDataModule, available_cpus
+from src.data.base import DataError, DatasetNotFoundError, ImageClassificationDataModule
 from src.data.fast import FastImageDataset, FastLoaderMixin, fast_split, resident_device
-from src.data.folder_cache import cache_key, file_identities, load_cache, save_cache
-from src.data.folder_decode import ImageFiles, Sample, channel_stats, probe
+from src.data.folder_cache import cache_key, file_identities
+from src.data.folder_decode import ImageFiles, Sample
 from src.data.folder_layouts import class_folder_samples, flat_val_samples, is_flat_folder
 from src.data.folder_listing import choose_classes, first_image, list_class_folders, read_class_list
 from src.data.folder_record import check_resume, first_record, split_files
-from src.data.locking import lock_if_writable
+from src.data.folder_scan import FolderScanMixin
 from src.data.splits import stratified_split
 from src.files import free_path, write_json_atomic
 
 SPLITS = ("train", "val", "test")
 RUN_RECORD = "data.json"
 SMALL_IMAGE_SIZE = 64  # preset: null picks 'cifar' up to this side, 'imagenet' above
-STATS_IMAGES_WITHOUT_CHECK = 5000  # images to compute statistics from when the full file check is off
 
 
-class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
+class ImageFolderDataModule(FolderScanMixin, FastLoaderMixin, ImageClassificationDataModule):
     """Images in class folders (see the module docstring for layouts, decoding and caching).
 
     Args:
@@ -277,83 +277,6 @@ class ImageFolderDataModule(FastLoaderMixin, ImageClassificationDataModule):
         return pool, folders
 
     # ---------------------------------------------------------------- checking and statistics
-    def _cache_path(self, key: str) -> str:
-        return os.path.join(self.cache_dir, f"folder-{key}.json")
-
-    def _load_cache(self, key: str, fields: dict[str, type]) -> dict:
-        return load_cache(self._cache_path(key), fields)
-
-    def _save_cache(self, key: str, content: dict) -> None:
-        save_cache(self._cache_path(key), content)
-
-    def _build_workers(self) -> int:
-        """Processes for work done once per node (file check, statistics, fast-path cache).
-
-        While one process does it the node's other processes wait on the lock, so with ``num_workers: null``
-        it may use every CPU it can run on; a ``num_workers`` that is set is taken as it is.
-        """
-        return max(0, available_cpus() - 1) if self._auto_workers else self.num_workers
-
-    def _hold_node_lock(self) -> None:
-        """Take the cache folder's lock (if not held yet) and keep it until ``_collect`` ends.
-
-        The first process of a node to miss a cache computes it while the others wait here, then read it.
-        Held over both the file check and the statistics: released in between, a waiting process could take
-        it first and compute the statistics a second time.
-        """
-        if self._node_lock is not None and not self._node_locked:
-            self._node_lock.enter_context(lock_if_writable(os.path.join(self.cache_dir, image_cache.LOCK_NAME)))
-            self._node_locked = True
-
-    def _check(self, paths: list[str], key: str) -> dict[str, str]:
-        """``{path: reason}`` of every file that does not decode (cached by the list of paths, once per node)."""
-        cache = self._load_cache(key, {"bad": dict})
-        if "bad" not in cache:
-            self._hold_node_lock()
-            cache = self._load_cache(key, {"bad": dict})  # done by another process while this one waited
-            if "bad" not in cache:
-                return self._scan(paths, key)
-        # Files fixed in place since: decode the listed ones again (few, cheap).
-        listed = sorted(cache["bad"])
-        results = probe(listed, self.channels, 0, self.image_size) if listed else []
-        bad = {path: result[0] for path, result in zip(listed, results) if result[0]}
-        if bad != cache["bad"]:
-            self._save_cache(key, {**cache, "bad": bad})
-        return bad
-
-    def _scan(self, paths: list[str], key: str) -> dict[str, str]:
-        # print, not rank_zero_info: the process that holds the lock does it, whatever its rank.
-        where = f"under '{self.root}' (once per node; cached in '{self.cache_dir}')"
-        print(f"Checking {len(paths):,} image files {where}", flush=True)
-        results = probe(paths, self.channels, self._build_workers(), self.image_size)
-        bad = {path: result[0] for path, result in zip(paths, results) if result[0]}
-        self._results = dict(zip(paths, results))  # reused for the statistics of this run
-        self._save_cache(key, {"root": os.path.abspath(self.root), "files": len(paths), "bad": bad})
-        return bad
-
-    def _statistics(self, train: list[Sample]) -> tuple[list[float], list[float]]:
-        """Per-channel mean and std of the training split, cached; computed once per node."""
-        paths = [path for path, _ in train]
-        if not self.check_files and len(paths) > STATS_IMAGES_WITHOUT_CHECK:
-            paths = sorted(random.Random(self.split_seed).sample(paths, STATS_IMAGES_WITHOUT_CHECK))
-        # "per-image": each image weighs the same, measured at image_size (older caches weighed pixels)
-        key = cache_key("stats", "per-image", file_identities(paths), self.channels, self.image_size)
-        cache = self._load_statistics(key)
-        if "mean" not in cache:
-            self._hold_node_lock()
-            cache = self._load_statistics(key)  # computed by another process while this one waited
-            if "mean" not in cache:
-                missing = [p for p in paths if p not in self._results]
-                probed = dict(zip(missing, probe(missing, self.channels, self._build_workers(), self.image_size)))
-                results = dict(self._results, **probed)
-                cache["mean"], cache["std"] = channel_stats([results[p] for p in paths])
-                self._save_cache(key, {**cache, "images": len(paths)})
-        return cache["mean"], cache["std"]
-
-    def _load_statistics(self, key: str) -> dict:
-        cache = self._load_cache(key, {"mean": list, "std": list})
-        return cache if all(len(cache.get(name, ())) == self.channels for name in ("mean", "std")) else {}
-
     def _drop_bad(self, pool: list[Sample], folders: dict[str, list[Sample]]) -> tuple[list, dict]:
         every = pool + [s for samples in folders.values() for s in samples]
         paths = [path for path, _ in every]

@@ -23,14 +23,21 @@ from dataclasses import dataclass
 from typing import cast
 
 from torch import Tensor, nn
-from torchvision.models import resnet as tv
 
-from src.models.cifar_resnet import BasicBlock as CifarBasicBlock
 from src.models.cifar_resnet import PadShortcut
 from src.models.imagenet_resnet import PlainBasicBlock, PlainBottleneck
+from src.models.names import families
 from src.models.preact_resnet import PreActBlock
 
-BLOCK_TYPES = (CifarBasicBlock, tv.BasicBlock, tv.Bottleneck, PreActBlock)  # the Plain* blocks subclass torchvision's
+
+def block_types() -> tuple[type[nn.Module], ...]:
+    """The block classes of every registered family (``Family.block_types``; the Plain* blocks subclass
+    torchvision's): the modules ``residual_blocks`` finds."""
+    return tuple(
+        dict.fromkeys(
+            kind for registered in families() for kind in registered.block_types if issubclass(kind, nn.Module)
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -79,10 +86,11 @@ def _changes_shape(block: nn.Module) -> bool:
 
 
 def is_residual(block: nn.Module) -> bool:
-    """Whether ``block`` (one of ``BLOCK_TYPES``) adds a shortcut."""
-    if isinstance(block, (CifarBasicBlock, PreActBlock)):
-        return block.residual
-    return not isinstance(block, (PlainBasicBlock, PlainBottleneck))
+    """Whether ``block`` (one of ``block_types()``) adds a shortcut: its ``residual`` attribute (a fork's block
+    may say so the same way); torchvision's blocks always do, our plain twins of them never."""
+    if isinstance(block, (PlainBasicBlock, PlainBottleneck)):
+        return False
+    return bool(getattr(block, "residual", True))
 
 
 def _shortcut_kind(block: nn.Module) -> str:
@@ -100,20 +108,23 @@ def residual_blocks(net: nn.Module) -> list[Block]:
     classes); raises ``ValueError`` for a network with no such blocks.
     """
     blocks: list[Block] = []
+    kinds = block_types()
     for name, module in net.named_modules():
-        if isinstance(module, BLOCK_TYPES):
+        if kinds and isinstance(module, kinds):
             stage_name = name.split(".")[-2] if "." in name else name
             stage = int(stage_name[5:]) if stage_name.startswith("layer") and stage_name[5:].isdigit() else 0
             blocks.append(Block(len(blocks), name, stage, module, is_residual(module), _shortcut_kind(module)))
     if not blocks:
-        raise ValueError(f"{type(net).__name__} has no residual or plain blocks ({[b.__name__ for b in BLOCK_TYPES]})")
+        raise ValueError(f"{type(net).__name__} has no residual or plain blocks ({[b.__name__ for b in kinds]})")
     return blocks
 
 
 def branch_output(block: nn.Module) -> nn.Module:
-    """The branch's last layer (a norm layer; a convolution in a pre-activation block): its output is ``F(x)``."""
-    if isinstance(block, PreActBlock):
-        return block.branch_last
+    """The branch's last layer (a norm layer; a convolution in a pre-activation block): its output is ``F(x)``.
+
+    A block with a ``branch_last`` module (pre-activation blocks; any fork's block may name its own) says so."""
+    if hasattr(block, "branch_last"):
+        return cast(nn.Module, block.branch_last)
     return cast(nn.Module, block.bn3 if hasattr(block, "bn3") else block.bn2)
 
 

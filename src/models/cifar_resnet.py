@@ -28,6 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from src.models.imagenet_resnet import IMAGENET_LAYOUTS
+from src.models.names import ArchSpec, Family, NameParts, refuse_block_dropout, register
+
 Shortcut = Literal["A", "B"]
 Pooling = Literal["avg", "max"]
 
@@ -150,3 +153,53 @@ def cifar_resnet(depth: int, residual: bool = True, **kwargs: Any) -> CifarResNe
             f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, 1202, ...), got {depth}"
         )
     return CifarResNet((depth - 2) // 6, residual=residual, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- the family
+def _parse(parts: NameParts) -> ArchSpec | None:
+    """``resnet<d>`` / ``plain<d>`` (``d = 6n + 2``, not an ImageNet depth), ``[cifar_]...[_<k>]``."""
+    if parts.prefix == "" and parts.depth in IMAGENET_LAYOUTS:
+        return None  # resnet50 is the ImageNet net; cifar_resnet50 is this one
+    if parts.depth < 8 or (parts.depth - 2) % 6:
+        raise parts.error(
+            f"CIFAR depth {parts.depth} is not 6n+2 (n >= 1), and ImageNet depths are {list(IMAGENET_LAYOUTS)}"
+        )
+    return ArchSpec(parts.name, "cifar", parts.kind == "resnet", parts.depth, parts.width or 1, stem=parts.stem)
+
+
+def _build(spec: ArchSpec, shortcut: str | None, block_dropout: float, **head: Any) -> nn.Module:
+    refuse_block_dropout(spec, block_dropout)
+    return cifar_resnet(spec.depth, residual=spec.residual, shortcut=shortcut or "A", width=spec.width, **head)
+
+
+def _widen(spec: ArchSpec, width: int) -> str:
+    if spec.name != f"{spec.stem}{spec.depth}":
+        raise ValueError(
+            f"{spec.name!r} already names its width: list {spec.stem + str(spec.depth)!r} under 'archs' and the "
+            "widths under 'widths'"
+        )
+    return spec.name if width == 1 else f"{spec.name}_{width}"
+
+
+CIFAR = register(
+    Family(
+        name="cifar",
+        stems=("resnet", "plain", "cifar_resnet", "cifar_plain"),
+        parse=_parse,
+        build=_build,
+        forms=(
+            "resnet<d>|plain<d> (CIFAR d = 6n+2: resnet20, resnet56, resnet110, resnet1202); "
+            "resnet<d>_<k>|plain<d>_<k> (CIFAR, stage widths 16k/32k/64k, k >= 1: resnet20_4); "
+            "cifar_resnet<d>[_<k>]|cifar_plain<d>[_<k>] (force the CIFAR net where d is an ImageNet depth)"
+        ),
+        examples=(
+            *(f"{kind}{d}" for d in (20, 32, 44, 56, 110, 1202) for kind in ("resnet", "plain")),
+            "resnet20_2",
+            "resnet20_4",
+        ),
+        shortcut="A",
+        order=10,
+        widen=_widen,
+        block_types=(BasicBlock,),
+    )
+)

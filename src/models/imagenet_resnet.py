@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import resnet as tv
 
+from src.models.names import ArchSpec, Family, NameParts, refuse_block_dropout, refuse_shortcut_option, register
+
 Pooling = Literal["avg", "max"]
 
 # depth -> (block kind, blocks per stage), as in torchvision and Table 1 of the paper.
@@ -101,3 +103,55 @@ def imagenet_resnet(depth: int, residual: bool = True, width: int = 1, **kwargs:
     else:
         block = tv.Bottleneck if residual else PlainBottleneck
     return ImageNetResNet(block, layers, width=width, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- the family
+BOTTLENECK_DEPTHS = tuple(depth for depth, (kind, _) in IMAGENET_LAYOUTS.items() if kind == "bottleneck")
+
+
+def _parse(parts: NameParts) -> ArchSpec | None:
+    """``resnet<d>`` / ``plain<d>`` at an ImageNet depth; ``wide_resnet<d>_<k>`` / ``wide_plain<d>_<k>``."""
+    residual = parts.kind == "resnet"
+    if parts.prefix == "wide_":
+        if parts.depth not in BOTTLENECK_DEPTHS:
+            raise parts.error(f"wide ImageNet ResNets are bottleneck nets: depth in {list(BOTTLENECK_DEPTHS)}")
+        if parts.width is None:
+            raise parts.error("a wide ImageNet ResNet needs its width: wide_resnet<d>_<k>, e.g. wide_resnet50_2")
+        return ArchSpec(parts.name, "imagenet", residual, parts.depth, parts.width, "bottleneck", parts.stem)
+    if parts.depth not in IMAGENET_LAYOUTS:
+        return None  # a CIFAR depth
+    if parts.width is not None:
+        raise parts.error(
+            f"ImageNet ResNet-{parts.depth} has no width suffix; torchvision's wide nets are wide_resnet<d>_<k>, "
+            f"the CIFAR net of that depth is cifar_{parts.kind}{parts.depth}_{parts.width}"
+        )
+    return ArchSpec(parts.name, "imagenet", residual, parts.depth, 1, IMAGENET_LAYOUTS[parts.depth][0], parts.stem)
+
+
+def _build(spec: ArchSpec, shortcut: str | None, block_dropout: float, **head: Any) -> nn.Module:
+    refuse_block_dropout(spec, block_dropout)
+    refuse_shortcut_option(spec, shortcut)
+    return imagenet_resnet(spec.depth, residual=spec.residual, width=spec.width, **head)
+
+
+IMAGENET = register(
+    Family(
+        name="imagenet",
+        stems=("resnet", "plain", "wide_resnet", "wide_plain"),
+        parse=_parse,
+        build=_build,
+        forms=(
+            "resnet<d>|plain<d> (ImageNet d in 18, 34, 50, 101, 152: resnet18, resnet152); "
+            "wide_resnet<d>_<k>|wide_plain<d>_<k> (torchvision's wide ImageNet nets, d in 50, 101, 152: "
+            "wide_resnet50_2)"
+        ),
+        examples=(
+            *(f"{kind}{d}" for d in IMAGENET_LAYOUTS for kind in ("resnet", "plain")),
+            *(f"wide_{kind}{d}_2" for d in (50, 101) for kind in ("resnet", "plain")),
+        ),
+        input_size=224,
+        no_width="the ImageNet nets take no width multiplier (torchvision's wide ones are wide_resnet<d>_<k>)",
+        block_types=(tv.BasicBlock, tv.Bottleneck),  # the plain blocks subclass them
+        order=20,
+    )
+)

@@ -1,50 +1,34 @@
-"""Architecture names: one grammar, parsed here and nowhere else.
+"""Architecture names: one grammar, one parser, and the registry of the families that give names meaning.
 
-``build_model``, the CLI (``--model.arch``), the sweep (``--arch`` / a study's ``archs``) and the
-report all read a name through ``arch_spec``, so a name means the same network everywhere and a bad
-name gets the same one-line error, listing every valid form (``VALID_FORMS``):
+Every name reads ``[<prefix>_]<kind><depth>[_<width>]`` (``resnet20``, ``plain56_4``, ``wrn28_10``,
+``preact_resnet164``, ``wide_resnet50_2``); its *stem* is ``<prefix>_<kind>`` without the numbers. A
+**family** (``Family``) owns stems, reads what a name of its stems means (``ArchSpec``: residual or plain,
+depth, width, block kind), builds the network, says whether it widens, which shortcut option its residual
+nets use, and which block classes diagnostics and lesions look for. ``build_model``, the CLI
+(``--model.arch``), the sweep (a study's ``archs`` and ``widths``), the report, lesion and prune all read
+a name through ``arch_spec`` here, so a name means the same network everywhere and a bad name gets the
+same one-line error, listing every registered family's valid forms.
 
-* ``resnet<d>`` / ``plain<d>``: He et al. (2015). ``d`` in 18, 34, 50, 101, 152 is the ImageNet
-  network (torchvision's); any other ``d = 6n + 2`` is the CIFAR network of section 4.2.
-* ``resnet<d>_<k>`` / ``plain<d>_<k>``: the CIFAR network with stage widths ``16k / 32k / 64k``
-  (``_1`` is the plain name's network); ``cifar_resnet<d>[_<k>]`` / ``cifar_plain<d>[_<k>]`` force
-  the CIFAR network where ``d`` is also an ImageNet depth (50, 152).
-* ``wrn<d>_<k>`` / ``plain_wrn<d>_<k>``: Wide ResNet WRN-d-k (Zagoruyko & Komodakis, 2016),
-  ``d = 6n + 4``, and its plain twin.
-* ``preact_resnet<d>``: pre-activation ResNet (He et al., 2016). Like torchvision's ImageNet table,
-  the depth picks the block: basic blocks for ``d = 6n + 2``, bottleneck blocks for ``d = 9n + 2``;
-  where both fit (``d = 18m + 2``) the paper's choice decides: basic up to 110 (ResNet-110), bottleneck
-  from 164 (ResNet-164, ResNet-1001). ``preact_resnet11`` is the smallest bottleneck net. It has no plain twin of its
-  own: without shortcuts the basic net is ``plain_wrn<d + 2>_1`` (the WRN paper counts the two
-  projection shortcuts in its depth), and a plain bottleneck net is not a network either paper trains.
-* ``wide_resnet<d>_<k>`` / ``wide_plain<d>_<k>``: torchvision's wide ImageNet ResNets
-  (``wide_resnet50_2``, ``wide_resnet101_2``: bottleneck inner width ``64k``), ``d`` in 50, 101, 152.
+The built-in families register themselves where their blocks are: ``cifar`` (He et al. 2015, section 4.2:
+``resnet<d>`` / ``plain<d>``, ``d = 6n + 2``, any width) in ``cifar_resnet.py``; ``imagenet`` (torchvision's
+ResNet-18...152 and its wide nets) in ``imagenet_resnet.py``; ``wrn`` (Zagoruyko & Komodakis 2016) and
+``preact`` (He et al. 2016) in ``preact_resnet.py``. A fork adds a family in one file of its own
+(``register(Family(...))``) and names that module in an entry point of the group ``FAMILY_ENTRY_POINTS``
+(docs/fork.md): every process (the CLI, the sweep's runs, the report, lesion, prune) loads it.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
 
-IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
-IMAGENET_BOTTLENECK_DEPTHS = (50, 101, 152)
-FAMILIES = ("cifar", "imagenet", "wrn", "preact")
-PREACT_BOTTLENECK_FROM = 164  # He et al. (2016): ResNet-164 and -1001 are bottleneck nets, ResNet-110 is not
+from torch import nn
 
-VALID_FORMS = (
-    "valid: resnet<d>|plain<d> (CIFAR d = 6n+2: resnet20, resnet56, resnet110, resnet1202; "
-    "ImageNet d in 18, 34, 50, 101, 152: resnet18, resnet152); "
-    "resnet<d>_<k>|plain<d>_<k> (CIFAR, stage widths 16k/32k/64k, k >= 1: resnet20_4); "
-    "cifar_resnet<d>[_<k>]|cifar_plain<d>[_<k>] (force the CIFAR net); "
-    "wrn<d>_<k>|plain_wrn<d>_<k> (Wide ResNet, d = 6n+4: wrn16_8, wrn28_10); "
-    "preact_resnet<d> (pre-activation: basic d = 6n+2, e.g. preact_resnet110; bottleneck d = 9n+2, e.g. "
-    "preact_resnet11, preact_resnet164, preact_resnet1001 (both fit: basic below 164); no plain twin); "
-    "wide_resnet<d>_<k>|wide_plain<d>_<k> (torchvision's wide ImageNet nets, d in 50, 101, 152: wide_resnet50_2)"
-)
-
-_NAME = re.compile(
-    r"^(?P<prefix>cifar_|preact_|wide_|plain_)?(?P<kind>resnet|plain|wrn)(?P<depth>\d+)(?:_(?P<width>\d+))?$"
-)
+FAMILY_ENTRY_POINTS = "resnet_efficiency.families"  # modules that register a Family when imported
+_NAME = re.compile(r"^(?P<prefix>(?:[a-z]+_)*)(?P<kind>[a-z]+)(?P<depth>\d+)(?:_(?P<width>\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -53,12 +37,12 @@ class ArchSpec:
 
     Attributes:
         name: the name as read (stripped, lower case).
-        family: ``cifar`` (He et al.'s CIFAR nets, any width), ``imagenet`` (torchvision's, wide ones
-            included), ``wrn`` or ``preact``.
+        family: the registered family that owns it (``cifar``, ``imagenet``, ``wrn``, ``preact``, a fork's).
         residual: whether the blocks add shortcuts (False: the plain twin).
         depth: the depth in the name (weighted layers, as each paper counts them).
         width: the width multiplier ``k`` (1: the paper's widths).
-        block: ``basic`` or ``bottleneck``.
+        block: ``basic`` or ``bottleneck`` (or a fork's own kind).
+        stem: the name without its numbers (``plain_wrn`` for ``plain_wrn16_8``).
     """
 
     name: str
@@ -67,119 +51,172 @@ class ArchSpec:
     depth: int
     width: int = 1
     block: str = "basic"
+    stem: str = ""
 
     @property
     def input_size(self) -> int:
         """The image side the family was designed for (CIFAR 32, ImageNet 224)."""
-        return 224 if self.family == "imagenet" else 32
+        return family(self.family).input_size
 
     @property
     def line(self) -> str:
         """The name without its depth (``resnet20_4`` -> ``resnet_4``): nets of one line differ only in depth."""
-        match = _NAME.match(self.name)
-        assert match is not None
-        widened = self.family == "wrn" or self.width != 1  # resnet20_1 is resnet20's line
-        stem = (match["prefix"] or "") + match["kind"] + (f"_{self.width}" if widened else "")
-        return f"{stem}-bottleneck" if self.family == "preact" and self.block == "bottleneck" else stem
+        return family(self.family).line(self)
 
 
-def _error(arch: object, reason: str) -> ValueError:
-    return ValueError(f"Unknown architecture {arch!r}: {reason}; {VALID_FORMS}")
+@dataclass(frozen=True)
+class NameParts:
+    """A name cut along the grammar: what a family's ``parse`` reads."""
+
+    arch: Any  # as given, for messages
+    name: str
+    prefix: str  # "" or "wide_", "plain_", "preact_", ...
+    kind: str
+    depth: int
+    width: int | None  # None: no ``_<k>`` suffix
+
+    @property
+    def stem(self) -> str:
+        return self.prefix + self.kind
+
+    def error(self, reason: str) -> ValueError:
+        return name_error(self.arch, reason)
+
+
+def default_line(spec: ArchSpec) -> str:
+    """A line is the stem, plus ``_<k>`` when widened (``resnet20_1`` is on ``resnet20``'s line)."""
+    return spec.stem + (f"_{spec.width}" if spec.width != 1 else "")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family of named networks: everything the project needs to know about it, in one place.
+
+    Attributes:
+        name: the family's name (``ArchSpec.family``).
+        stems: the name stems it owns (``("resnet", "plain", "cifar_resnet", "cifar_plain")``). Two
+            families may share a stem; each ``parse`` then claims its own names and declines the rest.
+        parse: ``NameParts -> ArchSpec``; ``None`` to decline a name of a shared stem; raises
+            ``parts.error(reason)`` for a name of its own that is not valid.
+        build: ``(spec, num_classes, in_channels, shortcut, dropout, pooling, block_dropout) -> nn.Module``
+            (``shortcut`` is None unless the user set it).
+        forms: its valid forms, for the error message of a bad name.
+        examples: names for docs/models.md (``scripts/model_table.py``), in table order.
+        shortcut: the shortcut option its residual nets use by default (``A``: zero-padding, ``B``:
+            projections where the shape changes), shown in the report.
+        input_size: the image side it was designed for.
+        widen: ``(spec, k) -> name`` at width multiplier ``k`` (a study's ``widths``); None: no multiplier.
+        no_width: why it has no width multiplier (when ``widen`` is None).
+        block_types: its block classes, in which diagnostics and lesions find branch and shortcut
+            (``src.models.blocks``: a block with ``residual``, ``downsample``, ``conv1``/``conv2`` and the
+            branch's last norm ``bn2`` or a ``branch_last`` module works as it is).
+        line: the name without its depth, for the report's lines (default: stem, plus ``_<k>`` if widened).
+        order: where it sorts among the families (error messages, docs/models.md); a fork's default: last.
+    """
+
+    name: str
+    stems: tuple[str, ...]
+    parse: Callable[[NameParts], ArchSpec | None]
+    build: Callable[..., nn.Module]
+    forms: str
+    examples: tuple[str, ...] = ()
+    shortcut: str = "B"
+    input_size: int = 32
+    widen: Callable[[ArchSpec, int], str] | None = None
+    no_width: str = "its names take no width multiplier"
+    block_types: tuple[type, ...] = field(default=())
+    line: Callable[[ArchSpec], str] = default_line
+    order: int = 1000
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register(new: Family) -> Family:
+    """Add a family (its module calls this when imported); a second family of the same name is refused."""
+    if new.name in _FAMILIES and _FAMILIES[new.name] is not new:
+        raise ValueError(f"a model family named {new.name!r} is registered already ({_FAMILIES[new.name].forms})")
+    _FAMILIES[new.name] = new
+    return new
+
+
+def _load_fork_families() -> None:
+    """Import every module named in the ``FAMILY_ENTRY_POINTS`` group: each registers its family."""
+    for entry in metadata.entry_points(group=FAMILY_ENTRY_POINTS):
+        entry.load()
+
+
+def families() -> list[Family]:
+    """Every registered family, by ``order`` (the built-ins first, then a fork's)."""
+    if not getattr(families, "_forks_loaded", False):
+        families._forks_loaded = True  # type: ignore[attr-defined]
+        _load_fork_families()
+    return sorted(_FAMILIES.values(), key=lambda f: f.order)  # stable: registration order within an order
+
+
+def family(name: str) -> Family:
+    """The registered family ``name``; ``ValueError`` naming the registered ones otherwise."""
+    for candidate in families():
+        if candidate.name == name:
+            return candidate
+    raise ValueError(f"no model family {name!r}; registered: {[f.name for f in families()]}")
+
+
+def valid_forms() -> str:
+    return "valid: " + "; ".join(f.forms for f in families())
+
+
+def name_error(arch: object, reason: str) -> ValueError:
+    return ValueError(f"Unknown architecture {arch!r}: {reason}; {valid_forms()}")
 
 
 def arch_spec(arch: str) -> ArchSpec:
-    """Parse an architecture name (see the module docstring); ``ValueError`` with every valid form if it is bad."""
+    """Parse an architecture name: the one parser. ``ValueError`` with every valid form if it is bad."""
     if not isinstance(arch, str):
-        raise _error(arch, "not a string")
+        raise name_error(arch, "not a string")
     name = arch.strip().lower()
     match = _NAME.match(name)
     if match is None:
-        raise _error(arch, "not a name of this grammar")
-    prefix, kind, depth = match["prefix"] or "", match["kind"], int(match["depth"])
+        raise name_error(arch, "not a name of this grammar")
     width = int(match["width"]) if match["width"] is not None else None
+    parts = NameParts(arch, name, match["prefix"], match["kind"], int(match["depth"]), width)
     if width is not None and width < 1:
-        raise _error(arch, f"width {width}: the width multiplier k must be an integer >= 1")
-    if kind == "wrn":
-        return _wrn(arch, name, prefix, depth, width)
-    if prefix == "plain_":
-        raise _error(arch, "the 'plain_' prefix names the plain Wide ResNet only (plain_wrn<d>_<k>)")
-    residual = kind == "resnet"
-    if prefix == "preact_":
-        return _preact(arch, name, residual, depth, width)
-    if prefix == "wide_":
-        return _wide_imagenet(arch, name, residual, depth, width)
-    if not prefix and depth in IMAGENET_DEPTHS:
-        if width is not None:
-            raise _error(
-                arch,
-                f"ImageNet ResNet-{depth} has no width suffix; torchvision's wide nets are wide_resnet<d>_<k>, "
-                f"the CIFAR net of that depth is cifar_{kind}{depth}_{width}",
-            )
-        block = "basic" if depth < 50 else "bottleneck"
-        return ArchSpec(name, "imagenet", residual, depth, 1, block)
-    if depth < 8 or (depth - 2) % 6:
-        raise _error(
-            arch,
-            f"CIFAR depth {depth} is not 6n+2 (n >= 1), and ImageNet depths are {list(IMAGENET_DEPTHS)}",
-        )
-    return ArchSpec(name, "cifar", residual, depth, width or 1)
-
-
-def _wrn(arch: str, name: str, prefix: str, depth: int, width: int | None) -> ArchSpec:
-    if prefix not in ("", "plain_"):
-        raise _error(arch, f"'{prefix}' does not combine with wrn (Wide ResNets are wrn<d>_<k> / plain_wrn<d>_<k>)")
-    if width is None:
-        raise _error(arch, "a Wide ResNet needs its width: wrn<d>_<k> (WRN-d-k), e.g. wrn16_8")
-    if depth < 10 or (depth - 4) % 6:
-        raise _error(arch, f"WRN depth {depth} is not 6n+4 (n >= 1: 10, 16, 22, 28, 40, ...)")
-    return ArchSpec(name, "wrn", prefix != "plain_", depth, width)
-
-
-def _preact(arch: str, name: str, residual: bool, depth: int, width: int | None) -> ArchSpec:
-    if not residual:
-        raise _error(
-            arch,
-            "the pre-activation family has no plain twin (its subject is the identity path); without shortcuts "
-            "a basic pre-activation net is plain_wrn<d+2>_1, and plain<6n+2> is He et al.'s plain baseline",
-        )
-    if width is not None:
-        raise _error(arch, "preact_resnet<d> takes no width; the wide pre-activation nets are wrn<d>_<k>")
-    basic_fits, bottleneck_fits = depth >= 8 and (depth - 2) % 6 == 0, depth >= 11 and (depth - 2) % 9 == 0
-    if bottleneck_fits and (depth >= PREACT_BOTTLENECK_FROM or not basic_fits):
-        return ArchSpec(name, "preact", True, depth, 1, "bottleneck")
-    if not basic_fits:
-        raise _error(arch, f"pre-activation depth {depth} is neither 6n+2 (basic blocks) nor 9n+2 (bottleneck blocks)")
-    return ArchSpec(name, "preact", True, depth, 1, "basic")
-
-
-def _wide_imagenet(arch: str, name: str, residual: bool, depth: int, width: int | None) -> ArchSpec:
-    if depth not in IMAGENET_BOTTLENECK_DEPTHS:
-        raise _error(arch, f"wide ImageNet ResNets are bottleneck nets: depth in {list(IMAGENET_BOTTLENECK_DEPTHS)}")
-    if width is None:
-        raise _error(arch, "a wide ImageNet ResNet needs its width: wide_resnet<d>_<k>, e.g. wide_resnet50_2")
-    return ArchSpec(name, "imagenet", residual, depth, width, "bottleneck")
+        raise parts.error(f"width {width}: the width multiplier k must be an integer >= 1")
+    owners = [f for f in families() if parts.stem in f.stems]
+    for owner in owners:
+        spec = owner.parse(parts)
+        if spec is not None:
+            return spec
+    raise parts.error("not a name of this grammar" if not owners else f"no {parts.stem} network of this depth")
 
 
 def with_width(arch: str, width: int) -> str:
     """``arch`` at width multiplier ``width``: ``resnet20`` -> ``resnet20_2`` (``width = 1`` keeps the name).
 
-    What a study's ``widths`` crosses its ``archs`` with. Only the CIFAR ResNets and their plain twins have a
-    width multiplier to set; a name that already carries a width, a Wide ResNet (its width is in its name),
-    a pre-activation net or an ImageNet net is refused with a ``ValueError`` saying why.
+    What a study's ``widths`` crosses its ``archs`` with; a family without a multiplier is refused with a
+    ``ValueError`` saying why (``Family.no_width``).
     """
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width {width!r}: a width multiplier k must be an integer >= 1 (e.g. widths: [1, 2, 4])")
     spec = arch_spec(arch)
-    match = _NAME.match(spec.name)
-    assert match is not None
-    if spec.family != "cifar":
-        why = {
-            "wrn": "a Wide ResNet's width is in its name (wrn<d>_<k>): list each one under 'archs'",
-            "preact": "pre-activation nets take no width (their wide versions are wrn<d>_<k>)",
-            "imagenet": "the ImageNet nets take no width multiplier (torchvision's wide ones are wide_resnet<d>_<k>)",
-        }[spec.family]
-        raise ValueError(f"{arch!r} has no width multiplier to cross with 'widths': {why}")
-    if match["width"] is not None:
-        stem = f"{match['prefix'] or ''}{match['kind']}{match['depth']}"
-        raise ValueError(f"{arch!r} already names its width: list {stem!r} under 'archs' and the widths under 'widths'")
-    return arch if width == 1 else f"{spec.name}_{width}"
+    owner = family(spec.family)
+    if owner.widen is None:
+        raise ValueError(f"{arch!r} has no width multiplier to cross with 'widths': {owner.no_width}")
+    return owner.widen(spec, width)
+
+
+def refuse_block_dropout(spec: ArchSpec, block_dropout: float) -> None:
+    """For families without dropout inside their blocks: a ``block_dropout`` is an error, not ignored."""
+    if block_dropout:
+        raise ValueError(
+            f"block_dropout (dropout between a block's two 3x3 convolutions, the WRN paper's) applies to wrn and basic "
+            f"preact nets, not to {spec.name}; dropout before the head is 'dropout'"
+        )
+
+
+def refuse_shortcut_option(spec: ArchSpec, shortcut: str | None) -> None:
+    """For families whose shortcuts are projections where shapes change (option B), as their papers' are."""
+    if shortcut not in (None, "B") and spec.residual:
+        raise ValueError(
+            f"{spec.name} uses projection shortcuts where shapes change (option B); got shortcut={shortcut!r}"
+        )

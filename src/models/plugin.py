@@ -15,41 +15,20 @@ fork's net trains on CIFAR-100 or a folder of 37 classes without a config change
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
+from src.class_paths import config_class
+
 FROM_THE_DATA = ("num_classes", "in_channels")
 
 
-def _import(class_path: str) -> Any:
-    module_name, _, attribute = class_path.rpartition(".")
-    if not module_name:
-        raise ValueError(f"model.net_class {class_path!r} is not a dotted import path (my_fork.models.TinyNet)")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(f"model.net_class {class_path!r}: cannot import {module_name!r} ({error})") from None
-    if not hasattr(module, attribute):
-        raise ValueError(f"model.net_class {class_path!r}: module {module_name!r} has no {attribute!r}")
-    return getattr(module, attribute)
-
-
-def net_class(class_path: str) -> type[nn.Module]:
+def net_class(class_path: Any) -> type[nn.Module]:
     """The ``nn.Module`` subclass that ``class_path`` names; ``ValueError`` saying what is wrong otherwise."""
-    if not isinstance(class_path, str):
-        raise ValueError(f"model.net_class must be a class path such as my_fork.models.TinyNet, got {class_path!r}")
-    found = _import(class_path)
-    if not (isinstance(found, type) and issubclass(found, nn.Module)):
-        what = f"the class {found.__name__}" if isinstance(found, type) else f"a {type(found).__name__}"
-        raise ValueError(
-            f"model.net_class {class_path!r} is {what}, not a torch.nn.Module subclass; "
-            "give the import path of a network class (my_fork.models.TinyNet)"
-        )
-    return found
+    return config_class(class_path, nn.Module, "torch.nn.Module", "model.net_class", "my_fork.models.TinyNet")
 
 
 def build_net(class_path: str, net_args: Mapping[str, Any] | None, num_classes: int, in_channels: int = 3) -> nn.Module:

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from src.models.cifar_resnet import msra_init
+from src.models.names import ArchSpec, Family, NameParts, refuse_shortcut_option, register
 
 Pooling = Literal["avg", "max"]
 STEM_WIDTH = 16
@@ -199,3 +200,94 @@ def preact_resnet(depth: int, bottleneck: bool, **kwargs: Any) -> PreActResNet:
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"a pre-activation basic ResNet's depth is 6n+2, got {depth}")
     return PreActResNet(PreActBasicBlock, (depth - 2) // 6, (16, 32, 64), **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- the families
+PREACT_BOTTLENECK_FROM = 164  # He et al. (2016): ResNet-164 and -1001 are bottleneck nets, ResNet-110 is not
+NOT_WRN_PREFIXES = ("cifar_", "preact_", "wide_")  # names these prefixes would make with wrn, refused with the reason
+
+
+def _parse_wrn(parts: NameParts) -> ArchSpec:
+    """``wrn<d>_<k>`` / ``plain_wrn<d>_<k>``, ``d = 6n + 4``. Also owns the other ``plain_`` stems, to say why not."""
+    if parts.kind != "wrn":
+        raise parts.error("the 'plain_' prefix names the plain Wide ResNet only (plain_wrn<d>_<k>)")
+    if parts.prefix not in ("", "plain_"):
+        raise parts.error(
+            f"'{parts.prefix}' does not combine with wrn (Wide ResNets are wrn<d>_<k> / plain_wrn<d>_<k>)"
+        )
+    if parts.width is None:
+        raise parts.error("a Wide ResNet needs its width: wrn<d>_<k> (WRN-d-k), e.g. wrn16_8")
+    if parts.depth < 10 or (parts.depth - 4) % 6:
+        raise parts.error(f"WRN depth {parts.depth} is not 6n+4 (n >= 1: 10, 16, 22, 28, 40, ...)")
+    return ArchSpec(parts.name, "wrn", parts.prefix != "plain_", parts.depth, parts.width, stem=parts.stem)
+
+
+def _build_wrn(spec: ArchSpec, shortcut: str | None, block_dropout: float, **head: Any) -> nn.Module:
+    refuse_shortcut_option(spec, shortcut)
+    return wide_resnet(spec.depth, spec.width, residual=spec.residual, block_dropout=block_dropout, **head)
+
+
+WRN = register(
+    Family(
+        name="wrn",
+        stems=("wrn", "plain_wrn", *(f"{prefix}wrn" for prefix in NOT_WRN_PREFIXES), "plain_resnet", "plain_plain"),
+        parse=_parse_wrn,
+        build=_build_wrn,
+        forms="wrn<d>_<k>|plain_wrn<d>_<k> (Wide ResNet, d = 6n+4: wrn16_8, wrn28_10)",
+        examples=tuple(
+            f"{kind}{d}_{k}" for d, k in ((16, 4), (16, 8), (28, 10), (40, 4)) for kind in ("wrn", "plain_wrn")
+        ),
+        order=30,
+        no_width="a Wide ResNet's width is in its name (wrn<d>_<k>): list each one under 'archs'",
+        block_types=(PreActBlock,),
+        line=lambda spec: f"{spec.stem}_{spec.width}",  # the width is part of every WRN's name
+    )
+)
+
+
+def _parse_preact(parts: NameParts) -> ArchSpec:
+    """``preact_resnet<d>``: basic blocks for ``d = 6n + 2``, bottleneck blocks for ``d = 9n + 2`` (both fit:
+    the paper's choice, basic up to ResNet-110, bottleneck from ResNet-164)."""
+    if parts.kind != "resnet":
+        raise parts.error(
+            "the pre-activation family has no plain twin (its subject is the identity path); without shortcuts "
+            "a basic pre-activation net is plain_wrn<d+2>_1, and plain<6n+2> is He et al.'s plain baseline"
+        )
+    if parts.width is not None:
+        raise parts.error("preact_resnet<d> takes no width; the wide pre-activation nets are wrn<d>_<k>")
+    depth = parts.depth
+    basic_fits, bottleneck_fits = depth >= 8 and (depth - 2) % 6 == 0, depth >= 11 and (depth - 2) % 9 == 0
+    if bottleneck_fits and (depth >= PREACT_BOTTLENECK_FROM or not basic_fits):
+        return ArchSpec(parts.name, "preact", True, depth, 1, "bottleneck", parts.stem)
+    if not basic_fits:
+        raise parts.error(f"pre-activation depth {depth} is neither 6n+2 (basic blocks) nor 9n+2 (bottleneck blocks)")
+    return ArchSpec(parts.name, "preact", True, depth, 1, "basic", parts.stem)
+
+
+def _build_preact(spec: ArchSpec, shortcut: str | None, block_dropout: float, **head: Any) -> nn.Module:
+    refuse_shortcut_option(spec, shortcut)
+    if block_dropout and spec.block != "basic":
+        raise ValueError(
+            f"block_dropout (dropout between a block's two 3x3 convolutions, the WRN paper's) applies to wrn and basic "
+            f"preact nets, not to {spec.name}; dropout before the head is 'dropout'"
+        )
+    return preact_resnet(spec.depth, spec.block == "bottleneck", block_dropout=block_dropout, **head)
+
+
+PREACT = register(
+    Family(
+        name="preact",
+        stems=("preact_resnet", "preact_plain"),
+        parse=_parse_preact,
+        build=_build_preact,
+        forms=(
+            "preact_resnet<d> (pre-activation: basic d = 6n+2, e.g. preact_resnet110; bottleneck d = 9n+2, e.g. "
+            "preact_resnet11, preact_resnet164, preact_resnet1001 (both fit: basic below 164); no plain twin)"
+        ),
+        examples=("preact_resnet110", "preact_resnet164", "preact_resnet1001"),
+        order=40,
+        no_width="pre-activation nets take no width (their wide versions are wrn<d>_<k>)",
+        block_types=(PreActBlock,),
+        line=lambda spec: spec.stem + ("-bottleneck" if spec.block == "bottleneck" else ""),
+    )
+)

@@ -17,31 +17,26 @@ into the network. One metric object per stage: a stage's epoch value never mixes
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from torchmetrics import Metric
 
+from src.class_paths import config_class
+
 STAGES = ("train", "val", "test")
 RESERVED = {"loss", "acc"}  # logged by the classifier itself (acc_top<k> too)
 
 
 def _metric_class(name: str, class_path: Any) -> type[Metric]:
-    if not isinstance(class_path, str) or "." not in class_path:
-        raise ValueError(
-            f"model.metrics.{name}: class_path must be a dotted path such as "
-            f"'torchmetrics.classification.MulticlassAccuracy', got {class_path!r}"
-        )
-    module_name, _, attribute = class_path.rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"model.metrics.{name}: cannot import {class_path!r} ({error})") from None
-    if not (inspect.isclass(found) and issubclass(found, Metric)):
-        raise ValueError(f"model.metrics.{name}: {class_path!r} is not a torchmetrics Metric class")
-    return found
+    return config_class(
+        class_path,
+        Metric,
+        "torchmetrics.Metric",
+        f"model.metrics.{name}.class_path",
+        "torchmetrics.classification.MulticlassAccuracy",
+    )
 
 
 def check_name(name: Any) -> str:

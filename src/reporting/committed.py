@@ -13,10 +13,11 @@ from src.class_paths import foreign_class_paths
 from src.reporting.figure_data import FIGURE_DATA
 from src.reporting.selection import CSV_FILE as SELECTION_CSV
 from src.runs import find_run_dirs
-from src.sweeping.plan import Study, StudyError, is_study_file, load_study, plan_runs, run_command
+from src.sweeping.plan import plan_runs
 from src.sweeping.results import read_index
 from src.sweeping.run_state import config_differences, saved_configs
-from src.sweeping.selection import SELECTION_FILE, read_selection, summary
+from src.sweeping.selection import read_selection, summary
+from src.sweeping.study import SELECTION_FILE, Study, StudyError, is_study_file, load_study, run_command
 
 CHECKED_FILES = (
     "report.md",
@@ -141,7 +142,8 @@ def config_problems(results: Path) -> list[str]:
             "--check does not import it, so the committed configs cannot be compared"
         ]
     planned = {f"{run.variant}/seed{run.seed}": run for run in plan_runs(study, results_only=True)}
-    from src.cli import resolved_config  # lightning and the models: only when there are configs to compare
+    # lightning and the models: only when there are configs to compare
+    from src.cli_support.lightning_cli import resolved_config
 
     problems = []
     for run_dir in find_run_dirs(results):

@@ -18,7 +18,7 @@ ones dashed with squares.
 
 Records written before the scale-free fields existed (``grad_norm``, ``branch_ratio`` and no
 ``stage``) are skipped for these profiles with a note: their numbers measure tensor size.
-Matplotlib and scipy only; no other project imports, so the callback can draw with it too.
+The one-step figure the callback draws, and the labels both share, are ``src.callbacks.diagnostics_figure``.
 """
 
 from __future__ import annotations
@@ -31,15 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from matplotlib.figure import Figure  # no pyplot: no global figure registry, no display, nothing to close
-from matplotlib.ticker import MaxNLocator
 
-LABELS = {
-    "grad_rms": "RMS gradient per weight, ||g|| / sqrt(n)",
-    "grad_to_weight": "||g|| / ||w|| (branch conv weights)",
-    "branch_to_shortcut": "||F(x)|| / ||s(x)|| (plain: ||F(x)|| / ||x||)",
-    "raw_grad_norm": "raw gradient norm ||g|| (grows with size)",
-}
-LOG_SCALE = ("grad_rms", "grad_to_weight", "raw_grad_norm")
+from src.callbacks.diagnostics_figure import LABELS, LOG_SCALE, draw_boundaries
+
 LAYOUT_KEYS = ("stage",)  # what a record needs to be placed on the relative-depth axis
 BANDS = ("minmax", "ci95")
 
@@ -177,11 +171,6 @@ def _steps(profile: DepthProfile) -> str:
     return f"steps {profile.first_step}–{profile.last_step}"
 
 
-def _draw_boundaries(axis: Any, boundaries: Sequence[float]) -> None:
-    for boundary in sorted(set(boundaries)):
-        axis.axvline(boundary, color="grey", linestyle=":", linewidth=1)
-
-
 def plot_depth_profiles(
     runs: Mapping[str, str | os.PathLike | Sequence[str | os.PathLike]],
     path: str | os.PathLike,
@@ -221,7 +210,7 @@ def draw_depth_profiles(
         )
         if profile.seeds > 1:
             axis.fill_between(profile.x, profile.low, profile.high, color=line.get_color(), alpha=0.2, linewidth=0)
-    _draw_boundaries(axis, [b for profile in profiles for b in profile.stage_boundaries])
+    draw_boundaries(axis, [b for profile in profiles for b in profile.stage_boundaries])
     axis.set_xlim(0, 1)
     axis.set_xlabel("relative depth (position within stage; dotted: stage boundaries)")
     axis.set_ylabel(LABELS.get(key, key))
@@ -236,27 +225,4 @@ def draw_depth_profiles(
     axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=150)
-    return figure
-
-
-def depth_profile_figure(
-    values: Mapping[str, Sequence[float | None]], title: str = "", stage_starts: Sequence[int] = ()
-) -> Figure:
-    """One step of one run: a panel per quantity, value against block index, stage starts marked."""
-    keys = [key for key in values if values[key]]
-    figure = Figure(figsize=(4.5 * max(len(keys), 1), 3.2))
-    axes = figure.subplots(1, max(len(keys), 1), squeeze=False)
-    for axis, key in zip(axes[0], keys):
-        points = [(i, v) for i, v in enumerate(values[key]) if v is not None]
-        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3)
-        _draw_boundaries(axis, [start - 0.5 for start in stage_starts if start > 0])
-        axis.set_xlabel("block index (input → output)")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_ylabel(LABELS.get(key, key), fontsize=8)
-        if key in LOG_SCALE and points and all(p[1] > 0 for p in points):
-            axis.set_yscale("log")
-        axis.grid(alpha=0.3)
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
     return figure

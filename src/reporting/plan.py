@@ -34,7 +34,8 @@ from statsmodels.stats.power import TTestIndPower
 from src.reporting.records import RunRecord, collect_runs
 from src.reporting.statistics import compare
 from src.runs import read_efficiency
-from src.sweeping.plan import Study, StudyError, load_study, plan_runs
+from src.sweeping.plan import plan_runs
+from src.sweeping.study import Study, StudyError, load_study
 
 PLAN_KEYS = ("name", "results", "arms", "alpha", "correction", "test", "check", "hypotheses", "power", "exploratory")
 HYPOTHESIS_KEYS = ("id", "arm", "claim", "metric", "secondary", "higher", "lower")

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.models import arch_spec, parse_arch
+from src.models import arch_spec
 from src.reporting import protocol
 from src.reporting.paper import anchor_differences, protocol_differences
 from src.runs import (
     find_run_dirs,
+    flatten,
     read_config,
     read_data_record,
     read_efficiency,
@@ -29,7 +29,7 @@ from src.runs import (
     run_seed,
     run_status,
 )
-from src.sweeping.selection import SELECT_DIR
+from src.sweeping.study import SELECT_DIR
 
 # Config fields that say where a run writes or how it shows progress, not what it trains: never part of a variant.
 NOT_IDENTITY = (
@@ -83,16 +83,6 @@ class RunRecord:
     family: str = "unknown"
     residual: bool = True
     width: int = 1  # the width multiplier in its name (resnet20_2: 2)
-
-
-def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"model.optimizer.init_args.lr": 0.1, ...}``; lists stay values."""
-    if isinstance(config, dict):
-        flat: dict[str, Any] = {}
-        for key, value in config.items():
-            flat.update(flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix.rstrip("."): config}
 
 
 def _identity_fields(config: dict) -> dict[str, str]:
@@ -169,12 +159,11 @@ def read_run(run_dir: Path, variant: str, selected: tuple[str, ...] = ()) -> Run
     fields = _identity_fields(config) if config else {"config.yaml": json.dumps(f"absent: {run_dir.parent}")}
     if arch:
         fields["model.arch"] = json.dumps(arch)
-    try:
-        record.family, record.residual, record.depth = parse_arch(arch or "")
-        record.width = arch_spec(arch or "").width
+    try:  # the one parser of names; a net plugged in by class path (model.net_class) keeps the defaults
+        spec = arch_spec(arch or "")
+        record.family, record.residual, record.depth, record.width = spec.family, spec.residual, spec.depth, spec.width
     except ValueError:
-        record.residual = not str(arch).startswith("plain")
-        record.depth = int(re.sub(r"\D", "", str(arch)) or 0)
+        pass
     if (report or config) and record.family in ("wrn", "preact"):
         record.anchor_differences = anchor_differences(record.family, config, report, data, split, checkpoint)
     for key in selected:
@@ -202,8 +191,8 @@ def _stem(arch: str, family: str) -> str:
     stays: other widths are other lines); ImageNet nets get their own stem."""
     try:
         stem = arch_spec(arch).line
-    except ValueError:  # a plugged-in net (model.net_class) or an older name
-        stem = re.sub(r"\d+", "", arch or "?")
+    except ValueError:  # a net plugged in by class path (model.net_class): its class name is its line
+        stem = arch or "?"
     return f"imagenet-{stem}" if family == "imagenet" else stem
 
 

@@ -13,16 +13,17 @@ runs are listed apart. Accuracies are fractions as in ``efficiency.json``.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
+from src.models import families
 from src.reporting.records import RunRecord
 from src.reporting.statistics import Comparison, PowerLaw, Summary, binomial_se, compare, fit_power_law, summarize
+from src.tables import write_rows
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Row:
     variant: str
     line: str
     arch: str
-    family: str  # cifar | imagenet
+    family: str  # the name's family (src.models.names: cifar, imagenet, wrn, preact), else "unknown"
     depth: int
     kind: str  # residual | plain
     shortcut: str  # A | B | -
@@ -91,7 +92,7 @@ def _row(runs: list[RunRecord]) -> Row:
     kind = "residual" if first.residual else "plain"
     shortcut = "-"
     if first.residual:
-        family_default = {"cifar": "A", "imagenet": "B", "wrn": "B", "preact": "B"}.get(first.family, "-")
+        family_default = next((f.shortcut for f in families() if f.name == first.family), "-")
         shortcut = next((str(run.shortcut) for run in runs if run.shortcut), family_default)
     tests = summarize([run.test_acc for run in runs])
     vals = summarize([run.best_val_acc for run in runs])
@@ -245,9 +246,6 @@ def depth_pairs(rows: list[Row]) -> list[DepthPair]:
 # ------------------------------------------------------------------------------------------------ scaling
 
 
-SIZES = {"params": "parameters", "macs": "MACs per sample", "compute": "training compute (MACs)"}
-
-
 def row_size(row: Row, size: str) -> float | None:
     return {"params": row.params, "macs": row.macs, "compute": row.train_compute_macs}[size]
 
@@ -293,21 +291,9 @@ def majority_commit(records: list[RunRecord]) -> str | None:
 CSV_COLUMNS = [name for name in Row.__dataclass_fields__ if name not in ("runs", "summary")]
 
 
-def write_csv(rows: list[Row], path: str | Path) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: "" if getattr(row, key) is None else getattr(row, key) for key in CSV_COLUMNS})
-
-
-def write_rows(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """A plain CSV of dicts (the lines and comparisons tables); a header-only file when there are none."""
-    columns = list(rows[0]) if rows else ["none"]
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
+def write_study_csv(rows: list[Row], path: str | Path) -> None:
+    """``report.csv``: one line per variant, every column of ``Row`` but its runs and summary."""
+    write_rows([{key: getattr(row, key) for key in CSV_COLUMNS} for row in rows], path, CSV_COLUMNS)
 
 
 def pct(value: float | None, digits: int = 2) -> str:
@@ -329,7 +315,7 @@ def _interval(row: Row) -> str:
     return f"[{pct(row.test_acc_ci_low)}, {pct(row.test_acc_ci_high)}]"
 
 
-def markdown_table(rows: list[Row]) -> str:
+def study_markdown_table(rows: list[Row]) -> str:
     """The study's table in Markdown: error, its interval, size and cost first; raw ratios left to the CSV."""
     lines = [
         "| Model | Line | Params | MACs | Training compute | Train time (s) | n | Test error (%) "

@@ -19,7 +19,7 @@ A *run* is one training of one configuration. Everything it writes lives in one 
                              the fit's own ``efficiency.json``
       run.lock               held (flock) by the one process writing the run; names it (pid, host)
       slurm.json             under SLURM: the job that started the run (and every later start), so a
-                             requeue continues it and a new job is refused (``src.slurm_job``)
+                             requeue continues it and a new job is refused (``src.cli_support.slurm_job``)
 
 The directory is ``--run_dir DIR`` when given (a sweep or a SLURM job names it), else a fresh
 ``lightning_logs/<logger name>/version_N``. The CLI, the sweep, the report and the checkpoint
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from src.runs.checkpoints import (
     REFUSED_PICKLE,
+    UnreadableCheckpoint,
     best_checkpoint,
     check_classes,
     checkpoint_run_config,
@@ -86,6 +87,7 @@ from src.runs.readers import (
     Curves,
     RunStatus,
     find_run_dirs,
+    flatten,
     is_run_dir,
     read_config,
     read_data_record,
@@ -99,6 +101,7 @@ from src.runs.readers import (
 )
 
 __all__ = [
+    "flatten",
     "CHECKPOINT_DIR",
     "REFUSED_PICKLE",
     "CONFIG_FILE",
@@ -138,6 +141,7 @@ __all__ = [
     "load_checkpoint_run",
     "next_version_dir",
     "numbered_files",
+    "UnreadableCheckpoint",
     "read_checkpoint",
     "read_config",
     "read_data_record",

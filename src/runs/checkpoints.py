@@ -13,7 +13,7 @@ import io
 import os
 import pickle
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import lightning.pytorch as pl
@@ -77,17 +77,29 @@ def _why_unreadable(error: Exception) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
 
 
-def read_checkpoint(path: str) -> tuple[dict[str, Any] | None, str | None]:
+class UnreadableCheckpoint(RunError):
+    """A file ``torch.load(weights_only=True)`` refuses or cannot read; ``why`` says which (``REFUSED_PICKLE``...)."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"cannot read checkpoint {path!r}: {why}")
+        self.why = why
+
+
+def read_checkpoint(path: str | bytes) -> tuple[dict[str, Any] | None, str | None]:
     """``(checkpoint, None)``, or ``(None, why)`` for a file that cannot be read (truncated, not a checkpoint).
 
-    Memory-mapped: reading a checkpoint's step and callback states does not pull its tensors in.
+    The project's one ``torch.load``: every reader of a checkpoint comes here, and it reads tensors and plain
+    data only (``weights_only=True``). ``path`` may be the file's bytes, for a loader that builds from the
+    same bytes it checked. A path is memory-mapped: reading a checkpoint's step and callback states does not
+    pull its tensors in.
     """
+    source = io.BytesIO(path) if isinstance(path, bytes) else path
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True, mmap=not isinstance(path, bytes))
     except Exception as error:  # pickled objects; truncated zip, not a zip at all
         return None, _why_unreadable(error)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        return None, "not a Lightning checkpoint"
+        return None, "not a Lightning checkpoint (no state_dict)"
     return checkpoint, None
 
 
@@ -253,27 +265,31 @@ def check_classes(checkpoint: dict[str, Any], path: str) -> dict[str, type]:
     return classes
 
 
-def load_checkpoint_run(path: str, map_location: str | torch.device = "cpu") -> tuple[Any, Any]:
+def load_checkpoint_run(
+    path: str, map_location: str | torch.device = "cpu", check: Callable[[dict[str, Any]], None] | None = None
+) -> tuple[Any, Any]:
     """``(model, datamodule)`` exactly as the run that wrote the checkpoint built them, weights loaded.
 
     The model comes from the checkpoint's hyperparameters (``load_from_checkpoint`` of its class); the
     DataModule from the hyperparameters it saved (``save_hyperparameters()``) and its class path.
     ``datamodule`` is ``None`` when the checkpoint does not say which data it was trained on.
     For lesion and pruning tools: ``datamodule.setup("test")`` then ``datamodule.test_dataloader()``.
+    ``check`` sees the checkpoint's contents before anything is built (a tool's own requirements).
 
-    Safe with a file from elsewhere: the bytes are read once, accepted only by ``torch.load(weights_only=True)``,
-    and every class path is checked (``check_classes``) before Lightning builds the model from the same bytes
-    (so no torch version's ``weights_only`` default, and no file changed in between, can let a pickle through).
-    Raises ``RunError`` for a file that is not such a checkpoint, ``UntrustedClassError`` for a refused class.
+    Safe with a file from elsewhere: the file is read once; its bytes are accepted only by
+    ``torch.load(weights_only=True)`` (``read_checkpoint``), and every class path is checked
+    (``check_classes``) before Lightning builds the model from the same bytes (so no torch version's
+    ``weights_only`` default, and no file changed in between, can let a pickle through).
+    Raises ``UnreadableCheckpoint`` (a ``RunError``) for a file that is not such a checkpoint,
+    ``UntrustedClassError`` for a refused class.
     """
     with open(path, "rb") as file:
         raw = file.read()
-    try:
-        checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise RunError(f"cannot read checkpoint {path!r}: {_why_unreadable(error)}") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise RunError(f"checkpoint {path!r} is not a Lightning checkpoint (no state_dict)")
+    checkpoint, why = read_checkpoint(raw)
+    if checkpoint is None:
+        raise UnreadableCheckpoint(path, why or "unreadable")
+    if check is not None:
+        check(checkpoint)
     classes = check_classes(checkpoint, path)
     model_class = cast(type[pl.LightningModule], classes["run_model_class"])
     model = model_class.load_from_checkpoint(io.BytesIO(raw), map_location=map_location)

@@ -30,6 +30,7 @@ from src.runs.layout import (
     config_files,
     numbered_files,
 )
+from src.runs.scalars import record_rows
 
 RunStatus = Literal["finished", "diverged", "unfinished", "missing"]
 Curves = dict[str, tuple[list[int], list[float]]]
@@ -176,8 +177,6 @@ def read_metrics_csv(path: str | Path, tags: list[str] | tuple[str, ...]) -> Cur
     A step written twice (a resumed run, or a value logged again at its step) reads as its last value, as
     TensorBoard events do; a torn last line (a killed run) is skipped.
     """
-    from src.callbacks.metrics_record import record_rows  # src.callbacks imports src.runs
-
     with open(path, newline="") as handle:
         header = next(csv.reader(handle), [])
     if header and header != ["step", "tag", "value"] and "step" in header:
@@ -202,3 +201,14 @@ def _read_logger_table(path: str | Path, tags: list[str] | tuple[str, ...]) -> C
                 if row.get(tag) not in (None, ""):
                     points.setdefault(tag, {})[step] = float(row[tag])
     return {tag: ([s for s, _ in sorted(p.items())], [v for _, v in sorted(p.items())]) for tag, p in points.items()}
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"trainer.max_steps": 100, "model.optimizer.init_args.lr": 0.1, ...}`` from a nested config; lists are
+    leaves. The one flattening of configs: the sweep, the report and the CLI compare settings by these keys."""
+    if not isinstance(config, dict):
+        return {prefix: config}
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat

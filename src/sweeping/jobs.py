@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import os
 
-from src.sweeping.plan import RunSpec, Study, StudyError, run_command
+from src.machine import available_cpus
 from src.sweeping.slots import CAN_PIN, Slot, assign_slots, cpu_ranges, usable_cpus, visible_gpus
+from src.sweeping.study import RunSpec, Study, StudyError, run_command
 
 
 def make_slots(study: Study, runs: list[RunSpec], jobs: int) -> list[Slot]:
     """The slots for ``--jobs`` on this machine (saying so when capped); refuses runs that want several GPUs."""
     import torch
-
-    from src.data.base import available_cpus
 
     gpus = visible_gpus(os.environ, torch.cuda.device_count())
     slots, notice = assign_slots(jobs, gpus, usable_cpus(available_cpus()))
@@ -30,7 +29,7 @@ ONE_DEVICE = (1, "1", "auto", -1, "-1", [0], "0,")  # every way of saying "the G
 
 def check_one_device(study: Study, runs: list[RunSpec]) -> None:
     """Refuse, before anything starts, runs whose config wants more than the one GPU a slot gives them."""
-    from src.cli import resolved_config
+    from src.cli_support.lightning_cli import resolved_config
 
     for run in runs:
         trainer = resolved_config(run_command(study, run)[3:]).get("trainer") or {}

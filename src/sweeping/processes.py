@@ -15,9 +15,9 @@ from types import FrameType
 from typing import IO, Any
 
 from src.runs import RunLock
-from src.sweeping.plan import RunSpec, Study, format_command, run_command
 from src.sweeping.run_state import RunState, move_attempt_aside
 from src.sweeping.slots import Slot, pinned
+from src.sweeping.study import RunSpec, Study, format_command, run_command
 
 POLL_SECONDS = 0.2  # how often a parallel sweep looks whether one of its runs has ended
 

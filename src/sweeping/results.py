@@ -33,7 +33,7 @@ from typing import Any, cast
 
 from src import runs
 from src.runs import DATA_RECORD, METRICS_FILE, SCALARS_FILE, numbered_files, read_json, read_scalars
-from src.sweeping.plan import RunSpec, Study
+from src.sweeping.study import RunSpec, Study
 
 INDEX_FILE = "results.json"  # in the results folder: {"study": name, "study_file": path}
 DIAGNOSTICS_FILE = "diagnostics.jsonl"

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from src import runs
-from src.runs import numbered_files
+from src.runs import flatten, numbered_files
 
 IGNORED_KEYS = ("run_dir", "ckpt_path", "config", "trainer.default_root_dir", "trainer.logger", "checkpoint.dirpath")
 MOVED_ASIDE_DIR = ".replaced"  # inside the study folder; the report never looks into dot folders
@@ -40,16 +40,6 @@ class RunState:
     detail: str = ""
     report: dict[str, Any] | None = None
     in_results: bool = False  # read from the study's committed results folder, not its log directory
-
-
-def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"trainer.max_steps": 100, "model.optimizer.init_args.lr": 0.1, ...}``; lists are leaves."""
-    if not isinstance(config, dict):
-        return {prefix: config}
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
 
 
 def _ignored(key: str) -> bool:

@@ -30,81 +30,25 @@ committed ``selection.json`` is what the committed selection runs give.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from src.files import atomic_write
 from src.runs import read_json
-from src.sweeping.plan import RESERVED_KEYS, RunSpec, Study, StudyError, key_labels, name_part
-
-SELECT_DIR = "select"  # the selection runs' folder inside the study folder and the results folder
-SELECTION_FILE = "selection.json"
-METRICS = ("best_val_acc", "last_val_acc")
-SELECT_KEYS = ("grid", "seeds", "metric", "args")
-
-
-@dataclass(frozen=True)
-class Selection:
-    """A study's ``select`` block, checked."""
-
-    grid: dict[str, list[Any]]
-    seeds: list[int]
-    metric: str = "best_val_acc"
-    args: dict[str, Any] = field(default_factory=dict)
-
-    def candidates(self) -> list[tuple[tuple[str, Any], ...]]:
-        """Every combination of the grid, in grid order: ``((key, value), ...)``."""
-        keys = list(self.grid)
-        return [tuple(zip(keys, values)) for values in itertools.product(*(self.grid[key] for key in keys))]
-
-
-def parse_selection(study: Study) -> Selection | None:
-    """The study's ``select`` block as a ``Selection`` (None without one); StudyError says what is wrong."""
-    data = study.select
-    if data is None:
-        return None
-    example = "e.g. select: {grid: {model.optimizer.init_args.lr: [0.05, 0.1, 0.2]}}"
-    if not isinstance(data, dict):
-        raise StudyError(f"'select' must be a mapping with keys {list(SELECT_KEYS)} ({example}), got {data!r}")
-    unknown = sorted(set(data) - set(SELECT_KEYS))
-    if unknown:
-        raise StudyError(f"'select' has unknown keys {unknown}; valid keys: {list(SELECT_KEYS)}")
-    grid = data.get("grid")
-    if not isinstance(grid, dict) or not grid:
-        raise StudyError(f"'select' needs a non-empty 'grid' of settings to choose from ({example}), got {grid!r}")
-    for key, values in grid.items():
-        if not isinstance(values, list) or len(values) < 2:
-            raise StudyError(f"select grid key {key!r} needs a list of at least two candidates, got {values!r}")
-        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
-            raise StudyError(f"select grid key {key!r} lists a value twice: {values}")
-        if key.lstrip("-") in RESERVED_KEYS:
-            raise StudyError(f"{key!r} cannot be selected: {RESERVED_KEYS[key.lstrip('-')]}")
-        if key in study.grid:
-            raise StudyError(f"{key!r} is both a grid axis and selected: a setting is either compared or chosen")
-    seeds = data.get("seeds", study.all_seeds()[:1])
-    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-    ):
-        raise StudyError(f"select 'seeds' must be a non-empty list of integers, got {data.get('seeds')!r}")
-    if len(set(seeds)) != len(seeds):
-        raise StudyError(f"select 'seeds' lists a seed twice: {seeds}")
-    metric = data.get("metric", "best_val_acc")
-    if metric not in METRICS:
-        raise StudyError(f"select 'metric' must be one of {list(METRICS)} (validation accuracy), got {metric!r}")
-    args = data.get("args") or {}
-    if not isinstance(args, dict):
-        raise StudyError(f"select 'args' must be a mapping of settings for the selection runs, got {args!r}")
-    for key in args:
-        if key.lstrip("-") in RESERVED_KEYS or key in grid:
-            raise StudyError(f"select 'args' cannot set {key!r}: it is chosen or set by the sweep")
-    return Selection(dict(grid), list(seeds), metric, dict(args))
+from src.sweeping.study import (
+    SELECT_DIR,
+    SELECTION_FILE,
+    RunSpec,
+    Selection,
+    Study,
+    key_labels,
+    name_part,
+    parse_selection,
+)
+from src.sweeping.study_state import current_state, results_state
 
 
 def selection_runs(study: Study, selection: Selection, finals: list[RunSpec]) -> list[RunSpec]:
@@ -160,8 +104,6 @@ class Choice:
 
 def _ended_metric(study: Study, run: RunSpec, metric: str, results_only: bool) -> tuple[bool, float | None]:
     """Whether the selection run ended, and its validation metric (None if it diverged or recorded none)."""
-    from src.sweeping.study_state import current_state, results_state  # study_state imports plan: no cycle here
-
     state = results_state(study, run, None) if results_only else current_state(study, run, None)
     if state is None or state.status not in ("finished", "diverged"):
         return False, None

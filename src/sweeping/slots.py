@@ -6,7 +6,7 @@ jobs than GPUs are capped to one per GPU, with a notice: two trainings on one GP
 and rarely finish sooner than one after the other.
 
 Without GPUs, a slot is a share of the CPUs. Every child is pinned to its own CPUs (its affinity), so
-everything that counts CPUs from the affinity -- ``src.data.base.available_cpus`` for the loader
+everything that counts CPUs from the affinity -- ``src.machine.available_cpus`` for the loader
 workers, OpenMP's default thread count -- sees its share, not the whole machine; ``OMP_NUM_THREADS``
 says the same to libraries that do not look at the affinity (and on systems that cannot pin). Left
 unsplit, N runs would each start one thread per CPU and N loader pools, and the oversubscribed

@@ -26,7 +26,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from src.sweeping.plan import RunSpec, Study, format_command, run_command
+from src.sweeping.study import RunSpec, Study, StudyError, format_command, run_command
+from src.sweeping.study_state import clear_the_way
 
 DEFAULT_SBATCH: dict[str, Any] = {"nodes": 1, "ntasks-per-node": 1, "gres": "gpu:1", "cpus-per-task": 8}
 SLURM_KEYS = ("sbatch", "setup", "srun", "max_parallel")
@@ -93,3 +94,33 @@ def render_sbatch(study: Study, runs: list[RunSpec], workdir: str | Path) -> str
         "",
     ]
     return "\n".join(lines)
+
+
+def write_slurm(
+    study: Study, runs: list[RunSpec], path: str, rerun_stale: bool, retry_diverged: bool, jobs: int | None = None
+) -> None:
+    """Write the array script; ``jobs`` caps the tasks running at once (the study's ``slurm.max_parallel``)."""
+    if jobs is not None:  # the same promise as here: at most N runs at once, each on its own GPU(s)
+        study.slurm = {**study.slurm, "max_parallel": jobs}
+    states = clear_the_way(study, runs, rerun_stale, retry_diverged)
+    todo = [run for run, state in zip(runs, states) if state.status not in ("finished", "diverged")]
+    pending = [run for run in todo if run.pending]
+    todo = [run for run in todo if not run.pending]
+    if pending:
+        print(
+            f"{len(pending)} run(s) wait for their variant's selection and are left out: when the selection runs "
+            f"have ended, run the sweep with --collect (or without --slurm), then --slurm again",
+            flush=True,
+        )
+    if not todo:
+        print(f"study {study.name!r}: all {len(runs)} runs are finished or diverged; no SLURM script written")
+        return
+    target = Path(path)
+    if target.exists():
+        raise StudyError(f"{path!r} exists; choose another file name (the sweep never overwrites a file)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_sbatch(study, todo, Path.cwd()))
+    counts = {status: sum(state.status == status for state in states) for status in ("finished", "diverged")}
+    left_out = " and ".join(f"{count} {status}" for status, count in counts.items() if count)
+    note = f" ({left_out} runs left out)" if left_out else ""
+    print(f"wrote {path}: {len(todo)} array tasks{note}. Submit with: sbatch {path}")

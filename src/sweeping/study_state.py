@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import cast
 
 from src.runs import RunBusy, RunLock
-from src.sweeping.plan import RunSpec, Study, StudyError, run_command
 from src.sweeping.run_state import RunState, assess, move_aside
+from src.sweeping.study import RunSpec, Study, StudyError, run_command
 
 
 def result_line(report: dict | None) -> str:
@@ -47,7 +47,8 @@ def planned_configs(study: Study, runs: list[RunSpec]) -> dict[Path, dict]:
     existing = [run for run in runs if exists(run) and not run.pending]
     if not existing:
         return {}
-    from src.cli import resolved_config  # lightning and the models: imported only when a run exists
+    # lightning and the models: imported only when a run exists
+    from src.cli_support.lightning_cli import resolved_config
 
     return {run.run_dir: resolved_config(run_command(study, run)[3:]) for run in existing}
 

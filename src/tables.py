@@ -1,4 +1,5 @@
-"""Tables of the studies: a CSV file (never overwriting one) and the same rows as aligned text."""
+"""Tables as files and text: the one CSV writer (``write_rows``), a CSV that never overwrites one (``write_csv``),
+the same rows as aligned text or Markdown. Used by the report, the lesion and the prune commands."""
 
 from __future__ import annotations
 
@@ -10,14 +11,23 @@ from typing import Any
 from src.files import free_path  # the project's one "never overwrite" rule
 
 
+def write_rows(
+    rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, columns: Sequence[str] | None = None
+) -> None:
+    """``rows`` (dicts) as a CSV at ``path``: ``columns`` or the first row's keys; ``None`` as an empty cell; a
+    header-only file when there are no rows. The project's one CSV table writer."""
+    columns = list(columns or (rows[0] if rows else ["none"]))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({key: "" if row.get(key) is None else row.get(key) for key in columns} for row in rows)
+
+
 def write_csv(rows: Sequence[Mapping[str, Any]], directory: str | os.PathLike, filename: str) -> str:
-    """Write ``rows`` (one dict each, same keys) to a new CSV in ``directory``; return its path."""
+    """Write ``rows`` (one dict each, same keys) to a new CSV in ``directory``, never over a file; return its path."""
     os.makedirs(directory, exist_ok=True)
     path = free_path(directory, filename)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(rows, path)
     return path
 
 

@@ -107,7 +107,7 @@ def cpu_binding_problem() -> str | None:
 
     Since Slurm 22.05 ``srun`` no longer inherits ``--cpus-per-task`` from ``sbatch``: each task is bound
     to one CPU, data loaders get no workers and per-image decoding starves the GPUs. The affinity mask is
-    the truth (``src.data.base.available_cpus`` counts it): more workers than bound CPUs would only
+    the truth (``src.machine.available_cpus`` counts it): more workers than bound CPUs would only
     contend for them. The fix is in the launch, so say how to launch.
     """
     wanted = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()

@@ -1,0 +1,51 @@
+"""``sweep --collect``: copy every run of a study that ended into its results folder, training nothing.
+
+A run made with another config than planned (stale) is not copied; a results run that already holds other
+files is a conflict, reported, never overwritten. The selection file is rewritten from what is there.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import cast
+
+from src.sweeping.plan import plan_runs
+from src.sweeping.results import ResultsConflict, export
+from src.sweeping.run_state import assess
+from src.sweeping.selection import write_selection
+from src.sweeping.study import RunSpec, Study, StudyError
+from src.sweeping.study_state import planned_configs, results_state, state_line
+
+
+def collect(study: Study, runs: list[RunSpec]) -> int:
+    """``--collect``: copy every run that ended (finished or diverged) into the results folder; trains nothing."""
+    if not study.results:
+        raise StudyError(
+            f"study {study.name!r} has no 'results' folder to collect into: add e.g. "
+            f"`results: docs/results/{study.name}` to the study file"
+        )
+    planned = planned_configs(study, runs)
+    copied, conflicts = 0, 0
+    for index, run in enumerate(runs, 1):
+        prefix = f"[{index}/{len(runs)}] {run.label}"
+        state = assess(run.run_dir, planned.get(run.run_dir))
+        if state.status == "stale":
+            print(f"{prefix}: not copied: made with another config than planned ({state.detail})", flush=True)
+            continue
+        if state.status not in ("finished", "diverged"):
+            held = results_state(study, run, planned.get(run.run_dir))
+            note = f"; {state_line(held)}" if held else ""
+            print(f"{prefix}: nothing to copy ({state.status} in {study.directory}){note}", flush=True)
+            continue
+        try:
+            line = cast(str, export(study, run))  # a line, not None: the study has a results folder (checked above)
+        except ResultsConflict as conflict:
+            conflicts += 1
+            print(f"{prefix}: NOT COPIED: {conflict}", file=sys.stderr, flush=True)
+            continue
+        copied += line.startswith("copied")
+        print(f"{prefix}: {state.status}, {line}", flush=True)
+    for path in write_selection(study, plan_runs(study)):
+        print(f"wrote {path}", flush=True)
+    print(f"{copied} run(s) copied into {study.results}/; commit them (git add {study.results})", flush=True)
+    return 1 if conflicts else 0

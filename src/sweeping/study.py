@@ -1,0 +1,341 @@
+"""A study: architectures x seeds x overrides on top of base configs, and the runs it expands to.
+
+A study file (``configs/studies/*.yaml``)::
+
+    name: cifar10_ladder                    # the study's folder under root
+    root: lightning_logs
+    configs: [configs/cifar10/resnet20.yaml]  # base config(s) of every run, stacked in order
+    archs: [resnet20, resnet56, plain20, plain56]
+    widths: [1, 2]                          # optional: each CIFAR arch at each width (resnet20, resnet20_2, ...)
+    seeds: [0, 1]                           # or per arch: {resnet20: [0, 1, 2], plain20: [0, 1]}
+    grid:                                   # every combination; each key names the run directory
+      model.shortcut: [A, B]
+    select:                                 # optional: a setting chosen per variant on the validation split
+      grid: {model.optimizer.init_args.lr: [0.05, 0.1, 0.2]}   # (src/sweeping/selection.py)
+    args:                                   # the same for every run (does not name the directory)
+      trainer.max_steps: 64000
+    slurm: {...}                            # see src/sweeping/slurm.py
+    results: docs/results/cifar10_ladder    # optional: where each ended run's small files are committed
+
+expands to one run per (arch, grid combination, seed), in the directory
+``<root>/<name>/<arch>[-<key><value>...]/seed<k>/``. ``model.shortcut`` does not apply to plain
+networks (they have no shortcuts), so a plain network runs once per seed, named without it.
+
+``widths`` crosses every arch with each width multiplier ``k`` before anything else: ``resnet20`` at
+``k = 1`` keeps its name, at ``k = 2`` it is ``resnet20_2`` (the name ``src.models.names`` parses), so
+the directories and ``--arch`` use the same names. Only the CIFAR ResNets and plain nets have a width
+multiplier; a Wide ResNet's width is in its name. Without ``widths`` the archs run as listed.
+
+With ``results``, each run also has a results folder ``<results>/<variant>/seed<k>/`` (see
+``src.sweeping.results``): the sweep copies the run there when it ends and skips it when it is there.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STUDY_KEYS = ("name", "root", "configs", "archs", "widths", "seeds", "grid", "select", "args", "slurm", "results")
+RESERVED_KEYS = {
+    "model.arch": "list architectures under 'archs'",
+    "seed_everything": "list seeds under 'seeds'",
+    "run_dir": "the sweep chooses each run's directory",
+    "ckpt_path": "the sweep resumes unfinished runs itself",
+}
+SHORTCUT_KEY = "model.shortcut"
+SELECT_DIR = "select"  # the selection runs' folder inside the study folder and the results folder
+SELECTION_FILE = "selection.json"
+METRICS = ("best_val_acc", "last_val_acc")
+SELECT_KEYS = ("grid", "seeds", "metric", "args")
+
+
+class StudyError(ValueError):
+    """A study definition that cannot be run; the message says what is wrong and what is valid."""
+
+
+@dataclass
+class Study:
+    """What to run: see the module docstring for the meaning of each field."""
+
+    name: str
+    root: str = "lightning_logs"
+    configs: list[str] = field(default_factory=list)
+    archs: list[str] = field(default_factory=list)
+    widths: list[int] | None = None  # width multipliers each arch is crossed with (None: the archs as listed)
+    seeds: list[int] | dict[str, list[int]] = field(default_factory=lambda: [0])  # or {arch: seeds}
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)  # raw CLI arguments appended to every run
+    slurm: dict[str, Any] = field(default_factory=dict)
+    results: str | None = None  # folder of the committed results runs (src.sweeping.results)
+    select: dict[str, Any] | None = None  # per-variant selection on validation (src.sweeping.selection)
+    source: str | None = None  # the study file it was read from, if any
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.root) / self.name
+
+    def results_dir(self, run: RunSpec) -> Path | None:
+        """Where the run's committed result lives (``<results>/<variant>/seed<k>``); None without ``results``."""
+        return None if not self.results else Path(self.results) / run.variant / f"seed{run.seed}"
+
+    def seeds_of(self, arch: str) -> list[int]:
+        """The seeds ``arch`` runs with: ``seeds``, or its own entry when ``seeds`` maps archs to seeds."""
+        return list(self.seeds[arch]) if isinstance(self.seeds, dict) else list(self.seeds)
+
+    def all_seeds(self) -> list[int]:
+        """Every seed of the study, in order (the union over archs when seeds are per arch)."""
+        if isinstance(self.seeds, dict):
+            return sorted({seed for seeds in self.seeds.values() for seed in seeds})
+        return list(self.seeds)
+
+    def arch_names(self) -> list[str]:
+        """The architectures the study runs: ``archs``, each at every one of ``widths`` (arch-major), if given."""
+        if self.widths is None:
+            return list(self.archs)
+        from src.models.names import with_width  # imports torch (src.models): only when a study is really planned
+
+        return [with_width(arch, width) for arch in self.archs for width in self.widths]
+
+    def validate(self) -> Study:
+        from src.models import parse_arch  # imports torch: only when a study is really checked
+
+        if not self.name or not re.fullmatch(r"[\w.-]+", str(self.name)) or set(str(self.name)) == {"."}:
+            raise StudyError(f"study name must be a non-empty folder name (letters, digits, _ . -), got {self.name!r}")
+        if not self.archs:
+            raise StudyError("a study needs at least one architecture under 'archs' (e.g. [resnet20, plain20])")
+        for arch in self.archs:
+            try:
+                parse_arch(arch)
+            except ValueError as error:
+                raise StudyError(str(error)) from None
+        if len(set(self.archs)) != len(self.archs):
+            raise StudyError(f"'archs' lists an architecture twice: {self.archs}")
+        if self.widths is not None:
+            self._validate_widths()
+        self._validate_seeds()
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise StudyError(f"grid key {key!r} needs a non-empty list of values, got {values!r}")
+            if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+                raise StudyError(f"grid key {key!r} lists a value twice: {values}")
+        for key in [*self.grid, *self.args]:
+            if key.lstrip("-") in RESERVED_KEYS:
+                raise StudyError(f"{key!r} cannot be set in a study: {RESERVED_KEYS[key.lstrip('-')]}")
+        if self.results is not None and (not isinstance(self.results, str) or not self.results.strip()):
+            raise StudyError(f"'results' must be a folder path (e.g. docs/results/{self.name}), got {self.results!r}")
+        parse_selection(self)
+        for config in self.configs:
+            if not Path(config).is_file():
+                raise StudyError(f"base config {config!r} does not exist (paths are relative to {Path.cwd()})")
+        return self
+
+    def _validate_seeds(self) -> None:
+        per_arch = self.seeds if isinstance(self.seeds, dict) else {"": self.seeds}
+        if isinstance(self.seeds, dict):
+            names = self.arch_names()
+            missing, extra = [a for a in names if a not in self.seeds], [a for a in self.seeds if a not in names]
+            if missing or extra:
+                raise StudyError(
+                    f"'seeds' per arch must name each of {names} once: "
+                    + "; ".join([*(f"{a} has no seeds" for a in missing), *(f"{a} is not in 'archs'" for a in extra)])
+                )
+        for arch, seeds in per_arch.items():
+            where = f"'seeds' of {arch}" if arch else "'seeds'"
+            if (
+                not isinstance(seeds, list)
+                or not seeds
+                or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+            ):
+                raise StudyError(f"{where} must be a non-empty list of integers, got {seeds!r}")
+            if len(set(seeds)) != len(seeds):
+                raise StudyError(f"{where} lists a seed twice: {seeds}")
+
+    def _validate_widths(self) -> None:
+        widths = self.widths
+        if not isinstance(widths, list) or not widths:
+            raise StudyError(f"'widths' must be a non-empty list of integers >= 1 (e.g. [1, 2, 4]), got {widths!r}")
+        for width in widths:
+            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+                raise StudyError(
+                    f"'widths' lists {width!r}: a width multiplier k must be an integer >= 1 (e.g. [1, 2, 4])"
+                )
+        if len(set(widths)) != len(widths):
+            raise StudyError(f"'widths' lists a width twice: {widths}")
+        try:
+            names = self.arch_names()
+        except ValueError as error:
+            raise StudyError(str(error)) from None
+        if len(set(names)) != len(names):
+            raise StudyError(f"'archs' x 'widths' names an architecture twice: {names}")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A study's ``select`` block, checked."""
+
+    grid: dict[str, list[Any]]
+    seeds: list[int]
+    metric: str = "best_val_acc"
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def candidates(self) -> list[tuple[tuple[str, Any], ...]]:
+        """Every combination of the grid, in grid order: ``((key, value), ...)``."""
+        keys = list(self.grid)
+        return [tuple(zip(keys, values)) for values in itertools.product(*(self.grid[key] for key in keys))]
+
+
+def parse_selection(study: Study) -> Selection | None:
+    """The study's ``select`` block as a ``Selection`` (None without one); StudyError says what is wrong."""
+    data = study.select
+    if data is None:
+        return None
+    example = "e.g. select: {grid: {model.optimizer.init_args.lr: [0.05, 0.1, 0.2]}}"
+    if not isinstance(data, dict):
+        raise StudyError(f"'select' must be a mapping with keys {list(SELECT_KEYS)} ({example}), got {data!r}")
+    unknown = sorted(set(data) - set(SELECT_KEYS))
+    if unknown:
+        raise StudyError(f"'select' has unknown keys {unknown}; valid keys: {list(SELECT_KEYS)}")
+    grid = data.get("grid")
+    if not isinstance(grid, dict) or not grid:
+        raise StudyError(f"'select' needs a non-empty 'grid' of settings to choose from ({example}), got {grid!r}")
+    for key, values in grid.items():
+        if not isinstance(values, list) or len(values) < 2:
+            raise StudyError(f"select grid key {key!r} needs a list of at least two candidates, got {values!r}")
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise StudyError(f"select grid key {key!r} lists a value twice: {values}")
+        if key.lstrip("-") in RESERVED_KEYS:
+            raise StudyError(f"{key!r} cannot be selected: {RESERVED_KEYS[key.lstrip('-')]}")
+        if key in study.grid:
+            raise StudyError(f"{key!r} is both a grid axis and selected: a setting is either compared or chosen")
+    seeds = data.get("seeds", study.all_seeds()[:1])
+    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
+        raise StudyError(f"select 'seeds' must be a non-empty list of integers, got {data.get('seeds')!r}")
+    if len(set(seeds)) != len(seeds):
+        raise StudyError(f"select 'seeds' lists a seed twice: {seeds}")
+    metric = data.get("metric", "best_val_acc")
+    if metric not in METRICS:
+        raise StudyError(f"select 'metric' must be one of {list(METRICS)} (validation accuracy), got {metric!r}")
+    args = data.get("args") or {}
+    if not isinstance(args, dict):
+        raise StudyError(f"select 'args' must be a mapping of settings for the selection runs, got {args!r}")
+    for key in args:
+        if key.lstrip("-") in RESERVED_KEYS or key in grid:
+            raise StudyError(f"select 'args' cannot set {key!r}: it is chosen or set by the sweep")
+    return Selection(dict(grid), list(seeds), metric, dict(args))
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and check a study file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise StudyError(f"cannot read study file {str(path)!r}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise StudyError(f"study file {str(path)!r} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise StudyError(f"study file {str(path)!r} must be a mapping with keys {', '.join(STUDY_KEYS)}")
+    unknown = sorted(set(data) - set(STUDY_KEYS))
+    if unknown:
+        hint = ""
+        if {"model", "trainer", "data"} & set(unknown):
+            hint = " (this looks like a run config: list it under 'configs', or pass it to the sweep with --config)"
+        raise StudyError(f"study file {str(path)!r} has unknown keys {unknown}; valid keys: {list(STUDY_KEYS)}{hint}")
+    data.setdefault("name", path.stem)
+    for key in ("configs", "archs", "seeds", "widths"):
+        if isinstance(data.get(key), (str, int)):
+            data[key] = [data[key]]
+    for key in ("grid", "args", "slurm"):
+        if data.get(key) is None:
+            data[key] = {}
+        elif not isinstance(data[key], dict):
+            raise StudyError(f"'{key}' in {str(path)!r} must be a mapping, got {data[key]!r}")
+    data["grid"] = {k: v if isinstance(v, list) else [v] for k, v in data["grid"].items()}
+    data = {key: value for key, value in data.items() if value is not None}
+    return Study(**data, source=path.as_posix())
+
+
+def is_study_file(path: str | Path) -> bool:
+    """Whether a YAML file is a study (it has 'archs'), as opposed to a run config."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "archs" in data
+
+
+def cli_value(value: Any) -> str:
+    """A YAML value as the run CLI reads it back: true/false, null, numbers, JSON for lists and mappings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def name_part(value: Any) -> str:
+    return re.sub(r"[^\w.+-]+", "_", cli_value(value)).strip("_") or "none"
+
+
+def key_labels(keys: list[str]) -> dict[str, str]:
+    """The label of each grid key in directory names: its last dotted component, unless two keys share it."""
+    leaves = [key.rsplit(".", 1)[-1] for key in keys]
+    return {key: leaf if leaves.count(leaf) == 1 else re.sub(r"\W+", "_", key) for key, leaf in zip(keys, leaves)}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a study: which network, which overrides, which seed, and where it lives."""
+
+    study: str
+    variant: str  # <arch>[-<key><value>...]: the folder that holds the seeds
+    arch: str
+    seed: int
+    overrides: tuple[tuple[str, Any], ...]
+    run_dir: Path
+    selects: str | None = None  # a selection run: the variant whose value it helps choose (src.sweeping.selection)
+    pending: bool = False  # a variant's run whose selected value is not known yet: not to be started
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant}/seed{self.seed}"
+
+
+def run_dir_args(run_dir: Path) -> list[str]:
+    """The CLI arguments that put a run's files in exactly ``run_dir`` (run identity, ``--run_dir``)."""
+    return ["--run_dir", str(run_dir)]
+
+
+def run_command(study: Study, run: RunSpec, resume: bool = False, python: str | None = None) -> list[str]:
+    """The fresh process that trains and tests one run (``resume``: continue from its ``last.ckpt``)."""
+    command = [python or sys.executable, "-m", "src.cli", "fit"]
+    for config in study.configs:
+        command += ["--config", str(config)]
+    command += run_dir_args(run.run_dir)
+    command += ["--seed_everything", str(run.seed), "--model.arch", run.arch]
+    for key, value in [*study.args.items(), *run.overrides]:
+        command += [f"--{key.lstrip('-')}", cli_value(value)]
+    command += list(study.extra_args)
+    if resume:
+        command += ["--ckpt_path", "last"]
+    return command
+
+
+def format_command(command: list[str]) -> str:
+    return shlex.join(command)
