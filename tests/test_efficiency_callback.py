@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 import src.callbacks.efficiency as efficiency_module
 import src.callbacks.provenance as provenance_module
+from src import machine
 from src.callbacks import ParameterEfficiency
 from src.callbacks.efficiency import HPARAM_METRICS
 from src.data.fast import Uint8Images, fast_split
@@ -249,12 +250,12 @@ def test_provenance_names_the_commit_packages_device_and_config(tmp_path, monkey
         "torchmetrics": metadata.version("torchmetrics"),
         "python": platform.python_version(),
     }
-    assert record["device"] == provenance_module.cpu_model() and record["device"]
+    assert record["device"] == machine.cpu_model() and record["device"]
     assert record["cpu"] == record["device"] and record["torch_threads"] == torch.get_num_threads()
     features = record["cpu_features"]
-    assert features is None or set(features) <= set(provenance_module.SPEED_FLAGS)
+    assert features is None or set(features) <= set(machine.SPEED_FLAGS)
     if Path("/proc/cpuinfo").is_file():  # Linux: the flags this CPU has, as the kernel lists them
-        assert features == provenance_module.cpu_features()
+        assert features == machine.cpu_features()
     # No CLI config here: the hash is over the module's and the DataModule's hyperparameters.
     expected = {"model": dict(trainer.lightning_module.hparams), "data": dict(tiny_data().hparams)}
     assert record["config_sha256"] == provenance_module.config_sha256(expected)

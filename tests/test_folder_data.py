@@ -201,7 +201,7 @@ def test_statistics_are_computed_once_cached_and_given_ones_win(tmp_path, monkey
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although cached")
 
-    monkeypatch.setattr("src.data.folder.probe", no_decoding)
+    monkeypatch.setattr("src.data.folder_scan.probe", no_decoding)
     cached = module(root, val_split=2)
     cached.setup("fit")
     assert cached.mean == dm.mean

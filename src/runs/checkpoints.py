@@ -13,6 +13,7 @@ import io
 import os
 import pickle
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -94,6 +95,10 @@ def read_checkpoint(path: str | bytes) -> tuple[dict[str, Any] | None, str | Non
     pull its tensors in.
     """
     source = io.BytesIO(path) if isinstance(path, bytes) else path
+    if not zipfile.is_zipfile(source):  # every torch.save file since PyTorch 1.6 is a zip archive
+        return None, "not a zip archive, as every PyTorch checkpoint is (a truncated file, or another kind of file)"
+    if isinstance(source, io.BytesIO):
+        source.seek(0)  # is_zipfile read the archive's end
     try:
         checkpoint = torch.load(source, map_location="cpu", weights_only=True, mmap=not isinstance(path, bytes))
     except Exception as error:  # pickled objects; truncated zip, not a zip at all
