@@ -284,7 +284,11 @@ def ddp_run(out_dir: str) -> None:
 
     pl.seed_everything(0)
     trainer = tiny_trainer(out_dir, devices=2, strategy="ddp", max_epochs=2)
-    trainer.fit(Recorder(), IndexedData())
+    try:
+        trainer.fit(Recorder(), IndexedData())
+    finally:  # as src.cli does: gloo's threads left to interpreter exit can abort it ("terminate called ...")
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def test_ddp_each_process_sees_its_own_shard_once_per_epoch(tmp_path):
