@@ -4,7 +4,7 @@ Removes each block in turn and records the test accuracy, then removes ``k`` ran
 (several seeded draws per ``k``). A residual block keeps its shortcut; a plain block whose input
 and output shapes match is skipped (replaced by the identity, Veit et al.'s control for plain
 networks); a plain downsampling block cannot be removed and its row says so. See
-``src.analysis.lesion`` for what removing a block means exactly.
+``src.analysis.block_lesions`` for what removing a block means exactly.
 
 Options beyond the defaults:
 
@@ -41,12 +41,19 @@ from pathlib import Path
 from typing import Any
 
 from src.analysis.batchnorm import DEFAULT_BN_BATCHES
+from src.analysis.block_lesions import (
+    check_draws,
+    draw_pool,
+    lesion_study,
+    random_lesions,
+    random_summary,
+    stage_summary,
+)
 from src.analysis.checkpoint import load as _load
 from src.analysis.checkpoint import output_dir, pick_device, split_loader
-from src.analysis.lesion import check_draws, draw_pool, lesion_study, random_lesions, random_summary, stage_summary
 from src.analysis.plots import plot_lesion
 from src.data import DatasetNotFoundError
-from src.tables import format_table, free_stem, with_suffix, write_csv
+from src.table_files import format_table, free_stem, with_suffix, write_csv
 
 FILES = (
     "lesion.csv",

@@ -1,6 +1,6 @@
 """Pruning sweep of trained networks: ``python -m src.prune <checkpoint> [<checkpoint> ...] --sparsities ...``.
 
-L1 magnitude pruning (``src.analysis.prune``) of each checkpoint at each sparsity, measured on the test
+L1 magnitude pruning (``src.analysis.magnitude_pruning``) of each checkpoint at each sparsity, measured on the test
 split, with the controls a reader needs to interpret it:
 
 * ``--scope global layer`` (default both): ``global`` ranks all weights together, ``layer`` prunes
@@ -16,7 +16,8 @@ Several checkpoints (a ResNet and its plain twin of the same size) share the fig
 the first checkpoint's ``<run>/prune/`` (or ``--out``), never overwriting earlier results (a
 second run writes ``prune-1.*``):
 
-* ``prune.csv``: one row per model, scope, method, sparsity (columns: see ``src.analysis.prune.prune_study``);
+* ``prune.csv``: one row per model, scope, method, sparsity (columns: see
+  ``src.analysis.magnitude_pruning.prune_study``);
 * ``prune_layers.csv``: one row per model, scope, method, sparsity and prunable layer (``layer``,
   ``index``, ``kind``, ``weights``, ``pruned``, ``layer_sparsity``, ``collapsed``);
 * ``prune.md``: the settings, the command that regenerates it, the collapse findings, the accuracy table and
@@ -39,8 +40,7 @@ import torch
 from src.analysis.batchnorm import DEFAULT_BN_BATCHES
 from src.analysis.checkpoint import load as _load
 from src.analysis.checkpoint import output_dir, pick_device, split_loader
-from src.analysis.plots import plot_pruning, plot_pruning_layers
-from src.analysis.prune import (
+from src.analysis.magnitude_pruning import (
     LAYER_COLLAPSE,
     SCOPES,
     check_scopes,
@@ -49,9 +49,10 @@ from src.analysis.prune import (
     prune_study,
     sgd_finetune,
 )
+from src.analysis.plots import plot_pruning, plot_pruning_layers
 from src.data import DatasetNotFoundError
 from src.models import parse_arch
-from src.tables import format_table, free_stem, markdown_table, with_suffix, write_csv
+from src.table_files import format_table, free_stem, markdown_table, with_suffix, write_csv
 
 DEFAULT_SPARSITIES = [0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98]
 FILES = ("prune.csv", "prune_layers.csv", "prune.md", "prune.png", "prune_layers.png")

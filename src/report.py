@@ -51,7 +51,7 @@ reaches -- is reported as far as it goes, in words; the report never fails becau
 incomplete.
 
 This file is the command: its arguments, ``write_report`` (what is written, in which order) and ``check``.
-The pieces live in ``src/reporting/``: ``tables`` (runs -> rows), ``figures`` and ``figure_data`` (what is
+The pieces live in ``src/reporting/``: ``study_rows`` (runs -> rows), ``figures`` and ``figure_data`` (what is
 drawn), ``markdown`` (report.md), ``committed`` (results folders and what ``--check`` compares).
 """
 
@@ -65,6 +65,7 @@ import tempfile
 from pathlib import Path
 
 from src.reporting import shapes
+from src.reporting.analysis_plan import PlanError, is_plan_file, load_plan
 from src.reporting.anchors import anchor_data, anchor_overlay
 from src.reporting.committed import (
     config_problems,
@@ -87,19 +88,17 @@ from src.reporting.figures import plot_error_vs_cost, plot_size_to_target, plot_
 from src.reporting.includes import DOCUMENTS, refresh, stale_blocks
 from src.reporting.lesions import CSV_FILE as LESIONS_CSV
 from src.reporting.lesions import FIGURE as LESIONS_FIGURE
-from src.reporting.lesions import figure_data as lesion_figure_data
-from src.reporting.lesions import lesion_markdown, lesions_by_variant, plot_lesions, summary_rows
+from src.reporting.lesions import lesion_figure_data, lesion_markdown, lesions_by_variant, plot_lesions, summary_rows
 from src.reporting.markdown import paper_overlay, render_markdown, tool_figures
-from src.reporting.plan import PlanError, is_plan_file, load_plan
 from src.reporting.plan_report import PLAN_FILES, PLAN_INDEX, write_plan_report
 from src.reporting.records import RunRecord, collect_runs
-from src.reporting.selection import CSV_FILE as SELECTION_CSV
-from src.reporting.selection import selection_markdown, selection_rows
-from src.reporting.tables import aggregate, write_study_csv
+from src.reporting.selection_section import CSV_FILE as SELECTION_CSV
+from src.reporting.selection_section import selection_markdown, selection_rows
+from src.reporting.study_rows import aggregate, write_study_csv
 from src.sweeping.results import read_index
 from src.sweeping.selection import read_selection
 from src.sweeping.study import StudyError
-from src.tables import write_rows
+from src.table_files import write_rows
 
 
 def write_report(

@@ -32,7 +32,7 @@ The study can come from a file, the command line, or both (the command line wins
 Everything after ``--`` is passed to every run unchanged.
 
 This file is the command: its arguments, the plan it prints, and the loop that starts, settles and
-exports runs (``run_all``). What it uses lives in ``src/sweeping/``: ``plan`` (the study file),
+exports runs (``run_all``). What it uses lives in ``src/sweeping/``: ``study`` (the study file), ``plan`` (its runs),
 ``study_state`` / ``run_state`` (what each run is now), ``jobs`` / ``slots`` (where runs go),
 ``processes`` (the runs as processes), ``results`` (the committed results folder), ``slurm``.
 """

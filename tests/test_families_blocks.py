@@ -13,8 +13,8 @@ import copy
 import pytest
 import torch
 
-from src.analysis.lesion import PlainNetworkError, lesioned
-from src.analysis.prune import layer_kind, prunable_layers, prune_magnitude
+from src.analysis.block_lesions import PlainNetworkError, lesioned
+from src.analysis.magnitude_pruning import layer_kind, prunable_layers, prune_magnitude
 from src.callbacks.diagnostics import BranchRatioRecorder
 from src.models import build_model
 from src.models.blocks import branch_output, residual_blocks

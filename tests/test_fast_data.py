@@ -366,11 +366,11 @@ def test_square_images_at_the_target_size_decode_bit_identically_to_the_first_ca
     for size in (32, None):
         assert torch.equal(fast_module.decode_files(samples, 3, size).images, version1)
     # The cache key carries the version: a cache written by version 1 is never read as a version-2 one.
-    key = fast_module.cache_key(samples, 3, 32)
+    key = fast_module.tensor_cache_key(samples, 3, 32)
     original = fast_module.CACHE_VERSION
     try:
         fast_module.CACHE_VERSION = 1
-        assert fast_module.cache_key(samples, 3, 32) != key
+        assert fast_module.tensor_cache_key(samples, 3, 32) != key
     finally:
         fast_module.CACHE_VERSION = original
 

@@ -34,8 +34,8 @@ from src.analysis import (
     sgd_finetune,
     stage_summary,
 )
+from src.analysis.magnitude_pruning import prune_magnitude, prune_random, zero_count
 from src.analysis.plots import plot_lesion
-from src.analysis.prune import prune_magnitude, prune_random, zero_count
 from src.models import build_model
 from src.models.blocks import branch_output, residual_blocks
 from src.modules import ImageClassifier
@@ -164,7 +164,7 @@ def test_random_lesions_are_seeded_and_remove_k_distinct_blocks(trained):
 def test_lesion_subsets_enumerate_when_few_and_never_repeat_when_sampled():
     import random
 
-    from src.analysis.lesion import lesion_subsets
+    from src.analysis.block_lesions import lesion_subsets
 
     pool = [SimpleNamespace(index=i, name=f"b{i}") for i in range(4)]
     subsets, how = lesion_subsets(pool, 1, 5, random.Random(0))  # 4 single blocks <= 5 trials: each once

@@ -14,7 +14,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower
 
 from src.report import main
-from src.reporting.plan import PlanError, load_plan
+from src.reporting.analysis_plan import PlanError, load_plan
 from tests.study_runs import QUICKSTART, resolved_config, write_run
 
 COMMIT = "a" * 40

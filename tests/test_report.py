@@ -17,7 +17,7 @@ from src.report import main
 from src.reporting.figures import pareto_front
 from src.reporting.paper import CIFAR10_TABLE6
 from src.reporting.statistics import compare
-from src.reporting.tables import mean_std
+from src.reporting.study_rows import mean_std
 from src.runs import read_scalars, run_status
 from tests.study_runs import QUICKSTART, STUDY, resolved_config, write_run
 
@@ -583,7 +583,7 @@ def test_pareto_marks_sit_on_the_shifted_points(tmp_path, monkeypatch):
     for arch, acc in (("resnet20", 0.90), ("plain20", 0.88), ("resnet32", 0.92)):
         write_run(tmp_path / arch / "seed0", arch, 0, acc, 269_722 if arch.endswith("20") else 464_154)
     from src.reporting.records import collect_runs
-    from src.reporting.tables import aggregate
+    from src.reporting.study_rows import aggregate
 
     rows = aggregate(collect_runs(tmp_path))
     figures = []

@@ -1,15 +1,14 @@
 """What ``python -m src.lesion`` and ``python -m src.prune`` use: looking inside trained networks.
 
-Block lesions (``lesion``), magnitude pruning with its random control (``prune``), accuracy on a
+Block lesions (``block_lesions``), magnitude pruning with its random control (``magnitude_pruning``), accuracy on a
 loader (``evaluate``), BatchNorm recalibration (``batchnorm``), loading the checkpoints a command is
-given (``checkpoint``), and the commands' tables and figures (``tables``, ``plots``). The library
+given (``checkpoint``), and the commands' figures (``plots``; their tables go through ``src.table_files``). The library
 parts work on a plain ``nn.Module`` and a ``DataLoader`` (no Lightning); the commands load a
 checkpoint and call them.
 """
 
 from src.analysis.batchnorm import recalibrate_batch_norm
-from src.analysis.evaluate import Evaluation, accuracy, evaluate
-from src.analysis.lesion import (
+from src.analysis.block_lesions import (
     PlainNetworkError,
     lesion_study,
     lesioned,
@@ -17,7 +16,8 @@ from src.analysis.lesion import (
     random_summary,
     stage_summary,
 )
-from src.analysis.prune import (
+from src.analysis.evaluate import Evaluation, accuracy, evaluate
+from src.analysis.magnitude_pruning import (
     check_sparsities,
     collapse_findings,
     prunable_weights,

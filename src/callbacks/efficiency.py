@@ -70,8 +70,8 @@ from src.callbacks.efficiency_measures import (
     data_on_device_bytes,
     describe_model,
     peak_memory_mb,
-    resolved_config,
     run_context,
+    trainer_config,
 )
 from src.callbacks.provenance import provenance
 from src.callbacks.train_split_score import score_train_split
@@ -147,7 +147,7 @@ class ParameterEfficiency(pl.Callback):
         self._log_dir = log_dir or trainer.default_root_dir
         self.report = describe_model(trainer, pl_module)
         self.report.update(run_context(trainer, pl_module, stage))
-        self.report["provenance"] = provenance(trainer.strategy.root_device, resolved_config(trainer, pl_module))
+        self.report["provenance"] = provenance(trainer.strategy.root_device, trainer_config(trainer, pl_module))
         if shape is not None:
             self._count_cost(pl_module, tuple(shape))
         if stage != "fit":  # fitting waits for on_train_start: a resumed run's record is restored by then

@@ -3,7 +3,7 @@
 The model's size (parameters by stage and kind, bytes) and its record's empty fields (``describe_model``),
 the run context that tells a sweep's runs apart (``run_context``), the batch as trained (``batch_facts``),
 peak training memory less the data held on the GPU (``peak_memory_mb``, ``data_on_device_bytes``), and the
-resolved config the provenance hashes (``resolved_config``). The callback (``src.callbacks.efficiency``)
+resolved config the provenance hashes (``trainer_config``). The callback (``src.callbacks.efficiency``)
 decides *when* each is taken and writes ``efficiency.json``.
 """
 
@@ -105,7 +105,7 @@ def batch_facts(trainer: pl.Trainer) -> dict[str, int | None]:
     }
 
 
-def resolved_config(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any] | None:
+def trainer_config(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any] | None:
     """The run's config as the CLI saves it (``config.yaml``), else the module's and DataModule's hparams."""
     for callback in trainer.callbacks:  # type: ignore[attr-defined]  # Lightning's callback connector sets it
         if any(cls.__name__ == "SaveConfigCallback" for cls in type(callback).__mro__):

@@ -98,7 +98,7 @@ def _check_request(samples: Sequence[tuple[str, int]], channels: int) -> None:
         raise ValueError("no files to decode: the sample list is empty")
 
 
-def cache_key(samples: Sequence[tuple[str, int]], channels: int, size: int | None) -> str:
+def tensor_cache_key(samples: Sequence[tuple[str, int]], channels: int, size: int | None) -> str:
     """A hash of every file's path, label, size and mtime and of the decode settings.
 
     Adding, removing, replacing or relabelling a file, or decoding differently, changes the key.
@@ -128,7 +128,7 @@ def load_or_decode(
     _check_request(samples, channels)
     if cache_dir is None:
         return decode_files(samples, channels, size, workers)
-    key = cache_key(samples, channels, size)
+    key = tensor_cache_key(samples, channels, size)
     return Uint8Images(*image_cache.load_or_build(samples, cache_dir, name, key, channels, size, workers))
 
 

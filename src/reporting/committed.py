@@ -11,7 +11,7 @@ import yaml
 
 from src.class_paths import foreign_class_paths
 from src.reporting.figure_data import FIGURE_DATA
-from src.reporting.selection import CSV_FILE as SELECTION_CSV
+from src.reporting.selection_section import CSV_FILE as SELECTION_CSV
 from src.runs import find_run_dirs
 from src.sweeping.plan import plan_runs
 from src.sweeping.results import read_index

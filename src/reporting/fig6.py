@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless back
 import numpy as np  # noqa: E402
 
 from src.reporting.figures import mean_curve  # noqa: E402
-from src.reporting.tables import Row, lines_of  # noqa: E402
+from src.reporting.study_rows import Row, lines_of  # noqa: E402
 
 FIG6_FILE = "fig6_by_family.png"
 from src.reporting.figures import Curve  # noqa: E402

@@ -17,7 +17,7 @@ from src.reporting.depth_profiles import depth_profiles, draw_depth_profiles
 from src.reporting.figures import COSTS
 from src.reporting.records import RunRecord
 from src.reporting.statistics import MIN_SEEDS_FOR_FIT, size_to_reach
-from src.reporting.tables import Row, default_target, lines_of, row_size, size_text
+from src.reporting.study_rows import Row, default_target, lines_of, row_size, size_text
 from src.runs import read_scalars
 
 FIGURES = {

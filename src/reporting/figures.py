@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from src.reporting.paper import CIFAR10_TABLE6, CITATION  # noqa: E402
-from src.reporting.tables import Row, size_text  # noqa: E402
+from src.reporting.study_rows import Row, size_text  # noqa: E402
 
 Curve = tuple[Sequence[float], Sequence[float]]  # (steps, values)
 

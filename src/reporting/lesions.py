@@ -200,7 +200,7 @@ def lesion_markdown(by_variant: dict[str, list[SeedLesions]]) -> list[str]:
     ]
 
 
-def figure_data(by_variant: dict[str, list[SeedLesions]]) -> dict[str, Any]:
+def lesion_figure_data(by_variant: dict[str, list[SeedLesions]]) -> dict[str, Any]:
     """What the figure draws: per variant and seed, the intact accuracy, accuracy against k, drop per block."""
     return {
         variant: [

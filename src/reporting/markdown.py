@@ -15,7 +15,7 @@ from src.reporting.paper import CITATION
 from src.reporting.protocol import protocol_line
 from src.reporting.records import RunRecord
 from src.reporting.statistics import Comparison, PowerLaw, trend_text
-from src.reporting.tables import (
+from src.reporting.study_rows import (
     Pair,
     Row,
     depth_pairs,

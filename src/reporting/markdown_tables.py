@@ -6,7 +6,7 @@ Split from ``src.reporting.markdown`` (which assembles the report) so each file 
 from __future__ import annotations
 
 from src.reporting.statistics import Comparison, PowerLaw
-from src.reporting.tables import (
+from src.reporting.study_rows import (
     DepthPair,
     Pair,
     Row,

@@ -2,7 +2,8 @@
 code versions (``report.md``, ``plan.csv``, ``plan.json`` in the plan's ``results`` folder).
 
 Deterministic (no paths of this machine, no timestamps), so ``--check`` regenerates it into a temporary folder
-and compares; the arms' provenance (one commit, clean tree) is checked at the same time (``src.reporting.plan``).
+and compares; the arms' provenance (one commit, clean tree) is checked at the same time
+(``src.reporting.analysis_plan``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from src.reporting.plan import METRICS, Arm, Plan, PowerLine, Verdict, arm_problems, load_arm, power_table, verdicts
+from src.reporting.analysis_plan import (
+    METRICS,
+    Arm,
+    Plan,
+    PowerLine,
+    Verdict,
+    arm_problems,
+    load_arm,
+    power_table,
+    verdicts,
+)
 
 PLAN_FILES = ("report.md", "summary.md", "plan.csv", "plan.json")
 SUMMARY = "summary.md"  # the verdict table README.md and docs/results.md include (src.reporting.includes)

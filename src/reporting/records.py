@@ -5,7 +5,7 @@ that only say where things are written (run_dir, the logger, checkpoint folder, 
 measurement callbacks): two runs are averaged only when they are the same variant. Folder names
 never decide it -- runs of two architectures under one logger name (``version_0``, ``version_1``)
 stay apart. A variant's name is its architecture plus every setting that differs within the study
-(``resnet8 width=2``). ``src.reporting.tables`` turns the records into rows, lines and comparisons.
+(``resnet8 width=2``). ``src.reporting.study_rows`` turns the records into rows, lines and comparisons.
 """
 
 from __future__ import annotations

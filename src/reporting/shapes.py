@@ -28,7 +28,7 @@ import numpy as np
 from src.models import arch_spec
 from src.models.names import ArchSpec
 from src.reporting.statistics import Comparison, compare
-from src.reporting.tables import Row
+from src.reporting.study_rows import Row
 
 HEATMAP = "test_error_width_depth.png"
 ISO_CSV = "report_iso_params.csv"
@@ -44,7 +44,7 @@ ISO_COLUMNS = [
 def _spec(row: Row) -> ArchSpec | None:
     try:
         return arch_spec(row.arch)
-    except ValueError:  # a plugged-in net (model.net_class) or an older name: no shape to read
+    except ValueError:  # a plugged-in net (model.net_class): no depth or width to read
         return None
 
 

@@ -29,7 +29,7 @@ class SignalForwarder:
     SIGTERM, while SIGHUP would end it without a checkpoint; the sweep still exits 128 + SIGHUP.
 
     The runs are started in their own sessions, so a Ctrl-C in the terminal reaches each once, through
-    here, and a ``kill`` of the sweep alone no longer leaves runs training, re-parented to PID 1.
+    here; a ``kill`` of the sweep alone stops its runs too, none is left training, re-parented to PID 1.
     """
 
     def __init__(self) -> None:

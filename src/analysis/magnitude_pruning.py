@@ -268,11 +268,7 @@ def prune_study(
         for sparsity in sparsities:
             counts: list[int] = []
             for method in ("magnitude", "random") if random_control else ("magnitude",):
-                # Channels-last weights (``model.channels_last: true``) are not contiguous, and torch's global
-                # pruning flattens every weight with ``view``: prune a copy in the default layout.
-                pruned_net = copy.deepcopy(net).to(  # type: ignore[call-overload]  # torch's stub lacks this overload
-                    device=device, memory_format=torch.contiguous_format
-                )
+                pruned_net = _contiguous_copy(net, device)
                 if method == "magnitude":
                     counts = prune_magnitude(pruned_net, sparsity, scope)
                 else:
@@ -286,31 +282,13 @@ def prune_study(
                     if bn_loader is not None:
                         recalibrate_batch_norm(pruned_net, bn_loader, bn_batches, device, seed)
                     tuned = evaluate(pruned_net, loader, device, limit_batches)
-                targets = prunable_layers(pruned_net)
-                for _, module in targets:
-                    prune.remove(module, "weight")  # make the zeros permanent (plain ``weight`` again)
+                where = {"scope": scope, "method": method, "sparsity": sparsity}
+                layers = _layer_rows(pruned_net, counts, where, layer_collapse)
                 zeros, prunable = zero_count(pruned_net)
-                layers: list[dict[str, Any]] = [
-                    {
-                        "scope": scope,
-                        "method": method,
-                        "sparsity": sparsity,
-                        "layer": name,
-                        "index": index,
-                        "kind": layer_kind(name, module),
-                        "weights": module.weight.numel(),
-                        "pruned": count,
-                        "layer_sparsity": count / module.weight.numel(),
-                        "collapsed": count / module.weight.numel() >= layer_collapse,
-                    }
-                    for index, ((name, module), count) in enumerate(zip(targets, counts))
-                ]
                 study.layers += layers
                 study.rows.append(
                     {
-                        "scope": scope,
-                        "method": method,
-                        "sparsity": sparsity,
+                        **where,
                         "prunable_weights": prunable,
                         "pruned_weights": sum(counts),
                         "zero_fraction": zeros / prunable,
@@ -324,13 +302,51 @@ def prune_study(
                         "top_class_share": measured.top_class_share,
                         "predictions_collapsed": measured.collapsed(collapse_share),
                         "finetune_steps": steps,
-                        "acc_finetuned": None if tuned is None else tuned.acc,
-                        "top_class_share_finetuned": None if tuned is None else tuned.top_class_share,
-                        "predictions_collapsed_finetuned": None if tuned is None else tuned.collapsed(collapse_share),
+                        **_finetuned(tuned, collapse_share),
                         "random_seed": seed if method == "random" else None,
                     }
                 )
     return study
+
+
+def _contiguous_copy(net: nn.Module, device: str | torch.device) -> nn.Module:
+    """A copy of ``net`` on ``device`` in the default memory layout.
+
+    Channels-last weights (``model.channels_last: true``) are not contiguous, and torch's global pruning
+    flattens every weight with ``view``: prune a copy in the default layout.
+    """
+    return copy.deepcopy(net).to(device=device, memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+
+
+def _layer_rows(
+    pruned_net: nn.Module, counts: Sequence[int], where: dict[str, Any], layer_collapse: float
+) -> list[dict[str, Any]]:
+    """One row per prunable layer of a pruned copy, after making its zeros permanent (``prune.remove``)."""
+    targets = prunable_layers(pruned_net)
+    for _, module in targets:
+        prune.remove(module, "weight")  # plain ``weight`` again, its pruned entries zero
+    return [
+        {
+            **where,
+            "layer": name,
+            "index": index,
+            "kind": layer_kind(name, module),
+            "weights": module.weight.numel(),
+            "pruned": count,
+            "layer_sparsity": count / module.weight.numel(),
+            "collapsed": count / module.weight.numel() >= layer_collapse,
+        }
+        for index, ((name, module), count) in enumerate(zip(targets, counts))
+    ]
+
+
+def _finetuned(tuned: Evaluation | None, collapse_share: float) -> dict[str, Any]:
+    """The fine-tuned columns of a row (``None`` without a fine-tune)."""
+    return {
+        "acc_finetuned": None if tuned is None else tuned.acc,
+        "top_class_share_finetuned": None if tuned is None else tuned.top_class_share,
+        "predictions_collapsed_finetuned": None if tuned is None else tuned.collapsed(collapse_share),
+    }
 
 
 def prune_sweep(

@@ -23,7 +23,7 @@ from typing import cast
 from src.models import families
 from src.reporting.records import RunRecord
 from src.reporting.statistics import Comparison, PowerLaw, Summary, binomial_se, compare, fit_power_law, summarize
-from src.tables import write_rows
+from src.table_files import write_rows
 
 
 @dataclass
