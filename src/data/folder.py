@@ -42,7 +42,6 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from src.data import download as downloads
 from src.data import image_cache, transforms
 from src.data.base import DataError, DatasetNotFoundError, ImageClassificationDataModule
 from src.data.fast import FastImageDataset, FastLoaderMixin, fast_split, resident_device
@@ -50,6 +49,7 @@ from src.data.folder_cache import cache_key, file_identities
 from src.data.folder_decode import ImageFiles, Sample
 from src.data.folder_layouts import class_folder_samples, flat_val_samples, is_flat_folder
 from src.data.folder_listing import choose_classes, first_image, list_class_folders, read_class_list
+from src.data.folder_options import check_folder_options, data_root
 from src.data.folder_record import check_resume, first_record, split_files
 from src.data.folder_scan import FolderScanMixin
 from src.data.splits import stratified_split
@@ -147,43 +147,13 @@ class ImageFolderDataModule(FolderScanMixin, FastLoaderMixin, ImageClassificatio
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         self.save_hyperparameters()
-        if preset is not None:
-            transforms.check_preset(preset)
-        if in_channels not in (1, 3):
-            raise DataError(f"in_channels must be 1 (grayscale) or 3 (RGB), got {in_channels}")
-        if val_split <= 0:
-            raise DataError(f"val_split must be a fraction in (0, 1) or a number of images >= 1, got {val_split}")
-        for name, value in (("class_count", class_count), ("max_per_class", max_per_class), ("image_size", image_size)):
-            if value is not None and value < 1:
-                raise DataError(f"{name} must be >= 1 (or null), got {value}")
-        if (mean is None) != (std is None) or (
-            mean is not None and std is not None and not len(mean) == len(std) == in_channels
-        ):
-            raise DataError(f"mean and std must both be null or both have {in_channels} values, got {mean}, {std}")
-        if bad_files not in ("error", "skip"):
-            raise DataError(f"bad_files must be 'error' or 'skip', got {bad_files!r}")
-        if test_split is not None and test_split <= 0:
-            raise DataError(
-                f"test_split must be a fraction in (0, 1), a number of images >= 1, or null, got {test_split}"
-            )
-        if test_split is not None and test_on_val:
-            raise DataError(
-                "give data.test_split (a test split held out of train) or data.test_on_val (test the validation "
-                "split), not both"
-            )
+        check_folder_options(
+            preset, in_channels, val_split, test_split, test_on_val, mean, std, bad_files, fast_max_gb,
+            class_count=class_count, max_per_class=max_per_class, image_size=image_size,
+        )  # fmt: skip
         self.test_on_val = test_on_val
         self.test_split = test_split
-
-        if dataset is not None:
-            if root is not None:
-                raise DataError(f"give data.root or data.dataset, not both (got {root!r} and {dataset!r})")
-            root = downloads.prepare(dataset, data_dir, download)  # here, not in prepare_data: see README
-        elif root is None:
-            raise DataError(
-                "set data.root (a folder with train/<class>/<image>) or data.dataset "
-                f"(one of {sorted(downloads.ARCHIVES)})"
-            )
-        self.root = root
+        self.root = root = data_root(root, dataset, data_dir, download)
         self.channels = in_channels
         self.max_per_class, self.val_split, self.split_seed = max_per_class, val_split, split_seed
         self.val_labels = val_labels
@@ -193,7 +163,34 @@ class ImageFolderDataModule(FolderScanMixin, FastLoaderMixin, ImageClassificatio
         self.bad_files, self.check_files = bad_files, check_files
         self.cache_dir = cache_dir if cache_dir is not None else os.path.join(data_dir, ".cache")
 
-        train_dir = self._split_dir("train")
+        train_dir, self._available = self._train_classes()
+        names = read_class_list(classes) if isinstance(classes, str) else classes
+        self.classes = choose_classes(self._available, names, class_count, class_seed, train_dir)
+        self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
+        self.image_size = image_size = image_size if image_size is not None else self._first_image_size(train_dir)
+        if preset is None:  # small images (CIFAR, Tiny-ImageNet) get CIFAR's pad-crop-flip, larger ImageNet's
+            preset = "cifar" if image_size <= SMALL_IMAGE_SIZE else "imagenet"
+        self.preset = preset
+        if fast and preset != "cifar":
+            raise DataError(
+                f"fast: true implements the 'cifar' preset's pad-crop-flip on whole batches; got preset {preset!r} "
+                "(use preset: cifar, or fast: false)"
+            )
+        self.fast = preset == "cifar" if fast is None else fast
+        self.fast_max_gb = fast_max_gb
+        self.num_classes = len(self.classes)
+        self.input_shape = (in_channels, image_size, image_size)
+        self.samples: dict[str, list[Sample]] = {}
+        self.skipped: dict[str, str] = {}
+        self._recorded = False
+        self.record_file = RUN_RECORD  # relative to the run directory; the CLI points an evaluation's elsewhere
+        self._results: dict = {}  # decoded-file results of this run's check, reused for the statistics
+        self._node_lock: ExitStack | None = None  # the cache folder's lock while _collect holds it
+        self._node_locked = False
+
+    def _train_classes(self) -> tuple[str, list[str]]:
+        """``<root>/train`` and its class folders, refused with what was found when either is missing."""
+        root, train_dir = self.root, self._split_dir("train")
         if not os.path.isdir(root):
             raise DatasetNotFoundError(
                 f"data root '{root}' does not exist. Put your images there as '{train_dir}/<class>/<image>' "
@@ -207,34 +204,7 @@ class ImageFolderDataModule(FolderScanMixin, FastLoaderMixin, ImageClassificatio
         available = list_class_folders(train_dir)
         if not available:
             raise DataError(f"'{train_dir}' has no class folders; expected '{train_dir}/<class>/<image>'")
-        names = read_class_list(classes) if isinstance(classes, str) else classes
-        self.classes = choose_classes(available, names, class_count, class_seed, train_dir)
-        self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
-        self._available = available
-        if image_size is None:
-            image_size = self._first_image_size(train_dir)
-        self.image_size = image_size
-        if preset is None:  # small images (CIFAR, Tiny-ImageNet) get CIFAR's pad-crop-flip, larger ImageNet's
-            preset = "cifar" if image_size <= SMALL_IMAGE_SIZE else "imagenet"
-        self.preset = preset
-        if fast and preset != "cifar":
-            raise DataError(
-                f"fast: true implements the 'cifar' preset's pad-crop-flip on whole batches; got preset {preset!r} "
-                "(use preset: cifar, or fast: false)"
-            )
-        self.fast = preset == "cifar" if fast is None else fast
-        if fast_max_gb is not None and fast_max_gb <= 0:
-            raise DataError(f"fast_max_gb must be > 0 (GB of decoded images) or null, got {fast_max_gb}")
-        self.fast_max_gb = fast_max_gb
-        self.num_classes = len(self.classes)
-        self.input_shape = (in_channels, image_size, image_size)
-        self.samples: dict[str, list[Sample]] = {}
-        self.skipped: dict[str, str] = {}
-        self._recorded = False
-        self.record_file = RUN_RECORD  # relative to the run directory; the CLI points an evaluation's elsewhere
-        self._results: dict = {}  # decoded-file results of this run's check, reused for the statistics
-        self._node_lock: ExitStack | None = None  # the cache folder's lock while _collect holds it
-        self._node_locked = False
+        return train_dir, available
 
     # ---------------------------------------------------------------- listing
     @property
