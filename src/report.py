@@ -89,7 +89,7 @@ from src.reporting.includes import DOCUMENTS, refresh, stale_blocks
 from src.reporting.lesions import CSV_FILE as LESIONS_CSV
 from src.reporting.lesions import FIGURE as LESIONS_FIGURE
 from src.reporting.lesions import lesion_figure_data, lesion_markdown, lesions_by_variant, plot_lesions, summary_rows
-from src.reporting.markdown import paper_overlay, render_markdown, tool_figures
+from src.reporting.markdown import Sections, paper_overlay, render_markdown, tool_figures
 from src.reporting.plan_report import PLAN_FILES, PLAN_INDEX, write_plan_report
 from src.reporting.records import RunRecord, collect_runs
 from src.reporting.selection_section import CSV_FILE as SELECTION_CSV
@@ -153,16 +153,17 @@ def write_report(
     shapes.write_iso_csv(shape_pairs, out / shapes.ISO_CSV)
     if selection is not None:
         write_rows(selection_rows(selection), out / SELECTION_CSV)
-    text, lines_csv, pairs_csv, depth_csv = render_markdown(
-        title or str(root), records, rows, overlay, diagnostics, tools, target, diagnostic_notes, root,
-        lesion_markdown(lesions),
-        [*shapes.heatmap_markdown(grids), *shapes.iso_markdown(shape_pairs, iso_tolerance),
-         *selection_markdown(selection)],
+    sections = Sections(
+        paper=overlay, diagnostics=diagnostics, diagnostic_notes=diagnostic_notes, tools=tools, target=target,
+        lesions=lesion_markdown(lesions), root=root,
+        extra=[*shapes.heatmap_markdown(grids), *shapes.iso_markdown(shape_pairs, iso_tolerance),
+               *selection_markdown(selection)],
     )  # fmt: skip
-    write_rows(lines_csv, out / "report_lines.csv")
-    write_rows(pairs_csv, out / "report_comparisons.csv")
-    write_rows(depth_csv, out / "report_depth.csv")
-    (out / "report.md").write_text(text)
+    report = render_markdown(title or str(root), records, rows, sections)
+    write_rows(report.lines_csv, out / "report_lines.csv")
+    write_rows(report.pairs_csv, out / "report_comparisons.csv")
+    write_rows(report.depth_csv, out / "report_depth.csv")
+    (out / "report.md").write_text(report.text)
     if lesions:
         profiles[LESIONS_FIGURE] = lesion_figure_data(lesions)
     figures = figure_data(rows, records, target, profiles)

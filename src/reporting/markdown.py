@@ -5,6 +5,7 @@ depth tables (also written as CSV rows), budget, provenance, and the runs not in
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -235,26 +236,117 @@ def summary_paragraph(
     return " ".join(sentences)
 
 
-def render_markdown(
-    title: str,
-    records: list[RunRecord],
-    rows: list[Row],
-    paper: tuple[str | None, list[str]],
-    diagnostics: list[str] | None = None,
-    tools: list[tuple[str, str]] | None = None,
-    target: tuple[float | None, str] = (None, ""),
-    diagnostic_notes: list[str] | None = None,
-    root: str | Path | None = None,
-    lesions: list[str] | None = None,
-    shapes: list[str] | None = None,
-) -> tuple[str, list[dict], list[dict], list[dict]]:
-    """report.md's text, and the lines / comparisons / depth tables for their CSV files.
+@dataclass
+class Sections:
+    """The parts of report.md beyond the study's own tables, each optional (empty: the section is left out).
 
-    ``lesions``: the lines of the lesions-across-seeds section (``src.reporting.lesions.lesion_markdown``).
-    ``shapes``: the width x depth and iso-parameter sections (``src.reporting.shapes``), when there are any.
+    ``paper``: the published numbers' overlay (``paper_overlay``: its figure, its lines); ``diagnostics``:
+    figure files, with ``diagnostic_notes``; ``tools``: (caption, path) of lesion / prune figures; ``target``:
+    the accuracy the size-to-target columns aim at and why; ``lesions``: ``src.reporting.lesions.lesion_markdown``;
+    ``extra``: the width x depth, iso-parameter and selection sections; ``root``: the runs' folder (paths in the
+    status lines are relative to it).
     """
-    diagnostic_notes = diagnostic_notes or []
+
+    paper: tuple[str | None, list[str]] = (None, [])
+    diagnostics: list[str] = field(default_factory=list)
+    diagnostic_notes: list[str] = field(default_factory=list)
+    tools: list[tuple[str, str]] = field(default_factory=list)
+    target: tuple[float | None, str] = (None, "")
+    lesions: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    root: str | Path | None = None
+
+
+@dataclass
+class RenderedReport:
+    """report.md's text and the rows of its three CSV files (lines, residual/plain comparisons, depth pairs)."""
+
+    text: str
+    lines_csv: list[dict]
+    pairs_csv: list[dict]
+    depth_csv: list[dict]
+
+
+PROTOCOL_NOTE = (
+    "A variant is a resolved config minus its seed (settings that differ within the study are in its name); "
+    "a line is the variants that differ only in depth. Test accuracy: mean ± sample std (ddof = 1) over the n "
+    "seeds, and the 95% t-interval of the mean (none with one seed). *Binomial SE*: the test set's own "
+    "sampling error of one run's accuracy, sqrt(p(1 − p)/m). *Training compute*: 3 × MACs per sample × "
+    "training images seen. *Marginal*: points of test accuracy per extra million parameters over the previous "
+    "size of the same line, ± its standard error (from the two means' standard errors). The raw accuracy "
+    "per Mparam / GMAC ratios are in report.csv only (`raw_acc_per_mparam`): they rank size, not efficiency."
+)
+DEPTH_NOTE = (
+    "He et al.'s two findings as tests: a deeper plain net has *lower* test and training accuracy than a "
+    "shallower one (degradation: not overfitting, since training accuracy falls too); a deeper ResNet has "
+    "higher accuracy. *Final train acc*: the last epoch's running accuracy on the augmented training "
+    "batches, as the paper's training error. Same tests as above."
+)
+DIAGNOSTICS_NOTE = (
+    "Per block against relative depth (position within stage; stage boundaries dotted): the RMS gradient "
+    "per weight of the block's branch convolutions, ||g|| / ||w|| (batch norm makes a conv's scale "
+    "irrelevant, so the relative step is what matters), and ||F(x)|| / ||s(x)||, the branch against the "
+    "shortcut it is added to (plain nets: ||F(x)|| / ||x|| where the shapes match). Each seed is "
+    "averaged over its measured steps >= 75% of its last; the curve is the mean over all finished seeds, "
+    "the band their min-max (`diagnostics.jsonl`, written with `diagnostics.enabled: true`)."
+)
+
+
+def _runs_line(records: list[RunRecord]) -> str:
+    """How many runs are in the numbers, and how many are not, by status."""
     counts = {s: sum(run.status == s for run in records) for s in ("finished", "diverged", "unfinished", "missing")}
+    outside = sum(run.status == "outside" for run in records)
+    return (
+        f"Runs: {counts['finished']} finished (tested), {counts['diverged']} diverged, {counts['unfinished']} "
+        f"unfinished, {counts['missing']} missing"
+        + (f", {outside} outside the study's plan (left out)" if outside else "")
+        + ". Only finished runs with a finite test accuracy enter the numbers."
+    )
+
+
+def _figure_lines(paper_lines: list[str]) -> list[str]:
+    """The figures every report has, then the published numbers' notes."""
+    return [
+        "## Figures",
+        "",
+        *[f"![test error vs {key}]({FIGURES[key]})\n" for key in ("params", "macs", "compute", "time")],
+        f"![size to reach the target]({FIGURES['target']})",
+        "",
+        f"![training curves]({FIGURES['curves']})",
+        "",
+        f"![He et al. Fig. 6 per family]({FIG6_FILE})",
+        "",
+        *[f"{text}\n" for text in paper_lines],
+    ]
+
+
+def _optional_lines(sections: Sections) -> list[str]:
+    """Diagnostics, then lesions and pruning: each only when the study has it."""
+    lines: list[str] = []
+    if sections.diagnostics:
+        lines += [
+            "## Inside the networks: training diagnostics",
+            "",
+            DIAGNOSTICS_NOTE,
+            "",
+            *[f"![{name}]({name})\n" for name in sections.diagnostics],
+            *[f"- {note}" for note in sections.diagnostic_notes],
+            "",
+        ]
+    if sections.tools or sections.lesions:
+        lines += ["## Block lesions and pruning", "", *sections.lesions]
+    if sections.tools:
+        lines += [
+            "Per run, from `python -m src.lesion` / `python -m src.prune` run on the study's checkpoints:",
+            "",
+            *[f"![{caption}]({path})\n" for caption, path in sections.tools],
+        ]
+    return lines
+
+
+def render_markdown(title: str, records: list[RunRecord], rows: list[Row], sections: Sections) -> RenderedReport:
+    """report.md's text, and the lines / comparisons / depth tables for their CSV files."""
+    target = sections.target
     fits = power_laws(rows, "params")
     needed = sizes_to_target(rows, target[0])
     pairs = twin_pairs(rows)
@@ -265,14 +357,7 @@ def render_markdown(
     lines = [
         f"# Study report: {title}",
         "",
-        f"Runs: {counts['finished']} finished (tested), {counts['diverged']} diverged, {counts['unfinished']} "
-        f"unfinished, {counts['missing']} missing"
-        + (
-            f", {outside} outside the study's plan (left out)"
-            if (outside := sum(r.status == "outside" for r in records))
-            else ""
-        )
-        + ". Only finished runs with a finite test accuracy enter the numbers.",
+        _runs_line(records),
         "",
         "## Summary",
         "",
@@ -282,13 +367,7 @@ def render_markdown(
         "",
         study_markdown_table(rows) if rows else "_No finished runs yet._",
         "",
-        "A variant is a resolved config minus its seed (settings that differ within the study are in its name); "
-        "a line is the variants that differ only in depth. Test accuracy: mean ± sample std (ddof = 1) over the n "
-        "seeds, and the 95% t-interval of the mean (none with one seed). *Binomial SE*: the test set's own "
-        "sampling error of one run's accuracy, sqrt(p(1 − p)/m). *Training compute*: 3 × MACs per sample × "
-        "training images seen. *Marginal*: points of test accuracy per extra million parameters over the previous "
-        "size of the same line, ± its standard error (from the two means' standard errors). The raw accuracy "
-        "per Mparam / GMAC ratios are in report.csv only (`raw_acc_per_mparam`): they rank size, not efficiency.",
+        PROTOCOL_NOTE,
         "",
     ]
     sources = sorted({row.train_compute_source for row in rows if row.train_compute_source})
@@ -310,49 +389,15 @@ def render_markdown(
         "",
         *(depth_md if deeper else ["_No line has two depths with finished runs._"]),
         "",
-        "He et al.'s two findings as tests: a deeper plain net has *lower* test and training accuracy than a "
-        "shallower one (degradation: not overfitting, since training accuracy falls too); a deeper ResNet has "
-        "higher accuracy. *Final train acc*: the last epoch's running accuracy on the augmented training "
-        "batches, as the paper's training error. Same tests as above.",
+        DEPTH_NOTE,
         "",
-        *(shapes or []),
-        "## Figures",
-        "",
-        *[f"![test error vs {key}]({FIGURES[key]})\n" for key in ("params", "macs", "compute", "time")],
-        f"![size to reach the target]({FIGURES['target']})",
-        "",
-        f"![training curves]({FIGURES['curves']})",
-        "",
-        f"![He et al. Fig. 6 per family]({FIG6_FILE})",
-        "",
-        *[f"{text}\n" for text in paper[1]],
+        *sections.extra,
+        *_figure_lines(sections.paper[1]),
+        *_optional_lines(sections),
     ]
-    if diagnostics:
-        lines += [
-            "## Inside the networks: training diagnostics",
-            "",
-            "Per block against relative depth (position within stage; stage boundaries dotted): the RMS gradient "
-            "per weight of the block's branch convolutions, ||g|| / ||w|| (batch norm makes a conv's scale "
-            "irrelevant, so the relative step is what matters), and ||F(x)|| / ||s(x)||, the branch against the "
-            "shortcut it is added to (plain nets: ||F(x)|| / ||x|| where the shapes match). Each seed is "
-            "averaged over its measured steps >= 75% of its last; the curve is the mean over all finished seeds, "
-            "the band their min-max (`diagnostics.jsonl`, written with `diagnostics.enabled: true`).",
-            "",
-            *[f"![{name}]({name})\n" for name in diagnostics],
-            *[f"- {note}" for note in diagnostic_notes],
-            "",
-        ]
-    if tools or lesions:
-        lines += ["## Block lesions and pruning", "", *(lesions or [])]
-    if tools:
-        lines += [
-            "Per run, from `python -m src.lesion` / `python -m src.prune` run on the study's checkpoints:",
-            "",
-            *[f"![{caption}]({path})\n" for caption, path in tools],
-        ]
     lines += ["## Budget and protocol", "", *(budget_lines(records) or ["- none"]), ""]
     lines += ["## Provenance", "", *provenance_lines(records), ""]
-    status = status_lines(records, root)
+    status = status_lines(records, sections.root)
     if status:
         lines += ["## Not in the numbers", "", *status]
-    return "\n".join(lines), lines_csv, pairs_csv, depth_csv
+    return RenderedReport("\n".join(lines), lines_csv, pairs_csv, depth_csv)
