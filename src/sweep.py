@@ -271,6 +271,11 @@ def run_all(
         return 128 + forwarder.signum
     for path in write_selection(study, plan_runs(study)):
         print(f"wrote {path}", flush=True)
+    return final_status(tally, len(runs))
+
+
+def final_status(tally: Tally, planned: int) -> int:
+    """The sweep's last lines and exit status: 2 when a run is stale, 1 when one failed or was held, else 0."""
     if tally.held:
         print(f"{tally.held} run(s) held back: their variant's selection has no choice (see above)", file=sys.stderr)
     if tally.diverged:
@@ -278,7 +283,7 @@ def run_all(
     if tally.busy:
         print(f"{tally.busy} run(s) were in use by other processes and left to them", flush=True)
     if tally.failed:
-        print(f"{tally.failed} of {len(runs)} runs failed; re-run the same command to retry them", file=sys.stderr)
+        print(f"{tally.failed} of {planned} runs failed; re-run the same command to retry them", file=sys.stderr)
     if tally.stale:
         print(
             f"{tally.stale} run(s) are STALE: made with another config than the study plans now (a selection "

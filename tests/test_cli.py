@@ -37,6 +37,7 @@ def cli(*args: str, cwd) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_fit_then_test_end_to_end(tmp_path):
     fit = cli("fit", "--config", QUICKSTART, *TINY, cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
@@ -73,6 +74,7 @@ def test_fit_then_test_end_to_end(tmp_path):
     assert before == {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_reused_log_directory_keeps_the_earlier_config(tmp_path):
     """A run named by its logger version: a second fresh fit is refused; ``--ckpt_path last`` continues it."""
     args = ["fit", "--config", QUICKSTART, *TINY, "--trainer.max_epochs", "1", "--test_after_fit", "false"]
@@ -145,6 +147,7 @@ def test_configs_stack_and_link_num_classes():
     assert scheduler.warmup_steps == 400 and scheduler.milestones == [32000, 48000]
 
 
+@pytest.mark.slow
 def test_quickstart_reaches_90_percent(tmp_path):
     """The README's promise: the offline quickstart reaches >= 0.90 val/acc, then tests (about a minute, 2 cores)."""
     result = cli("fit", "--config", QUICKSTART, "--trainer.enable_progress_bar", "false", cwd=tmp_path)

@@ -100,6 +100,7 @@ FOLDER_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(FOLDER_CASES))
 def test_image_folder_ddp_fit_and_test_match_one_process(case, tmp_path, monkeypatch):
     counts, options, sizes = FOLDER_CASES[case]
@@ -143,6 +144,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_cifar_ddp_fit_and_test_match_one_process(fake_cifar, tmp_path, monkeypatch):
     root = fake_cifar("cifar10", train_per_file=20, test_size=21)  # 100 training images, 21 test images
     md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in (root / "cifar-10-batches-py").iterdir()}

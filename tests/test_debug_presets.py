@@ -47,6 +47,7 @@ def test_overfit_batches_trains_on_a_few_fixed_batches(tmp_path):
     assert record["train_images_seen"] == 12 * 32 and record["val_samples"] == 64
 
 
+@pytest.mark.slow
 def test_limit_batches_trims_every_loop_and_keeps_the_run(tmp_path):
     # 32-sample batches: 256 training samples are 8 batches, the preset keeps them (limit 10); val 64 = 2 batches
     # of the preset's 4; 2 epochs -> 16 steps; the run directory is a full one (checkpoints, config).

@@ -97,6 +97,7 @@ def test_evaluation_loader_never_pads(tmp_path):
         data.test_dataloader()
 
 
+@pytest.mark.slow
 def test_ddp_fit_and_test_score_every_sample_once_and_match_one_process(tmp_path):
     """2 processes: 63 val and 65 test samples each counted once; accuracies equal to a 1-process evaluation."""
     fit = run_cli("fit", "--config", QUICKSTART, *TINY, "--trainer.devices", "2", "--trainer.strategy", "ddp",

@@ -129,6 +129,7 @@ def test_the_checks_catch_what_they_should(tmp_path):
     assert not module_exists("src.no_such_command") and module_exists("src.data.export")
 
 
+@pytest.mark.slow
 def test_model_table_is_generated_from_the_code():
     assert current_table(TARGET.read_text()) == model_table(), "run: python scripts/model_table.py --update"
 

@@ -8,6 +8,7 @@ import os
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
+import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -57,6 +58,7 @@ def fit_with_clock(root, clock: Clock, logger=None, ckpt_path=None, **trainer_op
     return json.loads(open(efficiency.path).read())
 
 
+@pytest.mark.slow
 def test_a_run_resumed_mid_epoch_times_exactly_what_it_trained(tmp_path, monkeypatch):
     """Lightning calls no on_train_epoch_start after a mid-epoch resume: the old clock then read the machine's uptime.
 

@@ -334,6 +334,7 @@ def test_epoch_end_state_becomes_the_next_epochs_start():
     assert fit["epoch_loop.batch_progress"]["total"] == done and not mark_epoch_completed(loops)
 
 
+@pytest.mark.slow
 def test_fast_folder_bf16_max_steps_resume_equals_the_uninterrupted_run(tree, tmp_path):
     """kill -9 at step 6 (4 steps per epoch; newest checkpoint: last.ckpt at step 4), resume, end at step 14."""
     args = folder_args(

@@ -128,6 +128,7 @@ def test_a_second_writer_is_refused_and_names_the_holder(tmp_path, capsys, monke
 
 
 # ---------------------------------------------------------------- SIGTERM to a fit, and a second fit meanwhile
+@pytest.mark.slow
 def test_sigterm_saves_the_step_exits_143_and_the_run_resumes_from_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"

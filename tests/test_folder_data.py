@@ -320,6 +320,7 @@ def test_offline_download_names_the_folder(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- the CLI, end to end
+@pytest.mark.slow
 def test_grayscale_pngs_fit_and_test_through_the_cli(tmp_path):
     """A folder never seen before: 28-px grayscale PNGs, no val folder, a test folder; no model edit."""
     root = write_tree(

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
@@ -54,6 +55,7 @@ def _run(root, *args):
     return result.stdout
 
 
+@pytest.mark.slow
 def test_a_family_in_one_fork_file_is_swept_reported_lesioned_and_pruned(tmp_path):
     _install_fork(tmp_path)
     study = {

@@ -92,6 +92,7 @@ def cli(*args, cwd, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_record_survives_a_mid_epoch_kill_and_resume_without_lost_or_repeated_rows(tmp_path):
     """Killed in epoch 2 (after last.ckpt at step 4) and resumed: the same rows as the uninterrupted run."""
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -183,6 +184,7 @@ def curves_drawn(tmp_path) -> dict:
     return {variant: sorted(splits) for variant, splits in figures["training_curves.png"].items()}
 
 
+@pytest.mark.slow
 def test_csvlogger_sweep_writes_no_tensorboard_and_the_report_draws_its_curves(tmp_path, monkeypatch):
     runs = sweep(tmp_path, monkeypatch, "csv.yaml")
     for run in runs:

@@ -176,6 +176,7 @@ def test_load_checkpoint_run_rebuilds_model_and_data(study):
     assert (datamodule.input_shape, datamodule.batch_size, datamodule.noise) == ((3, 16, 16), 64, 0.5)
 
 
+@pytest.mark.slow
 def test_hpc_checkpoint_is_restored_by_its_own_run_only(study, tmp_path):
     """SLURM requeue: Lightning looks for hpc_ckpt_N.ckpt in default_root_dir, which is the run's own directory."""
     run_a = tmp_path / "runs" / "a"

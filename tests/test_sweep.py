@@ -284,6 +284,7 @@ def test_bad_seeds_per_arch_get_one_error_line(tmp_path, capsys, seeds, message)
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_every_shipped_study_file_dry_runs(monkeypatch, capsys):
     monkeypatch.chdir(REPO_ROOT)
     studies = sorted(Path("configs/studies").glob("*.yaml"))
@@ -438,6 +439,7 @@ def test_two_jobs_on_cpu_train_each_run_once_on_its_own_cpus_and_export_it(tmp_p
 SLOW = [*TINY_AUTO_WORKERS, "--trainer.max_epochs", "6", "--data.batch_size", "16", "--data.val_size", "32", PROBE]
 
 
+@pytest.mark.slow
 @needs_two_cpus
 def test_sigterm_to_a_parallel_sweep_stops_every_run_and_a_rerun_finishes_the_rest(tmp_path, capsys, monkeypatch):
     probe = tmp_path / "probe.jsonl"

@@ -116,6 +116,7 @@ def test_dry_run_and_slurm_hold_the_variants_back_until_the_selection_ended(tmp_
     assert "#SBATCH --array=0-1\n" in script.read_text() and "select/resnet8-lr0.2/seed0" in script.read_text()
 
 
+@pytest.mark.slow
 def test_sweep_selects_per_variant_then_trains_the_seeds_and_the_report_shows_it(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)  # the runs are `python -m src.cli` processes started here
     results = tmp_path / "results"

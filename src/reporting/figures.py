@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import matplotlib
 
@@ -78,78 +78,14 @@ def plot_error_vs_cost(
     """
     label_x, row_cost, run_cost = COSTS[cost]
     tested = [row for row in rows if row.test_error_mean is not None and row_cost(row)]
-    colors = line_colors(rows)
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
-    lines = sorted({row.line for row in tested})
-    true_points: list[tuple[float, float]] = []  # (cost, mean error): what the frontier is computed on
-    drawn: list[tuple[float, float]] = []  # the same means where they are drawn (shifted)
-    values: list[float] = []
-    for position, line in enumerate(lines):
-        series = sorted((row for row in tested if row.line == line), key=lambda row: row_cost(row))
-        nudge = 1.0 + 0.03 * (position - (len(lines) - 1) / 2)
-        xs = [row_cost(row) * nudge for row in series]
-        ys = [cast(float, row.test_error_mean) for row in series]  # every tested row has one
-        half = [row.test_error_half_width or 0.0 for row in series]
-        errs = [[y - max(0.0, y - h) for y, h in zip(ys, half)], [min(100.0, y + h) - y for y, h in zip(ys, half)]]
-        seeds = "/".join(sorted({str(row.n) for row in series}))
-        marker = "s" if series[0].kind == "plain" else "o"
-        ax.errorbar(xs, ys, yerr=errs, marker=marker, capsize=3, color=colors[line], label=f"{line} (n={seeds})")
-        for row in series:
-            # row.runs are the tested seeds (tables.aggregate keeps no other).
-            points = [(run_cost(run) or row_cost(row), 100.0 * (1.0 - cast(float, run.test_acc))) for run in row.runs]
-            ax.scatter([px * nudge for px, _ in points], [py for _, py in points], s=18, alpha=0.6,
-                       color=colors[line], marker=marker, linewidths=0, zorder=3)  # fmt: skip
-            values += [py for _, py in points]
-        for row, x, y in zip(series, xs, ys):
-            ax.annotate(str(row.depth), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        true_points += [(row_cost(row), y) for row, y in zip(series, ys)]
-        drawn += list(zip(xs, ys))
-        values += [y - h for y, h in zip(ys, half)] + [y + h for y, h in zip(ys, half)]
+    true_points, drawn, values = _draw_lines(ax, tested, line_colors(rows), row_cost, run_cost)
     if true_points:
-        best = {true_points[i] for i in pareto_front(true_points)}  # ties (twins of one size) are all marked
-        front = sorted(drawn[i] for i, point in enumerate(true_points) if point in best)
-        front_x, front_y = zip(*front)
-        ax.plot(front_x, front_y, color="black", linestyle=":", linewidth=1, zorder=0)
-        ax.scatter(
-            front_x, front_y, s=170, facecolors="none", edgecolors="black", linewidths=1, label="Pareto frontier"
-        )
+        _draw_frontier(ax, true_points, drawn)
     if paper is not None and cost in ("params", "macs"):
-        depths = max((row.depth for row in tested if row.family == "cifar"), default=0)
-        reference = [result for result in CIFAR10_TABLE6 if result.depth <= max(depths, 56)]
-        suffix = f" — {paper}" if paper else ""
-        # The paper gives mean_error and std_error together.
-        values += [r.test_error for r in reference] + [
-            r.mean_error + cast(float, r.std_error) for r in reference if r.mean_error
-        ]
-        single = [r for r in reference if r.mean_error is None]
-        xs = [getattr(result, cost) for result in single]
-        ax.scatter(xs, [r.test_error for r in single], marker="x", color="black",
-                   label=f"{CITATION} (ResNet, A; one run){suffix}")  # fmt: skip
-        for result in (r for r in reference if r.mean_error is not None):
-            x = getattr(result, cost)
-            ax.errorbar(
-                [x],
-                [cast(float, result.mean_error)],
-                yerr=[cast(float, result.std_error)],
-                marker="D",
-                color="black",
-                capsize=3,
-                markersize=4,
-                linestyle="none",
-                label=f"{CITATION}: ResNet-{result.depth} mean ± std of 5",
-            )
-            ax.scatter([x], [result.test_error], marker="x", color="gray", label="its best of 5 (not a mean)")
-        for result in reference:
-            ax.annotate(f"{result.depth}", (getattr(result, cost), result.mean_error or result.test_error),
-                        xytext=(5, -10), textcoords="offset points", fontsize=7, color="dimgray")  # fmt: skip
+        values += _draw_paper(ax, tested, cost, paper)
     if anchors and cost in ("params", "macs"):
-        for result, note in anchors:
-            x = getattr(result, cost)
-            ax.scatter([x], [result.test_error], marker="*", s=60, color="black", zorder=4,
-                       label=f"{result.label}: {result.citation}" + (f" — {note}" if note else ""))  # fmt: skip
-            ax.annotate(result.label, (x, result.test_error), xytext=(5, -10), textcoords="offset points",
-                        fontsize=7, color="dimgray")  # fmt: skip
-            values.append(result.test_error)
+        values += _draw_anchors(ax, anchors, cost)
     if values:  # intervals from two seeds can be wider than 0-100%: keep the axis on what error can be
         low, high = max(0.0, min(values)), min(100.0, max(values))
         margin = max(1.0, 0.08 * (high - low))
@@ -167,6 +103,89 @@ def plot_error_vs_cost(
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def _draw_lines(
+    ax: Any, tested: list[Row], colors: dict[str, Any], row_cost: Callable, run_cost: Callable
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]], list[float]]:
+    """Each line's means with their intervals and its seeds as points.
+
+    Returns the means at their true cost (what the frontier is computed on), the same means where they
+    are drawn (shifted a little per line), and every drawn error value (for the axis limits).
+    """
+    lines = sorted({row.line for row in tested})
+    true_points: list[tuple[float, float]] = []
+    drawn: list[tuple[float, float]] = []
+    values: list[float] = []
+    for position, line in enumerate(lines):
+        series = sorted((row for row in tested if row.line == line), key=lambda row: row_cost(row))
+        nudge = 1.0 + 0.03 * (position - (len(lines) - 1) / 2)
+        xs = [row_cost(row) * nudge for row in series]
+        ys = [cast(float, row.test_error_mean) for row in series]  # every tested row has one
+        half = [row.test_error_half_width or 0.0 for row in series]
+        errs = [[y - max(0.0, y - h) for y, h in zip(ys, half)], [min(100.0, y + h) - y for y, h in zip(ys, half)]]
+        seeds = "/".join(sorted({str(row.n) for row in series}))
+        marker = "s" if series[0].kind == "plain" else "o"
+        ax.errorbar(xs, ys, yerr=errs, marker=marker, capsize=3, color=colors[line], label=f"{line} (n={seeds})")
+        for row in series:
+            # row.runs are the tested seeds (study_rows.aggregate keeps no other).
+            points = [(run_cost(run) or row_cost(row), 100.0 * (1.0 - cast(float, run.test_acc))) for run in row.runs]
+            ax.scatter([px * nudge for px, _ in points], [py for _, py in points], s=18, alpha=0.6,
+                       color=colors[line], marker=marker, linewidths=0, zorder=3)  # fmt: skip
+            values += [py for _, py in points]
+        for row, x, y in zip(series, xs, ys):
+            ax.annotate(str(row.depth), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        true_points += [(row_cost(row), y) for row, y in zip(series, ys)]
+        drawn += list(zip(xs, ys))
+        values += [y - h for y, h in zip(ys, half)] + [y + h for y, h in zip(ys, half)]
+    return true_points, drawn, values
+
+
+def _draw_frontier(ax: Any, true_points: list[tuple[float, float]], drawn: list[tuple[float, float]]) -> None:
+    """Circles on the Pareto-optimal means (ties, twins of one size, all marked), joined by a dotted line."""
+    best = {true_points[i] for i in pareto_front(true_points)}
+    front = sorted(drawn[i] for i, point in enumerate(true_points) if point in best)
+    front_x, front_y = zip(*front)
+    ax.plot(front_x, front_y, color="black", linestyle=":", linewidth=1, zorder=0)
+    ax.scatter(front_x, front_y, s=170, facecolors="none", edgecolors="black", linewidths=1, label="Pareto frontier")
+
+
+def _draw_paper(ax: Any, tested: list[Row], cost: str, paper: str) -> list[float]:
+    """He et al.'s Table 6 (``paper``: a note on the protocol, "" when it matches); returns its error values."""
+    depths = max((row.depth for row in tested if row.family == "cifar"), default=0)
+    reference = [result for result in CIFAR10_TABLE6 if result.depth <= max(depths, 56)]
+    suffix = f" — {paper}" if paper else ""
+    # The paper gives mean_error and std_error together.
+    values = [r.test_error for r in reference] + [
+        r.mean_error + cast(float, r.std_error) for r in reference if r.mean_error
+    ]
+    single = [r for r in reference if r.mean_error is None]
+    xs = [getattr(result, cost) for result in single]
+    ax.scatter(xs, [r.test_error for r in single], marker="x", color="black",
+               label=f"{CITATION} (ResNet, A; one run){suffix}")  # fmt: skip
+    for result in (r for r in reference if r.mean_error is not None):
+        x = getattr(result, cost)
+        ax.errorbar([x], [cast(float, result.mean_error)], yerr=[cast(float, result.std_error)], marker="D",
+                    color="black", capsize=3, markersize=4, linestyle="none",
+                    label=f"{CITATION}: ResNet-{result.depth} mean ± std of 5")  # fmt: skip
+        ax.scatter([x], [result.test_error], marker="x", color="gray", label="its best of 5 (not a mean)")
+    for result in reference:
+        ax.annotate(f"{result.depth}", (getattr(result, cost), result.mean_error or result.test_error),
+                    xytext=(5, -10), textcoords="offset points", fontsize=7, color="dimgray")  # fmt: skip
+    return values
+
+
+def _draw_anchors(ax: Any, anchors: Sequence, cost: str) -> list[float]:
+    """The other families' published errors as stars (``src.reporting.anchors``); returns their values."""
+    values = []
+    for result, note in anchors:
+        x = getattr(result, cost)
+        ax.scatter([x], [result.test_error], marker="*", s=60, color="black", zorder=4,
+                   label=f"{result.label}: {result.citation}" + (f" — {note}" if note else ""))  # fmt: skip
+        ax.annotate(result.label, (x, result.test_error), xytext=(5, -10), textcoords="offset points",
+                    fontsize=7, color="dimgray")  # fmt: skip
+        values.append(result.test_error)
+    return values
 
 
 def plot_size_to_target(
