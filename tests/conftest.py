@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from torchvision import datasets
 
+from src.machine import available_cpus
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # ``pytest -n N``: each worker (and the processes its tests start) gets its share of the CPUs. Left at
+    # torch's default, N workers each spin one OpenMP thread per CPU and the suite runs slower than on one.
+    share = max(1, available_cpus() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(share))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def _md5(path: Path) -> str:
