@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import itertools
 import json
 import statistics
 import subprocess
@@ -562,3 +563,50 @@ def test_bn_recalibration_reads_the_same_shuffled_batches_every_time():
     assert torch.equal(net[1].running_mean, first) and torch.equal(torch.random.get_rng_state(), state)
     recalibrate_batch_norm(net, shuffled, batches=2, seed=5)
     assert not torch.equal(net[1].running_mean, first)
+
+
+class CountingLoader:
+    """A DataLoader that counts how often it is read (``iter`` calls)."""
+
+    def __init__(self, loader):
+        self.loader, self.reads = loader, 0
+
+    def __iter__(self):
+        self.reads += 1
+        return iter(self.loader)
+
+
+def test_a_prune_sweep_reads_its_batches_once_and_measures_what_rereading_measured(trained, monkeypatch):
+    """32 copies used to re-read (decode, augment) the same batches each; replayed, every number is unchanged."""
+    from src.analysis import batch_replay
+
+    run = trained["resnet8"]
+    run["data"].setup("fit")
+    options = dict(scopes=["global", "layer"], random_control=True, bn_batches=3, seed=2)
+
+    def sweep():
+        test, train = CountingLoader(_loader(run)), CountingLoader(run["data"].train_dataloader())
+        rows = prune_sweep(run["model"].model, test, [0.0, 0.5, 0.9], bn_loader=train, limit_batches=1, **options)
+        return rows, test.reads, train.reads
+
+    replayed, test_reads, train_reads = sweep()
+    assert (len(replayed), test_reads, train_reads) == (12, 1, 1)  # 2 scopes x 3 sparsities x 2 methods
+    monkeypatch.setattr(batch_replay, "DEFAULT_MAX_BYTES", 0)  # over budget: each copy reads the loaders again
+    reread, test_reads, train_reads = sweep()
+    assert (test_reads, train_reads) == (1 + 2 * 12, 1 + 12)  # the first read stopped at once, then 2 evals + 1 BN
+    assert reread == replayed
+
+
+def test_replay_keeps_the_seeded_batches_and_leaves_the_random_state_alone():
+    from src.analysis.batch_replay import replay
+
+    generator = torch.Generator().manual_seed(1)
+    data = torch.utils.data.TensorDataset(torch.randn(64, 2, generator=generator), torch.arange(64))
+    shuffled = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True)
+    state = torch.random.get_rng_state()
+    kept = replay(shuffled, 3, seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(4)
+    expected = [labels for _, labels in itertools.islice(shuffled, 3)]
+    assert len(kept) == 3 and all(torch.equal(k[1], e) for k, e in zip(kept, expected))
+    assert replay(shuffled, 3, seed=4, max_bytes=100) is shuffled  # 3 batches of 8 x (2 floats + 1 int64) = 384 B

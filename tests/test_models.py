@@ -92,12 +92,29 @@ def test_depth_that_is_not_6n_plus_2_is_rejected_with_valid_options(arch):
     assert arch in str(error.value) and "resnet20" in str(error.value) and "resnet18" in str(error.value)
 
 
-@pytest.mark.parametrize("arch", ["vgg16", "resnet", "densenet121", ""])
+@pytest.mark.parametrize("arch", ["vgg16", "densenet121", ""])
 def test_unknown_architecture_lists_valid_names(arch):
     with pytest.raises(ValueError, match="Unknown architecture") as error:
         build_model(arch, num_classes=10)
     message = str(error.value)
     assert "resnet56" in message and "resnet152" in message and "plain" in message
+
+
+@pytest.mark.parametrize(
+    ("arch", "nearest"),
+    [("resnt20", "resnet20"), ("plian56", "plain56"), ("wrn16-8", "wrn16_8"), ("resnet", "resnet56")],
+)
+def test_a_misspelt_architecture_gets_the_nearest_name_and_its_familys_forms(arch, nearest):
+    with pytest.raises(ValueError) as error:
+        build_model(arch, num_classes=10)
+    message = str(error.value)
+    assert f"did you mean {nearest!r}?" in message and "docs/models.md" in message and len(message) < 450
+
+
+def test_a_class_path_given_as_architecture_says_where_it_goes():
+    with pytest.raises(ValueError) as error:
+        build_model("myfork.models.SmallCNN", num_classes=10)
+    assert "a class path, not a name: give it as model.net_class" in str(error.value)
 
 
 def test_bad_options_are_rejected():

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+from src.analysis.batch_replay import replay
 from src.analysis.batchnorm import DEFAULT_BN_BATCHES, recalibrate_batch_norm
 from src.analysis.evaluate import COLLAPSE_SHARE, Evaluation, evaluate
 from src.models.complexity import count_parameters
@@ -260,6 +261,9 @@ def prune_study(
     """
     sparsities = check_sparsities(sparsities)
     scopes = check_scopes(scopes)
+    # Every copy is measured on the same batches: read them once (src/analysis/batch_replay.py).
+    loader = replay(loader, limit_batches, seed=None)
+    bn_loader = None if bn_loader is None else replay(bn_loader, bn_batches, seed)
     total_params = count_parameters(net)
     steps = 0 if finetune is None else int(getattr(finetune, "steps", -1))  # -1: a hook that does not say
     generator = torch.Generator().manual_seed(seed)

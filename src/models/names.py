@@ -19,6 +19,7 @@ ResNet-18...152 and its wide nets) in ``imagenet_resnet.py``; ``wrn`` (Zagoruyko
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,8 +80,8 @@ class NameParts:
     def stem(self) -> str:
         return self.prefix + self.kind
 
-    def error(self, reason: str) -> ValueError:
-        return name_error(self.arch, reason)
+    def error(self, reason: str, suggest: bool = False) -> ValueError:
+        return name_error(self.arch, reason, suggest)
 
 
 def default_line(spec: ArchSpec) -> str:
@@ -166,7 +167,22 @@ def valid_forms() -> str:
     return "valid: " + "; ".join(f.forms for f in families())
 
 
-def name_error(arch: object, reason: str) -> ValueError:
+def name_error(arch: object, reason: str, suggest: bool = False) -> ValueError:
+    """The one message for a bad name. With ``suggest`` (a name outside the grammar, a typo): the nearest known
+    name and its family's forms when one is close; else every family's forms (docs/models.md lists every name)."""
+    if isinstance(arch, str) and re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", arch):
+        return ValueError(
+            f"Unknown architecture {arch!r}: a class path, not a name: give it as model.net_class (in a study: "
+            f"an 'archs' entry {{name: ..., net_class: {arch}}})"
+        )
+    if suggest and isinstance(arch, str):
+        named = {example: f for f in families() for example in f.examples}
+        close = difflib.get_close_matches(arch.strip().lower(), list(named), n=1, cutoff=0.75)
+        if close:
+            return ValueError(
+                f"Unknown architecture {arch!r}: {reason}; did you mean {close[0]!r}? valid: {named[close[0]].forms} "
+                "(every family: docs/models.md)"
+            )
     return ValueError(f"Unknown architecture {arch!r}: {reason}; {valid_forms()}")
 
 
@@ -177,7 +193,7 @@ def arch_spec(arch: str) -> ArchSpec:
     name = arch.strip().lower()
     match = _NAME.match(name)
     if match is None:
-        raise name_error(arch, "not a name of this grammar")
+        raise name_error(arch, "not a name of this grammar", suggest=True)
     width = int(match["width"]) if match["width"] is not None else None
     parts = NameParts(arch, name, match["prefix"], match["kind"], int(match["depth"]), width)
     if width is not None and width < 1:
@@ -187,7 +203,9 @@ def arch_spec(arch: str) -> ArchSpec:
         spec = owner.parse(parts)
         if spec is not None:
             return spec
-    raise parts.error("not a name of this grammar" if not owners else f"no {parts.stem} network of this depth")
+    if not owners:
+        raise parts.error("not a name of this grammar", suggest=True)
+    raise parts.error(f"no {parts.stem} network of this depth")
 
 
 def with_width(arch: str, width: int) -> str:

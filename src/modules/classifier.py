@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from src.models import build_model
+from src.models import build_model, parse_arch
 from src.models.complexity import NORM_TYPES
 from src.models.plugin import build_net, net_name
 from src.modules.metrics import build_metrics, plain_spec
@@ -54,6 +54,15 @@ class _OpenEndedSchedule(Protocol):
     total_steps: int | None
 
 
+def _is_built_in(arch: str) -> bool:
+    """Whether ``arch`` names one of the built-in (or registered) architectures."""
+    try:
+        parse_arch(arch)
+    except ValueError:
+        return False
+    return True
+
+
 class ImageClassifier(pl.LightningModule):
     """Image classification with a ResNet (or plain net) chosen by name, or any network given by class path.
 
@@ -70,7 +79,8 @@ class ImageClassifier(pl.LightningModule):
             dropout; ``wrn`` and basic ``preact`` nets only).
         net_class: a fork's own network instead of ``arch``: the class path (``my_fork.models.TinyNet``) of any
             ``nn.Module`` subclass, built with the data's ``num_classes`` / ``in_channels`` (``src.models.plugin``).
-            Runs then record its class name as their ``arch``.
+            Runs then record ``arch`` as its name when that is not a built-in architecture's (a study's
+            ``archs`` entry ``{name, net_class, net_args}`` does this), else its class name.
         net_args: the arguments of ``net_class`` (besides ``num_classes`` / ``in_channels``).
         metrics: extra torchmetrics by name, ``{name: {class_path, init_args}}``, logged as ``<stage>/<name>``
             (``num_classes`` from the data; ``src.modules.metrics``).
@@ -117,8 +127,10 @@ class ImageClassifier(pl.LightningModule):
         metrics = plain_spec(metrics)  # before save_hyperparameters, which records the arguments as they are now
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.model = self.build_network()
-        if net_class is not None:
-            self.hparams.arch = net_name(net_class)  # what efficiency.json, the report and the tools name it by
+        if net_class is not None and _is_built_in(arch):
+            # What efficiency.json, the report and the tools name it by: the name a study gave it (model.arch,
+            # src/sweeping/own_nets.py), else its class name -- never a built-in net's name it was not built as.
+            self.hparams.arch = net_name(net_class)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer_factory = optimizer or paper_sgd

@@ -11,6 +11,7 @@ import yaml
 
 from src.class_paths import foreign_class_paths
 from src.reporting.figure_data import FIGURE_DATA
+from src.reporting.own_nets import CSV_FILE as OWN_NETS_CSV
 from src.reporting.selection_section import CSV_FILE as SELECTION_CSV
 from src.runs import find_run_dirs
 from src.sweeping.plan import plan_runs
@@ -29,7 +30,7 @@ CHECKED_FILES = (
     "report_iso_params.csv",
     FIGURE_DATA,
 )
-OPTIONAL_FILES = (SELECTION_CSV,)  # written only by some studies: checked when either side has it
+OPTIONAL_FILES = (SELECTION_CSV, OWN_NETS_CSV)  # written only by some studies: checked when either side has it
 
 
 def _relative(path: Path) -> Path:
@@ -135,7 +136,7 @@ def config_problems(results: Path) -> list[str]:
         study, study_file = _committed_study(results)
     except StudyError as error:
         return [str(error)]
-    foreign = foreign_class_paths([_yaml(config) for config in study.configs] + [_nested(study.args)])
+    foreign = foreign_class_paths([_yaml(config) for config in study.configs] + [_nested(study.args), study.nets])
     if foreign:  # resolving the configs would import them: --check runs in CI and imports no code from elsewhere
         return [
             f"{study_file} names code that is neither loaded nor part of this repository ({', '.join(foreign)}); "

@@ -159,6 +159,7 @@ def read_run(run_dir: Path, variant: str, selected: tuple[str, ...] = ()) -> Run
     fields = _identity_fields(config) if config else {"config.yaml": json.dumps(f"absent: {run_dir.parent}")}
     if arch:
         fields["model.arch"] = json.dumps(arch)
+    _drop_net_keys(fields, arch)
     try:  # the one parser of names; a net plugged in by class path (model.net_class) keeps the defaults
         spec = arch_spec(arch or "")
         record.family, record.residual, record.depth, record.width = spec.family, spec.residual, spec.depth, spec.width
@@ -173,6 +174,22 @@ def read_run(run_dir: Path, variant: str, selected: tuple[str, ...] = ()) -> Run
     record.settings = fields
     record.identity = tuple(sorted(fields.items()))
     return record
+
+
+def _drop_net_keys(fields: dict[str, str], arch: str | None) -> None:
+    """Keep ``model.net_class`` / ``model.net_args`` out of a variant's identity where its name says it all.
+
+    A built-in net has none (both null), and a network a study named (``{name, net_class, net_args}``,
+    ``src/sweeping/own_nets.py``) is that name. Only a class run without a name (its ``arch`` is then the class
+    name, ``src.models.plugin.net_name``) keeps them: two runs of one class with other ``net_args`` differ.
+    """
+    class_path = json.loads(fields.get("model.net_class", "null"))
+    if class_path is not None and str(class_path).rpartition(".")[2] == arch:
+        return
+    for key in [
+        key for key in fields if key in ("model.net_class", "model.net_args") or key.startswith("model.net_args.")
+    ]:
+        del fields[key]
 
 
 def final_train_accuracy(run_dir: Path) -> float | None:

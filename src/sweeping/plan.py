@@ -31,7 +31,7 @@ def plan_runs(study: Study, results_only: bool = False) -> list[RunSpec]:
     for arch in study.arch_names():
         for values in itertools.product(*(study.grid[key] for key in keys)):
             combo = list(zip(keys, values))
-            if is_plain(arch):  # no shortcuts to choose: run once, named without the option
+            if arch in study.nets or is_plain(arch):  # no shortcut option: run once, named without it
                 combo = [(k, v) for k, v in combo if k != SHORTCUT_KEY]
             variant = "-".join([arch, *(f"{labels[k]}{name_part(v)}" for k, v in combo)])
             if variant in seen:

@@ -43,12 +43,16 @@ from typing import Any
 
 import yaml
 
+from src.sweeping.own_nets import EXAMPLE, net_args_for, split_archs, unknown_name_hint
+
 STUDY_KEYS = ("name", "root", "configs", "archs", "widths", "seeds", "grid", "select", "args", "slurm", "results")
 RESERVED_KEYS = {
     "model.arch": "list architectures under 'archs'",
     "seed_everything": "list seeds under 'seeds'",
     "run_dir": "the sweep chooses each run's directory",
     "ckpt_path": "the sweep resumes unfinished runs itself",
+    "model.net_class": f"list your own network under 'archs' as {EXAMPLE}, so its runs carry its name",
+    "model.net_args": f"give your network's arguments in its 'archs' entry: {EXAMPLE}",
 }
 SHORTCUT_KEY = "model.shortcut"
 SELECT_DIR = "select"  # the selection runs' folder inside the study folder and the results folder
@@ -78,6 +82,15 @@ class Study:
     results: str | None = None  # folder of the committed results runs (src.sweeping.results)
     select: dict[str, Any] | None = None  # per-variant selection on validation (src.sweeping.selection)
     source: str | None = None  # the study file it was read from, if any
+    nets: dict[str, dict[str, Any]] = field(default_factory=dict)  # your own networks by name (own_nets.py)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.archs, list) and any(isinstance(entry, dict) for entry in self.archs):
+            try:
+                self.archs, nets = split_archs(self.archs)
+            except ValueError as error:
+                raise StudyError(str(error)) from None
+            self.nets = {**self.nets, **nets}
 
     @property
     def directory(self) -> Path:
@@ -116,7 +129,11 @@ class Study:
             try:
                 parse_arch(arch)
             except ValueError as error:
-                raise StudyError(str(error)) from None
+                if arch not in self.nets:
+                    raise StudyError(f"{error}{unknown_name_hint(arch)}") from None
+            else:
+                if arch in self.nets:
+                    raise StudyError(f"your network's name {arch!r} is a built-in architecture's: give it its own")
         if len(set(self.archs)) != len(self.archs):
             raise StudyError(f"'archs' lists an architecture twice: {self.archs}")
         if self.widths is not None:
@@ -161,6 +178,11 @@ class Study:
 
     def _validate_widths(self) -> None:
         widths = self.widths
+        if self.nets:
+            raise StudyError(
+                f"'widths' multiplies the built-in CIFAR nets; {sorted(self.nets)} are your own classes: list each "
+                "width as its own 'archs' entry with the width in its net_args"
+            )
         if not isinstance(widths, list) or not widths:
             raise StudyError(f"'widths' must be a non-empty list of integers >= 1 (e.g. [1, 2, 4]), got {widths!r}")
         for width in widths:
@@ -329,7 +351,7 @@ def run_command(study: Study, run: RunSpec, resume: bool = False, python: str | 
         command += ["--config", str(config)]
     command += run_dir_args(run.run_dir)
     command += ["--seed_everything", str(run.seed), "--model.arch", run.arch]
-    for key, value in [*study.args.items(), *run.overrides]:
+    for key, value in [*net_args_for(study.nets, run.arch), *study.args.items(), *run.overrides]:
         command += [f"--{key.lstrip('-')}", cli_value(value)]
     command += list(study.extra_args)
     if resume:
