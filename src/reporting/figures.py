@@ -134,7 +134,8 @@ def _draw_lines(
                        color=colors[line], marker=marker, linewidths=0, zorder=3)  # fmt: skip
             values += [py for _, py in points]
         for row, x, y in zip(series, xs, ys):
-            ax.annotate(str(row.depth), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            label = str(row.depth) if row.depth else row.arch  # a class-path net has no depth: its name
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
         true_points += [(row_cost(row), y) for row, y in zip(series, ys)]
         drawn += list(zip(xs, ys))
         values += [y - h for y, h in zip(ys, half)] + [y + h for y, h in zip(ys, half)]
