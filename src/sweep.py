@@ -40,6 +40,7 @@ exports runs (``run_all``). What it uses lives in ``src/sweeping/``: ``study`` (
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import signal
 import sys
@@ -59,7 +60,16 @@ from src.sweeping.run_state import assess
 from src.sweeping.selection import summary, write_selection
 from src.sweeping.slots import Slot
 from src.sweeping.slurm import write_slurm
-from src.sweeping.study import RunSpec, Study, StudyError, format_command, is_study_file, load_study, run_command
+from src.sweeping.study import (
+    STUDY_KEYS,
+    RunSpec,
+    Study,
+    StudyError,
+    format_command,
+    is_study_file,
+    load_study,
+    run_command,
+)
 from src.sweeping.study_state import (
     assess_runs,
     clear_the_way,
@@ -138,7 +148,7 @@ def build_study(args: argparse.Namespace, extra: list[str]) -> Study:
                 where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
                 problem = getattr(error, "problem", None) or " ".join(str(error).split())
                 raise StudyError(f"study file {args.study!r} is not valid YAML{where}: {problem}") from None
-            raise StudyError(f"{args.study!r} has no 'archs': it is a run config; pass it with --config")
+            raise StudyError(_not_a_study(args.study))
         study = load_study(args.study)
     else:
         if not args.name:
@@ -272,6 +282,22 @@ def run_all(
     for path in write_selection(study, plan_runs(study)):
         print(f"wrote {path}", flush=True)
     return final_status(tally, len(runs))
+
+
+def _not_a_study(path: str) -> str:
+    """Why a YAML file without ``archs`` is not read as a study: a run config, or a study with a misspelt key."""
+    data = yaml.safe_load(Path(path).read_text())
+    keys = [str(key) for key in data] if isinstance(data, dict) else []
+    if not {"model", "trainer", "data"} & set(keys):
+        near = {key: difflib.get_close_matches(key, STUDY_KEYS, n=1) for key in keys if key not in STUDY_KEYS}
+        hints = [f"{key!r} (did you mean {match[0]!r}?)" for key, match in near.items() if match]
+        if hints or set(keys) & set(STUDY_KEYS):
+            return (
+                f"study file {path!r} has no 'archs'"
+                + (f"; unknown keys: {', '.join(hints)}" if hints else "")
+                + f"; a study's keys: {list(STUDY_KEYS)}"
+            )
+    return f"{path!r} has no 'archs': it is a run config; pass it with --config"
 
 
 def final_status(tally: Tally, planned: int) -> int:

@@ -183,6 +183,10 @@ def test_command_line_study_and_study_given_as_config(tmp_path, capsys, monkeypa
     assert "1 runs in" in capsys.readouterr().out
     assert main([QUICKSTART, "--dry-run"]) == 2
     assert "it is a run config; pass it with --config" in capsys.readouterr().err
+    typo = tmp_path / "typo.yaml"  # a study with a misspelt key is a study, not a run config
+    typo.write_text(yaml.safe_dump({"name": "t", "configs": [QUICKSTART], "arch": ["resnet8"], "seeds": [0]}))
+    assert main([str(typo), "--dry-run"]) == 2
+    assert "has no 'archs'; unknown keys: 'arch' (did you mean 'archs'?)" in capsys.readouterr().err
     with pytest.raises(StudyError, match="--grid wants KEY=V1,V2"):
         from src.sweep import build_study, parse_args
 
