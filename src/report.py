@@ -91,7 +91,7 @@ from src.reporting.lesions import FIGURE as LESIONS_FIGURE
 from src.reporting.lesions import lesion_figure_data, lesion_markdown, lesions_by_variant, plot_lesions, summary_rows
 from src.reporting.markdown import Sections, paper_overlay, render_markdown, tool_figures
 from src.reporting.own_nets import CSV_FILE as OWN_NETS_CSV
-from src.reporting.own_nets import own_net_markdown, own_net_rows
+from src.reporting.own_nets import own_net_markdown, own_net_pairs, own_net_rows
 from src.reporting.plan_report import PLAN_FILES, PLAN_INDEX, write_plan_report
 from src.reporting.records import RunRecord, collect_runs
 from src.reporting.selection_section import CSV_FILE as SELECTION_CSV
@@ -155,9 +155,9 @@ def write_report(
     shapes.write_iso_csv(shape_pairs, out / shapes.ISO_CSV)
     if selection is not None:
         write_rows(selection_rows(selection), out / SELECTION_CSV)
-    own_nets = own_net_rows(rows)
+    own_nets = own_net_pairs(rows)
     if own_nets:  # only a study with a class-path network has the file
-        write_rows(own_nets, out / OWN_NETS_CSV)
+        write_rows(own_net_rows(own_nets), out / OWN_NETS_CSV)
     sections = Sections(
         paper=overlay, diagnostics=diagnostics, diagnostic_notes=diagnostic_notes, tools=tools, target=target,
         lesions=lesion_markdown(lesions), root=root,

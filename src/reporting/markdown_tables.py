@@ -78,12 +78,8 @@ def comparison_table(pairs: list[Pair]) -> tuple[list[str], list[dict]]:
     csv_rows = []
     for pair in pairs:
         c = pair.comparison
-        diff = "—" if c.difference is None else f"{100 * c.difference:+.2f}"
-        p = "—" if c.p_value is None else f"{c.p_value:.3g}"
-        effect = "—" if c.effect is None else f"{c.effect_name} {c.effect:+.2f}"
-        test = c.test if not c.reason else f"{c.test}: {c.reason}"
         names = f"| `{pair.residual.variant}` | `{pair.plain.variant}` | {c.n_a}/{c.n_b}"
-        md.append(f"{names} | {diff} | {test} | {p} | {effect} |")
+        md.append(f"{names} | {points(c.difference)} | {test_text(c)} | {p_text(c)} | {effect_text(c)} |")
         csv_rows.append(
             {
                 "residual": pair.residual.variant,
@@ -102,8 +98,22 @@ def comparison_table(pairs: list[Pair]) -> tuple[list[str], list[dict]]:
     return md, csv_rows
 
 
-def _p(c: Comparison) -> str:
+def points(value: float | None) -> str:
+    """A difference of accuracies (fractions) in signed percentage points, or a dash."""
+    return "—" if value is None else f"{100 * value:+.2f}"
+
+
+def test_text(c: Comparison) -> str:
+    """The test's name, with the reason when it could not be run."""
+    return c.test if not c.reason else f"{c.test}: {c.reason}"
+
+
+def p_text(c: Comparison) -> str:
     return "—" if c.p_value is None else f"{c.p_value:.3g}"
+
+
+def effect_text(c: Comparison) -> str:
+    return "—" if c.effect is None else f"{c.effect_name} {c.effect:+.2f}"
 
 
 def depth_table(pairs: list[DepthPair]) -> tuple[list[str], list[dict]]:
@@ -117,9 +127,7 @@ def depth_table(pairs: list[DepthPair]) -> tuple[list[str], list[dict]]:
     for pair in pairs:
         cells = []
         for c in (pair.test, pair.train):
-            diff = "—" if c.difference is None else f"{100 * c.difference:+.2f}"
-            test = c.test if not c.reason else f"{c.test}: {c.reason}"
-            cells.append(f"{diff} | {test}, p = {_p(c)}")
+            cells.append(f"{points(c.difference)} | {test_text(c)}, p = {p_text(c)}")
         md.append(
             f"| {pair.line} | `{pair.deep.variant}` | `{pair.shallow.variant}` | {pair.test.n_a}/{pair.test.n_b} "
             f"| {cells[0]} | {cells[1]} |"

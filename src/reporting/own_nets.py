@@ -9,51 +9,66 @@ exploratory (a study's planned hypotheses live in its analysis plan, ``src.repor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from src.reporting.statistics import compare
+from src.reporting.markdown_tables import effect_text, p_text, points, test_text
+from src.reporting.statistics import Comparison, compare
 from src.reporting.study_rows import Row
 
 CSV_FILE = "report_own_nets.csv"
 UNKNOWN_FAMILY = "unknown"  # what records.py gives a name the grammar does not know: a class-path network
 
 
-def own_net_rows(rows: list[Row]) -> list[dict[str, Any]]:
-    """One row per (your network, built-in variant): sizes, n, the difference of test accuracy and its test."""
+@dataclass
+class OwnPair:
+    """One of your networks against one built-in variant: ``comparison`` is yours minus the built-in's accuracy."""
+
+    own: Row
+    built_in: Row
+    comparison: Comparison
+
+
+def own_net_pairs(rows: list[Row]) -> list[OwnPair]:
+    """Every (your network, built-in variant) pair, each tested unpaired (no seeds given: Welch)."""
     own = [row for row in rows if row.family == UNKNOWN_FAMILY]
     built_in = [row for row in rows if row.family != UNKNOWN_FAMILY]
+    return [
+        OwnPair(mine, other, compare([run.test_acc for run in mine.runs], [run.test_acc for run in other.runs]))
+        for mine in own
+        for other in built_in
+    ]
+
+
+def own_net_rows(pairs: list[OwnPair]) -> list[dict[str, Any]]:
+    """``report_own_nets.csv``: one row per pair, sizes, n, the difference of test accuracy and its test."""
     table = []
-    for mine in own:
-        for other in built_in:
-            c = compare([run.test_acc for run in mine.runs], [run.test_acc for run in other.runs])  # no seeds: Welch
-            table.append(
-                {
-                    "own": mine.variant,
-                    "built_in": other.variant,
-                    "params_own": mine.params,
-                    "params_built_in": other.params,
-                    "n_own": c.n_a,
-                    "n_built_in": c.n_b,
-                    "difference_acc": c.difference,
-                    "ci_low": c.ci_low,
-                    "ci_high": c.ci_high,
-                    "test": c.test,
-                    "p_value": c.p_value,
-                    "effect_size": c.effect,
-                    "effect_size_name": c.effect_name,
-                    "note": c.reason,
-                }
-            )
+    for pair in pairs:
+        c = pair.comparison
+        table.append(
+            {
+                "own": pair.own.variant,
+                "built_in": pair.built_in.variant,
+                "params_own": pair.own.params,
+                "params_built_in": pair.built_in.params,
+                "n_own": c.n_a,
+                "n_built_in": c.n_b,
+                "difference_acc": c.difference,
+                "ci_low": c.ci_low,
+                "ci_high": c.ci_high,
+                "test": c.test,
+                "p_value": c.p_value,
+                "effect_size": c.effect,
+                "effect_size_name": c.effect_name,
+                "note": c.reason,
+            }
+        )
     return table
 
 
-def _points(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:+.2f}"
-
-
-def own_net_markdown(table: list[dict[str, Any]]) -> list[str]:
+def own_net_markdown(pairs: list[OwnPair]) -> list[str]:
     """The section's lines (none when the study has no network of your own)."""
-    if not table:
+    if not pairs:
         return []
     lines = [
         "## Your networks against the built-in ones (exploratory)",
@@ -62,15 +77,13 @@ def own_net_markdown(table: list[dict[str, Any]]) -> list[str]:
         "[95% CI] | Test, p | Effect size |",
         "|---|---|---:|---|---:|---|---:|",
     ]
-    for row in table:
-        params = " / ".join("—" if p is None else f"{p:,}" for p in (row["params_own"], row["params_built_in"]))
-        interval = "" if row["ci_low"] is None else f" [{_points(row['ci_low'])}, {_points(row['ci_high'])}]"
-        test = row["test"] if not row["note"] else f"{row['test']}: {row['note']}"
-        p = "—" if row["p_value"] is None else f"{row['p_value']:.3g}"
-        effect = "—" if row["effect_size"] is None else f"{row['effect_size_name']} {row['effect_size']:+.2f}"
+    for pair in pairs:
+        c = pair.comparison
+        params = " / ".join("—" if p is None else f"{p:,}" for p in (pair.own.params, pair.built_in.params))
+        interval = "" if c.ci is None else f" [{points(c.ci_low)}, {points(c.ci_high)}]"
         lines.append(
-            f"| `{row['own']}` | `{row['built_in']}` | {params} | {row['n_own']}/{row['n_built_in']} "
-            f"| {_points(row['difference_acc'])}{interval} | {test}, {p} | {effect} |"
+            f"| `{pair.own.variant}` | `{pair.built_in.variant}` | {params} | {c.n_a}/{c.n_b} "
+            f"| {points(c.difference)}{interval} | {test_text(c)}, {p_text(c)} | {effect_text(c)} |"
         )
     lines += [
         "",
