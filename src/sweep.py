@@ -47,6 +47,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -142,13 +143,13 @@ def build_study(args: argparse.Namespace, extra: list[str]) -> Study:
     if args.study:
         if not is_study_file(args.study) and Path(args.study).is_file():
             try:  # a file that is not YAML at all is that, not "a run config"
-                yaml.safe_load(Path(args.study).read_text())
+                data = yaml.safe_load(Path(args.study).read_text())
             except yaml.YAMLError as error:
                 mark = getattr(error, "problem_mark", None)
                 where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
                 problem = getattr(error, "problem", None) or " ".join(str(error).split())
                 raise StudyError(f"study file {args.study!r} is not valid YAML{where}: {problem}") from None
-            raise StudyError(_not_a_study(args.study))
+            raise StudyError(_not_a_study(args.study, data))
         study = load_study(args.study)
     else:
         if not args.name:
@@ -284,9 +285,8 @@ def run_all(
     return final_status(tally, len(runs))
 
 
-def _not_a_study(path: str) -> str:
-    """Why a YAML file without ``archs`` is not read as a study: a run config, or a study with a misspelt key."""
-    data = yaml.safe_load(Path(path).read_text())
+def _not_a_study(path: str, data: Any) -> str:
+    """Why a YAML file (``data``, as read) without ``archs`` is not a study: a run config, or a misspelt key."""
     keys = [str(key) for key in data] if isinstance(data, dict) else []
     if not {"model", "trainer", "data"} & set(keys):
         near = {key: difflib.get_close_matches(key, STUDY_KEYS, n=1) for key in keys if key not in STUDY_KEYS}
