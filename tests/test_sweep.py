@@ -25,7 +25,7 @@ from src.sweeping.study import Study, StudyError, load_study, run_command
 from tests.conftest import REPO_ROOT
 from tests.helpers import alive, clean_environment, stop_with_signal, sweep_process, wait_for
 from tests.study_runs import QUICKSTART, STUDY, TINY
-from tests.sweep_probe import PROBE_ENV
+from tests.sweep_probe import HOLD_ENV, PROBE_ENV
 
 
 def write_study(path, **fields):
@@ -449,7 +449,9 @@ def test_sigterm_to_a_parallel_sweep_stops_every_run_and_a_rerun_finishes_the_re
     probe = tmp_path / "probe.jsonl"
     study_file = write_study(tmp_path / "s.yaml", archs=["resnet8"], seeds=[0, 1, 2])
     root = tmp_path / "logs" / STUDY / "resnet8"
-    env = clean_environment(**{PROBE_ENV: str(probe), "CUDA_VISIBLE_DEVICES": ""})
+    hold = tmp_path / "hold"  # no run may finish before the signal (tests/sweep_probe.py)
+    hold.touch()
+    env = clean_environment(**{PROBE_ENV: str(probe), HOLD_ENV: str(hold), "CUDA_VISIBLE_DEVICES": ""})
     with sweep_process(str(study_file), "--jobs", "2", "--", *SLOW, cwd=REPO_ROOT, env=env) as sweep:
         first_epochs = [root / f"seed{seed}" / "checkpoints" / "last.ckpt" for seed in (0, 1)]
         wait_for(lambda: all(path.is_file() for path in first_epochs), what="the two runs' 1st epoch", process=sweep)
@@ -465,6 +467,7 @@ def test_sigterm_to_a_parallel_sweep_stops_every_run_and_a_rerun_finishes_the_re
     assert "seed2" not in out and not (root / "seed2").exists()  # nothing started after the signal
 
     # The same command again: the two stopped runs continue from their saved step, the third starts; all end.
+    hold.unlink()
     monkeypatch.chdir(REPO_ROOT)
     monkeypatch.setenv(PROBE_ENV, str(probe))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
