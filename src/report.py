@@ -84,7 +84,7 @@ from src.reporting.figure_data import (
     read_curves,
     sizes_to_target,
 )
-from src.reporting.figures import plot_error_vs_cost, plot_size_to_target, plot_training_curves
+from src.reporting.figures import plot_error_vs_cost, plot_size_to_target, plot_training_curves, variant_colors
 from src.reporting.includes import DOCUMENTS, refresh, stale_blocks
 from src.reporting.lesions import CSV_FILE as LESIONS_CSV
 from src.reporting.lesions import FIGURE as LESIONS_FIGURE
@@ -144,7 +144,7 @@ def write_report(
     tools = tool_figures(records, Path(links_from) if links_from is not None else out)
     lesions = lesions_by_variant(records)
     if lesions:
-        plot_lesions(lesions, out / LESIONS_FIGURE)
+        plot_lesions(lesions, out / LESIONS_FIGURE, variant_colors(rows, lesions))
     write_rows(summary_rows(lesions), out / LESIONS_CSV)
     grids, shape_pairs = shapes.width_depth_grids(rows), shapes.iso_pairs(rows, iso_tolerance)
     if grids:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from src import runs
 from src.callbacks.checkpoint_io import AtomicCheckpointIO
@@ -226,6 +227,8 @@ def test_file_check_cache_sees_a_file_replaced_in_place(tmp_path):
         ("bad_yaml", "is not valid YAML (line 3, column 2)"),
         ("empty_yaml", "is empty; a config is a YAML mapping"),
         ("abbreviation", "unrecognized arguments: --trainer.max_epoch 2 (did you mean: "),
+        ("config_typo", "'trainer.max_step' (in typo.yaml; did you mean 'trainer.max_steps'?)"),
+        ("config_typo_nested", "'model.archh' (in typo2.yaml; did you mean 'model.arch'?)"),
         ("float_batch", "--data.init_args.batch_size: invalid value '1.5'; valid: an integer"),
         ("ckpt_without_run", "--ckpt_path last names a checkpoint of a run, but no run is given: add --run_dir"),
         ("long_warmup", "total_steps (3) must be larger than warmup_steps (50)"),
@@ -237,11 +240,15 @@ def test_bad_invocations_say_what_is_wrong_and_write_nothing(case, expected, tre
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.yaml").write_text("trainer:\n  max_epochs: 1\n model: [\n")
     (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "typo.yaml").write_text("trainer:\n  max_step: 3\n")  # a typo in a file: the file is named
+    (tmp_path / "typo2.yaml").write_text("trainer:\n  max_epochs: 1\nmodel:\n  archh: resnet8\n")
     base = ["fit", *folder_args(tree, tmp_path / "cache", "--trainer.max_steps", "3")]
     args = {
         "bad_yaml": [*base, "--config", "bad.yaml"],
         "empty_yaml": [*base, "--config", "empty.yaml"],
         "abbreviation": [*base, "--trainer.max_epoch", "2"],
+        "config_typo": [*base, "--config", "typo.yaml"],
+        "config_typo_nested": [*base, "--config=typo2.yaml"],
         "float_batch": [*base, "--data.init_args.batch_size", "1.5"],
         "ckpt_without_run": ["test", "--ckpt_path", "last"],
         "long_warmup": [
@@ -300,6 +307,22 @@ def test_bare_folder_fit_tests_says_where_and_lists_what_it_wrote(tree, tmp_path
     report = runs.read_efficiency(tmp_path / "run")
     assert report["test_acc"] is not None  # test/ exists: tested without being asked
     assert json.loads((tmp_path / "run" / "data.json").read_text())["preset"] == "cifar"
+    # No optimizer given: the saved config names the one that ran (it said `optimizer: null`), and a resume
+    # from it is the same run.
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["model"]["optimizer"] == "src.modules.classifier.paper_sgd"
+    assert (report["optimizer"], report["lr"]) == ("SGD", 0.1)
+    main(
+        [
+            "fit",
+            *folder_args(tree, tmp_path / "cache", "--trainer.max_steps", "3"),
+            "--run_dir",
+            "run",
+            "--ckpt_path",
+            "last",
+        ]
+    )
+    assert runs.read_efficiency(tmp_path / "run")["global_step"] == 3
 
 
 @pytest.mark.parametrize("fast", ["true", "false"])

@@ -94,3 +94,30 @@ def test_no_lesion_no_section_and_a_header_only_table(tmp_path):
     assert (tmp_path / "report" / "report_lesions.csv").read_text().strip() == "none"
     assert "Block lesions" not in (tmp_path / "report" / "report.md").read_text()
     assert not (tmp_path / "report" / "lesions_across_seeds.png").exists()
+
+
+def test_lesion_figure_breaks_at_unremovable_blocks_and_colours_as_the_other_figures(study):
+    """The plain net's single-block line has a gap where a block could not be removed (no segment across it);
+    residual is blue and plain red, as in every other figure of the report (they were swapped: plain sorts first)."""
+    from matplotlib.colors import to_hex
+
+    from src.reporting.figures import variant_colors
+    from src.reporting.lesions import lesion_figure, lesions_by_variant
+    from src.reporting.records import collect_runs
+    from src.reporting.study_rows import aggregate
+
+    blocks = [("layer1.0", False, 0.40), ("layer1.1", False, 0.70), ("layer2.0", True, None), ("layer2.1", False, 0.45)]
+    write_lesion(study / "plain20" / "seed1", 0.86, blocks, {1: 0.30}, settings=False)
+    records = collect_runs(study)
+    lesions = lesions_by_variant(records)
+    colors = variant_colors(aggregate(records), lesions)
+    assert colors == {"plain20": "tab:red", "resnet20": "tab:blue"}
+    _, right = lesion_figure(lesions, colors).axes
+    lines = {line.get_label(): line for line in right.get_lines()}
+    plain = lines["plain20"]
+    assert list(plain.get_xdata()) == [0, 1, 2, 3]
+    means = [float(y) for y in plain.get_ydata()]  # block 2 (layer2.0, downsampling) was removed in no seed
+    assert means[:2] == pytest.approx([45.0, 65.0]) and math.isnan(means[2]) and means[3] == pytest.approx(45.0)
+    assert to_hex(plain.get_color()) == to_hex("tab:red") and to_hex(lines["resnet20"].get_color()) == to_hex(
+        "tab:blue"
+    )

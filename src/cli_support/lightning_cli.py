@@ -57,6 +57,7 @@ class ResNetCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.checkpoint: dict[str, Any] | None = None  # the checkpoint this command starts from, summarised
+        self._machine_left_out: list[str] = []  # a --ckpt_path checkpoint's hardware settings not restored here
         self.run_dir: str | None = None
         self._run_dir_existed = True  # until a run directory is chosen: never remove what is not ours
         self._first_created: str | None = None
@@ -262,6 +263,9 @@ class ResNetCLI(LightningCLI):
         if trainer_config.get("enable_checkpointing") is False:
             extra_callbacks = [cb for cb in extra_callbacks if not isinstance(cb, ModelCheckpoint)]
         trainer = self._instantiate_trainer(trainer_config, extra_callbacks)
+        if self._machine_left_out and run_dirs.launching_rank():
+            used = machine_settings.used_instead(self._machine_left_out, trainer, self.datamodule)
+            print(machine_settings.notice(self._machine_left_out, used), flush=True)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: make it atomic
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         for callback in trainer.callbacks:  # type: ignore[attr-defined]  # Lightning's callback connector sets it
@@ -295,9 +299,7 @@ class ResNetCLI(LightningCLI):
         if "trainer.callbacks" in defaults and checkpoint_config.states_callbacks(argv, config_files):
             del defaults["trainer.callbacks"]  # the command gives them again: restored too, `callbacks+=` doubles them
         if subcommand != "fit":  # evaluating it here: this machine's hardware, not the training's
-            defaults, left_out = machine_settings.machine_free(defaults)
-            if left_out and run_dirs.launching_rank():
-                print(machine_settings.notice(left_out), flush=True)
+            defaults, self._machine_left_out = machine_settings.machine_free(defaults)  # told once a Trainer exists
         parser = self._subcommand_parsers[subcommand]
         for key, value in defaults.items():
             try:

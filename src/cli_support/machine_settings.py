@@ -9,7 +9,8 @@ are left to this machine's defaults and to whatever the user passes on the comma
 
 ``machine_free`` takes the flat defaults the CLI builds from the checkpoint (``{"trainer.devices": 4,
 "data": {...}, ...}``) and returns them without the hardware settings, plus a short description of
-each saved value that was left out, for the one-line notice.
+each saved value that was left out; once the Trainer exists, ``used_instead`` says what ran in their place
+and ``notice`` puts both on one line.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def machine_free(defaults: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         left_out.append("the CompileModel callback (torch.compile)")
     if _fp16_without_cuda(kept.get("trainer.precision")):
         precision = kept.pop("trainer.precision")
-        left_out.append(f"trainer.precision ({precision}: fp16 autocast needs a CUDA GPU; fp32 here)")
+        left_out.append(f"trainer.precision ({precision}: fp16 autocast needs a CUDA GPU)")
     data = kept.get("data")
     init_args = data.get("init_args") if isinstance(data, dict) else None
     if isinstance(init_args, dict):
@@ -85,10 +86,42 @@ def machine_free(defaults: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return kept, left_out
 
 
-def notice(left_out: list[str]) -> str:
-    """The one line saying which saved settings this machine's replaced (empty when none did)."""
+def _strategy_name(strategy: Any) -> str:
+    return str(getattr(strategy, "strategy_name", type(strategy).__name__))
+
+
+def used_instead(left_out: list[str], trainer: Trainer, datamodule: Any = None) -> dict[str, str]:
+    """What this command runs with in place of each left-out setting: ``{"trainer.devices (4)": "1", ...}``.
+
+    Why: "not restored: trainer.devices (4)" alone leaves the user to guess whether 1, all or 4 were used.
+    """
+    connector = getattr(trainer, "_accelerator_connector", None)  # the only home of plugins / sync_batchnorm
+    used = {
+        "trainer.accelerator": lambda: type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
+        "trainer.devices": lambda: str(trainer.num_devices),
+        "trainer.num_nodes": lambda: str(trainer.num_nodes),
+        "trainer.strategy": lambda: _strategy_name(trainer.strategy),
+        "trainer.plugins": lambda: _plugins(trainer),
+        "trainer.sync_batchnorm": lambda: _short(bool(getattr(connector, "sync_batchnorm", False))),
+        "trainer.precision": lambda: str(trainer.precision),
+        "the CompileModel callback": lambda: "not compiled",
+        "data.num_workers": lambda: str(getattr(datamodule, "num_workers", "the DataModule's default")),
+        "data.pin_memory": lambda: _short(getattr(datamodule, "pin_memory", "the DataModule's default")),
+    }
+    return {entry: value() for entry in left_out for prefix, value in used.items() if entry.startswith(prefix + " (")}
+
+
+def _plugins(trainer: Trainer) -> str:
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    return f"[{type(environment).__name__}]" if environment is not None else "none"
+
+
+def notice(left_out: list[str], used: dict[str, str] | None = None) -> str:
+    """The one line saying which saved settings this machine replaced, and with what (empty when none were):
+    ``trainer.devices (4 -> 1)``: saved 4, ran with 1."""
     if not left_out:
         return ""
-    return (
-        f"Not restored from the checkpoint (this machine's defaults instead, or what you pass): {', '.join(left_out)}"
-    )
+    used = used or {}
+    shown = [f"{entry[:-1]} -> {used[entry]})" if entry in used else entry for entry in left_out]
+    why = "saved -> used here: this machine's defaults, or what you pass"
+    return f"Not restored from the checkpoint ({why}): {', '.join(shown)}"

@@ -85,7 +85,8 @@ class ImageClassifier(pl.LightningModule):
         metrics: extra torchmetrics by name, ``{name: {class_path, init_args}}``, logged as ``<stage>/<name>``
             (``num_classes`` from the data; ``src.modules.metrics``).
         label_smoothing: cross-entropy label smoothing.
-        optimizer: optimizer factory; default SGD(lr=0.1, momentum=0.9, weight_decay=1e-4).
+        optimizer: optimizer factory; default ``paper_sgd``, SGD(lr=0.1, momentum=0.9, weight_decay=1e-4), which the
+            saved config names (``null``, as older configs have it, means the same).
         lr_scheduler: optional scheduler factory, any ``torch.optim.lr_scheduler`` class.
         lr_scheduler_interval: ``epoch`` or ``step`` -- what the scheduler's counts mean.
         no_decay_norm_and_bias: put norm parameters and biases in a group with no weight decay.
@@ -107,7 +108,7 @@ class ImageClassifier(pl.LightningModule):
         dropout: float = 0.0,
         pooling: Literal["avg", "max"] = "avg",
         label_smoothing: float = 0.0,
-        optimizer: OptimizerCallable | None = None,
+        optimizer: OptimizerCallable | None = paper_sgd,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
         no_decay_norm_and_bias: bool = False,

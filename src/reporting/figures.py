@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,19 +29,30 @@ from src.reporting.study_rows import Row, size_text  # noqa: E402
 Curve = tuple[Sequence[float], Sequence[float]]  # (steps, values)
 
 
-def line_colors(rows: Sequence[Row]) -> dict[str, str]:
-    """A fixed color per line -- residual lines blue/green, plain lines red/orange -- the same in every figure."""
+def kind_colors(kinds: dict[str, str]) -> dict[str, str]:
+    """A fixed color per name (a line, or a variant) from its kind: residual blue/green, plain red/orange."""
     palettes = {
         "residual": ["tab:blue", "tab:green", "tab:cyan", "tab:purple", "tab:olive"],
         "plain": ["tab:red", "tab:orange", "tab:brown", "tab:pink", "tab:gray"],
     }
-    kinds = {row.line: row.kind for row in rows}
     colors, counts = {}, {"residual": 0, "plain": 0}
-    for line in sorted(kinds):
-        kind = kinds[line] if kinds[line] in palettes else "residual"
-        colors[line] = palettes[kind][counts[kind] % len(palettes[kind])]
+    for name in sorted(kinds):
+        kind = kinds[name] if kinds[name] in palettes else "residual"
+        colors[name] = palettes[kind][counts[kind] % len(palettes[kind])]
         counts[kind] += 1
     return colors
+
+
+def line_colors(rows: Sequence[Row]) -> dict[str, str]:
+    """A fixed color per line -- residual lines blue/green, plain lines red/orange -- the same in every figure."""
+    return kind_colors({row.line: row.kind for row in rows})
+
+
+def variant_colors(rows: Sequence[Row], drawn: Iterable[str]) -> dict[str, str]:
+    """The same scheme per variant, over the variants a figure draws (the lesion figure: one curve per variant).
+    Colored among those drawn only, so one residual and one plain variant are blue and red, as their lines are."""
+    wanted = set(drawn)
+    return kind_colors({row.variant: row.kind for row in rows if row.variant in wanted})
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:

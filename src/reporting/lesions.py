@@ -216,19 +216,37 @@ def lesion_figure_data(by_variant: dict[str, list[SeedLesions]]) -> dict[str, An
     }
 
 
-def plot_lesions(by_variant: dict[str, list[SeedLesions]], path: str | Path) -> Path:
+def plot_lesions(
+    by_variant: dict[str, list[SeedLesions]], path: str | Path, colors: dict[str, str] | None = None
+) -> Path:
+    """Draw ``lesion_figure`` into ``path``."""
+    figure = lesion_figure(by_variant, colors)
+    figure.savefig(path, dpi=120)
+    return Path(path)
+
+
+def lesion_figure(by_variant: dict[str, list[SeedLesions]], colors: dict[str, str] | None = None) -> Figure:
     """Left: accuracy against the number of blocks removed (k = 0: intact), each seed thin, the seeds' mean bold.
-    Right: the accuracy drop when each single block is removed, mean over seeds with the seeds' min-max."""
+    Right: the accuracy drop when each single block is removed, mean over seeds with the seeds' min-max; a block
+    that cannot be removed (it changes the shape, and has no shortcut to stand in) leaves a gap in its line.
+    ``colors``: per variant, as the report's other figures draw it (``figures.variant_colors``)."""
     figure = Figure(figsize=(12, 4.5))
     left, right = figure.subplots(1, 2)
     for index, (variant, seeds) in enumerate(by_variant.items()):
-        color = f"C{index}"
+        color = (colors or {}).get(variant, f"C{index}")
         curves = [[(0, seed.baseline)] + sorted(seed.random.items()) for seed in seeds]
         for curve in curves:
             left.plot([k for k, _ in curve], [100 * a for _, a in curve], color=color, alpha=0.35, lw=1)
         ks = sorted({k for curve in curves for k, _ in curve})
         means = [_mean([100 * a for curve in curves for kk, a in curve if kk == k]) for k in ks]
-        left.plot(ks, means, color=color, lw=2.5, marker="o", label=f"{variant} (n = {len(seeds)} seeds)")
+        left.plot(
+            ks,
+            means,
+            color=color,
+            lw=2.5,
+            marker="o",
+            label=f"{variant} (n = {len(seeds)} seed{'s' if len(seeds) != 1 else ''})",
+        )
         blocks = sorted({row["block_index"] for seed in seeds for row in seed.single})
         drops = {
             b: [
@@ -239,17 +257,18 @@ def plot_lesions(by_variant: dict[str, list[SeedLesions]], path: str | Path) -> 
             ]  # fmt: skip
             for b in blocks
         }
-        shown = [b for b in blocks if drops[b]]
-        right.plot(shown, [_mean(drops[b]) for b in shown], color=color, marker=".", label=variant)
+        gap = float("nan")  # matplotlib breaks a line at NaN: no segment across a block that was not removed
+        right.plot(blocks, [_mean(drops[b]) if drops[b] else gap for b in blocks], color=color, marker=".",
+                   label=variant)  # fmt: skip
         if len(seeds) > 1:
-            right.fill_between(shown, [min(drops[b]) for b in shown], [max(drops[b]) for b in shown],
-                               color=color, alpha=0.2)  # fmt: skip
+            right.fill_between(blocks, [min(drops[b]) if drops[b] else gap for b in blocks],
+                               [max(drops[b]) if drops[b] else gap for b in blocks],
+                               where=[bool(drops[b]) for b in blocks], color=color, alpha=0.2)  # fmt: skip
     left.set(xlabel="blocks removed at random (k)", ylabel="test accuracy (%)", title="Random lesions")
-    right.set(xlabel="block removed (index, input to output)", ylabel="accuracy drop (pp)",
+    right.set(xlabel="block removed (index, input to output; a gap: not removable)", ylabel="accuracy drop (pp)",
               title="Single-block lesions (band: seeds' min-max)")  # fmt: skip
     for axis in (left, right):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    return Path(path)
+    return figure
