@@ -7,6 +7,7 @@ import torch
 
 from src import runs
 from src.cli_support import checkpoint_config as cc
+from src.cli_support import config_files
 
 
 def summary(hparams=None, shapes=None, run_config=None, data=None) -> dict:
@@ -18,15 +19,15 @@ def test_config_files_that_are_not_a_mapping_are_one_line_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer:\n  max_epochs: 1\n max_steps: 2\n")
     with pytest.raises(runs.RunError, match=r"is not valid YAML \(line 3, column 2\)"):
-        cc.read_config_file(str(bad))
+        config_files.read_config_file(str(bad))
     (tmp_path / "empty.yaml").write_text("")
     with pytest.raises(runs.RunError, match="is empty"):
-        cc.read_config_file(str(tmp_path / "empty.yaml"))
+        config_files.read_config_file(str(tmp_path / "empty.yaml"))
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(runs.RunError, match="holds a YAML list, not a mapping"):
-        cc.read_config_file(str(tmp_path / "list.yaml"))
+        config_files.read_config_file(str(tmp_path / "list.yaml"))
     with pytest.raises(runs.RunError, match="cannot read config file"):
-        cc.read_config_file(str(tmp_path / "missing.yaml"))
+        config_files.read_config_file(str(tmp_path / "missing.yaml"))
 
 
 def test_a_command_states_callbacks_on_its_line_or_in_a_config_file(tmp_path):
@@ -103,3 +104,19 @@ def test_read_checkpoint_summarises_and_refuses_what_is_no_checkpoint(tmp_path):
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")
     with pytest.raises(runs.RunError, match="cannot read checkpoint"):
         cc.checkpoint_summary(str(tmp_path / "junk.ckpt"))
+
+
+def test_config_files_on_a_command_line_are_read_one_way_for_every_part_of_the_cli(tmp_path):
+    """The early look for ``--ckpt_path`` and the typo message's "in FILE" share one reading of the line."""
+    a, b, c = (tmp_path / f"{name}.yaml" for name in "abc")
+    a.write_text("ckpt_path: first.ckpt\n")
+    b.write_text("trainer:\n  max_step: 3\n")
+    c.write_text("fit:\n  trainer.max_step: 4\n")
+    argv = ["fit", "-c", str(a), f"--config={b}", f"-c{c}", "--trainer.max_epochs", "2"]
+    assert config_files.config_files(argv) == [str(a), str(b), str(c)]
+    assert cc.early_settings(argv) == ("fit", "first.ckpt", None, [str(a), str(b), str(c)])
+    assert config_files.config_files_with_key(argv, "trainer.max_step") == [str(b), str(c)]
+    assert config_files.config_files(["fit", "--config"]) == []  # the real parse reports the missing file
+    assert config_files.config_files(["fit", "--conf", str(a)]) == []  # no abbreviations
+    (tmp_path / "broken.yaml").write_text("trainer: [\n")
+    assert config_files.config_files_with_key(["fit", "-c", str(tmp_path / "broken.yaml")], "trainer") == []

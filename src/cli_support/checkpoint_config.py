@@ -8,16 +8,14 @@ checkpoint of another network is an error (``check_fits_model``), never a silent
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Any
 
-import yaml
-
 from src import runs
 from src.class_paths import UntrustedClassError
+from src.cli_support import config_files
+from src.cli_support.config_files import SUBCOMMANDS, read_config_file
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # Parts of a checkpoint's saved config that become the defaults of a command given that checkpoint.
 CHECKPOINT_CONFIG_KEYS = ("seed_everything", "trainer", "model", "data", "checkpoint", "efficiency", "test_after_fit")
 # Settings that define the network's weights: a checkpoint with others cannot belong to this model.
@@ -37,34 +35,7 @@ RESUME_MAY_DIFFER = (
 )  # fmt: skip
 
 
-def read_config_file(path: str) -> dict[str, Any]:
-    """A ``--config`` file's settings; a file that is not YAML, empty, or not a mapping is a one-line error."""
-    try:
-        with open(path) as handle:
-            loaded = yaml.safe_load(handle)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise runs.RunError(
-            f"config file '{path}' is not valid YAML{where}: {problem}; fix the file (indentation, ':' after keys)"
-        ) from None
-    except OSError as error:
-        raise runs.RunError(f"cannot read config file '{path}': {error.strerror}") from None
-    if loaded is None:
-        raise runs.RunError(
-            f"config file '{path}' is empty; a config is a YAML mapping of settings such as 'trainer:', 'model:', "
-            "'data:' (see configs/quickstart.yaml)"
-        )
-    if not isinstance(loaded, dict):
-        raise runs.RunError(
-            f"config file '{path}' holds a YAML {type(loaded).__name__}, not a mapping of settings such as "
-            "'trainer:', 'model:', 'data:' (see configs/quickstart.yaml)"
-        )
-    return loaded
-
-
-def states_callbacks(argv: list[str], config_files: list[str]) -> bool:
+def states_callbacks(argv: list[str], files: list[str]) -> bool:
     """Whether a command names trainer callbacks itself (``--trainer.callbacks[+]=``, or a config file that does).
 
     Resuming with the run's own command restores the checkpoint's callbacks *and* re-applies the
@@ -73,7 +44,7 @@ def states_callbacks(argv: list[str], config_files: list[str]) -> bool:
     """
     if any(arg.split("=", 1)[0].rstrip("+") == "--trainer.callbacks" for arg in argv):
         return True
-    for config_file in config_files:
+    for config_file in files:
         if os.path.isfile(config_file):
             trainer = read_config_file(config_file).get("trainer")
             if isinstance(trainer, dict) and ("callbacks" in trainer or "callbacks+" in trainer):
@@ -87,11 +58,10 @@ def early_settings(argv: list[str]) -> tuple[str, str | None, str | None, list[s
     ``--ckpt_path`` and ``--run_dir`` may come from the command line or a ``--config`` file (later files
     win, the command line over all). ``--ckpt_path last`` with neither a run nor a config is an error here.
     """
-    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    early = config_files.early_parser()
     early.add_argument("subcommand", nargs="?")
     early.add_argument("--ckpt_path")
     early.add_argument("--run_dir")
-    early.add_argument("-c", "--config", action="append", default=[])
     known, _ = early.parse_known_args(argv)
     if known.subcommand not in SUBCOMMANDS:
         return None

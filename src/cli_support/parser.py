@@ -5,13 +5,11 @@ from __future__ import annotations
 import difflib
 import re
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
 from lightning.pytorch.cli import LightningArgumentParser
 
+from src.cli_support.config_files import config_files_with_key
 from src.cli_support.messages import one_line
 
 # jsonargparse's words for a config key no option matches (4.32 says "nested key", newer ones "option"; a key
@@ -85,42 +83,3 @@ class ArgumentParser(LightningArgumentParser):
             message = self._suggest_key(message)
         sys.stderr.write(f"error: {one_line(message)}\n(python -m src.cli <subcommand> --help lists every option)\n")
         sys.exit(2)
-
-
-def config_files(argv: Sequence[str]) -> list[str]:
-    """The files given as ``--config FILE`` / ``--config=FILE`` / ``-c FILE``, in order."""
-    files = []
-    for index, word in enumerate(argv):
-        if word in ("--config", "-c") and index + 1 < len(argv):
-            files.append(argv[index + 1])
-        elif word.startswith("--config="):
-            files.append(word.split("=", 1)[1])
-    return files
-
-
-def config_files_with_key(argv: Sequence[str], key: str) -> list[str]:
-    """The config files on the command line that set ``key`` (dotted: ``trainer.max_step``), nested or flat.
-
-    Why: the parser merges every file before it checks keys, so its message cannot say which file holds the typo.
-    """
-    found = []
-    for name in config_files(argv):
-        try:
-            loaded = yaml.safe_load(Path(name).read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        if has_key(loaded, key.split(".")):
-            found.append(name)
-    return found
-
-
-def has_key(tree: Any, parts: list[str]) -> bool:
-    """Whether the mapping ``tree`` holds the dotted key ``parts`` (``a: {b: 1}`` or ``a.b: 1``, also under a
-    subcommand's name: ``fit: {trainer: ...}``)."""
-    if not isinstance(tree, dict) or not parts:
-        return False
-    for split in range(len(parts), 0, -1):
-        head = ".".join(parts[:split])
-        if head in tree and (split == len(parts) or has_key(tree[head], parts[split:])):
-            return True
-    return any(has_key(tree[name], parts) for name in ("fit", "validate", "test", "predict") if name in tree)
