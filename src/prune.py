@@ -8,7 +8,10 @@ split, with the controls a reader needs to interpret it:
 * a random control (default on; ``--no-random-control``): the same number of weights removed from
   every layer as its magnitude twin, drawn at random (``--seed``);
 * BN statistics re-estimated on ``--bn-batches`` training batches after pruning (default on;
-  ``--no-bn-recalibrate``); ``acc_original_bn`` keeps the accuracy with the intact statistics;
+  ``--no-bn-recalibrate``); ``acc_original_bn`` keeps the accuracy with the intact statistics. The
+  default is 50 batches, or 10 for a quick look (``--limit-batches``): those forward passes are most of the
+  command's time, and on a few hundred test images 10 batches move an accuracy far less than the test
+  images' own sampling error does (BENCHMARKS.md); every row records ``bn_batches``;
 * an optional fine-tune (``--finetune-steps``, recorded in every row; 0 when off), masks held fixed;
 * collapse flagged: a layer at least 99% pruned, or predictions collapsed to one class.
 
@@ -37,7 +40,7 @@ from typing import Any
 
 import torch
 
-from src.analysis.batchnorm import DEFAULT_BN_BATCHES
+from src.analysis.batchnorm import DEFAULT_BN_BATCHES, QUICK_LOOK_BN_BATCHES
 from src.analysis.checkpoint import load as _load
 from src.analysis.checkpoint import output_dir, pick_device, split_loader
 from src.analysis.magnitude_pruning import (
@@ -89,8 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--bn-batches",
         type=int,
-        default=DEFAULT_BN_BATCHES,
-        help=f"training batches to re-estimate BN statistics on (default {DEFAULT_BN_BATCHES})",
+        help=f"training batches to re-estimate BN statistics on (default {DEFAULT_BN_BATCHES}; "
+        f"{QUICK_LOOK_BN_BATCHES} with --limit-batches, a quick look)",
     )
     parser.add_argument("--finetune-steps", type=int, default=0, help="SGD steps on the train split after pruning")
     parser.add_argument("--finetune-lr", type=float, default=0.01, help="learning rate of the fine-tune")
@@ -103,7 +106,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", help="output directory (default: <run of the first checkpoint>/prune)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.bn_batches is None:  # a quick look re-estimates on fewer batches too (its time is mostly these passes)
+        args.bn_batches = QUICK_LOOK_BN_BATCHES if args.limit_batches else DEFAULT_BN_BATCHES
+    return args
 
 
 def _label(model: Any, checkpoint: str, taken: set[str]) -> str:
@@ -146,6 +152,8 @@ def _markdown(
 ) -> str:
     findings = collapse_findings(rows)
     bn = f"re-estimated on {args.bn_batches} training batches" if args.bn_recalibrate else "the intact network's"
+    if args.bn_recalibrate and args.limit_batches and args.bn_batches < DEFAULT_BN_BATCHES:
+        bn += f" (a quick look; --bn-batches {DEFAULT_BN_BATCHES} for the full estimate)"
     settings = (
         f"Split: {args.split}" + (f" (first {args.limit_batches} batches)" if args.limit_batches else "")
         + f". Scopes: {', '.join(args.scope)}. Random control: "

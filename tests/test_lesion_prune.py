@@ -35,6 +35,7 @@ from src.analysis import (
     sgd_finetune,
     stage_summary,
 )
+from src.analysis.batchnorm import DEFAULT_BN_BATCHES, QUICK_LOOK_BN_BATCHES
 from src.analysis.magnitude_pruning import prune_magnitude, prune_random, zero_count
 from src.analysis.plots import plot_lesion
 from src.models import build_model
@@ -610,3 +611,18 @@ def test_replay_keeps_the_seeded_batches_and_leaves_the_random_state_alone():
     expected = [labels for _, labels in itertools.islice(shuffled, 3)]
     assert len(kept) == 3 and all(torch.equal(k[1], e) for k, e in zip(kept, expected))
     assert replay(shuffled, 3, seed=4, max_bytes=100) is shuffled  # 3 batches of 8 x (2 floats + 1 int64) = 384 B
+
+
+def test_a_quick_look_re_estimates_bn_on_fewer_batches_unless_told(trained, tmp_path):
+    """``--limit-batches`` (a quick look) defaults to 10 BN batches -- most of the command's time is those passes --
+    says so in prune.md, and records it in every row; an explicit ``--bn-batches`` always wins."""
+    assert prune_command.parse_args(["x.ckpt"]).bn_batches == DEFAULT_BN_BATCHES == 50
+    assert prune_command.parse_args(["x.ckpt", "--limit-batches", "4"]).bn_batches == QUICK_LOOK_BN_BATCHES == 10
+    assert prune_command.parse_args(["x.ckpt", "--limit-batches", "4", "--bn-batches", "50"]).bn_batches == 50
+    checkpoint = str(trained["resnet8"]["checkpoint"])
+    args = [checkpoint, "--sparsities", "0.5", "--scope", "layer", "--no-random-control", "--limit-batches", "1"]
+    paths = prune_command.main([*args, "--out", str(tmp_path)])
+    (row,) = _csv(paths["table"])
+    assert 1 <= int(row["bn_batches"]) <= QUICK_LOOK_BN_BATCHES  # fewer when the training split has fewer batches
+    markdown = (tmp_path / "prune.md").read_text()
+    assert "(a quick look; --bn-batches 50 for the full estimate)" in markdown

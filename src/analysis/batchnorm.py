@@ -22,6 +22,10 @@ import torch
 from torch import Tensor, nn
 
 DEFAULT_BN_BATCHES = 50  # 50 x 128 = 6,400 CIFAR images: the statistics of 64 channels are stable well before
+# A quick look (python -m src.prune --limit-batches N): 10 batches, 5x fewer forward passes. On ResNet-20 / plain-20
+# at 4 sparsities x 2 scopes x 2 methods they moved accuracies on 512 test images by at most 0.7 points (mean 0.2),
+# against a sampling error of about 1.8 points for 512 images (BENCHMARKS.md, issue 28).
+QUICK_LOOK_BN_BATCHES = 10
 
 
 def batch_norms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
