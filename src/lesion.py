@@ -40,7 +40,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from src.analysis.batchnorm import DEFAULT_BN_BATCHES
 from src.analysis.block_lesions import (
     check_draws,
     draw_pool,
@@ -53,6 +52,7 @@ from src.analysis.checkpoint import load as _load
 from src.analysis.checkpoint import output_dir, pick_device, split_loader
 from src.analysis.plots import plot_lesion
 from src.data import DatasetNotFoundError
+from src.modules.batchnorm_stats import DEFAULT_BN_BATCHES
 from src.table_files import format_table, free_stem, with_suffix, write_csv
 
 FILES = (

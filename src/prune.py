@@ -40,13 +40,10 @@ from typing import Any
 
 import torch
 
-from src.analysis.batchnorm import DEFAULT_BN_BATCHES, QUICK_LOOK_BN_BATCHES
 from src.analysis.checkpoint import load as _load
 from src.analysis.checkpoint import output_dir, pick_device, split_loader
 from src.analysis.magnitude_pruning import (
     LAYER_COLLAPSE,
-    SCOPES,
-    check_scopes,
     check_sparsities,
     collapse_findings,
     prune_study,
@@ -55,6 +52,8 @@ from src.analysis.magnitude_pruning import (
 from src.analysis.plots import plot_pruning, plot_pruning_layers
 from src.data import DatasetNotFoundError
 from src.models import parse_arch
+from src.modules.batchnorm_stats import DEFAULT_BN_BATCHES, QUICK_LOOK_BN_BATCHES
+from src.modules.pruning import SCOPES, check_scopes
 from src.table_files import format_table, free_stem, markdown_table, with_suffix, write_csv
 
 DEFAULT_SPARSITIES = [0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98]

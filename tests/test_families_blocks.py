@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from src.analysis.block_lesions import PlainNetworkError, lesioned
-from src.analysis.magnitude_pruning import layer_kind, prunable_layers, prune_magnitude
+from src.analysis.magnitude_pruning import layer_kind
 from src.callbacks.diagnostics import BranchRatioRecorder
 from src.models import build_model
 from src.models.blocks import branch_output, residual_blocks
+from src.modules.pruning import prunable_layers, prune_magnitude
 from tests.fork_models import TinyNet
 
 

@@ -35,12 +35,13 @@ from src.analysis import (
     sgd_finetune,
     stage_summary,
 )
-from src.analysis.batchnorm import DEFAULT_BN_BATCHES, QUICK_LOOK_BN_BATCHES
-from src.analysis.magnitude_pruning import prune_magnitude, prune_random, zero_count
+from src.analysis.magnitude_pruning import prune_random, zero_count
 from src.analysis.plots import plot_lesion
 from src.models import build_model
 from src.models.blocks import branch_output, residual_blocks
 from src.modules import ImageClassifier
+from src.modules.batchnorm_stats import DEFAULT_BN_BATCHES, QUICK_LOOK_BN_BATCHES
+from src.modules.pruning import prune_magnitude
 from tests.conftest import REPO_ROOT
 from tests.helpers import tiny_data, tiny_trainer
 

@@ -19,7 +19,7 @@ Downsampling blocks are special in both (they change the representation's shape)
 draws skip them unless asked, and the per-stage summary keeps them apart.
 
 Removing blocks shifts the statistics every later BN layer sees; with ``bn_loader`` they are
-re-estimated on training batches after each removal (``src.analysis.batchnorm``; the same seeded
+re-estimated on training batches after each removal (``src.modules.batchnorm_stats``; the same seeded
 batches each time), on a copy, and the intact baseline gets the same treatment so the drops
 compare like with like.
 """
@@ -38,9 +38,9 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from src.analysis.batchnorm import DEFAULT_BN_BATCHES, recalibrate_batch_norm
 from src.analysis.evaluate import accuracy
 from src.models.blocks import Block, residual_blocks, shortcut_module
+from src.modules.batchnorm_stats import DEFAULT_BN_BATCHES, recalibrate_batch_norm
 
 NOT_REMOVABLE = (
     "block {name} of {what} ({kind}) has no shortcut and changes the feature map's shape ({change}): it cannot be "

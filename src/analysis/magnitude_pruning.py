@@ -16,7 +16,7 @@ chosen uniformly at random (seeded). Magnitude beating random at the same per-la
 what says the magnitudes carried information, rather than the layer budget alone.
 
 After pruning, every BN layer's statistics are re-estimated on training batches
-(``src.analysis.batchnorm``), masks in force, when a loader is given; ``acc_original_bn`` keeps the
+(``src.modules.batchnorm_stats``), masks in force, when a loader is given; ``acc_original_bn`` keeps the
 accuracy with the intact network's statistics. An optional fine-tune trains each pruned copy for a
 few steps with its mask held fixed (pruned weights stay zero), then BN is re-estimated again.
 
@@ -34,7 +34,7 @@ import copy
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,13 +42,17 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from src.analysis.batch_replay import replay
-from src.analysis.batchnorm import DEFAULT_BN_BATCHES, recalibrate_batch_norm
 from src.analysis.evaluate import COLLAPSE_SHARE, Evaluation, evaluate
 from src.models.complexity import count_parameters
+from src.modules.batchnorm_stats import DEFAULT_BN_BATCHES, recalibrate_batch_norm
+from src.modules.pruning import (
+    check_scopes,
+    prunable_layers,
+    prunable_weights,
+    prune_magnitude,
+    weight_mask,
+)
 
-PRUNABLE_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
-Prunable = nn.modules.conv._ConvNd | nn.Linear  # one of PRUNABLE_TYPES: a layer with a ``weight`` tensor
-SCOPES = ("global", "layer")
 LAYER_COLLAPSE = 0.99  # a layer with at least this fraction of its weights pruned has collapsed
 
 
@@ -64,25 +68,6 @@ def check_sparsities(sparsities: Iterable[float]) -> list[float]:
     return [float(s) for s in values]
 
 
-def check_scopes(scopes: Iterable[str]) -> list[str]:
-    """The scopes, checked: each one of ``SCOPES``, at least one, no repeats."""
-    values = list(scopes)
-    bad = [s for s in values if s not in SCOPES]
-    if bad or not values or len(set(values)) != len(values):
-        raise ValueError(f"scope must be one or both of {list(SCOPES)} (no repeats), got {values}")
-    return values
-
-
-def prunable_layers(net: nn.Module) -> list[tuple[str, Prunable]]:
-    """``(qualified name, module)`` of every convolution and linear layer, in definition order."""
-    return [(name, module) for name, module in net.named_modules() if isinstance(module, PRUNABLE_TYPES)]
-
-
-def prunable_weights(net: nn.Module) -> list[tuple[Prunable, str]]:
-    """``(module, "weight")`` for every convolution and linear layer: what ``prune`` may zero."""
-    return [(module, "weight") for _, module in prunable_layers(net)]
-
-
 def layer_kind(name: str, module: nn.Module) -> str:
     """``linear``, ``shortcut`` (a projection of a residual block) or ``conv``."""
     if isinstance(module, nn.Linear):
@@ -96,21 +81,6 @@ def zero_count(net: nn.Module) -> tuple[int, int]:
     return sum(int((w == 0).sum()) for w in weights), sum(w.numel() for w in weights)
 
 
-# ---------------------------------------------------------------------------------------------- masks
-def prune_magnitude(net: nn.Module, sparsity: float, scope: str) -> list[int]:
-    """Apply an L1 magnitude mask to ``net`` in place; return the pruned count of each prunable layer."""
-    targets = prunable_weights(net)
-    if scope == "global":
-        amount = round(sparsity * sum(module.weight.numel() for module, _ in targets))  # exact, not prune's rounding
-        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
-    elif scope == "layer":
-        for module, name in targets:
-            prune.l1_unstructured(module, name, amount=round(sparsity * module.weight.numel()))
-    else:
-        check_scopes([scope])
-    return [int((_mask(module) == 0).sum()) for module, _ in targets]
-
-
 def prune_random(net: nn.Module, counts: Sequence[int], generator: torch.Generator) -> list[int]:
     """Prune exactly ``counts[i]`` uniformly drawn weights of prunable layer ``i`` (the random control)."""
     targets = prunable_weights(net)
@@ -121,12 +91,7 @@ def prune_random(net: nn.Module, counts: Sequence[int], generator: torch.Generat
         mask = torch.ones(weight.numel(), dtype=weight.dtype)
         mask[torch.randperm(weight.numel(), generator=generator)[:count]] = 0
         prune.custom_from_mask(module, name, mask.view_as(weight).to(weight.device))
-    return [int((_mask(module) == 0).sum()) for module, _ in targets]
-
-
-def _mask(module: nn.Module) -> Tensor:
-    """The ``weight_mask`` buffer that ``torch.nn.utils.prune`` registered on ``module``."""
-    return cast(Tensor, module.weight_mask)
+    return [int((weight_mask(module) == 0).sum()) for module, _ in targets]
 
 
 # ---------------------------------------------------------------------------------------------- fine-tune

@@ -71,6 +71,7 @@ from src.callbacks.efficiency_measures import (
     describe_model,
     peak_memory_mb,
     run_context,
+    start_of,
     trainer_config,
 )
 from src.callbacks.provenance import provenance
@@ -169,6 +170,7 @@ class ParameterEfficiency(pl.Callback):
 
     def _start_record(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.report.update(run_context(trainer, pl_module, "fit"))
+        self.report.update(start_of(pl_module))
         self.report["data_on_device_mb"] = self._data_bytes / 2**20 if pl_module.device.type == "cuda" else None
         restored = self._restored
         if restored is not None:  # the same run, continued: same file, same record
@@ -219,6 +221,8 @@ class ParameterEfficiency(pl.Callback):
         self._write()
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.report and self.path is None:  # trained nothing (max_steps 0, init_from)
+            self._start_record(trainer, pl_module)
         ended_normally = self.report.get("status") != "diverged" and not getattr(trainer, "received_sigterm", False)
         if self.score_train_split and ended_normally:
             scores = score_train_split(trainer, pl_module)  # every rank: the sums are reduced

@@ -198,3 +198,21 @@ def describe_model(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[s
         "resumed_at_steps": [],
         "earlier_provenance": [],
     }
+
+
+def start_of(pl_module: pl.LightningModule) -> dict[str, Any]:
+    """What a fit started from (``model.init_from``) and how it was pruned (``model.pruning``), when it was.
+
+    ``init_from``: the parent checkpoint (path, sha256, architecture, step, its run's training images and commit):
+    a pruned network's training compute is its parent's plus its own. ``pruning``: the settings, the weights
+    pruned and ``params_remaining`` -- the network's size as a frontier counts it (``params_total`` stays the size
+    of its tensors, zeros included).
+    """
+    record: dict[str, Any] = {}
+    start = getattr(pl_module, "start_record", None)
+    if start:
+        record["init_from"] = dict(start)
+    pruned = getattr(pl_module, "pruned", None)
+    if pruned is not None and getattr(pruned, "record", None):
+        record["pruning"] = dict(pruned.record)
+    return record

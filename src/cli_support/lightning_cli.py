@@ -44,7 +44,7 @@ from src.data import ImageClassificationDataModule
 from src.data.cifar import CIFARDataModule  # noqa: F401  (registers the short name)
 from src.data.folder import ImageFolderDataModule  # noqa: F401  (registers the short name)
 from src.data.synthetic import SyntheticDataModule  # noqa: F401  (registers the short name)
-from src.modules import ImageClassifier
+from src.modules import ImageClassifier, start_weights
 
 
 def default_progress_bar() -> ProgressBar:
@@ -315,8 +315,16 @@ class ResNetCLI(LightningCLI):
         if given and os.path.exists(given) and not os.path.isdir(given):
             raise runs.RunError(f"--run_dir '{given}' is a file, not a directory: name a directory for the run")
         max_steps = (config.get("trainer") or {}).get("max_steps")
-        if self.subcommand == "fit" and isinstance(max_steps, int) and (max_steps == 0 or max_steps < -1):
-            raise runs.RunError(f"--trainer.max_steps {max_steps}: give -1 (no limit, max_epochs decides) or >= 1")
+        model = config.get("model") or {}
+        starts_trained = bool(model.get("init_from"))
+        if self.subcommand == "fit" and starts_trained and not ckpt_path:  # refused before a run directory is made
+            start_weights.read_start(model["init_from"], None if model.get("net_class") else model.get("arch"))
+        if self.subcommand == "fit" and isinstance(max_steps, int) and max_steps < (-1 if starts_trained else 1):
+            if max_steps != -1:
+                raise runs.RunError(
+                    f"--trainer.max_steps {max_steps}: give -1 (no limit, max_epochs decides) or >= 1 (0 only with "
+                    "model.init_from: measure the network it starts from, pruned or not, without training it)"
+                )
         named = given or run_dirs.named_run_dir(config)
         run_dirs.refuse_busy_run(named)
         if ckpt_path and self.checkpoint is None:  # last/best/hpc of a run named by its logger version

@@ -28,6 +28,8 @@ from src.models import build_model, parse_arch
 from src.models.complexity import NORM_TYPES
 from src.models.plugin import build_net, net_name
 from src.modules.metrics import build_metrics, plain_spec
+from src.modules.pruning import PrunedTraining, Pruning
+from src.modules.start_weights import load_start_weights
 
 # Options of the named architectures (build_model), with their defaults: a net given by class path takes none of them.
 NAMED_NET_OPTIONS = {"shortcut": None, "dropout": 0.0, "pooling": "avg", "block_dropout": 0.0}
@@ -84,6 +86,14 @@ class ImageClassifier(pl.LightningModule):
         net_args: the arguments of ``net_class`` (besides ``num_classes`` / ``in_channels``).
         metrics: extra torchmetrics by name, ``{name: {class_path, init_args}}``, logged as ``<stage>/<name>``
             (``num_classes`` from the data; ``src.modules.metrics``).
+        init_from: start a fresh fit from another run's trained network: its ``.ckpt`` file, or its run directory
+            (the best-by-validation checkpoint). Only the network's tensors are read, and they must fit this network
+            (``src.modules.start_weights``); ``efficiency.json`` records where they came from (``init_from``).
+        pruning: prune the network at the start of a fresh fit and hold the zeros while it trains
+            (``src.modules.pruning.Pruning``): ``{params: 75290}`` (the parameters to keep, e.g. the size of a dense
+            net to compare with) or ``{sparsity: 0.7}``, with ``scope`` (``global``) and ``bn_batches`` (50; BN
+            statistics re-estimated after pruning). Usually with ``init_from``; ``trainer.max_steps: 0`` measures
+            the pruned network without training it.
         label_smoothing: cross-entropy label smoothing.
         optimizer: optimizer factory; default ``paper_sgd``, SGD(lr=0.1, momentum=0.9, weight_decay=1e-4), which the
             saved config names (``null``, as older configs have it, means the same).
@@ -119,6 +129,8 @@ class ImageClassifier(pl.LightningModule):
         net_class: str | None = None,
         net_args: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
+        init_from: str | None = None,
+        pruning: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if l1_penalty < 0:
@@ -148,6 +160,39 @@ class ImageClassifier(pl.LightningModule):
         extra = build_metrics(metrics, num_classes)
         self.metrics.update(extra)
         self.extra_metrics = list(dict.fromkeys(key.split("_", 1)[1] for key in extra))
+        self.pruned = None if pruning is None else PrunedTraining(Pruning.from_config(pruning))
+        if self.pruned is not None:
+            self.pruned.pruning.sparsity_of(self.model)  # a parameter count this network cannot reach: said now
+        self.start_record: dict[str, Any] | None = None  # model.init_from: where the weights came from
+
+    # ------------------------------------------------------------------ a fit that starts from a trained network
+    def on_fit_start(self) -> None:
+        """A fresh fit with ``init_from`` / ``pruning``: load, prune, re-estimate BN (a resumed one restored all)."""
+        if self.trainer.ckpt_path is not None:
+            return
+        hp = self.hparams
+        if hp.get("init_from"):
+            self.start_record = load_start_weights(self.model, hp.init_from, hp.arch)
+        if self.pruned is not None:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            bn_loader = datamodule.train_dataloader() if datamodule is not None else None
+            self.pruned.start(self.model, bn_loader, seed=0)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.pruned is not None:
+            self.pruned.hold(self.model)  # after the optimizer step: pruned weights stay zero
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.pruned is not None:
+            checkpoint["pruning"] = self.pruned.state()
+        if self.start_record is not None:
+            checkpoint["init_from"] = self.start_record
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.pruned is not None and "pruning" in checkpoint:
+            self.pruned.load_state(checkpoint["pruning"])
+        if "init_from" in checkpoint:
+            self.start_record = checkpoint["init_from"]
 
     def build_network(self) -> nn.Module:
         """The network, from the hyperparameters: ``net_class`` by class path when given, else ``arch`` by name.
@@ -219,7 +264,8 @@ class ImageClassifier(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         params = split_decay_groups(self.model) if self.hparams.no_decay_norm_and_bias else self.model.parameters()
         optimizer = self.optimizer_factory(params)
-        if self.scheduler_factory is None:
+        trainer = self._trainer  # None outside a fit (the property would raise)
+        if self.scheduler_factory is None or (trainer is not None and trainer.max_steps == 0):  # 0: measure only
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         interval = self.hparams.lr_scheduler_interval

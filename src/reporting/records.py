@@ -36,6 +36,7 @@ NOT_IDENTITY = (
     "seed_everything",
     "run_dir",
     "ckpt_path",
+    "model.init_from",  # the parent run's checkpoint: one per seed (its architecture and the pruning stay in)
     "weights_only",
     "test_after_fit",  # whether and when it was tested, not what it trained (the protocol line says)
     "trainer.logger",
@@ -96,10 +97,20 @@ def _identity_fields(config: dict) -> dict[str, str]:
 
 
 def _training_compute(report: dict, config: dict | None) -> tuple[float | None, str | None]:
-    """3 x MACs per sample x images the optimizer stepped over, and where the image count came from."""
+    """3 x MACs per sample x images the optimizer stepped over, and where the image count came from.
+
+    A fit that started from another run's network (``init_from``: a pruned net) adds its parent's images: its
+    accuracy was bought with both trainings. Dense MACs for both (unstructured zeros do not shrink dense kernels).
+    """
     macs = report.get("macs_per_sample")
     if not macs:
         return None, None
+    start = report.get("init_from") if isinstance(report.get("init_from"), dict) else None
+    if start is not None:
+        own, parent = report.get("train_images_seen"), start.get("train_images_seen")
+        if isinstance(own, int) and isinstance(parent, int):
+            return 3.0 * macs * (own + parent), "train_images_seen + its init_from run's"
+        return None, None  # the parent's share is unknown: no compute rather than too little
     if isinstance(report.get("train_images_seen"), int):
         return 3.0 * macs * report["train_images_seen"], "train_images_seen"
     steps = report.get("global_step")
@@ -111,6 +122,14 @@ def _training_compute(report: dict, config: dict | None) -> tuple[float | None, 
     if steps and steps > 0 and batch:
         return 3.0 * macs * batch * steps, "batch size x max_steps (config; efficiency.json has no image count)"
     return None, None
+
+
+def _remaining_params(report: dict) -> int | None:
+    """The network's size: ``params_total``, or for a pruned one (``model.pruning``) the parameters it kept."""
+    pruning = report.get("pruning")
+    if isinstance(pruning, dict) and isinstance(pruning.get("params_remaining"), int):
+        return int(pruning["params_remaining"])
+    return report.get("params_total")
 
 
 def _finite(value: Any) -> float | None:
@@ -133,7 +152,7 @@ def read_run(run_dir: Path, variant: str, selected: tuple[str, ...] = ()) -> Run
         run_dir=run_dir,
         status=status,
         arch=arch,
-        params=report.get("params_total"),
+        params=_remaining_params(report),
         macs=report.get("macs_per_sample"),
         best_val_acc=_finite(report.get("best_val_acc")),
         test_acc=_finite(report.get("test_acc")),
