@@ -56,6 +56,7 @@ from src.sweeping.collect import collect
 from src.sweeping.jobs import make_slots, print_slots
 from src.sweeping.plan import plan_runs
 from src.sweeping.processes import Running, SignalForwarder, launch, wait_any
+from src.sweeping.pruned_nets import waits_for
 from src.sweeping.results import ResultsConflict, export
 from src.sweeping.run_state import assess
 from src.sweeping.selection import summary, write_selection
@@ -162,7 +163,7 @@ def build_study(args: argparse.Namespace, extra: list[str]) -> Study:
     if args.config:
         study.configs = list(args.config)
     if args.arch:  # full names (resnet20_2): they replace the study's archs and widths
-        study.archs, study.widths = list(args.arch), None
+        study.archs, study.widths, study.narrowed = list(args.arch), None, True
         if isinstance(study.seeds, dict):  # per-arch seeds: those of the archs asked for
             study.seeds = {arch: seeds for arch, seeds in study.seeds.items() if arch in study.archs}
     if args.seed:
@@ -189,6 +190,8 @@ def print_plan(study: Study, runs: list[RunSpec]) -> None:
         if run.pending:
             print(f"{prefix}: pending: trains at the value chosen for {run.variant} once its selection runs ended")
             continue
+        if run.after is not None and (why := waits_for(run.after)) is not None:
+            prefix += f" (waits: {why})"
         resume = state.status == "resume"
         action = "resume" if resume else ("restart" if state.status == "restart" else "run")
         print(f"{prefix}: {action}: {format_command(run_command(study, run, resume))}{busy}")
@@ -257,6 +260,16 @@ def run_all(
                 if state.status != "stale" and not state.in_results and study.results:
                     tally.failed += not report_export(study, run, prefix)  # ended before the study had results
                 continue
+            if run.after is not None:  # a pruned entry's run: its parent must have finished (in another slot?)
+                while any(entry.run.run_dir == run.after for entry in running):
+                    free.append(settle(wait_any(running), running, study, forwarder, tally))
+                if forwarder.signum is not None:  # it came while we waited: start nothing (handled above)
+                    continue
+                reason = waits_for(run.after)
+                if reason is not None:
+                    tally.held += 1
+                    print(f"{prefix}: HELD BACK: {reason}", flush=True)
+                    continue
             lock = RunLock(run.run_dir)
             try:
                 lock.acquire(role="src.sweep")
@@ -303,7 +316,8 @@ def _not_a_study(path: str, data: Any) -> str:
 def final_status(tally: Tally, planned: int) -> int:
     """The sweep's last lines and exit status: 2 when a run is stale, 1 when one failed or was held, else 0."""
     if tally.held:
-        print(f"{tally.held} run(s) held back: their variant's selection has no choice (see above)", file=sys.stderr)
+        print(f"{tally.held} run(s) held back: a selection with no choice or a parent run not finished (see above)",
+              file=sys.stderr)  # fmt: skip
     if tally.diverged:
         print(f"{tally.diverged} run(s) diverged: recorded as such, not retried (--retry-diverged)", flush=True)
     if tally.busy:

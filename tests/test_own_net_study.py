@@ -51,7 +51,7 @@ def test_a_class_path_net_is_planned_and_run_under_its_own_name(tmp_path, monkey
         ({"archs": ["resnet8", "myfork.models.SmallCNN"]},
          "give it a name: {name: smallcnn, net_class: myfork.models.SmallCNN"),
         ({"archs": ["resnet8", {"name": "resnet20", "net_class": "tests.fork_models.TinyNet"}]},
-         "your network's name 'resnet20' is a built-in architecture's: give it its own"),
+         "the name 'resnet20' is a built-in architecture's: give your entry its own"),
         ({"archs": [{"name": "tiny", "net_class": "TinyNet"}]}, "'net_class' must be a dotted class path"),
         ({"archs": [{"name": "tiny", "net_class": "a.B", "width": 2}]}, "an 'archs' entry has unknown keys ['width']"),
         ({"widths": [1, 2]}, "['tiny'] are your own classes"),

@@ -57,7 +57,7 @@ class Hypothesis:
     arm: str
     claim: str
     metric: str
-    higher: str  # the architecture predicted to have the higher value of ``metric``
+    higher: str  # the variant (its results folder: arch or entry name) predicted to have the higher ``metric``
     lower: str
     secondary: str | None = None  # a second measure of the same quantity, printed beside, not tested in the family
 
@@ -205,15 +205,21 @@ def load_arm(name: str, study_file: str) -> Arm:
     finished = [run for run in records if run.status == "finished"]
     planned: dict[str, int] = {}
     for run in plan_runs(study, True):
-        planned[run.arch] = planned.get(run.arch, 0) + 1
+        if run.selects is None:  # a selection run is no result of the study
+            planned[run.variant] = planned.get(run.variant, 0) + 1
     train_eval = {run.run_dir: (read_efficiency(run.run_dir) or {}).get("train_eval_acc") for run in finished}
     return Arm(name, study, finished, planned, train_eval)
 
 
-def metric_values(arm: Arm, arch: str, metric: str) -> list[float]:
-    """The metric, in percent, of every finished run of ``arch`` in the arm, ordered by seed."""
+def metric_values(arm: Arm, variant: str, metric: str) -> list[float]:
+    """The metric, in percent, of every finished run of ``variant`` in the arm, ordered by seed.
+
+    ``variant`` is the study's name for it -- its results folder: ``resnet20``, ``resnet20_2``, a pruned entry's
+    name -- not the network's architecture (a pruned ResNet-56 is a ``resnet56`` too).
+    """
     values = []
-    for run in sorted((r for r in arm.runs if r.arch == arch), key=lambda r: r.seed if r.seed is not None else -1):
+    mine = (r for r in arm.runs if r.run_dir.parent.name == variant)
+    for run in sorted(mine, key=lambda r: r.seed if r.seed is not None else -1):
         acc = {
             "test_error": run.test_acc,
             "train_eval_error": arm.train_eval.get(run.run_dir),

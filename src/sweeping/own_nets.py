@@ -18,26 +18,39 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from src.sweeping.pruned_nets import EXAMPLE as PRUNED_EXAMPLE
+from src.sweeping.pruned_nets import is_pruned_entry, parse_pruned
+
 NET_KEYS = ("name", "net_class", "net_args")
 EXAMPLE = "{name: smallcnn, net_class: myfork.models.SmallCNN, net_args: {width: 16}}"
 CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 
-def split_archs(entries: list[Any]) -> tuple[list[Any], dict[str, dict[str, Any]]]:
-    """``archs`` as names (built-in names as given, your nets by their ``name``) and your nets by name.
+def split_archs(entries: list[Any]) -> tuple[list[Any], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """``archs`` as names (built-in names as given, your nets and pruned entries by their ``name``), your nets by
+    name, and the pruned entries by name (``src.sweeping.pruned_nets``).
 
     ``ValueError`` for an entry that is neither a name nor a mapping of ``NET_KEYS`` with a ``name`` and a
-    dotted ``net_class``; checking names against the built-in grammar is the study's job (it imports torch).
+    dotted ``net_class`` (nor a pruned entry); checking names against the built-in grammar is the study's job.
     """
     names: list[Any] = []
     nets: dict[str, dict[str, Any]] = {}
+    pruned: dict[str, dict[str, Any]] = {}
     for entry in entries:
         if not isinstance(entry, dict):
             names.append(entry)
             continue
+        if is_pruned_entry(entry):
+            pruned_name, spec = parse_pruned(entry)
+            names.append(pruned_name)
+            pruned[pruned_name] = spec
+            continue
         unknown = sorted(set(entry) - set(NET_KEYS))
         if unknown:
-            raise ValueError(f"an 'archs' entry has unknown keys {unknown}; your own network is {EXAMPLE}")
+            raise ValueError(
+                f"an 'archs' entry has unknown keys {unknown}; your own network is {EXAMPLE}, a pruned one "
+                f"{PRUNED_EXAMPLE}"
+            )
         name, class_path, net_args = entry.get("name"), entry.get("net_class"), entry.get("net_args")
         if not isinstance(name, str) or not re.fullmatch(r"[\w.+-]+", name):
             raise ValueError(f"your network's 'name' must be a folder name (letters, digits, _ . + -), got {name!r}")
@@ -49,7 +62,7 @@ def split_archs(entries: list[Any]) -> tuple[list[Any], dict[str, dict[str, Any]
             raise ValueError(f"{name}: 'net_args' must be a mapping of the class's arguments, got {net_args!r}")
         names.append(name)
         nets[name] = {"net_class": class_path, **({"net_args": net_args} if net_args else {})}
-    return names, nets
+    return names, nets, pruned
 
 
 def unknown_name_hint(name: Any) -> str:

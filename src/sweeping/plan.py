@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 
+from src.sweeping.pruned_nets import pruned_overrides, start_dir
 from src.sweeping.selection import with_selection
 from src.sweeping.study import SHORTCUT_KEY, RunSpec, Study, StudyError, key_labels, name_part
 
@@ -23,12 +24,21 @@ def plan_runs(study: Study, results_only: bool = False) -> list[RunSpec]:
 
     With a ``select`` block, its selection runs come first and every other run carries its variant's chosen
     values, or is ``pending`` (``src.sweeping.selection``; ``results_only``: chosen from committed runs only).
+    A pruned entry's runs (``src.sweeping.pruned_nets``) carry ``after``: the parent run each starts from.
     """
     keys = list(study.grid)
     labels = key_labels(keys)
     runs: list[RunSpec] = []
     seen: dict[str, list] = {}
     for arch in study.arch_names():
+        if arch in study.pruned:  # its seeds start from its parent's runs (no grid: Study.validate)
+            spec = study.pruned[arch]
+            for seed in study.seeds_of(arch):
+                overrides = pruned_overrides(study.directory, spec, seed)
+                run_dir = study.directory / arch / f"seed{seed}"
+                after = start_dir(study.directory, spec, seed)
+                runs.append(RunSpec(study.name, arch, spec["from"], seed, overrides, run_dir, after=after))
+            continue
         for values in itertools.product(*(study.grid[key] for key in keys)):
             combo = list(zip(keys, values))
             if arch in study.nets or is_plain(arch):  # no shortcut option: run once, named without it

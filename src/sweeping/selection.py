@@ -55,7 +55,7 @@ def selection_runs(study: Study, selection: Selection, finals: list[RunSpec]) ->
     """The selection runs of every variant in ``finals``: variant x candidate x selection seed."""
     labels = key_labels(list(selection.grid))
     runs = []
-    for final in {run.variant: run for run in finals}.values():
+    for final in {run.variant: run for run in finals if run.after is None}.values():
         for candidate in selection.candidates():
             name = "-".join([final.variant, *(f"{labels[k]}{name_part(v)}" for k, v in candidate)])
             variant = f"{SELECT_DIR}/{name}"
@@ -139,6 +139,9 @@ def with_selection(study: Study, finals: list[RunSpec], results_only: bool = Fal
     planned: list[RunSpec] = []
     started: set[str] = set()
     for run in finals:
+        if run.after is not None:  # a pruned entry's run: its settings are the entry's, nothing is selected for it
+            planned.append(run)
+            continue
         if run.variant not in started:  # a variant's selection runs, then its seeds
             started.add(run.variant)
             planned += [other for other in selecting if other.selects == run.variant]

@@ -26,6 +26,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from src.sweeping.pruned_nets import waits_for
 from src.sweeping.study import RunSpec, Study, StudyError, format_command, run_command
 from src.sweeping.study_state import clear_the_way
 
@@ -105,11 +106,18 @@ def write_slurm(
     states = clear_the_way(study, runs, rerun_stale, retry_diverged)
     todo = [run for run, state in zip(runs, states) if state.status not in ("finished", "diverged")]
     pending = [run for run in todo if run.pending]
-    todo = [run for run in todo if not run.pending]
+    waiting = [run for run in todo if run.after is not None and waits_for(run.after) is not None]
+    todo = [run for run in todo if not run.pending and run not in waiting]
     if pending:
         print(
             f"{len(pending)} run(s) wait for their variant's selection and are left out: when the selection runs "
             f"have ended, run the sweep with --collect (or without --slurm), then --slurm again",
+            flush=True,
+        )
+    if waiting:
+        print(
+            f"{len(waiting)} pruned run(s) wait for their parent runs and are left out (an array task cannot wait for "
+            f"another): when those have finished, run the sweep with --slurm again",
             flush=True,
         )
     if not todo:

@@ -21,6 +21,9 @@ expands to one run per (arch, grid combination, seed), in the directory
 ``<root>/<name>/<arch>[-<key><value>...]/seed<k>/``. ``model.shortcut`` does not apply to plain
 networks (they have no shortcuts), so a plain network runs once per seed, named without it.
 
+An ``archs`` entry may also be your own network by class path (``src.sweeping.own_nets``) or a pruned network
+that starts each seed from another entry's run (``src.sweeping.pruned_nets``).
+
 ``widths`` crosses every arch with each width multiplier ``k`` before anything else: ``resnet20`` at
 ``k = 1`` keeps its name, at ``k = 2`` it is ``resnet20_2`` (the name ``src.models.names`` parses), so
 the directories and ``--arch`` use the same names. Only the CIFAR ResNets and plain nets have a width
@@ -44,6 +47,7 @@ from typing import Any
 import yaml
 
 from src.sweeping.own_nets import EXAMPLE, net_args_for, split_archs, unknown_name_hint
+from src.sweeping.pruned_nets import EXAMPLE as PRUNED_EXAMPLE
 
 STUDY_KEYS = ("name", "root", "configs", "archs", "widths", "seeds", "grid", "select", "args", "slurm", "results")
 RESERVED_KEYS = {
@@ -53,6 +57,8 @@ RESERVED_KEYS = {
     "ckpt_path": "the sweep resumes unfinished runs itself",
     "model.net_class": f"list your own network under 'archs' as {EXAMPLE}, so its runs carry its name",
     "model.net_args": f"give your network's arguments in its 'archs' entry: {EXAMPLE}",
+    "model.init_from": f"a pruned 'archs' entry starts each seed from another entry's run: {PRUNED_EXAMPLE}",
+    "model.pruning": f"prune in an 'archs' entry of its own, so its runs carry its name: {PRUNED_EXAMPLE}",
 }
 SHORTCUT_KEY = "model.shortcut"
 SELECT_DIR = "select"  # the selection runs' folder inside the study folder and the results folder
@@ -83,14 +89,17 @@ class Study:
     select: dict[str, Any] | None = None  # per-variant selection on validation (src.sweeping.selection)
     source: str | None = None  # the study file it was read from, if any
     nets: dict[str, dict[str, Any]] = field(default_factory=dict)  # your own networks by name (own_nets.py)
+    pruned: dict[str, dict[str, Any]] = field(default_factory=dict)  # pruned entries by name (pruned_nets.py)
+    narrowed: bool = False  # archs replaced by the sweep's --arch: a pruned entry's parent may be left out
 
     def __post_init__(self) -> None:
         if isinstance(self.archs, list) and any(isinstance(entry, dict) for entry in self.archs):
             try:
-                self.archs, nets = split_archs(self.archs)
+                self.archs, nets, pruned = split_archs(self.archs)
             except ValueError as error:
                 raise StudyError(str(error)) from None
             self.nets = {**self.nets, **nets}
+            self.pruned = {**self.pruned, **pruned}
 
     @property
     def directory(self) -> Path:
@@ -111,12 +120,14 @@ class Study:
         return list(self.seeds)
 
     def arch_names(self) -> list[str]:
-        """The architectures the study runs: ``archs``, each at every one of ``widths`` (arch-major), if given."""
+        """The architectures the study runs: ``archs``, each at every one of ``widths`` (arch-major), if given;
+        pruned entries are not crossed with widths (they name their parent, widths included) and come last."""
         if self.widths is None:
             return list(self.archs)
         from src.models.names import with_width  # imports torch (src.models): only when a study is really planned
 
-        return [with_width(arch, width) for arch in self.archs for width in self.widths]
+        dense = [with_width(arch, width) for arch in self.archs if arch not in self.pruned for width in self.widths]
+        return dense + [arch for arch in self.archs if arch in self.pruned]
 
     def validate(self) -> Study:
         from src.models import parse_arch  # imports torch: only when a study is really checked
@@ -129,16 +140,18 @@ class Study:
             try:
                 parse_arch(arch)
             except ValueError as error:
-                if arch not in self.nets:
+                if arch not in self.nets and arch not in self.pruned:
                     raise StudyError(f"{error}{unknown_name_hint(arch)}") from None
             else:
-                if arch in self.nets:
-                    raise StudyError(f"your network's name {arch!r} is a built-in architecture's: give it its own")
+                if arch in self.nets or arch in self.pruned:
+                    raise StudyError(f"the name {arch!r} is a built-in architecture's: give your entry its own")
         if len(set(self.archs)) != len(self.archs):
             raise StudyError(f"'archs' lists an architecture twice: {self.archs}")
         if self.widths is not None:
             self._validate_widths()
         self._validate_seeds()
+        if self.pruned:
+            self._validate_pruned()
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise StudyError(f"grid key {key!r} needs a non-empty list of values, got {values!r}")
@@ -175,6 +188,44 @@ class Study:
                 raise StudyError(f"{where} must be a non-empty list of integers, got {seeds!r}")
             if len(set(seeds)) != len(seeds):
                 raise StudyError(f"{where} lists a seed twice: {seeds}")
+
+    def _validate_pruned(self) -> None:
+        """Each pruned entry starts from a built-in entry listed before it, seed by seed, with no grid around it."""
+        from src.models import parse_arch  # imports torch: only when a study is really checked
+        from src.modules.pruning import Pruning
+
+        names = self.arch_names()
+        for name in [name for name in names if name in self.pruned]:
+            spec = self.pruned[name]
+            parent = spec["from"]
+            if self.narrowed and parent not in names:  # sweep --arch: its parent's runs were (or will be) made apart
+                try:
+                    parse_arch(parent)
+                except ValueError as error:
+                    raise StudyError(f"{name}: 'prune' {parent!r}: {error}") from None
+            elif parent not in names or parent in self.pruned or parent in self.nets:
+                dense = [n for n in names if n not in self.pruned and n not in self.nets]
+                raise StudyError(f"{name}: 'prune' must name a built-in architecture of this study, one of {dense}; "
+                                 f"got {parent!r}")  # fmt: skip
+            if parent in names and names.index(parent) > names.index(name):
+                raise StudyError(f"{name}: list {parent} before it in 'archs' (its runs start from {parent}'s)")
+            if self.grid:
+                raise StudyError(
+                    f"{name}: a pruned entry starts from one run per seed, and 'grid' makes several "
+                    f"({list(self.grid)}); give the grid's settings in 'args', or prune in a study of its own"
+                )
+            try:
+                Pruning.from_config(spec["pruning"])
+            except (TypeError, ValueError) as error:
+                raise StudyError(f"{name}: {error}") from None
+            for key in spec["args"]:
+                if key.lstrip("-") in RESERVED_KEYS:
+                    raise StudyError(f"{name}: 'args' cannot set {key!r}: {RESERVED_KEYS[key.lstrip('-')]}")
+            parent_seeds = self.seeds_of(parent) if not isinstance(self.seeds, dict) or parent in self.seeds else None
+            missing = [seed for seed in self.seeds_of(name) if parent_seeds is not None and seed not in parent_seeds]
+            if missing:
+                raise StudyError(f"{name}: seeds {missing} have no {parent} run to start from (its seeds: "
+                                 f"{parent_seeds})")  # fmt: skip
 
     def _validate_widths(self) -> None:
         widths = self.widths
@@ -333,6 +384,7 @@ class RunSpec:
     run_dir: Path
     selects: str | None = None  # a selection run: the variant whose value it helps choose (src.sweeping.selection)
     pending: bool = False  # a variant's run whose selected value is not known yet: not to be started
+    after: Path | None = None  # a pruned entry's run: the parent run it starts from, which must finish first
 
     @property
     def label(self) -> str:
