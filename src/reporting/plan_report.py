@@ -120,7 +120,7 @@ def _markdown(plan: Plan, rows: list[Verdict], power: list[PowerLine], arm_rows:
         f"# {plan.name}: the planned analysis",
         "",
         f"Plan: `{plan.source}`, fixed before the first run of any arm (its history is in git). The family is the "
-        f"{m} hypotheses below, each a two-sided Welch t-test between two architectures (different networks share "
+        f"{m} hypotheses below, each a two-sided Welch t-test between two variants (different networks share "
         f"no random draws: never paired), Holm-adjusted together at alpha = {plan.alpha} (statsmodels "
         "`multipletests`); a hypothesis still without a test counts with p = 1. *Supported*: adjusted p < alpha "
         "and the difference in the predicted direction; *not supported* is not evidence of no effect. The exact "
