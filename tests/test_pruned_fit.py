@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from src.cli import main
 from src.models.complexity import count_parameters
 from src.modules.batchnorm_stats import recalibrate_batch_norm
 from src.modules.pruning import prunable_layers, prune_magnitude
-from src.reporting.records import read_run
+from src.reporting.records import collect_runs, read_run
 from tests.study_runs import QUICKSTART, TINY
 
 KEEP = 30_000  # of resnet8's 75,290 parameters
@@ -147,3 +148,15 @@ def test_a_channels_last_network_gets_the_masks_of_the_default_layout(parent, tm
         masks[layout] = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["pruning"]["masks"]
     assert masks["false"].keys() == masks["true"].keys()
     assert all(torch.equal(masks["false"][name], masks["true"][name]) for name in masks["false"])
+
+
+def test_the_report_names_a_pruned_net_by_what_it_kept_and_leaves_the_dense_names_alone(parent, tmp_path):
+    root = tmp_path / "study"
+    shutil.copytree(parent, root / "resnet8" / "seed0")
+    pruned_fit(root / "resnet8-p30k" / "seed0", parent, 0)
+    pruned_fit(root / "resnet8-p30k-ft" / "seed0", parent, 2, "--model.optimizer.init_args.lr", "0.01")
+    records = {run.run_dir.parent.name: run for run in collect_runs(root)}
+    assert records["resnet8"].variant == "resnet8" and records["resnet8"].line == "resnet"
+    assert records["resnet8-p30k"].variant == "resnet8 pruned to 30,000"
+    assert records["resnet8-p30k-ft"].variant == "resnet8 pruned, fine-tuned to 30,000"
+    assert records["resnet8-p30k-ft"].line == "resnet8 pruned, fine-tuned"

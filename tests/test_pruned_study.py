@@ -117,8 +117,9 @@ def test_a_pruned_entry_waits_for_its_parents_then_is_swept_exported_and_reporte
         rows = list(csv.DictReader(handle))
     pruned = [row for row in rows if row["params"] == str(KEEP)]
     assert len(pruned) == 1 and pruned[0]["n"] == "2" and pruned[0]["arch"] == "resnet8"
+    assert pruned[0]["variant"] == "resnet8 pruned to 30,000"
     dense = [row for row in rows if row["params"] == "75290"]
-    assert len(dense) == 1 and dense[0]["n"] == "2"
+    assert len(dense) == 1 and dense[0]["n"] == "2" and dense[0]["variant"] == "resnet8"  # not renamed by it
 
     # The planned analysis finds a pruned entry by its name, not by its architecture (both are resnet8).
     study = load_study(path).validate()

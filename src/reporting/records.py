@@ -84,6 +84,8 @@ class RunRecord:
     family: str = "unknown"
     residual: bool = True
     width: int = 1  # the width multiplier in its name (resnet20_2: 2)
+    pruned: bool = False  # started from another run's network, pruned (model.pruning): named by what it kept
+    finetuned: bool = False  # a pruned net trained on after pruning (any training step), not only scored
 
 
 def _identity_fields(config: dict) -> dict[str, str]:
@@ -168,6 +170,9 @@ def read_run(run_dir: Path, variant: str, selected: tuple[str, ...] = ()) -> Run
         record.diverged_step = report.get("global_step")
         record.diverged_reason = f"test accuracy is {report.get('test_acc')} (no status: diverged recorded)"
     record.train_compute, record.compute_source = _training_compute(report, config)
+    record.pruned = isinstance(report.get("pruning"), dict)
+    max_steps = protocol.nested(config, "trainer", "max_steps")
+    record.finetuned = record.pruned and (max_steps != 0 or bool(report.get("train_images_seen")))
     if record.status == "finished":
         record.final_train_acc = final_train_accuracy(run_dir)
     if report or config:
@@ -243,7 +248,9 @@ UNSET = json.dumps("unset")  # a setting some runs' configs lack (e.g. saved by 
 def name_variants(records: list[RunRecord]) -> None:
     """Name each run's variant and line from the settings that differ within the study (never from folders)."""
     present = [run for run in records if run.identity]
-    configured = [run for run in present if "config.yaml" not in run.settings]
+    # A pruned net is named by what it is (its parent, the size it kept, whether it was fine-tuned): the
+    # settings only it has (init, pruning, its fine-tune recipe) must not rename every dense variant.
+    configured = [run for run in present if "config.yaml" not in run.settings and not run.pruned]
     keys = sorted({key for run in configured for key in run.settings})
 
     def values(key: str) -> set[str]:
@@ -260,6 +267,9 @@ def name_variants(records: list[RunRecord]) -> None:
         tail = key.rsplit(".", 1)[-1]
         short[key] = tail if sum(k.rsplit(".", 1)[-1] == tail for k in differing) == 1 else key
     for run in present:
+        if run.pruned:
+            _name_pruned(run)
+            continue
         if "config.yaml" in run.settings:
             extras = [f"[no config.yaml: {run.run_dir.parent.name}]"]
         else:
@@ -272,6 +282,17 @@ def name_variants(records: list[RunRecord]) -> None:
         run.variant = f"{run.arch}{suffix}"
         run.line = f"{_stem(run.arch or '?', run.family)}{suffix}"
         run.line_identity = (_stem(run.arch or "?", run.family), *(i for i in run.identity if i[0] != "model.arch"))
+
+
+def _name_pruned(run: RunRecord) -> None:
+    """``resnet56 pruned to 269,722`` (``, fine-tuned``); its line joins the sizes one parent was pruned to."""
+    how = "pruned, fine-tuned" if run.finetuned else "pruned"
+    scope = json.loads(run.settings.get("model.pruning.scope", '"global"'))
+    extra = "" if scope == "global" else f", {scope} scope"
+    run.variant = f"{run.arch} {how} to {run.params:,}{extra}" if run.params else f"{run.arch} {how}{extra}"
+    run.line = f"{run.arch} {how}{extra}"
+    sizeless = ("model.pruning.params", "model.pruning.sparsity")
+    run.line_identity = (run.line, *(item for item in run.identity if item[0] not in sizeless))
 
 
 def forget_settings_older_runs_lack(records: list[RunRecord]) -> None:

@@ -25,7 +25,10 @@ def result_line(report: dict | None) -> str:
         parts.append(f"test_acc {report['test_acc']:.4f}")
     if report.get("best_val_acc") is not None:
         parts.append(f"best val_acc {report['best_val_acc']:.4f}")
-    if report.get("params_total") is not None:
+    pruning = report.get("pruning") if isinstance(report.get("pruning"), dict) else None
+    if pruning is not None and isinstance(pruning.get("params_remaining"), int):  # a pruned net: the size it kept
+        parts.append(f"{pruning['params_remaining']:,} params (pruned from {report.get('params_total'):,})")
+    elif report.get("params_total") is not None:
         parts.append(f"{report['params_total']:,} params")
     if report.get("macs_per_sample"):
         parts.append(f"{report['macs_per_sample'] / 1e6:.2f}M MACs")
