@@ -247,8 +247,9 @@ def run_report(root, *args):
     return out, rows, (out / "report.md").read_text()
 
 
-def test_interval_and_paired_test_match_the_t_formula(tmp_path):
-    """3 seeds each, same seeds: paired t (df = 2), t-interval of the mean, both by hand."""
+def test_interval_and_welch_test_match_the_t_formula_even_when_the_seeds_match(tmp_path):
+    """3 seeds each, the same seeds: still Welch (one seed does not give two networks the same draws); the
+    t-interval of the mean and the test, both by hand."""
     residual, plain = [0.80, 0.82, 0.87], [0.70, 0.75, 0.74]
     for seed, (r, p) in enumerate(zip(residual, plain)):
         write_run(tmp_path / "resnet20" / f"seed{seed}", "resnet20", seed, r, 269_722)
@@ -261,15 +262,16 @@ def test_interval_and_paired_test_match_the_t_formula(tmp_path):
     assert float(row["test_acc_ci_low"]) == pytest.approx(mean - T975_DF2 * std / math.sqrt(3))
     assert float(row["test_acc_ci_high"]) == pytest.approx(mean + 0.089566, abs=1e-6)
     assert float(row["test_binomial_se"]) == pytest.approx(math.sqrt(mean * (1 - mean) / 10_000))
-    # Differences 0.10, 0.07, 0.13: mean 0.10, std 0.03, t = 0.10 / (0.03 / sqrt 3) = 5.7735.
+    # Variances 0.0013 and 0.0007: se = sqrt(0.0013 / 3 + 0.0007 / 3), t = 0.10 / se = 3.873, Welch df 3.67.
     (comparison,) = read_csv(out / "report_comparisons.csv")
-    t = 0.10 / (0.03 / math.sqrt(3))
-    assert comparison["test"] == "paired t" and (comparison["residual"], comparison["plain"]) == ("resnet20", "plain20")
+    se = math.sqrt(0.0013 / 3 + 0.0007 / 3)
+    t, df = 0.10 / se, se**4 / ((0.0013 / 3) ** 2 / 2 + (0.0007 / 3) ** 2 / 2)
+    assert comparison["test"] == "Welch t" and (comparison["residual"], comparison["plain"]) == ("resnet20", "plain20")
     assert float(comparison["statistic"]) == pytest.approx(t)
-    assert float(comparison["p_value"]) == pytest.approx(t2_two_sided_p(t))  # 0.0287
-    assert float(comparison["effect_size"]) == pytest.approx(0.10 / 0.03)  # d_z
+    assert float(comparison["p_value"]) == pytest.approx(2 * stats.t.sf(t, df))  # 0.0211
+    assert float(comparison["effect_size"]) == pytest.approx(0.10 / math.sqrt(0.001) * (1 - 3 / 15))  # Hedges' g
     # n = 3 and p < 0.05: the summary may state a direction.
-    assert "the residual net's test accuracy is higher by 10.00 points (paired t p = 0.029" in text
+    assert "the residual net's test accuracy is higher by 10.00 points (Welch t p = 0.021" in text
 
 
 def test_welch_test_and_hedges_g_when_seeds_differ(tmp_path):
@@ -294,7 +296,8 @@ def write_curve(run_dir, train_acc):
 
 
 def test_depth_within_a_line_tests_the_papers_two_findings(tmp_path):
-    """Plain-56 against plain-20 (3 seeds): lower test AND final training accuracy, each a paired t by hand."""
+    """Plain-56 against plain-20 (3 seeds): lower test AND final training accuracy, each a Welch t by hand (the
+    same seed gives two depths other weights and another data order: never paired)."""
     plain20 = {"test": [0.82, 0.81, 0.83], "train": [0.85, 0.86, 0.84]}
     plain56 = {"test": [0.55, 0.60, 0.58], "train": [0.55, 0.58, 0.57]}
     for depth, accs in ((20, plain20), (56, plain56)):
@@ -307,14 +310,17 @@ def test_depth_within_a_line_tests_the_papers_two_findings(tmp_path):
     assert float(rows["plain56"]["final_train_acc_mean"]) == pytest.approx(statistics.mean(plain56["train"]))
     assert float(rows["plain20"]["final_train_acc_std"]) == pytest.approx(statistics.stdev(plain20["train"]))
     (depth,) = read_csv(out / "report_depth.csv")
-    assert (depth["deeper"], depth["shallower"], depth["test_test"]) == ("plain56", "plain20", "paired t")
+    assert (depth["deeper"], depth["shallower"], depth["test_test"]) == ("plain56", "plain20", "Welch t")
     for name in ("test", "train"):
-        deltas = [d - s for d, s in zip(plain56[name], plain20[name])]
-        t = statistics.mean(deltas) / (statistics.stdev(deltas) / math.sqrt(3))
-        assert float(depth[f"{name}_difference_acc"]) == pytest.approx(statistics.mean(deltas))
+        deep, shallow = plain56[name], plain20[name]
+        va, vb = statistics.variance(deep), statistics.variance(shallow)
+        se = math.sqrt(va / 3 + vb / 3)
+        t = (statistics.mean(deep) - statistics.mean(shallow)) / se
+        df = se**4 / ((va / 3) ** 2 / 2 + (vb / 3) ** 2 / 2)  # Welch-Satterthwaite
+        assert float(depth[f"{name}_difference_acc"]) == pytest.approx(statistics.mean(deep) - statistics.mean(shallow))
         assert float(depth[f"{name}_statistic"]) == pytest.approx(t)
-        assert float(depth[f"{name}_p_value"]) == pytest.approx(t2_two_sided_p(t))
-    # Test-accuracy deltas -0.27, -0.21, -0.25: p < 0.05 with n = 3, so the summary may say "lower".
+        assert float(depth[f"{name}_p_value"]) == pytest.approx(2 * stats.t.sf(abs(t), df))
+    # Test accuracy 24.33 points lower, p < 0.05 with n = 3, so the summary may say "lower".
     assert "`plain56` against `plain20`: the deeper net's test accuracy is lower by 24.33 points" in text
     assert "the deeper net's final training accuracy is lower by 28.33 points" in text
     assert "## Depth within a line" in text and "| plain | `plain56` | `plain20` | 3/3 |" in text

@@ -11,6 +11,7 @@ import json
 import math
 
 import pytest
+from scipy import stats
 
 from src.models import build_model
 from src.models.complexity import count_macs, count_parameters
@@ -65,10 +66,11 @@ def test_one_width_or_one_depth_draws_no_heatmap_and_the_iso_csv_is_header_only(
     assert "## Shapes at matched parameter counts" not in text
 
 
-def test_iso_pair_found_twin_not_counted_paired_interval_by_hand(tmp_path):
-    """resnet20 (269,722) and resnet8_2 (298,026) differ by 9.5% of the larger: a pair; resnet20/plain20 are twins."""
-    write(tmp_path, "resnet20", [0.90, 0.91, 0.915])  # errors 10, 9, 8.5
-    write(tmp_path, "resnet8_2", [0.88, 0.885, 0.90])  # errors 12, 11.5, 10: differences -2, -2.5, -1.5
+def test_iso_pair_found_twin_not_counted_welch_interval_by_hand(tmp_path):
+    """resnet20 (269,722) and resnet8_2 (298,026) differ by 9.5% of the larger: a pair; resnet20/plain20 are twins.
+    Two networks share no random draws, so the test is Welch's even though both ran seeds 0-2."""
+    write(tmp_path, "resnet20", [0.90, 0.91, 0.915])  # errors 10, 9, 8.5: mean 9.1667, variance 0.58333
+    write(tmp_path, "resnet8_2", [0.88, 0.885, 0.90])  # errors 12, 11.5, 10: mean 11.1667, variance 1.08333
     write(tmp_path, "plain20", [0.80, 0.81, 0.82])  # same shape as resnet20: the residual/plain table's, not this one's
     write(tmp_path, "resnet14", [0.89, 0.90, 0.91])  # 172,506: 42% below resnet8_2, 36% below resnet20: no pair
     _, text, _, rows = report(tmp_path)
@@ -76,18 +78,24 @@ def test_iso_pair_found_twin_not_counted_paired_interval_by_hand(tmp_path):
     assert set(pairs) == {("resnet20", "resnet8_2"), ("plain20", "resnet8_2")}  # plain20 vs resnet8_2: two shapes
     row = pairs[("resnet20", "resnet8_2")]
     assert float(row["params_rel_difference"]) == pytest.approx((298_026 - 269_722) / 298_026)  # 0.09497
-    assert (row["n_smaller"], row["n_larger"], row["test"]) == ("3", "3", "paired t")
+    assert (row["n_smaller"], row["n_larger"], row["test"]) == ("3", "3", "Welch t")
     assert float(row["difference_error_pp"]) == pytest.approx(-2.0)
-    half = T975_DF2 * 0.5 / math.sqrt(3)  # sd of the differences 0.5: half-width 1.2421
-    assert float(row["difference_ci_low_pp"]) == pytest.approx(-2.0 - half)
-    assert float(row["difference_ci_high_pp"]) == pytest.approx(-2.0 + half)
-    t = -2.0 / (0.5 / math.sqrt(3))  # -6.9282; two-sided p of Student's t, df 2: 1 - |t| / sqrt(2 + t^2)
-    assert float(row["statistic"]) == pytest.approx(t)
-    assert float(row["p_value"]) == pytest.approx(1 - abs(t) / math.sqrt(2 + t * t))  # 0.0202
-    assert float(row["effect_size"]) == pytest.approx(-4.0) and row["lower_mean_error"] == "resnet20"
+    va, vb = 0.58333333, 1.08333333
+    se = math.sqrt(va / 3 + vb / 3)  # 0.74536
+    df = se**4 / ((va / 3) ** 2 / 2 + (vb / 3) ** 2 / 2)  # Welch-Satterthwaite: 3.6697
+    half = stats.t.ppf(0.975, df) * se  # 2.1450
+    assert float(row["difference_ci_low_pp"]) == pytest.approx(-2.0 - half, rel=1e-6)
+    assert float(row["difference_ci_high_pp"]) == pytest.approx(-2.0 + half, rel=1e-6)
+    t = -2.0 / se  # -2.6833
+    assert float(row["statistic"]) == pytest.approx(t, rel=1e-6)
+    assert float(row["p_value"]) == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-6)  # 0.0603
+    g = -2.0 / math.sqrt((va + vb) / 2) * (1 - 3 / (4 * 6 - 9))  # Hedges' g: -1.7527
+    assert float(row["effect_size"]) == pytest.approx(g, rel=1e-6) and row["test"] == "Welch t"
     assert "## Shapes at matched parameter counts" in text
-    assert "`resnet20` has the lower test error, by 2.00 points, 95% CI [-3.24, -0.76] (paired t p = 0.02" in text
-    assert "| `resnet20` | `resnet8_2` | 269,722 / 298,026 (9.5%) | 3/3 | 9.17 / 11.17 | -2.00 [-3.24, -0.76]" in text
+    assert (
+        "no difference detected in test error (-2.00 points, 95% CI [-4.15, +0.15], Welch t p = 0.06, n = 3/3)" in text
+    )
+    assert "| `resnet20` | `resnet8_2` | 269,722 / 298,026 (9.5%) | 3/3 | 9.17 / 11.17 | -2.00 [-4.15, +0.15]" in text
     _, text, _, rows = report(tmp_path, "--iso-tolerance", "0.05")  # 9.5% apart is outside 5%
     assert rows == [] and "## Shapes at matched parameter counts" not in text
 
@@ -106,7 +114,7 @@ def test_iso_pair_with_fewer_than_three_seeds_is_not_distinguishable(tmp_path):
     write(tmp_path, "resnet20", [0.90, 0.91])
     write(tmp_path, "resnet8_2", [0.80, 0.805])  # 10 points worse: still n = 2 per side
     _, text, _, [row] = report(tmp_path)
-    assert row["test"] == "paired t" and float(row["difference_error_pp"]) == pytest.approx(-10.25)
+    assert row["test"] == "Welch t" and float(row["difference_error_pp"]) == pytest.approx(-10.25)
     sentence = next(line for line in text.splitlines() if line.startswith("- `resnet20` (269,722 params) against"))
     assert sentence.endswith("not distinguishable with n = 2/2.") and "-10.25 points of test error" in sentence
     assert "has the lower test error" not in text and "ahead" not in text

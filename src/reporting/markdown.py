@@ -383,7 +383,7 @@ def render_markdown(title: str, records: list[RunRecord], rows: list[Row], secti
     lines += pairs_md if pairs else ["_No residual/plain pair of equal size with the same other settings._"]
     lines += [
         "",
-        "Paired t-test (effect size d_z) when both variants ran the same seeds, else Welch's t-test (Hedges' g).",
+        "Welch's t-test (Hedges' g), never paired by seed: the same seed does not give two networks the same draws.",
         "",
         "## Depth within a line",
         "",

@@ -8,8 +8,9 @@
   *different shape* (depth, width or family; a residual net and its plain twin of the same shape are the
   report's residual/plain comparison, not this one), with every other setting equal, whose parameter counts
   differ by at most ``tolerance`` of the larger one. Which has the lower mean test error, the difference
-  with its 95% interval and test (``statistics.compare``: paired by seed when both ran the same seeds, else
-  Welch), n per side; in words by the project's rule (a direction only with n >= 3 per side and p < 0.05).
+  with its 95% interval and Welch test (``statistics.compare``; never paired by seed: two networks of
+  different shape share no random draws), n per side; in words by the project's rule (a direction only with
+  n >= 3 per side and p < 0.05).
 
 Why the larger count as the base: "within 10%" then means the smaller net has at least 90% of the
 larger's parameters, the same reading whichever of the two is named first.
@@ -211,8 +212,9 @@ def iso_pairs(rows: list[Row], tolerance: float = DEFAULT_ISO_TOLERANCE) -> list
                 continue
             # A row's runs are its finished seeds: each has a test accuracy and a seed.
             errors = [[100.0 * (1.0 - cast(float, run.test_acc)) for run in row.runs] for row in (smaller, larger)]
-            seeds = [[cast(int, run.seed) for run in row.runs] for row in (smaller, larger)]
-            pairs.append(IsoPair(smaller, larger, compare(errors[0], errors[1], seeds[0], seeds[1])))
+            pairs.append(
+                IsoPair(smaller, larger, compare(errors[0], errors[1]))
+            )  # Welch: two networks, no shared draws
     return sorted(pairs, key=lambda pair: (pair.smaller.params, pair.smaller.variant, pair.larger.variant))
 
 
@@ -287,8 +289,8 @@ def iso_markdown(pairs: list[IsoPair], tolerance: float) -> list[str]:
         "",
         f"Variants of different shape (depth, width or family) with every other setting equal, whose parameter "
         f"counts differ by at most {100 * tolerance:g}% of the larger (`--iso-tolerance`). Difference: the "
-        "smaller net's mean test error minus the larger's, with its 95% t-interval; paired t-test when both ran "
-        "the same seeds, else Welch's (`report_iso_params.csv`).",
+        "smaller net's mean test error minus the larger's, with its 95% t-interval; Welch's t-test, never paired "
+        "by seed: two networks share no random draws (`report_iso_params.csv`).",
         "",
         "| Smaller | Larger | Params | n | Test error (%) | Difference (pp) [95% CI] | Test, p | Lower mean error |",
         "|---|---|---:|---|---:|---:|---|---|",

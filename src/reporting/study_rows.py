@@ -201,12 +201,8 @@ def twin_pairs(rows: list[Row]) -> list[Pair]:
     for res in (row for row in rows if row.kind == "residual"):
         for plain in (row for row in rows if row.kind == "plain"):
             if (res.depth, res.family, rest(res)) == (plain.depth, plain.family, rest(plain)):
-                comparison = compare(
-                    [run.test_acc for run in res.runs],
-                    [run.test_acc for run in plain.runs],
-                    [run.seed for run in res.runs],
-                    [run.seed for run in plain.runs],
-                )
+                # Welch: a seed is not shown to give the twins the same draws (a test would have to), so no pairing.
+                comparison = compare([run.test_acc for run in res.runs], [run.test_acc for run in plain.runs])
                 pairs.append(Pair(res, plain, comparison))
     return pairs
 
@@ -227,18 +223,16 @@ class DepthPair:
 
 
 def depth_pairs(rows: list[Row]) -> list[DepthPair]:
-    """Every deeper variant of each line against the line's shallowest variant (paired by seed when they align)."""
+    """Every deeper variant of each line against the line's shallowest variant (Welch: different networks share no
+    random draws -- built after one seed, two depths get other initial weights and another data order)."""
     pairs = []
     for line, members in lines_of(rows).items():
         shallow = min(members, key=lambda row: (row.depth, row.params or 0))
         for deep in members:
             if deep is shallow or deep.depth <= shallow.depth:
                 continue
-            seeds = ([run.seed for run in deep.runs], [run.seed for run in shallow.runs])
-            test = compare([run.test_acc for run in deep.runs], [run.test_acc for run in shallow.runs], *seeds)
-            train = compare(
-                [run.final_train_acc for run in deep.runs], [run.final_train_acc for run in shallow.runs], *seeds
-            )
+            test = compare([run.test_acc for run in deep.runs], [run.test_acc for run in shallow.runs])
+            train = compare([run.final_train_acc for run in deep.runs], [run.final_train_acc for run in shallow.runs])
             pairs.append(DepthPair(line, shallow, deep, test, train))
     return pairs
 
