@@ -14,6 +14,8 @@ chosen accuracies), for checks against hand-computed statistics.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -134,3 +136,12 @@ def write_run(
     }
     (run_dir / "efficiency.json").write_text(json.dumps(efficiency))
     return run_dir
+
+
+def run_module(*args: str, code: int = 0) -> subprocess.CompletedProcess:
+    """``python -m <args>`` in a fresh process from the repository root, as a user types it; asserts the exit status
+    (``code``) and shows the output's tail when it differs."""
+    result = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=900)  # fmt: skip
+    assert result.returncode == code, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result

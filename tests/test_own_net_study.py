@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -13,7 +11,7 @@ import yaml
 from src.sweeping.plan import plan_runs
 from src.sweeping.study import StudyError, load_study, run_command
 from tests.conftest import REPO_ROOT
-from tests.study_runs import QUICKSTART
+from tests.study_runs import QUICKSTART, run_module
 from tests.test_fork_family import TINY_ARGS
 
 TINY = {"name": "tiny", "net_class": "tests.fork_models.TinyNet", "net_args": {"width": 4}}
@@ -70,18 +68,12 @@ def test_a_study_refuses_own_nets_it_cannot_label_with_the_fix(tmp_path, monkeyp
 def test_a_class_path_net_beside_two_built_in_nets_is_swept_reported_and_compared_as_itself(tmp_path):
     path = _study(tmp_path, grid={}, args=TINY_ARGS, results=str(tmp_path / "results"))
 
-    def run(*args, code=0):
-        result = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                                timeout=900)  # fmt: skip
-        assert result.returncode == code, f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-        return result
-
-    swept = run("src.sweep", str(path)).stdout
+    swept = run_module("src.sweep", str(path)).stdout
     assert "[6/6] tiny/seed1: test_acc" in swept and "net_class" not in swept
     record = json.loads((tmp_path / "results" / "tiny" / "seed0" / "efficiency.json").read_text())
     # TinyNet(width 4): conv 3*4*9 = 108, BN 8, linear 4*10 + 10 = 50
     assert (record["arch"], record["params_total"]) == ("tiny", 166)
-    run("src.report", str(path), "--out", str(tmp_path / "report"))
+    run_module("src.report", str(path), "--out", str(tmp_path / "report"))
     with open(tmp_path / "report" / "report.csv", newline="") as handle:
         rows = {row["variant"]: row for row in csv.DictReader(handle)}
     assert set(rows) == {"resnet8", "plain8", "tiny"}
@@ -99,5 +91,5 @@ def test_a_class_path_net_beside_two_built_in_nets_is_swept_reported_and_compare
     assert "## Your networks against the built-in ones (exploratory)" in (tmp_path / "report" / "report.md").read_text()
     # lesion applies to nets with residual blocks; yours has none and is refused with one line
     checkpoint = tmp_path / "logs" / "mine" / "tiny" / "seed0" / "checkpoints" / "last.ckpt"
-    refused = run("src.lesion", str(checkpoint), code=1)
+    refused = run_module("src.lesion", str(checkpoint), code=1)
     assert refused.stderr.startswith("error: ") and len(refused.stderr.strip().splitlines()) == 1

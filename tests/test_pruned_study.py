@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -16,7 +14,7 @@ from src.reporting.records import collect_runs
 from src.sweeping.plan import plan_runs
 from src.sweeping.study import StudyError, load_study, run_command
 from tests.conftest import REPO_ROOT
-from tests.study_runs import QUICKSTART
+from tests.study_runs import QUICKSTART, run_module
 from tests.test_fork_family import TINY_ARGS
 
 KEEP = 30_000  # of resnet8's 75,290 parameters
@@ -88,31 +86,24 @@ def test_a_study_refuses_pruned_entries_it_cannot_plan_with_the_fix(tmp_path, mo
     assert message in str(error.value)
 
 
-def _run(*args, code=0):
-    result = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=900)  # fmt: skip
-    assert result.returncode == code, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
 @pytest.mark.slow
 def test_a_pruned_entry_waits_for_its_parents_then_is_swept_exported_and_reported_with_the_size_it_kept(tmp_path):
     path = _study(tmp_path, archs=["resnet8", PRUNED], results=str(tmp_path / "results"))
-    held = _run("src.sweep", str(path), "--arch", "resnet8-p30k", "--seed", "0", code=1).stdout
+    held = run_module("src.sweep", str(path), "--arch", "resnet8-p30k", "--seed", "0", code=1).stdout
     assert "resnet8-p30k/seed0: HELD BACK: its parent run" in held and "has not run yet" in held
     assert not (tmp_path / "logs" / "frontier" / "resnet8-p30k").exists()
 
-    swept = _run("src.sweep", str(path)).stdout
+    swept = run_module("src.sweep", str(path)).stdout
     assert "[4/4] resnet8-p30k/seed1: test_acc" in swept
     record = json.loads((tmp_path / "results" / "resnet8-p30k" / "seed1" / "efficiency.json").read_text())
     assert record["arch"] == "resnet8" and record["pruning"]["params_remaining"] == KEEP
     assert record["init_from"]["run_dir"] == str(tmp_path / "logs" / "frontier" / "resnet8" / "seed1")
     assert record["global_step"] == 0 and record["status"] == "finished"
 
-    again = _run("src.sweep", str(path)).stdout  # everything ended: nothing runs again
+    again = run_module("src.sweep", str(path)).stdout  # everything ended: nothing runs again
     assert again.count("earlier, skipped") == 4
 
-    _run("src.report", str(path), "--out", str(tmp_path / "report"))
+    run_module("src.report", str(path), "--out", str(tmp_path / "report"))
     with open(tmp_path / "report" / "report.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     pruned = [row for row in rows if row["params"] == str(KEEP)]

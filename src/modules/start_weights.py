@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -35,7 +34,7 @@ def resolve_start(path: str) -> str:
 
 
 def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256()  # hashlib.file_digest needs Python 3.11; the project supports 3.10
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
@@ -76,8 +75,8 @@ def load_start_weights(net: nn.Module, path: str, arch: str) -> dict[str, Any]:
             f"{len(unexpected)} unexpected, {len(wrong)} of another shape (e.g. {first!r})"
         )
     net.load_state_dict(state)
-    run_dir = Path(path).parent.parent  # <run>/checkpoints/<file>.ckpt
-    parent = runs.read_efficiency(run_dir) or {}
+    run_dir = runs.run_dir_of_checkpoint(path)  # <run>/checkpoints/*.ckpt or <run>/hpc_ckpt_<N>.ckpt
+    parent = (runs.read_efficiency(run_dir) if run_dir else None) or {}
     provenance = parent.get("provenance")
     if not isinstance(provenance, dict):
         provenance = {}
@@ -86,7 +85,7 @@ def load_start_weights(net: nn.Module, path: str, arch: str) -> dict[str, Any]:
         "sha256": _sha256(path),
         "arch": hparams.get("arch", arch),
         "global_step": checkpoint.get("global_step"),
-        "run_dir": str(run_dir) if parent else None,
+        "run_dir": run_dir if parent else None,
         "train_images_seen": parent.get("train_images_seen"),
         "best_val_acc": parent.get("best_val_acc"),
         "git_commit": provenance.get("git_commit"),

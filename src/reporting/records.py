@@ -22,6 +22,7 @@ from src.reporting.paper import anchor_differences, protocol_differences
 from src.runs import (
     find_run_dirs,
     flatten,
+    network_params,
     read_config,
     read_data_record,
     read_efficiency,
@@ -126,14 +127,6 @@ def _training_compute(report: dict, config: dict | None) -> tuple[float | None, 
     return None, None
 
 
-def _remaining_params(report: dict) -> int | None:
-    """The network's size: ``params_total``, or for a pruned one (``model.pruning``) the parameters it kept."""
-    pruning = report.get("pruning")
-    if isinstance(pruning, dict) and isinstance(pruning.get("params_remaining"), int):
-        return int(pruning["params_remaining"])
-    return report.get("params_total")
-
-
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -154,7 +147,7 @@ def read_run(run_dir: Path, variant: str, selected: tuple[str, ...] = ()) -> Run
         run_dir=run_dir,
         status=status,
         arch=arch,
-        params=_remaining_params(report),
+        params=network_params(report),
         macs=report.get("macs_per_sample"),
         best_val_acc=_finite(report.get("best_val_acc")),
         test_acc=_finite(report.get("test_acc")),

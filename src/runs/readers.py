@@ -58,6 +58,15 @@ def read_config(run_dir: str | os.PathLike, latest: bool = False) -> dict[str, A
     return data if isinstance(data, dict) else None
 
 
+def network_params(report: dict[str, Any]) -> int | None:
+    """A network's size from its efficiency report: ``params_total``, or for a pruned one (``model.pruning``) the
+    parameters it kept (``pruning.params_remaining``: the count a parameter-efficiency comparison uses)."""
+    pruning = report.get("pruning")
+    if isinstance(pruning, dict) and isinstance(pruning.get("params_remaining"), int):
+        return int(pruning["params_remaining"])
+    return report.get("params_total")
+
+
 def read_efficiency(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The run's efficiency report: the newest fit record that has a test accuracy, else the newest one; None if none.
 

@@ -27,7 +27,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from src.runs import best_checkpoint, resume_checkpoint, run_status
+from src.modules.start_weights import resolve_start
+from src.runs import RunError, run_status
 
 PRUNED_KEYS = ("name", "prune", "pruning", "args")
 EXAMPLE = "{name: resnet56-p20, prune: resnet56, pruning: {params: 269722}, args: {trainer.max_steps: 0}}"
@@ -82,7 +83,9 @@ def waits_for(after: Path) -> str | None:
     status = run_status(after)
     if status != "finished":
         return f"its parent run {after} is {status}, not finished"
-    if best_checkpoint(str(after)) is None and resume_checkpoint(str(after)) is None:
+    try:
+        resolve_start(str(after))  # the checkpoint the pruned run will start from: the same choice, one home
+    except RunError:
         return (
             f"its parent run {after} has no checkpoint on this machine (checkpoints stay out of git: a run "
             "finished elsewhere must be trained here too, or its checkpoints copied)"

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import cast
 
-from src.runs import RunBusy, RunLock
+from src.runs import RunBusy, RunLock, network_params
 from src.sweeping.run_state import RunState, assess, move_aside
 from src.sweeping.study import RunSpec, Study, StudyError, run_command
 
@@ -25,11 +25,10 @@ def result_line(report: dict | None) -> str:
         parts.append(f"test_acc {report['test_acc']:.4f}")
     if report.get("best_val_acc") is not None:
         parts.append(f"best val_acc {report['best_val_acc']:.4f}")
-    pruning = report.get("pruning") if isinstance(report.get("pruning"), dict) else None
-    if pruning is not None and isinstance(pruning.get("params_remaining"), int):  # a pruned net: the size it kept
-        parts.append(f"{pruning['params_remaining']:,} params (pruned from {report.get('params_total'):,})")
-    elif report.get("params_total") is not None:
-        parts.append(f"{report['params_total']:,} params")
+    params = network_params(report)
+    if params is not None:
+        pruned = params != report.get("params_total")  # a pruned net: the size it kept
+        parts.append(f"{params:,} params" + (f" (pruned from {report.get('params_total'):,})" if pruned else ""))
     if report.get("macs_per_sample"):
         parts.append(f"{report['macs_per_sample'] / 1e6:.2f}M MACs")
     return ", ".join(parts) or "no results recorded"
