@@ -134,7 +134,10 @@ def test_sigterm_saves_the_step_exits_143_and_the_run_resumes_from_it(tmp_path, 
     run_dir = tmp_path / "run"
     fit = start("src.cli", "fit", *LONG, "--run_dir", "run", cwd=tmp_path)
     try:
-        wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").is_file(), what="the first epoch's checkpoint")
+        # The first fit's own files first: its checkpoint, and its curves (scalars.csv opens at its first logged
+        # value, which can come after the checkpoint), so that what appears next could only be the second fit's.
+        wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "scalars.csv").is_file(),
+                 what="the first epoch's checkpoint and curves")  # fmt: skip
         assert lock_record(run_dir).get("pid") == fit.pid
         # A second fit on the same directory, meanwhile: refused, naming the first; nothing of it written.
         before = sorted(p.name for p in run_dir.iterdir())
