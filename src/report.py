@@ -64,8 +64,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from src.reporting import shapes
-from src.reporting.analysis_plan import PlanError, is_plan_file, load_plan
+from src.reporting import frontier, shapes
+from src.reporting.analysis_plan import PlanError, is_plan_file, load_plan, planned_pairs
 from src.reporting.anchors import anchor_data, anchor_overlay
 from src.reporting.committed import (
     config_problems,
@@ -155,13 +155,14 @@ def write_report(
     shapes.write_iso_csv(shape_pairs, out / shapes.ISO_CSV)
     if selection is not None:
         write_rows(selection_rows(selection), out / SELECTION_CSV)
+    spending = _frontier(root, rows, out, iso_tolerance, Path(links_from) if links_from is not None else out)
     own_nets = own_net_pairs(rows)
     if own_nets:  # only a study with a class-path network has the file
         write_rows(own_net_rows(own_nets), out / OWN_NETS_CSV)
     sections = Sections(
         paper=overlay, diagnostics=diagnostics, diagnostic_notes=diagnostic_notes, tools=tools, target=target,
         lesions=lesion_markdown(lesions), root=root,
-        extra=[*shapes.heatmap_markdown(grids), *shapes.iso_markdown(shape_pairs, iso_tolerance),
+        extra=[*shapes.heatmap_markdown(grids), *shapes.iso_markdown(shape_pairs, iso_tolerance), *spending,
                *own_net_markdown(own_nets), *selection_markdown(selection)],
     )  # fmt: skip
     report = render_markdown(title or str(root), records, rows, sections)
@@ -174,6 +175,21 @@ def write_report(
     figures = figure_data(rows, records, target, profiles)
     (out / FIGURE_DATA).write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
     return out, records
+
+
+def _frontier(root: Path, rows: list, out: Path, tolerance: float, links_from: Path) -> list[str]:
+    """The frontier's figure, pairs and answer (``src.reporting.frontier``) where the study spends its size in more
+    than one way; report.md's section (empty otherwise)."""
+    if not frontier.is_frontier(rows):
+        return []
+    frontier.plot_frontier(rows, out / frontier.FIGURE)
+    pairs = [*frontier.matched_pairs(rows, "params", tolerance), *frontier.matched_pairs(rows, "compute", tolerance)]
+    planned, plans = planned_pairs(root)
+    frontier.adjust(pairs, planned)
+    frontier.write_pairs_csv(pairs, out / frontier.CSV_FILE)
+    (out / frontier.ANSWER).write_text(frontier.answer(pairs, frontier.figure_link(links_from)))
+    note = f" The planned comparisons are tested in {', '.join(f'`{p}`' for p in plans)}'s report." if plans else ""
+    return frontier.frontier_markdown(pairs, tolerance, note)
 
 
 def check(
@@ -191,6 +207,7 @@ def check(
         write_report(root, fresh, expected, paper, target_acc, title, iso_tolerance, links_from=root / "report")
         problems = file_differences(root / "report", Path(fresh))
     problems += config_problems(root) + selection_problems(root)
+    problems += [line for doc in DOCUMENTS for line in stale_blocks(Path(doc), str(root))]
     return _check_outcome(problems, f"{root}: the committed results", str(root), "report and run configs match")
 
 
@@ -309,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out, records = write_report(root, args.out, expected, args.paper, args.target_acc, title, args.iso_tolerance)
+    if args.out is None:  # the study's own report folder: the documents that quote it follow
+        changed = [doc for doc in DOCUMENTS if refresh(Path(doc), str(root))]
+        if changed:
+            print(f"updated the generated blocks of {', '.join(changed)}")
     finished = sum(run.status == "finished" for run in records)
     diverged = sum(run.status == "diverged" for run in records)
     print(

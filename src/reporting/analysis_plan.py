@@ -181,6 +181,33 @@ def load_plan(path: str | Path) -> Plan:
     )
 
 
+PLANS = Path("configs/studies/plans")  # the analysis plans, relative to the repository root (where commands run)
+
+
+def planned_pairs(results: Path, plans: Path = PLANS) -> tuple[dict[frozenset[str], str], list[str]]:
+    """The pairs that the plans under ``plans`` test in the study whose results folder is ``results``:
+    ``({frozenset({higher, lower}): hypothesis id}, [the plans' files])``. Variants by their results folder
+    (arch or entry name), as plans name them. A plan or study file that cannot be read is skipped here:
+    ``--check`` on it says why."""
+    found: dict[frozenset[str], str] = {}
+    sources: list[str] = []
+    for path in sorted(plans.glob("*.yaml")) if plans.is_dir() else []:
+        try:
+            plan = load_plan(path)
+            arms = {
+                arm for arm, study_file in plan.arms.items()
+                if (results_of := load_study(study_file).results) and Path(results_of).resolve() == results.resolve()
+            }  # fmt: skip
+        except (PlanError, StudyError, OSError):
+            continue
+        ids = [(h.id, frozenset((h.higher, h.lower))) for h in plan.hypotheses if h.arm in arms]
+        for hypothesis, pair in ids:
+            found[pair] = hypothesis
+        if ids:
+            sources.append(plan.source)
+    return found, sources
+
+
 # ------------------------------------------------------------------------------------------------ the arms' runs
 @dataclass
 class Arm:

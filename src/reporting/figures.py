@@ -34,8 +34,9 @@ def kind_colors(kinds: dict[str, str]) -> dict[str, str]:
     palettes = {
         "residual": ["tab:blue", "tab:green", "tab:cyan", "tab:purple", "tab:olive"],
         "plain": ["tab:red", "tab:orange", "tab:brown", "tab:pink", "tab:gray"],
+        "pruned": ["tab:purple", "tab:olive", "tab:pink", "tab:brown", "tab:gray"],
     }
-    colors, counts = {}, {"residual": 0, "plain": 0}
+    colors, counts = {}, {"residual": 0, "plain": 0, "pruned": 0}
     for name in sorted(kinds):
         kind = kinds[name] if kinds[name] in palettes else "residual"
         colors[name] = palettes[kind][counts[kind] % len(palettes[kind])]
@@ -45,7 +46,7 @@ def kind_colors(kinds: dict[str, str]) -> dict[str, str]:
 
 def line_colors(rows: Sequence[Row]) -> dict[str, str]:
     """A fixed color per line -- residual lines blue/green, plain lines red/orange -- the same in every figure."""
-    return kind_colors({row.line: row.kind for row in rows})
+    return kind_colors({row.line: "pruned" if row.pruned else row.kind for row in rows})
 
 
 def variant_colors(rows: Sequence[Row], drawn: Iterable[str]) -> dict[str, str]:
@@ -90,9 +91,9 @@ def plot_error_vs_cost(
     label_x, row_cost, run_cost = COSTS[cost]
     tested = [row for row in rows if row.test_error_mean is not None and row_cost(row)]
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
-    true_points, drawn, values = _draw_lines(ax, tested, line_colors(rows), row_cost, run_cost)
+    true_points, drawn, values = draw_lines(ax, tested, line_colors(rows), row_cost, run_cost)
     if true_points:
-        _draw_frontier(ax, true_points, drawn)
+        draw_frontier(ax, true_points, drawn)
     if paper is not None and cost in ("params", "macs"):
         values += _draw_paper(ax, tested, cost, paper)
     if anchors and cost in ("params", "macs"):
@@ -116,7 +117,7 @@ def plot_error_vs_cost(
     return Path(path)
 
 
-def _draw_lines(
+def draw_lines(
     ax: Any, tested: list[Row], colors: dict[str, Any], row_cost: Callable, run_cost: Callable
 ) -> tuple[list[tuple[float, float]], list[tuple[float, float]], list[float]]:
     """Each line's means with their intervals and its seeds as points.
@@ -136,7 +137,7 @@ def _draw_lines(
         half = [row.test_error_half_width or 0.0 for row in series]
         errs = [[y - max(0.0, y - h) for y, h in zip(ys, half)], [min(100.0, y + h) - y for y, h in zip(ys, half)]]
         seeds = "/".join(sorted({str(row.n) for row in series}))
-        marker = "s" if series[0].kind == "plain" else "o"
+        marker = _marker(series[0])
         ax.errorbar(xs, ys, yerr=errs, marker=marker, capsize=3, color=colors[line], label=f"{line} (n={seeds})")
         for row in series:
             # row.runs are the tested seeds (study_rows.aggregate keeps no other).
@@ -145,7 +146,7 @@ def _draw_lines(
                        color=colors[line], marker=marker, linewidths=0, zorder=3)  # fmt: skip
             values += [py for _, py in points]
         for row, x, y in zip(series, xs, ys):
-            label = str(row.depth) if row.depth else row.arch  # a class-path net has no depth: its name
+            label = _point_label(row)
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
         true_points += [(row_cost(row), y) for row, y in zip(series, ys)]
         drawn += list(zip(xs, ys))
@@ -153,7 +154,25 @@ def _draw_lines(
     return true_points, drawn, values
 
 
-def _draw_frontier(ax: Any, true_points: list[tuple[float, float]], drawn: list[tuple[float, float]]) -> None:
+def _marker(row: Row) -> str:
+    """Plain nets squares, residual nets circles; pruned nets triangles (up: BN re-estimated only, down: fine-tuned)."""
+    if row.pruned:
+        return "v" if row.runs[0].finetuned else "^"
+    return "s" if row.kind == "plain" else "o"
+
+
+def _point_label(row: Row) -> str:
+    """A mean's label: its depth (x width, when widened); a pruned net's the parameters it kept; a class-path net
+    (no depth) its name."""
+    if row.pruned and row.params:
+        return f"{row.params / 1e3:.0f}k"
+    if not row.depth:
+        return row.arch
+    width = row.runs[0].width if row.runs else 1
+    return f"{row.depth}x{width}" if width > 1 else str(row.depth)
+
+
+def draw_frontier(ax: Any, true_points: list[tuple[float, float]], drawn: list[tuple[float, float]]) -> None:
     """Circles on the Pareto-optimal means (ties, twins of one size, all marked), joined by a dotted line."""
     best = {true_points[i] for i in pareto_front(true_points)}
     front = sorted(drawn[i] for i, point in enumerate(true_points) if point in best)

@@ -87,6 +87,7 @@ class RunRecord:
     width: int = 1  # the width multiplier in its name (resnet20_2: 2)
     pruned: bool = False  # started from another run's network, pruned (model.pruning): named by what it kept
     finetuned: bool = False  # a pruned net trained on after pruning (any training step), not only scored
+    parent: str | None = None  # the run it started from (init_from), as ``<variant folder>/seed<k>``
 
 
 def _identity_fields(config: dict) -> dict[str, str]:
@@ -164,6 +165,10 @@ def read_run(run_dir: Path, variant: str, selected: tuple[str, ...] = ()) -> Run
         record.diverged_reason = f"test accuracy is {report.get('test_acc')} (no status: diverged recorded)"
     record.train_compute, record.compute_source = _training_compute(report, config)
     record.pruned = isinstance(report.get("pruning"), dict)
+    start = report.get("init_from")
+    if isinstance(start, dict) and isinstance(start.get("run_dir"), str):
+        parent_dir = Path(start["run_dir"])  # absolute, on the machine that trained: its last two parts name it
+        record.parent = f"{parent_dir.parent.name}/{parent_dir.name}"
     max_steps = protocol.nested(config, "trainer", "max_steps")
     record.finetuned = record.pruned and (max_steps != 0 or bool(report.get("train_images_seen")))
     if record.status == "finished":

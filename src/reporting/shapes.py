@@ -42,7 +42,7 @@ ISO_COLUMNS = [
 ]  # fmt: skip
 
 
-def _spec(row: Row) -> ArchSpec | None:
+def arch_spec_of(row: Row) -> ArchSpec | None:
     try:
         return arch_spec(row.arch)
     except ValueError:  # a plugged-in net (model.net_class): no depth or width to read
@@ -51,7 +51,7 @@ def _spec(row: Row) -> ArchSpec | None:
 
 def family_label(row: Row) -> str | None:
     """The row's line without its width (``resnet_2 lr=0.1`` -> ``resnet lr=0.1``): its variants differ in shape."""
-    spec = _spec(row)
+    spec = arch_spec_of(row)
     if spec is None:
         return None
     stem = spec.line
@@ -68,7 +68,7 @@ def width_depth_grids(rows: list[Row]) -> list[dict]:
     """
     families: dict[str, dict[tuple[int, int], Row]] = {}
     for row in rows:
-        spec, label = _spec(row), family_label(row)
+        spec, label = arch_spec_of(row), family_label(row)
         if spec is None or label is None or row.test_error_mean is None:
             continue
         families.setdefault(label, {}).setdefault((spec.depth, spec.width), row)
@@ -179,11 +179,11 @@ class IsoPair:
         return self.smaller if difference < 0 else self.larger
 
 
-def _shape(spec: ArchSpec) -> tuple:
+def shape_of(spec: ArchSpec) -> tuple:
     return spec.family, spec.block, spec.depth, spec.width
 
 
-def _rest(row: Row, shortcut: bool) -> tuple:
+def rest(row: Row, shortcut: bool) -> tuple:
     """The settings besides the net; the shortcut option only where both nets have the choice (``shortcut``)."""
     skip = ("model.arch",) if shortcut else ("model.arch", "model.shortcut")
     return tuple(item for item in row.runs[0].identity if item[0] not in skip)
@@ -193,18 +193,19 @@ def iso_pairs(rows: list[Row], tolerance: float = DEFAULT_ISO_TOLERANCE) -> list
     """Every pair of finished variants of different shape, other settings equal, params within ``tolerance``."""
     shaped: list[tuple[Row, ArchSpec]] = []
     for row in rows:
-        spec = _spec(row) if row.params and row.test_error_mean is not None else None
+        # A pruned net is not a shape (its architecture's count is not its own): the frontier compares it.
+        spec = arch_spec_of(row) if row.params and row.test_error_mean is not None and not row.pruned else None
         if spec is not None:
             shaped.append((row, spec))
     pairs = []
     for i, (one, spec_one) in enumerate(shaped):
         for two, spec_two in shaped[i + 1 :]:
-            if _shape(spec_one) == _shape(spec_two):  # the same shape: twins (residual/plain) or the same net
+            if shape_of(spec_one) == shape_of(spec_two):  # the same shape: twins (residual/plain) or the same net
                 continue
             # Another setting differs too: not a comparison of shapes. The shortcut counts only between two residual
             # nets of one family (a plain net has none; a Wide ResNet has B where a CIFAR ResNet defaults to A).
             same_choice = spec_one.residual and spec_two.residual and spec_one.family == spec_two.family
-            if _rest(one, same_choice) != _rest(two, same_choice):
+            if rest(one, same_choice) != rest(two, same_choice):
                 continue
             smaller, larger = sorted((one, two), key=lambda row: (row.params, row.variant))
             small_params, large_params = cast(int, smaller.params), cast(int, larger.params)  # filtered above

@@ -68,6 +68,11 @@ class Row:
     summary: Summary | None = field(default=None, repr=False)
 
     @property
+    def pruned(self) -> bool:
+        """A trained net pruned to a smaller size (``model.pruning``): its params are those it kept."""
+        return bool(self.runs) and self.runs[0].pruned
+
+    @property
     def test_error_mean(self) -> float | None:
         return None if self.test_acc_mean is None else 100.0 * (1.0 - self.test_acc_mean)
 
