@@ -8,9 +8,9 @@ Expands a study (architectures x grid overrides x seeds, on top of base configs;
   process (its output in ``<root>/<study>/sweep_logs/``), printing one line per run with its
   result; finished runs (tested) are skipped and never touched, unfinished ones resume from
   their ``last.ckpt`` (or start again when they have none);
-* ``--jobs N``: runs N of them at once, one per visible GPU or, without GPUs, each on its own share
-  of the CPUs (``src/sweeping/slots.py``); this process claims, watches and exports every run, so the
-  results folder is written by one process only;
+* ``--jobs N``: runs N of them at once, one per visible GPU (``--runs-per-gpu K``: K per GPU) or, without
+  GPUs, each on its own share of the CPUs (``src/sweeping/slots.py``); this process claims, watches and
+  exports every run, so the results folder is written by one process only;
 * ``--dry-run``: prints the plan (status and command of every run) and runs nothing; with
   ``--jobs`` also where the runs would go;
 * ``--slurm FILE``: writes a SLURM array script with one task per run still to do (``--jobs N``: at
@@ -53,7 +53,7 @@ import yaml
 
 from src.runs import RunBusy, RunLock
 from src.sweeping.collect import collect
-from src.sweeping.jobs import make_slots, print_slots
+from src.sweeping.jobs import check_jobs, make_slots, print_slots
 from src.sweeping.plan import plan_runs
 from src.sweeping.processes import Running, SignalForwarder, launch, wait_any
 from src.sweeping.pruned_nets import waits_for
@@ -118,6 +118,13 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         metavar="N",
         help="run N runs at once: one per visible GPU, or without GPUs each on cpus/N CPUs (default 1); "
         "with --slurm: at most N array tasks at once",
+    )
+    parser.add_argument(
+        "--runs-per-gpu",
+        type=int,
+        default=1,
+        metavar="K",
+        help="with --jobs: let K runs share each visible GPU (small nets leave a large GPU idle; default 1)",
     )
     parser.add_argument("--show-output", action="store_true", help="stream each run's output here, not to its log")
     parser.add_argument(
@@ -216,8 +223,10 @@ def run_all(
     rerun_stale: bool = False,
     retry_diverged: bool = False,
     jobs: int = 1,
+    runs_per_gpu: int = 1,
 ) -> int:
-    """Run every unfinished run, ``jobs`` at a time; return the sweep's exit status (0: nothing failed).
+    """Run every unfinished run, ``jobs`` at a time (``runs_per_gpu`` of them on one GPU); return the sweep's exit
+    status (0: nothing failed).
 
     One loop serves both: with ``jobs=1`` the single slot is this machine as it is (no pinning, no
     environment changes), and each run is waited for before the next is looked at, as always.
@@ -227,7 +236,8 @@ def run_all(
     log_dir = study.directory / "sweep_logs"
     tally = Tally()
     print(f"study {study.name!r}: {len(runs)} runs in {study.directory}/", flush=True)
-    free: list[Slot | None] = [None] if jobs == 1 else list(make_slots(study, runs, jobs))  # may refuse: before moves
+    # May refuse: before anything is moved.
+    free: list[Slot | None] = [None] if jobs == 1 else list(make_slots(study, runs, jobs, runs_per_gpu))
     clear_the_way(study, runs, rerun_stale, retry_diverged)
     planned = planned_configs(study, runs)
     running: list[Running] = []
@@ -402,21 +412,6 @@ def report_export(study: Study, run: RunSpec, prefix: str) -> bool:
     return True
 
 
-def check_jobs(args: argparse.Namespace) -> None:
-    """``--jobs`` with the options it cannot mean anything with: one clear refusal."""
-    if args.jobs is None:
-        return
-    if args.jobs < 1:
-        raise StudyError(f"--jobs must be at least 1 (runs at once), got {args.jobs}")
-    if args.collect:
-        raise StudyError("--jobs sets how many runs train at once; --collect trains nothing: drop one of them")
-    if args.show_output and args.jobs > 1 and not args.dry_run and not args.slurm:
-        raise StudyError(
-            f"--show-output streams one run's output here; with --jobs {args.jobs} each run writes its own log "
-            "under <study>/sweep_logs/: drop --show-output (or use --jobs 1)"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -426,14 +421,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print_plan(study, runs)
             if args.jobs and args.jobs > 1:
-                print_slots(make_slots(study, runs, args.jobs))
+                print_slots(make_slots(study, runs, args.jobs, args.runs_per_gpu))
             return 0
         if args.collect:
             return collect(study, runs)
         if args.slurm:
             write_slurm(study, runs, args.slurm, args.rerun_stale, args.retry_diverged, args.jobs)
             return 0
-        return run_all(study, runs, args.show_output, args.rerun_stale, args.retry_diverged, args.jobs or 1)
+        return run_all(
+            study, runs, args.show_output, args.rerun_stale, args.retry_diverged, args.jobs or 1, args.runs_per_gpu
+        )
     except (StudyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

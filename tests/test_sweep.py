@@ -341,6 +341,32 @@ def test_assignment_hands_each_job_one_gpu_by_the_parents_name_and_splits_the_cp
     assert notice == "--jobs 8: only 2 GPU(s) visible (0,1); running 2 at once, one per GPU"
 
 
+def test_runs_per_gpu_gives_each_gpu_k_slots_in_turn_with_a_share_of_the_cpus_each():
+    slots, notice = assign_slots(5, ["0", "1"], list(range(8)), per_gpu=2)
+    assert [(slot.gpu, slot.cpus) for slot in slots] == [("0", (0, 1)), ("1", (2, 3)), ("0", (4, 5)), ("1", (6, 7))]
+    assert notice == "--jobs 5: only 2 GPU(s) visible (0,1); running 4 at once, 2 per GPU (--runs-per-gpu)"
+    # Fewer jobs than places: still spread over every GPU first.
+    slots, notice = assign_slots(3, ["3", "4"], list(range(6)), per_gpu=4)
+    assert notice is None and [slot.gpu for slot in slots] == ["3", "4", "3"]
+    assert slots[2].env({})["CUDA_VISIBLE_DEVICES"] == "3" and slots[2].threads == 2
+
+
+def test_dry_run_puts_k_runs_on_one_gpu_and_says_when_there_is_no_gpu_to_share(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("src.sweeping.jobs.available_cpus", lambda: 1)
+    study_file = write_study(tmp_path / "s.yaml", archs=["resnet8"], seeds=[0, 1, 2, 3])
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6")
+    assert main([str(study_file), "--dry-run", "--jobs", "4", "--runs-per-gpu", "4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-5] == "--jobs 4: 4 runs at once, each started when a slot is free:"
+    assert [line.split()[2] for line in out[-4:]] == ["CUDA_VISIBLE_DEVICES=6"] * 4
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert main([str(study_file), "--dry-run", "--jobs", "2", "--runs-per-gpu", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "--runs-per-gpu 4: no GPU visible; the 2 jobs share the CPUs" in out and "CUDA_VISIBLE_DEVICES" not in out
+
+
 def test_assignment_without_gpus_splits_the_cpus_and_keeps_a_smaller_thread_count():
     slots, notice = assign_slots(3, [], [0, 1, 2, 3, 4, 5, 6, 7])
     assert notice is None and [slot.cpus for slot in slots] == [(0, 1, 2), (3, 4, 5), (6, 7)]
@@ -379,6 +405,9 @@ def test_dry_run_with_jobs_prints_where_each_run_would_go_on_faked_gpus(tmp_path
         (["--jobs", "0"], "--jobs must be at least 1 (runs at once), got 0"),
         (["--jobs", "2", "--collect"], "--collect trains nothing"),
         (["--jobs", "2", "--show-output"], "--show-output streams one run's output here; with --jobs 2"),
+        (["--jobs", "2", "--runs-per-gpu", "0"], "--runs-per-gpu must be at least 1 (runs sharing one GPU), got 0"),
+        (["--runs-per-gpu", "4"], "--runs-per-gpu 4 shares a GPU between runs that train at once: give --jobs N"),
+        (["--jobs", "4", "--runs-per-gpu", "2", "--slurm", "a.sbatch"], "a SLURM array task gets its own"),
     ],
 )
 def test_jobs_with_what_it_cannot_mean_is_refused(tmp_path, capsys, args, message):

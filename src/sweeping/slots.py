@@ -1,9 +1,10 @@
 """Where the runs of a parallel sweep (``python -m src.sweep STUDY --jobs N``) run: one *slot* per run at once.
 
 With GPUs, a slot is one GPU: its child sees only that device (``CUDA_VISIBLE_DEVICES=<id>``), so the
-run configs' ``trainer.devices: 1`` (or ``auto``) means *that* GPU and two runs never share one. More
-jobs than GPUs are capped to one per GPU, with a notice: two trainings on one GPU fight for its memory
-and rarely finish sooner than one after the other.
+run configs' ``trainer.devices: 1`` (or ``auto``) means *that* GPU. By default two runs never share one:
+more jobs than GPUs are capped to one per GPU, with a notice. ``--runs-per-gpu K`` gives each GPU K slots:
+a small network (a CIFAR ResNet) leaves a large GPU mostly idle, waiting on the host between kernels, and
+K processes keep it busier (each run its own process, record and checkpoints, as alone; their memory adds up).
 
 Without GPUs, a slot is a share of the CPUs. Every child is pinned to its own CPUs (its affinity), so
 everything that counts CPUs from the affinity -- ``src.machine.available_cpus`` for the loader
@@ -102,25 +103,26 @@ def split_cpus(cpus: list[int], parts: int) -> list[tuple[int, ...]]:
     return groups
 
 
-def assign_slots(jobs: int, gpus: list[str], cpus: list[int]) -> tuple[list[Slot], str | None]:
-    """``jobs`` slots over ``gpus`` (one each) or, without GPUs, over ``cpus``; and a notice if capped.
+def assign_slots(jobs: int, gpus: list[str], cpus: list[int], per_gpu: int = 1) -> tuple[list[Slot], str | None]:
+    """``jobs`` slots over ``gpus`` (``per_gpu`` each) or, without GPUs, over ``cpus``; and a notice if capped.
 
-    ``jobs`` must be >= 1 (the command line checks). The slots never outnumber the GPUs (with
-    GPUs) or the CPUs (without): the notice says how many run at once instead and why.
+    ``jobs`` and ``per_gpu`` must be >= 1 (the command line checks). The slots never outnumber the GPUs times
+    ``per_gpu`` (with GPUs) or the CPUs (without): the notice says how many run at once instead and why. Slots
+    take the GPUs in turn (slot i: GPU i mod n), so fewer runs than places still spread over every GPU.
     """
-    if jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    if jobs < 1 or per_gpu < 1:
+        raise ValueError(f"--jobs and --runs-per-gpu must be at least 1, got {jobs} and {per_gpu}")
     cpus = sorted(cpus) or [0]
     notice = None
     if gpus:
-        count = min(jobs, len(gpus))
+        count = min(jobs, len(gpus) * per_gpu)
         if count < jobs:
+            each = "one per GPU" if per_gpu == 1 else f"{per_gpu} per GPU (--runs-per-gpu)"
             notice = (
-                f"--jobs {jobs}: only {len(gpus)} GPU(s) visible ({','.join(gpus)}); running {count} at once, "
-                "one per GPU"
+                f"--jobs {jobs}: only {len(gpus)} GPU(s) visible ({','.join(gpus)}); running {count} at once, {each}"
             )
         groups = split_cpus(cpus, count) if len(cpus) >= count else [tuple(cpus)] * count
-        return [Slot(index, gpu, group) for index, (gpu, group) in enumerate(zip(gpus, groups))], notice
+        return [Slot(index, gpus[index % len(gpus)], group) for index, group in enumerate(groups)], notice
     count = min(jobs, len(cpus))
     if count < jobs:
         notice = f"--jobs {jobs}: only {len(cpus)} CPU(s) to share; running {count} at once, one CPU each"
