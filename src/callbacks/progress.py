@@ -20,7 +20,30 @@ from datetime import timedelta
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+
+STEP_LOSS = ("train/loss_step", "train/loss_epoch")  # not progress-bar values: src.modules.classifier._log_training
+
+
+def training_loss(trainer: pl.Trainer) -> dict[str, float]:
+    """The training loss of the last step (and of the last epoch), read from the device now: call it only when
+    drawing, never per step -- on a GPU each read waits for every kernel queued before it."""
+    found = {name: trainer.callback_metrics.get(name) for name in STEP_LOSS}
+    return {name: float(value) for name, value in found.items() if value is not None}
+
+
+class RichProgress(RichProgressBar):
+    """Lightning's Rich bar (a terminal), showing the training loss as read at the logging steps only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._loss: dict[str, float] = {}
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        every = max(getattr(trainer, "log_every_n_steps", 1), 1)  # set by Lightning's logger connector
+        if not self._loss or trainer.global_step % every == 0 or not trainer.training:
+            self._loss = training_loss(trainer)
+        return {**super().get_metrics(trainer, pl_module), **self._loss}
 
 
 def _format(value: Any) -> str:
@@ -63,7 +86,7 @@ class LineProgress(ProgressBar):
             print(*args, flush=True, **kwargs)
 
     def _metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str = "") -> str:
-        items = self.get_metrics(trainer, pl_module)
+        items = {**self.get_metrics(trainer, pl_module), **(training_loss(trainer) if prefix == "train/" else {})}
         return " ".join(f"{name}={_format(value)}" for name, value in items.items() if name.startswith(prefix))
 
     def _train_line(self, trainer: pl.Trainer, pl_module: pl.LightningModule, label: str) -> str:

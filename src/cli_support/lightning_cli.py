@@ -20,7 +20,7 @@ import yaml
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -33,6 +33,7 @@ from src.callbacks.divergence import DivergenceGuard
 from src.callbacks.metrics_record import MetricsRecord
 from src.callbacks.predictions import PredictionWriter
 from src.callbacks.preemption import SaveOnSigterm
+from src.callbacks.progress import RichProgress
 from src.callbacks.resume import EpochStartResume, RandomState, RunCheckpoint, ValidateLastStep
 from src.cli_support import checkpoint_config, machine_settings, run_dirs, slurm_job
 from src.cli_support.loggers import LoggerRunIds, RunTrainer
@@ -49,7 +50,7 @@ from src.modules import ImageClassifier, start_weights
 
 def default_progress_bar() -> ProgressBar:
     """Rich's live bar in a terminal; plain, flushed lines when stdout is a file or pipe (every cluster job)."""
-    return RichProgressBar() if sys.stdout.isatty() else LineProgress()
+    return RichProgress() if sys.stdout.isatty() else LineProgress()
 
 
 class ResNetCLI(LightningCLI):

@@ -152,7 +152,7 @@ class ImageClassifier(pl.LightningModule):
         self.metrics = nn.ModuleDict(
             {
                 f"{stage}_top{k}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
-                for stage in ("train", "val", "test")
+                for stage in ("val", "test")  # training accuracy: on-device batch means (_log_training)
                 for k in top_k
             }
         )
@@ -229,18 +229,39 @@ class ImageClassifier(pl.LightningModule):
         if stage == "test" and self.hparams.get("test_flip"):
             logits = (logits + self(images.flip(-1))) / 2
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
-        sync = stage != "train"  # epoch-level val/test numbers must agree across DDP ranks
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, sync_dist=sync)
-        for k in self.top_k:
-            metric = cast(Metric, self.metrics[f"{stage}_top{k}"])
-            metric(logits, labels)
-            name = f"{stage}/acc" if k == 1 else f"{stage}/acc_top{k}"
-            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=k == 1)
-        for name in self.extra_metrics:
+        if stage == "train":
+            self._log_training(logits, labels, loss)
+        else:  # epoch-level val/test numbers must agree across DDP ranks
+            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
+            for k in self.top_k:
+                metric = cast(Metric, self.metrics[f"{stage}_top{k}"])
+                metric(logits, labels)
+                name = f"{stage}/acc" if k == 1 else f"{stage}/acc_top{k}"
+                self.log(name, metric, on_step=False, on_epoch=True, prog_bar=k == 1)
+        for name in self.extra_metrics:  # configured torchmetrics (training too: they may read the host per step)
             extra = cast(Metric, self.metrics[f"{stage}_{name}"])
             extra(logits, labels)
             self.log(f"{stage}/{name}", extra, on_step=False, on_epoch=True)
         return loss
+
+    def _log_training(self, logits: Tensor, labels: Tensor, loss: Tensor) -> None:
+        """The training step's numbers, never read back to the host here: a GPU would wait for every read.
+
+        Lightning turns a value logged with ``prog_bar=True`` and ``on_step=True`` into a Python number after every
+        batch, so the step loss is not a progress-bar value: the bars read it from ``callback_metrics`` when they
+        draw (``src.callbacks.progress``), the logger at its logging steps. The accuracies are on-device batch
+        means that Lightning weights by batch size over the epoch (DDP: summed over ranks at the epoch's end) --
+        the epoch's micro accuracy, the number a torchmetrics ``MulticlassAccuracy`` gives, without its per-step
+        reads (its top-k path one-hot encodes the labels, which checks their range on the host).
+        """
+        self.log("train/loss", loss, on_step=True, on_epoch=True)
+        ranked = logits.detach().topk(max(self.top_k), dim=-1).indices == labels.unsqueeze(-1)
+        for k in self.top_k:
+            name = "train/acc" if k == 1 else f"train/acc_top{k}"
+            hits = ranked[:, :k].any(dim=-1).float().mean()
+            self.log(
+                name, hits, on_step=False, on_epoch=True, prog_bar=k == 1, batch_size=labels.shape[0], sync_dist=True
+            )
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._shared_step(batch, "train")
