@@ -189,3 +189,18 @@ def test_readme_quotes_the_answer_and_a_hand_edit_fails_the_check(tmp_path, monk
     readme.write_text(text.replace("beats", "crushes", 1))
     assert main(["--check", str(results)]) == 1
     assert f"README.md: the block generated from {answer} differs from it" in capsys.readouterr().err
+
+
+def test_a_plain_net_is_no_way_of_spending_parameters(tmp_path, monkeypatch):
+    """plain20 has ResNet-8x2's parameters within 10%, but plain against residual asks what shortcuts do (the
+    residual/plain table), not how to spend parameters: only the two residual nets are a frontier pair."""
+    monkeypatch.chdir(tmp_path)
+    for arch, params in (
+        ("resnet20", SIZE["resnet20"]),
+        ("plain20", SIZE["resnet20"]),
+        ("resnet8_2", SIZE["resnet8_2"]),
+    ):
+        for seed, error in enumerate(ERRORS["resnet20"]):
+            write_run(tmp_path / "runs" / arch / f"seed{seed}", arch, seed, 1 - error / 100, *params)
+    assert main([str(tmp_path / "runs")]) == 0
+    assert sorted(_pairs(tmp_path / "runs")) == [("params", "resnet20", "resnet8_2")]

@@ -175,8 +175,9 @@ def _comparable(one: Row, two: Row, parents: dict[str, Row]) -> bool:
     if one.pruned or two.pruned:
         return True  # pruned against anything: different ways, whatever the shapes
     spec_one, spec_two = first[1], second[1]
-    # Two dense nets: different shapes (a residual net and its plain twin are the residual/plain table's).
-    return shapes.shape_of(spec_one) != shapes.shape_of(spec_two)
+    # Two dense nets: different shapes of one kind. A residual net against a plain one asks what shortcuts do
+    # (the residual/plain and iso-shape tables), not how to spend parameters.
+    return spec_one.residual == spec_two.residual and shapes.shape_of(spec_one) != shapes.shape_of(spec_two)
 
 
 def matched_pairs(rows: list[Row], cost: str, tolerance: float) -> list[MatchedPair]:
