@@ -98,15 +98,9 @@ def plot_error_vs_cost(
         values += _draw_paper(ax, tested, cost, paper)
     if anchors and cost in ("params", "macs"):
         values += _draw_anchors(ax, anchors, cost)
-    if values:  # intervals from two seeds can be wider than 0-100%: keep the axis on what error can be
-        low, high = max(0.0, min(values)), min(100.0, max(values))
-        margin = max(1.0, 0.08 * (high - low))
-        ax.set_ylim(max(0.0, low - margin), min(100.0, high + margin) + 0.5)
-    ax.set_xscale("log")
-    ax.set_xlabel(f"{label_x} (log scale)")
-    ax.set_ylabel("test error (%)")
-    ax.set_title(f"Test error vs {label_x}\nmean with 95% t-interval; small points: single seeds")
-    ax.grid(True, which="both", alpha=0.3)
+    style_error_axes(
+        ax, values, label_x, f"Test error vs {label_x}\nmean with 95% t-interval; small points: single seeds"
+    )
     if not tested:
         ax.text(0.5, 0.5, "no tested runs yet", transform=ax.transAxes, ha="center", va="center")
     else:
@@ -117,6 +111,25 @@ def plot_error_vs_cost(
     return Path(path)
 
 
+def style_error_axes(ax: Any, values: list[float], label_x: str, title: str) -> None:
+    """Test error (%) against a cost on log x; the y range from what is drawn (``values``), kept within 0-100%:
+    intervals from two seeds can be wider than what error can be."""
+    if values:
+        low, high = max(0.0, min(values)), min(100.0, max(values))
+        margin = max(1.0, 0.08 * (high - low))
+        ax.set_ylim(max(0.0, low - margin), min(100.0, high + margin) + 0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{label_x} (log scale)")
+    ax.set_ylabel("test error (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def line_nudges(lines: Sequence[str]) -> dict[str, float]:
+    """Each series' small shift in log x (a factor near 1), so residual and plain twins of one size stay visible."""
+    return {line: 1.0 + 0.03 * (position - (len(lines) - 1) / 2) for position, line in enumerate(lines)}
+
+
 def draw_lines(
     ax: Any, tested: list[Row], colors: dict[str, Any], row_cost: Callable, run_cost: Callable
 ) -> tuple[list[tuple[float, float]], list[tuple[float, float]], list[float]]:
@@ -125,13 +138,12 @@ def draw_lines(
     Returns the means at their true cost (what the frontier is computed on), the same means where they
     are drawn (shifted a little per line), and every drawn error value (for the axis limits).
     """
-    lines = sorted({row.line for row in tested})
+    nudges = line_nudges(sorted({row.line for row in tested}))
     true_points: list[tuple[float, float]] = []
     drawn: list[tuple[float, float]] = []
     values: list[float] = []
-    for position, line in enumerate(lines):
+    for line, nudge in nudges.items():
         series = sorted((row for row in tested if row.line == line), key=lambda row: row_cost(row))
-        nudge = 1.0 + 0.03 * (position - (len(lines) - 1) / 2)
         xs = [row_cost(row) * nudge for row in series]
         ys = [cast(float, row.test_error_mean) for row in series]  # every tested row has one
         half = [row.test_error_half_width or 0.0 for row in series]

@@ -37,7 +37,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from statsmodels.stats.multitest import multipletests  # noqa: E402
 
 from src.reporting import shapes  # noqa: E402
-from src.reporting.figures import COSTS, draw_frontier, draw_lines, line_colors  # noqa: E402
+from src.reporting.figures import (  # noqa: E402
+    COSTS,
+    draw_frontier,
+    draw_lines,
+    line_colors,
+    line_nudges,
+    style_error_axes,
+)
 from src.reporting.statistics import Comparison, compare  # noqa: E402
 from src.reporting.study_rows import Row, size_text  # noqa: E402
 from src.table_files import write_rows  # noqa: E402
@@ -291,20 +298,10 @@ def plot_frontier(rows: list[Row], path: str | Path) -> Path:
         label_x, row_cost, run_cost = COSTS[cost]
         tested = [row for row in rows if row.test_error_mean is not None and row_cost(row)]
         true_points, drawn, values = draw_lines(ax, tested, colors, row_cost, run_cost)
-        lines = sorted({row.line for row in tested})
-        nudges = {line: 1.0 + 0.03 * (i - (len(lines) - 1) / 2) for i, line in enumerate(lines)}
-        _draw_wider(ax, _wider_segments(tested), row_cost, nudges)
+        _draw_wider(ax, _wider_segments(tested), row_cost, line_nudges(sorted({row.line for row in tested})))
         if true_points:
             draw_frontier(ax, true_points, drawn)
-        if values:
-            low, high = max(0.0, min(values)), min(100.0, max(values))
-            margin = max(1.0, 0.08 * (high - low))
-            ax.set_ylim(max(0.0, low - margin), min(100.0, high + margin) + 0.5)
-        ax.set_xscale("log")
-        ax.set_xlabel(f"{label_x} (log scale)")
-        ax.set_ylabel("test error (%)")
-        ax.set_title(f"Test error vs {label_x}")
-        ax.grid(True, which="both", alpha=0.3)
+        style_error_axes(ax, values, label_x, f"Test error vs {label_x}")
         if not tested:
             ax.text(0.5, 0.5, "no tested runs yet", transform=ax.transAxes, ha="center", va="center")
     if any(ax.get_legend_handles_labels()[0] for ax in axes):
