@@ -64,7 +64,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from src.reporting import frontier, shapes
+from src.reporting import frontier, frontier_figure, shapes
 from src.reporting.analysis_plan import PlanError, is_plan_file, load_plan, planned_pairs
 from src.reporting.anchors import anchor_data, anchor_overlay
 from src.reporting.committed import (
@@ -182,7 +182,7 @@ def _frontier(root: Path, rows: list, out: Path, tolerance: float, links_from: P
     than one way; report.md's section (empty otherwise)."""
     if not frontier.is_frontier(rows):
         return []
-    frontier.plot_frontier(rows, out / frontier.FIGURE)
+    frontier_figure.plot_frontier(rows, out / frontier_figure.FIGURE)
     pairs = [*frontier.matched_pairs(rows, "params", tolerance), *frontier.matched_pairs(rows, "compute", tolerance)]
     planned, plans = planned_pairs(root)
     frontier.adjust(pairs, planned)

@@ -4,10 +4,8 @@ Drawn for a study whose variants spend their size in more than one way: *deeper*
 width), *wider* (one family's nets at two or more widths) or *pruned* (a trained net pruned to a smaller size,
 ``model.pruning``, scored after re-estimating batch norm, or also fine-tuned):
 
-* ``frontier.png``: test error against parameters (left) and against training compute (right; a pruned net's
-  includes its parent's training), one series per way -- each line of depths at one width, each parent's pruned
-  nets with and without a fine-tune (triangles) -- every seed a point, the mean with its 95% t-interval; dashed
-  grey segments join one depth's widths (wider at the same depth); circles mark the Pareto frontier.
+* ``frontier.png``: test error against parameters and against training compute, one series per way of spending
+  (drawn by ``src.reporting.frontier_figure``).
 * ``report_frontier_pairs.csv`` and a report.md section: every two variants that spend differently, at equal
   parameters (within ``tolerance`` of the larger) and, separately, at equal training compute, every other
   setting equal; the difference of mean test error with its 95% interval, the test, and Holm's adjustment over
@@ -25,31 +23,18 @@ training), not a way of spending it; the equal-parameter table keeps them (what 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import matplotlib
+from statsmodels.stats.multitest import multipletests
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-from statsmodels.stats.multitest import multipletests  # noqa: E402
+from src.reporting import shapes
+from src.reporting.frontier_figure import FIGURE
+from src.reporting.statistics import Comparison, compare
+from src.reporting.study_rows import Row, size_text
+from src.table_files import write_rows
 
-from src.reporting import shapes  # noqa: E402
-from src.reporting.figures import (  # noqa: E402
-    COSTS,
-    draw_frontier,
-    draw_lines,
-    line_colors,
-    line_nudges,
-    style_error_axes,
-)
-from src.reporting.statistics import Comparison, compare  # noqa: E402
-from src.reporting.study_rows import Row, size_text  # noqa: E402
-from src.table_files import write_rows  # noqa: E402
-
-FIGURE = "frontier.png"
 CSV_FILE = "report_frontier_pairs.csv"
 ANSWER = "frontier.md"
 ALPHA = 0.05
@@ -273,57 +258,6 @@ def pair_rows(pairs: list[MatchedPair]) -> list[dict[str, Any]]:
 
 def write_pairs_csv(pairs: list[MatchedPair], path: str | Path) -> None:
     write_rows(pair_rows(pairs), path)
-
-
-# ------------------------------------------------------------------------------------------------ figure
-
-
-def _wider_segments(tested: list[Row]) -> list[list[Row]]:
-    """One family's variants at one depth (and other settings equal), two or more widths, by width."""
-    groups: dict[tuple, list[Row]] = {}
-    for row in tested:
-        spec = shapes.arch_spec_of(row)
-        if spec is None or row.pruned:
-            continue
-        key = (spec.family, spec.block, spec.depth, spec.residual, shapes.rest(row, shortcut=False))
-        groups.setdefault(key, []).append(row)
-    return [sorted(group, key=lambda row: row.runs[0].width) for group in groups.values() if len(group) > 1]
-
-
-def plot_frontier(rows: list[Row], path: str | Path) -> Path:
-    """``frontier.png``: the two panels of the module docstring; returns the file."""
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), dpi=120)
-    colors = line_colors(rows)
-    for ax, cost in zip(axes, ("params", "compute")):
-        label_x, row_cost, run_cost = COSTS[cost]
-        tested = [row for row in rows if row.test_error_mean is not None and row_cost(row)]
-        true_points, drawn, values = draw_lines(ax, tested, colors, row_cost, run_cost)
-        _draw_wider(ax, _wider_segments(tested), row_cost, line_nudges(sorted({row.line for row in tested})))
-        if true_points:
-            draw_frontier(ax, true_points, drawn)
-        style_error_axes(ax, values, label_x, f"Test error vs {label_x}")
-        if not tested:
-            ax.text(0.5, 0.5, "no tested runs yet", transform=ax.transAxes, ha="center", va="center")
-    if any(ax.get_legend_handles_labels()[0] for ax in axes):
-        axes[0].legend(fontsize=7)
-    pruned = ", triangles = pruned (labels: parameters kept)" if any(row.pruned for row in rows) else ""
-    fig.suptitle(
-        "How to spend parameters and training compute: lines = deeper at one width (labels: depth), dashed = wider "
-        f"at one depth{pruned};\nmean with 95% t-interval, small points: single seeds",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
-
-
-def _draw_wider(ax: Any, segments: list[list[Row]], row_cost: Callable, nudges: dict[str, float]) -> None:
-    for i, segment in enumerate(segments):
-        xs = [row_cost(row) * nudges.get(row.line, 1.0) for row in segment]
-        ys = [row.test_error_mean for row in segment]
-        ax.plot(xs, ys, color="gray", linestyle="--", linewidth=1, zorder=1,
-                label="wider at one depth" if i == 0 else None)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ text
