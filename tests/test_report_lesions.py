@@ -66,6 +66,9 @@ def test_lesion_summary_is_over_seeds_with_a_t_interval(study):
     assert float(single["std"]) == pytest.approx(math.sqrt(0.5))
     assert float(single["ci_low"]) == pytest.approx(2.5 - T_975_DF1 * 0.5)
     assert float(rows[("resnet20", "single_drop_max", "")]["mean"]) == pytest.approx(3.5)
+    # Median of (2, 4) and (1, 3): 3 and 2 -> 2.5; without the first block (layer1.0): 4 and 3 -> 3.5.
+    assert float(rows[("resnet20", "single_drop_median", "")]["mean"]) == pytest.approx(2.5)
+    assert float(rows[("resnet20", "single_drop_mean_without_first", "")]["mean"]) == pytest.approx(3.5)
     assert float(rows[("resnet20", "downsampling_drop_mean", "")]["mean"]) == pytest.approx(25.0)
     assert float(rows[("resnet20", "acc_random_k", "4")]["mean"]) == pytest.approx(65.0)
     assert float(rows[("resnet20", "intact_acc", "")]["mean"]) == pytest.approx(91.0)
@@ -78,7 +81,7 @@ def test_lesion_summary_is_over_seeds_with_a_t_interval(study):
     assert "### Block lesions across seeds" in text
     low, high = 2.5 - T_975_DF1 * 0.5, 2.5 + T_975_DF1 * 0.5
     assert "| `resnet20` | 0, 1 | 91.00 [" in text and f"| 2.50 [{low:.2f}, {high:.2f}] |" in text
-    assert "| `plain20` | 0 | 88.00 | 55.00 | 60.00 | — | 30.00 | 10.00 |" in text
+    assert "| `plain20` | 0 | 88.00 | 55.00 | 60.00 | 55.00 | 60.00 | — | 30.00 | 10.00 |" in text
     assert "- on 2,560 test images, k = [1, 4] × 3 seeded draws (draw seed 0): resnet20/seed0, resnet20/seed1" in text
     assert "- settings not recorded (a lesion written before lesion.json): plain20/seed0" in text
     assert f"- `python -m src.lesion {study}/resnet20/seed0/best.ckpt --k 1 4`" in text
