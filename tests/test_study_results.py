@@ -246,5 +246,5 @@ def test_check_passes_with_a_committed_lesion_linked_from_the_report(tiny_result
     assert report(["results/tiny"]) == 0
     text = (tiny_results / "report" / "report.md").read_text()
     assert "![resnet8/seed0: block lesions](../resnet8/seed0/lesion/lesion.png)" in text
-    assert "| `resnet8` | 0 | 80.00 | 10.00 | 10.00 | — |" in text
+    assert "| `resnet8` | 0 | 80.00 | 10.00 | 10.00 | 10.00 | — | — |" in text  # its one block is the first
     assert report(["--check", "results/tiny"]) == 0, capsys.readouterr().err
