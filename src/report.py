@@ -192,6 +192,13 @@ def _frontier(root: Path, rows: list, out: Path, tolerance: float, links_from: P
     return frontier.frontier_markdown(pairs, tolerance, note)
 
 
+def refresh_documents(under: str) -> None:
+    """Copy the files below ``under`` into the README/docs blocks that quote them, saying which documents changed."""
+    changed = [doc for doc in DOCUMENTS if refresh(Path(doc), under)]
+    if changed:
+        print(f"updated the generated blocks of {', '.join(changed)}")
+
+
 def check(
     results: Path,
     paper: str = "auto",
@@ -233,9 +240,7 @@ def planned_analysis(source: Path, out: str | None, check_only: bool) -> int:
         if not check_only:
             folder, rows, problems = write_plan_report(plan, out)
             if out is None:  # the committed folder: the documents that quote it follow
-                changed = [doc for doc in DOCUMENTS if refresh(Path(doc), plan.results)]
-                if changed:
-                    print(f"updated the generated blocks of {', '.join(changed)}")
+                refresh_documents(plan.results)
             tested = sum(row.verdict != "pending" for row in rows)
             print(f"{tested} of {len(rows)} planned hypotheses tested; wrote {folder}/report.md, plan.csv, plan.json")
             for problem in problems:
@@ -327,9 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out, records = write_report(root, args.out, expected, args.paper, args.target_acc, title, args.iso_tolerance)
     if args.out is None:  # the study's own report folder: the documents that quote it follow
-        changed = [doc for doc in DOCUMENTS if refresh(Path(doc), str(root))]
-        if changed:
-            print(f"updated the generated blocks of {', '.join(changed)}")
+        refresh_documents(str(root))
     finished = sum(run.status == "finished" for run in records)
     diverged = sum(run.status == "diverged" for run in records)
     print(

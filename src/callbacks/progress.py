@@ -38,11 +38,14 @@ class RichProgress(RichProgressBar):
     def __init__(self) -> None:
         super().__init__()
         self._loss: dict[str, float] = {}
+        self._read_at: int | None = None  # the step the loss was read at: once per step at most
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        every = max(getattr(trainer, "log_every_n_steps", 1), 1)  # set by Lightning's logger connector
-        if not self._loss or trainer.global_step % every == 0 or not trainer.training:
-            self._loss = training_loss(trainer)
+        """Lightning's metrics and the training loss, read at a logging step (or until there is one), at most once
+        per step: the bar redraws on every training and validation batch, and a validation keeps the step."""
+        step, every = trainer.global_step, max(getattr(trainer, "log_every_n_steps", 1), 1)  # set by Lightning
+        if step != self._read_at and (not self._loss or step % every == 0):
+            self._loss, self._read_at = training_loss(trainer), step
         return {**super().get_metrics(trainer, pl_module), **self._loss}
 
 

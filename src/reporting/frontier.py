@@ -31,6 +31,7 @@ from statsmodels.stats.multitest import multipletests
 
 from src.reporting import shapes
 from src.reporting.frontier_figure import FIGURE
+from src.reporting.records import run_key
 from src.reporting.statistics import Comparison, compare
 from src.reporting.study_rows import Row, size_text
 from src.table_files import write_rows
@@ -46,35 +47,19 @@ def folder(row: Row) -> str:
     return row.runs[0].run_dir.parent.name
 
 
-def _run_key(row: Row, seed: int | None) -> str | None:
-    run = next((run for run in row.runs if run.seed == seed), None)
-    return None if run is None else f"{run.run_dir.parent.name}/{run.run_dir.name}"
-
-
-def _parent_keys(row: Row) -> dict[int | None, str | None]:
-    return {run.seed: run.parent for run in row.runs}
+def _origins(row: Row) -> dict[int | None, str | None]:
+    """Per seed, the trained run its network comes from: a pruned net's parent run, a dense net's own run."""
+    return {run.seed: run.parent if row.pruned else run_key(run.run_dir) for run in row.runs}
 
 
 def related(one: Row, two: Row) -> bool:
     """Whether every common seed of the two is one trained network's: a pruned net and the run it was pruned
     from, or two nets pruned from the same run. Only then do they share their random draws (pairing is right)."""
-    common = {run.seed for run in one.runs} & {run.seed for run in two.runs}
-    if not common or None in common:
-        return False
-    for seed in common:
-        mine, theirs = _parent_keys(one).get(seed), _parent_keys(two).get(seed)
-        if one.pruned and two.pruned:
-            if mine is None or mine != theirs:
-                return False
-        elif two.pruned:
-            if theirs is None or theirs != _run_key(one, seed):
-                return False
-        elif one.pruned:
-            if mine is None or mine != _run_key(two, seed):
-                return False
-        else:
-            return False
-    return True
+    if not (one.pruned or two.pruned):
+        return False  # two dense variants are two trainings
+    mine, theirs = _origins(one), _origins(two)
+    common = mine.keys() & theirs.keys()
+    return bool(common) and None not in common and all(mine[s] is not None and mine[s] == theirs[s] for s in common)
 
 
 def is_frontier(rows: list[Row]) -> bool:
@@ -144,7 +129,7 @@ def _parents(rows: list[Row]) -> dict[str, Row]:
         starts = {run.parent for run in row.runs}
         if not row.pruned or None in starts:
             continue
-        parent = next((other for other in dense if starts <= {_run_key(other, run.seed) for run in other.runs}), None)
+        parent = next((other for other in dense if starts <= set(_origins(other).values())), None)
         if parent is not None:
             found[row.variant] = parent
     return found
@@ -194,14 +179,15 @@ def matched_pairs(rows: list[Row], cost: str, tolerance: float) -> list[MatchedP
 
 
 def _compare(a: Row, b: Row, paired: bool) -> Comparison:
-    def errors(row: Row, seeds: set[int | None]) -> tuple[list[float], list[int | None]]:
-        runs = [run for run in row.runs if run.seed in seeds]
-        return [100.0 * (1.0 - cast(float, run.test_acc)) for run in runs], [run.seed for run in runs]
-
     if not paired:
-        return compare(errors(a, {run.seed for run in a.runs})[0], errors(b, {run.seed for run in b.runs})[0])
+        return compare(a.test_errors, b.test_errors)
     common = {run.seed for run in a.runs} & {run.seed for run in b.runs}
-    (xa, sa), (xb, sb) = errors(a, common), errors(b, common)
+
+    def shared(row: Row) -> tuple[list[float], list[int | None]]:
+        kept = [(run.seed, error) for run, error in zip(row.runs, row.test_errors) if run.seed in common]
+        return [error for _, error in kept], [seed for seed, _ in kept]
+
+    (xa, sa), (xb, sb) = shared(a), shared(b)
     return compare(xa, xb, sa, sb)  # the same seeds on both sides: a paired t-test over the shared seeds
 
 

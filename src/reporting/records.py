@@ -167,8 +167,7 @@ def read_run(run_dir: Path, variant: str, selected: tuple[str, ...] = ()) -> Run
     record.pruned = isinstance(report.get("pruning"), dict)
     start = report.get("init_from")
     if isinstance(start, dict) and isinstance(start.get("run_dir"), str):
-        parent_dir = Path(start["run_dir"])  # absolute, on the machine that trained: its last two parts name it
-        record.parent = f"{parent_dir.parent.name}/{parent_dir.name}"
+        record.parent = run_key(Path(start["run_dir"]))  # absolute, on the machine that trained
     max_steps = protocol.nested(config, "trainer", "max_steps")
     record.finetuned = record.pruned and (max_steps != 0 or bool(report.get("train_images_seen")))
     if record.status == "finished":
@@ -196,6 +195,12 @@ def read_run(run_dir: Path, variant: str, selected: tuple[str, ...] = ()) -> Run
     record.settings = fields
     record.identity = tuple(sorted(fields.items()))
     return record
+
+
+def run_key(run_dir: Path) -> str:
+    """``<variant folder>/seed<k>``: a run's name within its study, the same under any log root or results folder
+    (what a pruned run's ``init_from.run_dir``, recorded on another machine, is matched by)."""
+    return f"{run_dir.parent.name}/{run_dir.name}"
 
 
 def _drop_net_keys(fields: dict[str, str], arch: str | None) -> None:

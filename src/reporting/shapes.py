@@ -211,11 +211,8 @@ def iso_pairs(rows: list[Row], tolerance: float = DEFAULT_ISO_TOLERANCE) -> list
             small_params, large_params = cast(int, smaller.params), cast(int, larger.params)  # filtered above
             if large_params - small_params > tolerance * large_params:
                 continue
-            # A row's runs are its finished seeds: each has a test accuracy and a seed.
-            errors = [[100.0 * (1.0 - cast(float, run.test_acc)) for run in row.runs] for row in (smaller, larger)]
-            pairs.append(
-                IsoPair(smaller, larger, compare(errors[0], errors[1]))
-            )  # Welch: two networks, no shared draws
+            # Welch: two networks, no shared draws.
+            pairs.append(IsoPair(smaller, larger, compare(smaller.test_errors, larger.test_errors)))
     return sorted(pairs, key=lambda pair: (pair.smaller.params, pair.smaller.variant, pair.larger.variant))
 
 

@@ -73,6 +73,11 @@ class Row:
         return bool(self.runs) and self.runs[0].pruned
 
     @property
+    def test_errors(self) -> list[float]:
+        """Each tested seed's test error (%), in ``runs``' order (a row's runs are its tested seeds)."""
+        return [100.0 * (1.0 - cast(float, run.test_acc)) for run in self.runs]
+
+    @property
     def test_error_mean(self) -> float | None:
         return None if self.test_acc_mean is None else 100.0 * (1.0 - self.test_acc_mean)
 
@@ -256,8 +261,8 @@ def power_laws(rows: list[Row], size: str = "params") -> dict[str, PowerLaw | st
         points: dict[float, Sequence[float]] = {}
         for row in members:
             value = row_size(row, size)
-            if value:  # a row's runs are its tested seeds: each has a test accuracy
-                points[value] = [100.0 * (1.0 - cast(float, run.test_acc)) for run in row.runs]
+            if value:
+                points[value] = row.test_errors
         fits[line] = fit_power_law(points)
     return fits
 
