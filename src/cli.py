@@ -36,8 +36,9 @@ from src.cli_support.lightning_cli import ResNetCLI, cli_arguments
 from src.cli_support.messages import user_error
 from src.data import BatchSizeError, DataError, DatasetNotFoundError
 from src.files import disk_error_message
+from src.modules.captured_step import CaptureError
 
-USER_ERRORS = (DatasetNotFoundError, DataError, BatchSizeError, runs.RunError, TrainingDiverged)
+USER_ERRORS = (DatasetNotFoundError, DataError, BatchSizeError, runs.RunError, TrainingDiverged, CaptureError)
 
 
 def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:

@@ -168,13 +168,16 @@ def test_every_preset_stacks_on_an_experiment_config(preset, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["arch"] == "resnet20" and printed["trainer"]["max_steps"] == 64_000  # the experiment
     assert printed["data"]["init_args"]["batch_size"] == 128  # the paper's batch, global
-    for key, value in yaml.safe_load((PRESETS / preset).read_text())["trainer"].items():
+    sections = yaml.safe_load((PRESETS / preset).read_text())
+    for key, value in sections.get("trainer", {}).items():
         if isinstance(value, list):  # callbacks / plugins: the class paths, in order
             assert [item["class_path"] for item in printed["trainer"][key.rstrip("+")]] == [
                 item["class_path"] for item in value
             ]
         else:
             assert printed["trainer"][key] == value, key
+    for key, value in sections.get("model", {}).items():  # cuda_graphs.yaml: model.captured_step
+        assert printed["model"][key] == value, key
 
 
 @needs_gpu
@@ -194,6 +197,19 @@ def test_compile_preset_with_inductor_on_gpu(tmp_path, monkeypatch):
     main([*args, "--config", str(PRESETS / "compile.yaml"), "--trainer.accelerator", "gpu", "--trainer.devices", "1"])
     checkpoint = tmp_path / "lightning_logs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
     loaded = ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
+    assert loaded(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+
+
+@needs_gpu
+@pytest.mark.parametrize("preset", ["bf16.yaml", "ddp.yaml"])
+def test_the_bf16_and_ddp_presets_train_on_a_gpu_and_the_checkpoint_loads_on_a_cpu(tmp_path, monkeypatch, preset):
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", QUICKSTART, *TINY, "--test_after_fit", "false", "--config", str(PRESETS / preset)]
+    main([*args, "--trainer.accelerator", "gpu", "--trainer.devices", "1"])
+    run_dir = tmp_path / "lightning_logs" / "quickstart" / "version_0"
+    result = report(run_dir)
+    assert result["global_step"] == 2 and result["peak_memory_kind"] == "cuda_max_allocated_excluding_data"
+    loaded = ImageClassifier.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", map_location="cpu")
     assert loaded(torch.randn(2, 3, 16, 16)).shape == (2, 10)
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
@@ -27,6 +28,15 @@ from torchmetrics.classification import MulticlassAccuracy
 from src.models import build_model, parse_arch
 from src.models.complexity import NORM_TYPES
 from src.models.plugin import build_net, net_name
+from src.modules.captured_step import (
+    CapturedStep,
+    CaptureError,
+    check_trainer,
+    lr_as_numbers,
+    lr_on_device,
+    make_capture_ready,
+    share_step_count,
+)
 from src.modules.metrics import build_metrics, plain_spec
 from src.modules.pruning import PrunedTraining, Pruning
 from src.modules.start_weights import load_start_weights
@@ -104,6 +114,9 @@ class ImageClassifier(pl.LightningModule):
         channels_last: train in channels-last memory format (faster convolutions on GPUs).
         test_flip: at test time average the logits of each image and its horizontal mirror (flip test-time
             augmentation); validation -- which picks the best checkpoint -- is left as it is.
+        captured_step: replay each training step's forward, loss and backward as one CUDA graph, the optimizer step
+            as one fused kernel (``src.modules.captured_step``; ``configs/trainer/cuda_graphs.yaml``): one GPU, bf16
+            or fp32, SGD / Adam / AdamW; an error says why anything else cannot be captured.
     """
 
     # save_hyperparameters stores an AttributeDict (attribute access); Lightning's property says any MutableMapping.
@@ -131,6 +144,7 @@ class ImageClassifier(pl.LightningModule):
         metrics: dict[str, Any] | None = None,
         init_from: str | None = None,
         pruning: dict[str, Any] | None = None,
+        captured_step: bool = False,
     ) -> None:
         super().__init__()
         if l1_penalty < 0:
@@ -164,10 +178,14 @@ class ImageClassifier(pl.LightningModule):
         if self.pruned is not None:
             self.pruned.pruning.sparsity_of(self.model)  # a parameter count this network cannot reach: said now
         self.start_record: dict[str, Any] | None = None  # model.init_from: where the weights came from
+        self.captured = CapturedStep(self.training_loss) if captured_step else None
+        self.automatic_optimization = self.captured is None  # a captured step runs its optimizer itself
 
     # ------------------------------------------------------------------ a fit that starts from a trained network
     def on_fit_start(self) -> None:
         """A fresh fit with ``init_from`` / ``pruning``: load, prune, re-estimate BN (a resumed one restored all)."""
+        if self.captured is not None:
+            check_trainer(self.trainer, self.device, self.captured.new_graph)
         if self.trainer.ckpt_path is not None:
             return
         hp = self.hparams
@@ -187,12 +205,17 @@ class ImageClassifier(pl.LightningModule):
             checkpoint["pruning"] = self.pruned.state()
         if self.start_record is not None:
             checkpoint["init_from"] = self.start_record
+        if self.captured is not None:
+            lr_as_numbers(checkpoint)
+            share_step_count(checkpoint)  # an eager fit resumes it at its step
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.pruned is not None and "pruning" in checkpoint:
             self.pruned.load_state(checkpoint["pruning"])
         if "init_from" in checkpoint:
             self.start_record = checkpoint["init_from"]
+        if self.captured is not None:
+            share_step_count(checkpoint)  # an eager run's checkpoint counted its steps in the automatic counter
 
     def build_network(self) -> nn.Module:
         """The network, from the hyperparameters: ``net_class`` by class path when given, else ``arch`` by name.
@@ -223,28 +246,38 @@ class ImageClassifier(pl.LightningModule):
         weights = [p for p in self.model.parameters() if p.dim() > 1]
         return torch.stack([p.abs().sum() for p in weights]).sum()
 
-    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def training_loss(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """A training step's forward: ``loss`` (what backward differentiates) and what is logged beside it."""
+        logits = self(images)
+        cross_entropy = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        outputs = {"loss": cross_entropy, "cross_entropy": cross_entropy, "logits": logits}
+        if self.hparams.l1_penalty > 0:
+            outputs["l1"] = self.l1_term()
+            outputs["loss"] = cross_entropy + self.hparams.l1_penalty * outputs["l1"]
+        return outputs
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        """Validation and test: epoch-level numbers, which must agree across DDP ranks."""
         images, labels = batch
         logits = self(images)
         if stage == "test" and self.hparams.get("test_flip"):
             logits = (logits + self(images.flip(-1))) / 2
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
-        if stage == "train":
-            self._log_training(logits, labels, loss)
-        else:  # epoch-level val/test numbers must agree across DDP ranks
-            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
-            for k in self.top_k:
-                metric = cast(Metric, self.metrics[f"{stage}_top{k}"])
-                metric(logits, labels)
-                name = f"{stage}/acc" if k == 1 else f"{stage}/acc_top{k}"
-                self.log(name, metric, on_step=False, on_epoch=True, prog_bar=k == 1)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
+        for k in self.top_k:
+            metric = cast(Metric, self.metrics[f"{stage}_top{k}"])
+            metric(logits, labels)
+            name = f"{stage}/acc" if k == 1 else f"{stage}/acc_top{k}"
+            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=k == 1)
+        self._log_extra_metrics(stage, logits, labels)
+
+    def _log_extra_metrics(self, stage: str, logits: Tensor, labels: Tensor) -> None:
         for name in self.extra_metrics:  # configured torchmetrics (training too: they may read the host per step)
             extra = cast(Metric, self.metrics[f"{stage}_{name}"])
             extra(logits, labels)
             self.log(f"{stage}/{name}", extra, on_step=False, on_epoch=True)
-        return loss
 
-    def _log_training(self, logits: Tensor, labels: Tensor, loss: Tensor) -> None:
+    def _log_training(self, outputs: dict[str, Tensor], labels: Tensor) -> None:
         """The training step's numbers, never read back to the host here: a GPU would wait for every read.
 
         Lightning turns a value logged with ``prog_bar=True`` and ``on_step=True`` into a Python number after every
@@ -254,22 +287,45 @@ class ImageClassifier(pl.LightningModule):
         the epoch's micro accuracy, the number a torchmetrics ``MulticlassAccuracy`` gives, without its per-step
         reads (its top-k path one-hot encodes the labels, which checks their range on the host).
         """
-        self.log("train/loss", loss, on_step=True, on_epoch=True)
-        ranked = logits.detach().topk(max(self.top_k), dim=-1).indices == labels.unsqueeze(-1)
+        self.log("train/loss", outputs["cross_entropy"], on_step=True, on_epoch=True)
+        logits = outputs["logits"].detach()
+        ranked = logits.topk(max(self.top_k), dim=-1).indices == labels.unsqueeze(-1)
         for k in self.top_k:
             name = "train/acc" if k == 1 else f"train/acc_top{k}"
             hits = ranked[:, :k].any(dim=-1).float().mean()
             self.log(
                 name, hits, on_step=False, on_epoch=True, prog_bar=k == 1, batch_size=labels.shape[0], sync_dist=True
             )
+        if "l1" in outputs:
+            self.log("train/l1", outputs["l1"], on_step=True, on_epoch=False)
+        self._log_extra_metrics("train", logits, labels)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._shared_step(batch, "train")
-        if self.hparams.l1_penalty > 0:
-            l1 = self.l1_term()
-            self.log("train/l1", l1, on_step=True, on_epoch=False)
-            loss = loss + self.hparams.l1_penalty * l1
-        return loss
+        images, labels = batch
+        outputs = self.training_loss(images, labels) if self.captured is None else self._captured_step(images, labels)
+        self._log_training(outputs, labels)
+        return outputs["loss"]
+
+    def _captured_step(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Forward and backward replayed (``CapturedStep``), then the optimizer's and the schedule's steps."""
+        assert self.captured is not None
+        optimizer = cast(LightningOptimizer, self.optimizers())
+        lr_on_device(optimizer.optimizer, self.device)
+        params = [param for param in self.model.parameters() if param.requires_grad]
+        outputs = self.captured(params, images, labels)
+        optimizer.step()  # Lightning counts the step and runs on_before_optimizer_step
+        if self.hparams.lr_scheduler_interval == "step":
+            self._step_schedule()
+        return outputs
+
+    def _step_schedule(self) -> None:
+        schedule = self.lr_schedulers()
+        if schedule is not None:
+            cast(torch.optim.lr_scheduler.LRScheduler, schedule).step()
+
+    def on_train_epoch_end(self) -> None:
+        if self.captured is not None and self.hparams.lr_scheduler_interval == "epoch":
+            self._step_schedule()  # automatic optimization steps it itself
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")
@@ -285,6 +341,8 @@ class ImageClassifier(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         params = split_decay_groups(self.model) if self.hparams.no_decay_norm_and_bias else self.model.parameters()
         optimizer = self.optimizer_factory(params)
+        if self.captured is not None:
+            make_capture_ready(optimizer)
         trainer = self._trainer  # None outside a fit (the property would raise)
         if self.scheduler_factory is None or (trainer is not None and trainer.max_steps == 0):  # 0: measure only
             return optimizer
@@ -303,5 +361,10 @@ class ImageClassifier(pl.LightningModule):
             cast(_OpenEndedSchedule, scheduler).total_steps = int(total)
         config = {"scheduler": scheduler, "interval": interval}
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if self.captured is not None:
+                raise CaptureError(
+                    "model.captured_step steps its LR schedule itself and cannot feed ReduceLROnPlateau its "
+                    "validation loss: use a schedule by step or epoch (WarmupCosineLR, MultiStepLR, ...)"
+                )
             config["monitor"] = "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
