@@ -5,12 +5,14 @@
 # trained at the arm's commit from a clean tree.
 #
 #   scripts/depth_study/commit_run.sh "<message>" resnet56/seed2 [plain56/seed2 ...]   # WORKTREE=../study-depth
+#   ARM=cifar10_depth_48ep scripts/depth_study/commit_run.sh "<message>" resnet20/seed0  # the 48-epoch arm
 set -euo pipefail
 msg="$1"; shift
 MAIN=$(cd "$(dirname "$0")/../.." && pwd)
 WORKTREE=${WORKTREE:-$MAIN/../study-depth}
 cd "$MAIN"
-R=docs/results/cifar10_depth_16ep
+ARM=${ARM:-cifar10_depth_16ep}
+R=docs/results/$ARM
 for r in "$@"; do
   src=$WORKTREE/$R/$r
   python - "$src/efficiency.json" <<'PY'
@@ -24,7 +26,7 @@ PY
   mkdir -p "$R/$r"
   cp -a "$src/." "$R/$r/"
 done
-python -m src.report configs/studies/cifar10_depth_16ep.yaml
+python -m src.report "configs/studies/$ARM.yaml"
 python -m src.report configs/studies/plans/cifar10_depth.yaml
 python -m src.report "$R" --check
 python -m src.report configs/studies/plans/cifar10_depth.yaml --check
