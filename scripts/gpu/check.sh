@@ -5,6 +5,9 @@
 #   scripts/gpu/check.sh              # on the GPU machine (device tool: carry .whl; see below)
 #   scripts/gpu/check.sh --rehearse   # here, on a CPU: the same steps, tiny, to find mistakes before the GPU's clock runs
 #   scripts/gpu/check.sh --suite      # a second call, if minutes are left: the whole test suite there (pytest-xdist)
+#   scripts/gpu/check.sh --recipe     # a call of its own: configs/studies/resnet20_gpu_recipe.yaml (item 6), carrying
+#                                     # .gpu too (python ../shared/tools/gpu_data.py pack ../shared/data/cifar10-jpeg
+#                                     # .gpu/cifar10-jpeg.npz; cp ../shared/tools/gpu_data.py .gpu/)
 #
 # The GPU image has torch and Lightning but not jsonargparse (the CLI's parser): carry its wheels, made here with
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -27,6 +30,14 @@ if [ "${1:-}" = "--rehearse" ]; then
   timeout 600 $PY -m pytest -q -p no:cacheprovider -x tests/test_captured_step.py 2>&1 | tee "$OUT/gpu_tests.log"
   timeout 600 $PY -m benchmarks.gpu_check --device cpu --fp32 --archs resnet8 --images 256 --batch-size 64 --runs 2 \
     --json "$OUT/gpu_check.json" 2>&1 | grep -v "^INFO\|warn\|Warn\|Trainer.fit" | tee "$OUT/gpu_check.log"
+  exit
+fi
+if [ "${1:-}" = "--recipe" ]; then
+  [ -d .gpu/cifar10-jpeg ] || $PY .gpu/gpu_data.py unpack .gpu/cifar10-jpeg.npz .gpu/cifar10-jpeg || exit 1
+  timeout 560 $PY -m src.sweep configs/studies/resnet20_gpu_recipe.yaml --jobs 3 --runs-per-gpu 3 2>&1 \
+    | tee "$OUT/recipe.log" | tail -20
+  $PY -m src.report configs/studies/resnet20_gpu_recipe.yaml 2>&1 | tail -5
+  tar czf "$OUT/recipe.tgz" docs/results/resnet20_gpu_recipe lightning_logs/resnet20_gpu_recipe/sweep_logs
   exit
 fi
 if [ "${1:-}" = "--suite" ]; then
