@@ -40,8 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from benchmarks.throughput import synchronize
 from src.data.cifar import CIFAR_INFO
-from src.data.fast import Uint8Images, fast_loader, fast_split
+from src.data.fast import BatchAugment, Uint8Images, fast_loader, fast_split
 from src.modules import ImageClassifier
 from src.modules.captured_step import CaptureError
 
@@ -50,11 +51,6 @@ MEAN, STD = CIFAR_INFO["cifar10"]["mean"], CIFAR_INFO["cifar10"]["std"]
 
 def sgd(params: Any) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def random_images(count: int) -> Uint8Images:
@@ -99,14 +95,13 @@ def plain_batches(
 ) -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
     """Random full batches of the resident uint8 images, normalised on the device: the raw loop's data."""
     images, labels = data.images.to(device), data.labels.to(device)
-    scale = (1.0 / (255.0 * torch.tensor(STD, device=device))).view(1, -1, 1, 1)
-    shift = (-torch.tensor(MEAN, device=device) / torch.tensor(STD, device=device)).view(1, -1, 1, 1)
+    normalize = BatchAugment(MEAN, STD).to(device).normalize  # the fast path's normalisation, without crop / flip
 
     def batches() -> Iterator[tuple[Tensor, Tensor]]:
         order = torch.randperm(len(labels), device=device)
         for start in range(0, len(order) - batch_size + 1, batch_size):
             index = order[start : start + batch_size]
-            yield images[index].float().mul_(scale).add_(shift), labels[index]
+            yield normalize(images[index]), labels[index]
 
     return batches
 

@@ -9,9 +9,9 @@ What runs where, every step:
 * **in the graph** -- the batch copied into fixed input buffers, the forward (under the trainer's autocast), the loss
   (label smoothing, an L1 term) and the backward, which writes the gradients into fixed buffers;
 * **eager, a few launches** -- the optimizer step, made a single kernel: SGD runs ``fused``, Adam / AdamW
-  ``capturable``, and the learning rate becomes a device tensor that the LR schedule fills in place (a changing LR
-  needs no new capture, and no number is read back to the host); then the schedule's step and the training
-  accuracy from the step's logits.
+  ``capturable``; then the schedule's step and the training accuracy from the step's logits. The learning rate is
+  a device tensor that the schedule fills in place: not needed while the optimizer runs eagerly (a Python number
+  reads nothing from the device either), but what lets its step join the graph without a new capture per LR.
 
 Not captured: the data's random crop and flip, which the fast data path already does on the GPU as a few batched
 tensor operations in the loader. The first ``warmup_steps`` steps run eagerly on a side stream (CUDA graphs need
