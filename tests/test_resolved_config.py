@@ -19,8 +19,13 @@ COMMANDS = [
     ["fit", "--config", "configs/cifar10/resnet20.yaml", "--model.arch", "plain20", "--seed_everything", "7"],
     ["fit", "--config", QUICKSTART, "--config", "configs/debug/limit_batches.yaml", "--model.dropout", "0.25"],
     [
-        "fit", "--config", "configs/cifar10_folder/resnet20_fast.yaml", "--data.root", "nowhere",
-        "--model.metrics", '{"acc_macro": {"class_path": "torchmetrics.classification.MulticlassAccuracy", '
+        "fit",
+        "--config",
+        "configs/cifar10_folder/resnet20_fast.yaml",
+        "--data.root",
+        "nowhere",
+        "--model.metrics",
+        '{"acc_macro": {"class_path": "torchmetrics.classification.MulticlassAccuracy", '
         '"init_args": {"average": "macro"}}}',
     ],  # fmt: skip
     ["test", "--config", QUICKSTART, "--model.shortcut", "B"],
