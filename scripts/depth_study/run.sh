@@ -39,6 +39,20 @@ lesion() {
   echo "$(date -u +%FT%TZ) lesion $study $arch seed$seed rc=$?"
 }
 
+# A run an earlier session started and did not finish training (the machine went, or the session stopped it for
+# CI) would be resumed by the sweep from its last checkpoint; commit_run.sh refuses a resumed run (not one clean
+# run of the arm), so such a run starts again from nothing, its files moved aside, never deleted.
+fresh_start() {
+  local run=lightning_logs/$1/$2/seed$3 status aside
+  [ -d "$run" ] || return 0
+  status=$(python -c "import json,sys; print(json.load(open(sys.argv[1])).get('status'))" "$run/efficiency.json" \
+           2>/dev/null || echo none)
+  case $status in finished|trained|test_failed|diverged) return 0;; esac   # training ended: the sweep knows what to do
+  aside=lightning_logs/$1/.interrupted/$2_seed$3_$(date -u +%Y%m%dT%H%M%SZ)
+  mkdir -p "$(dirname "$aside")" && mv "$run" "$aside" || return 1
+  echo "$(date -u +%FT%TZ) $run did not finish training (status: $status): moved to $aside, starting it again"
+}
+
 E16=cifar10_depth_16ep
 E48=cifar10_depth_48ep
 ORDER=(
@@ -56,6 +70,7 @@ for spec in "${ORDER[@]}"; do
   [ -e STOP_STUDY ] && { echo "$(date -u +%FT%TZ) STOP_STUDY: stopping"; rm -f STOP_STUDY; break; }
   read -r study arch seed <<< "$spec"
   [ -e "$MAIN/docs/results/$study/$arch/seed$seed/efficiency.json" ] && continue   # committed: done
+  fresh_start "$study" "$arch" "$seed" || exit 1
   echo "$(date -u +%FT%TZ) start $study $arch seed$seed"
   python -m src.sweep "configs/studies/$study.yaml" --arch "$arch" --seed "$seed"
   echo "$(date -u +%FT%TZ) end $study $arch seed$seed rc=$?"
