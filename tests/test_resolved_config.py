@@ -8,10 +8,9 @@ fresh parser gives, in any order, and a checkpoint's settings never leak into th
 from __future__ import annotations
 
 import torch
-import yaml
 
 from src.cli_support import lightning_cli
-from src.cli_support.lightning_cli import _parse_only, resolved_config
+from src.cli_support.lightning_cli import _parse_only, parsed_config, resolved_config
 from tests.study_runs import QUICKSTART
 
 COMMANDS = [
@@ -34,9 +33,7 @@ COMMANDS = [
 
 def fresh(args: list[str]) -> dict:
     """What a parser of its own resolves ``args`` to (resolved_config before it kept its parser)."""
-    cli = _parse_only(args)
-    subcommand = cli.config["subcommand"]
-    return yaml.safe_load(cli._parser(subcommand).dump(cli.config[subcommand], skip_none=False))
+    return parsed_config(_parse_only(args))
 
 
 def test_one_parser_resolves_every_command_as_a_parser_of_its_own_would(monkeypatch):

@@ -406,8 +406,13 @@ def resolved_config(args: list[str]) -> dict[str, Any]:
                 _PARSERS["cli"] = cli
         else:
             cli.parse_arguments(cli.parser, args)  # a parse does not change the parser: only its defaults would
-        subcommand = cli.config["subcommand"]
-        return yaml.safe_load(cli._parser(subcommand).dump(cli.config[subcommand], skip_none=False))
+        return parsed_config(cli)
+
+
+def parsed_config(cli: ResNetCLI) -> dict[str, Any]:
+    """The config ``cli`` parsed last, as its run would save it (``config.yaml``: every default filled in)."""
+    subcommand = cli.config["subcommand"]
+    return yaml.safe_load(cli._parser(subcommand).dump(cli.config[subcommand], skip_none=False))
 
 
 _PARSERS: dict[str, ResNetCLI] = {}  # resolved_config's parse-only CLI, built once per process
