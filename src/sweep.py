@@ -53,6 +53,7 @@ import yaml
 
 from src.runs import RunBusy, RunLock
 from src.sweeping.collect import collect
+from src.sweeping.cpu_precision_check import slow_bf16_runs_notice
 from src.sweeping.jobs import check_jobs, make_slots, print_slots
 from src.sweeping.plan import plan_runs
 from src.sweeping.processes import Running, SignalForwarder, launch, wait_any
@@ -418,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         study = build_study(args, extra)
         runs = plan_runs(study)
         check_jobs(args)
+        if not (args.collect or args.slurm) and (slow := slow_bf16_runs_notice(study, runs)):
+            print(slow, flush=True)
         if args.dry_run:
             print_plan(study, runs)
             if args.jobs and args.jobs > 1:

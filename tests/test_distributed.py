@@ -21,6 +21,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
 import src.data.base as data_base
 from src.cli import main
+from src.cli_support import cpu_precision
 from src.data import BatchSizeError, CIFARDataModule
 from src.data.base import cpus_per_process, default_num_workers, split_global_batch
 from src.data.locking import LOCK_NAME
@@ -136,7 +137,9 @@ def fit_in_process(tmp_path, monkeypatch, *args: str) -> Path:
 
 
 def test_bf16_preset_fits_on_cpu_and_prints_progress_lines(tmp_path, monkeypatch, capsys):
-    run_dir = fit_in_process(tmp_path, monkeypatch, "--config", str(PRESETS / "bf16.yaml"))
+    monkeypatch.setattr(cpu_precision, "bf16_is_emulated", lambda: True)  # as on an AVX2-only CPU
+    with pytest.warns(UserWarning, match=r"trainer.precision bf16-mixed on a CPU without bf16 kernels .* 32-true"):
+        run_dir = fit_in_process(tmp_path, monkeypatch, "--config", str(PRESETS / "bf16.yaml"))
     result = report(run_dir)
     assert result["precision"] == "bf16-mixed" and result["global_step"] == 2
     assert 0.0 <= result["last_val_acc"] <= 1.0

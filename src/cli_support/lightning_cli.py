@@ -36,6 +36,7 @@ from src.callbacks.preemption import SaveOnSigterm
 from src.callbacks.progress import RichProgress
 from src.callbacks.resume import EpochStartResume, RandomState, RunCheckpoint, ValidateLastStep
 from src.cli_support import checkpoint_config, machine_settings, run_dirs, slurm_job
+from src.cli_support.cpu_precision import slow_bf16_notice
 from src.cli_support.loggers import LoggerRunIds, RunTrainer
 from src.cli_support.messages import raised_in_lr_schedule, root_message
 from src.cli_support.parser import ArgumentParser
@@ -267,6 +268,9 @@ class ResNetCLI(LightningCLI):
         if self._machine_left_out and run_dirs.launching_rank():
             used = machine_settings.used_instead(self._machine_left_out, trainer, self.datamodule)
             print(machine_settings.notice(self._machine_left_out, used), flush=True)
+        slow_bf16 = slow_bf16_notice(trainer)
+        if slow_bf16 is not None:
+            rank_zero_warn(slow_bf16)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: make it atomic
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         for callback in trainer.callbacks:  # type: ignore[attr-defined]  # Lightning's callback connector sets it
