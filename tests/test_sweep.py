@@ -423,6 +423,7 @@ def test_slurm_with_jobs_caps_the_array_tasks_at_once(tmp_path, capsys):
     assert "#SBATCH --array=0-3%3\n" in (tmp_path / "a.sbatch").read_text()
 
 
+@pytest.mark.slow
 @needs_two_cpus
 def test_two_jobs_on_cpu_train_each_run_once_on_its_own_cpus_and_export_it(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)  # the runs are `python -m src.cli` processes started here
