@@ -44,13 +44,13 @@ def images_per_second(arch: str, bf16: bool, args: argparse.Namespace) -> float:
     return args.steps * args.batch_size / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", nargs="+", default=["resnet20"])
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(f"# {cpu_model()}; speed flags {cpu_features()}; bf16 emulated by PyTorch here: {bf16_is_emulated()}; "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")  # fmt: skip
     print("| network | fp32 img/s | bf16 img/s | fp32 / bf16 (median) | repeats |\n|---|---:|---:|---:|---|")

@@ -9,6 +9,7 @@ import torch
 import yaml
 from lightning.pytorch import Trainer
 
+from benchmarks import cpu_bf16
 from src.cli_support import cpu_precision
 from src.machine import cpu_features, cpu_model
 from src.sweep import main as sweep_main
@@ -56,3 +57,15 @@ def test_a_sweep_of_bf16_cpu_runs_says_so_before_it_trains(tmp_path, monkeypatch
     else:
         assert len(notes) == 1 and notes[0].startswith("note: resnet8/seed0 trains in bf16-mixed on this CPU")
         assert "-- --trainer.precision 32-true" in notes[0]
+
+
+def test_the_bf16_benchmark_prints_the_machine_and_a_ratio_per_network(capsys):
+    """``python -m benchmarks.cpu_bf16`` (BENCHMARKS.md's command), at a size that takes a second."""
+    cpu_bf16.main(["--archs", "resnet8", "--batch-size", "8", "--steps", "1", "--repeats", "2"])
+    header, columns, rule, row = capsys.readouterr().out.splitlines()
+    assert header.startswith(f"# {cpu_model()}; speed flags {cpu_features()}; ")
+    assert f"bf16 emulated by PyTorch here: {cpu_precision.bf16_is_emulated()}" in header
+    assert columns.startswith("| network | fp32 img/s | bf16 img/s | fp32 / bf16 (median) |")
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[0] == "resnet8" and float(cells[3].strip("*x")) > 0
+    assert len(cells[4].split(", ")) == 2  # one ratio per repeat
