@@ -18,6 +18,10 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from src.machine import cpu_features, cpu_model
 
 BF16_PRECISIONS = ("bf16-mixed", "bf16-true", "bf16")
+# What it costs, in the words of every warning about it (fit's here, sweep's in src/sweeping/cpu_precision_check.py).
+EMULATED_BF16 = (
+    "bf16 is emulated here, several times slower than fp32 (ResNet-20: 11x on an AMD EPYC Zen 3, BENCHMARKS.md)"
+)
 
 
 def bf16_is_emulated() -> bool:
@@ -40,7 +44,6 @@ def slow_bf16_notice(trainer: Trainer) -> str | None:
     flags = ", ".join(features) if features else "unknown"
     return (
         f"trainer.precision {trainer.precision} on a CPU without bf16 kernels ({cpu_model()}, speed flags: {flags}; "
-        "PyTorch's oneDNN needs AVX-512): bf16 is emulated here, several times slower than fp32 (ResNet-20: 11x on "
-        "an AMD EPYC Zen 3, BENCHMARKS.md). Add --trainer.precision 32-true for speed; keep bf16 only where the "
-        "numerics must match other runs (a study arm)."
+        f"PyTorch's oneDNN needs AVX-512): {EMULATED_BF16}. Add --trainer.precision 32-true for speed; keep bf16 only "
+        "where the numerics must match other runs (a study arm)."
     )

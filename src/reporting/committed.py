@@ -116,8 +116,6 @@ def file_differences(committed: Path, fresh: Path, limit: int = 3) -> list[str]:
             problems.append(f"{old}: not committed (the report writes it)")
             continue
         old_lines, new_lines = old.read_text().splitlines(), new.read_text().splitlines()
-        if old_lines == new_lines:
-            continue
         differing = [i for i in range(max(len(old_lines), len(new_lines))) if i >= len(old_lines)
                      or i >= len(new_lines) or not same_line(old_lines[i], new_lines[i])]  # fmt: skip
         if not differing:

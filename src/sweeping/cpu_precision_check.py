@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from src.cli_support.cpu_precision import BF16_PRECISIONS, bf16_is_emulated
+from src.cli_support.cpu_precision import BF16_PRECISIONS, EMULATED_BF16, bf16_is_emulated
 from src.sweeping.study import RunSpec, Study, run_command
 
 LOOKED_AT = 8
@@ -29,8 +29,7 @@ def slow_bf16_runs_notice(study: Study, runs: list[RunSpec]) -> str | None:
         if precision in BF16_PRECISIONS and trainer.get("accelerator") in CPU_ACCELERATORS:
             return (
                 f"note: {run.label} trains in {precision} on this CPU, which has no bf16 kernels in PyTorch (no "
-                "AVX-512): bf16 is emulated here, several times slower than fp32 (ResNet-20: 11x, BENCHMARKS.md). "
-                "For speed, sweep with -- --trainer.precision 32-true (unless the runs must match bf16 runs made "
-                "elsewhere, as a study arm's must)"
+                f"AVX-512): {EMULATED_BF16}. For speed, sweep with -- --trainer.precision 32-true (unless the runs "
+                "must match bf16 runs made elsewhere, as a study arm's must)"
             )
     return None
