@@ -1,6 +1,7 @@
 """No host read between two logging steps: the training step and every callback the CLI adds leave their numbers on
 the device (a GPU would wait for each read: issue 29), and the training accuracy they log is still the epoch's
-micro accuracy.
+micro accuracy. Validation and test batches read nothing either (their top-5 accuracy once read the labels' range
+twice per batch), and their accuracies are still torchmetrics' micro accuracies, from exact counts.
 
 On a CPU nothing waits, so the test watches the operations that would make a CUDA device wait -- a tensor's value
 read on the host (``aten::_local_scalar_dense``: ``.item()``, ``float()``, ``bool()``, ``.cpu()`` of a GPU tensor)
@@ -19,9 +20,11 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torchmetrics.classification import MulticlassAccuracy
 
 from src.cli import main
 from src.modules import ImageClassifier
+from src.modules.accuracy import TopKAccuracy
 from tests.helpers import tiny_data, tiny_trainer
 from tests.study_runs import QUICKSTART
 
@@ -43,12 +46,15 @@ class _Reads(TorchDispatchMode):
 
 
 class HostReadProbe(pl.Callback):
-    """Watches each step in ``WINDOW`` from its batch start to the next batch's start (callbacks included)."""
+    """Watches each training step in ``WINDOW`` from its batch start to the next batch's start (callbacks
+    included), and each validation and test batch from its start to its end."""
 
     def __init__(self, cuda: bool) -> None:
         self.cuda = cuda
         self.counts: Counter = Counter()
         self.watched = 0
+        self.eval_counts: Counter = Counter()  # each validation and test batch, its step and its callbacks
+        self.eval_watched = 0
         self._mode: _Reads | None = None
 
     def _stop(self) -> None:
@@ -71,6 +77,27 @@ class HostReadProbe(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
         self._stop()
 
+    def _watch_eval_batch(self) -> None:
+        self._stop()
+        self.eval_watched += 1
+        if self.cuda:
+            torch.cuda.set_sync_debug_mode("error")
+        else:
+            self._mode = _Reads(self.eval_counts)
+            self._mode.__enter__()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: ANN001
+        self._watch_eval_batch()
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: ANN001
+        self._watch_eval_batch()
+
+    def on_validation_batch_end(self, *args) -> None:  # noqa: ANN002
+        self._stop()
+
+    def on_test_batch_end(self, *args) -> None:  # noqa: ANN002
+        self._stop()
+
     def on_exception(self, trainer, pl_module, exception) -> None:  # noqa: ANN001
         self._stop()
 
@@ -89,14 +116,18 @@ def test_no_step_between_logging_steps_reads_the_device(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(pl.Trainer, "__init__", with_probe)
     main(["fit", "--config", QUICKSTART, "--run_dir", str(tmp_path / "run"), "--model.arch", "resnet8",
-          "--trainer.max_steps", "16", "--trainer.log_every_n_steps", "50", "--divergence.check_every_n_steps", "50",
+          "--trainer.max_steps", "20", "--trainer.log_every_n_steps", "50", "--divergence.check_every_n_steps", "50",
           "--trainer.accelerator", "gpu" if cuda else "cpu", "--trainer.precision", "bf16-mixed" if cuda else "32",
           "--data.image_size", "16", "--data.train_size", "640", "--data.val_size", "64", "--data.test_size", "64",
           "--data.batch_size", "32", "--data.num_workers", "0", "--model.lr_scheduler.init_args.warmup_steps", "0",
-          "--test_after_fit", "false"])  # fmt: skip
+          "--trainer.num_sanity_val_steps", "0"])  # fmt: skip
     assert probe.watched == len(WINDOW)
     assert probe.counts == Counter(), f"host reads between logging steps: {dict(probe.counts)}"
-    assert (Path(tmp_path / "run") / "scalars.csv").read_text().count("train/acc") >= 1  # still logged, per epoch
+    assert probe.eval_watched == 2 + 2  # the epoch's validation and the test after fit: 64 images each, batches of 32
+    assert probe.eval_counts == Counter(), f"host reads in validation or test batches: {dict(probe.eval_counts)}"
+    scalars = (Path(tmp_path / "run") / "scalars.csv").read_text()
+    for name in ("train/acc", "val/acc_top5", "test/acc_top5"):  # still logged, per epoch
+        assert name in scalars
 
 
 def test_training_accuracy_is_the_epochs_micro_accuracy_over_unequal_batches(tmp_path):
@@ -120,3 +151,24 @@ def test_training_accuracy_is_the_epochs_micro_accuracy_over_unequal_batches(tmp
     top5 = float((logits.topk(5, dim=-1).indices == labels[:, None]).any(-1).float().mean())
     assert float(trainer.callback_metrics["train/acc"]) == pytest.approx(top1, abs=1e-6)
     assert float(trainer.callback_metrics["train/acc_top5"]) == pytest.approx(top5, abs=1e-6)
+
+
+@pytest.mark.parametrize("top_k", [1, 5])
+def test_eval_accuracy_equals_torchmetrics_micro_accuracy(top_k):
+    """The device-side count gives torchmetrics' ``MulticlassAccuracy(average="micro")`` over an epoch of unequal
+    batches, tied logits (coarse bf16 values) included."""
+    generator = torch.Generator().manual_seed(0)
+    ours, theirs = TopKAccuracy(top_k=top_k), MulticlassAccuracy(10, top_k=top_k, average="micro")
+    for size in (32, 32, 7):
+        logits = torch.randn(size, 10, generator=generator).mul(2).round().to(torch.bfloat16).float()
+        labels = torch.randint(0, 10, (size,), generator=generator)
+        ours.update(logits, labels)
+        theirs.update(logits, labels)
+    assert int(ours.seen) == 71
+    assert float(ours.compute()) == float(theirs.compute())
+
+
+@pytest.mark.parametrize("top_k", [0, -1, 2.0])
+def test_a_top_k_that_is_not_a_positive_integer_is_refused(top_k):
+    with pytest.raises(ValueError, match=f"top_k must be a positive integer, got {top_k!r}"):
+        TopKAccuracy(top_k=top_k)

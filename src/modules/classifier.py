@@ -23,11 +23,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 from torchmetrics import Metric
-from torchmetrics.classification import MulticlassAccuracy
 
 from src.models import build_model, parse_arch
 from src.models.complexity import NORM_TYPES
 from src.models.plugin import build_net, net_name
+from src.modules.accuracy import TopKAccuracy, topk_hits
 from src.modules.captured_step import (
     CapturedStep,
     CaptureError,
@@ -165,7 +165,7 @@ class ImageClassifier(pl.LightningModule):
         top_k = (1, 5) if num_classes >= 5 else (1,)
         self.metrics = nn.ModuleDict(
             {
-                f"{stage}_top{k}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
+                f"{stage}_top{k}": TopKAccuracy(top_k=k)
                 for stage in ("val", "test")  # training accuracy: on-device batch means (_log_training)
                 for k in top_k
             }
@@ -266,7 +266,7 @@ class ImageClassifier(pl.LightningModule):
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
         for k in self.top_k:
             metric = cast(Metric, self.metrics[f"{stage}_top{k}"])
-            metric(logits, labels)
+            metric.update(logits, labels)  # no batch value: logged per epoch only
             name = f"{stage}/acc" if k == 1 else f"{stage}/acc_top{k}"
             self.log(name, metric, on_step=False, on_epoch=True, prog_bar=k == 1)
         self._log_extra_metrics(stage, logits, labels)
@@ -289,12 +289,16 @@ class ImageClassifier(pl.LightningModule):
         """
         self.log("train/loss", outputs["cross_entropy"], on_step=True, on_epoch=True)
         logits = outputs["logits"].detach()
-        ranked = logits.topk(max(self.top_k), dim=-1).indices == labels.unsqueeze(-1)
-        for k in self.top_k:
+        for k, hits in topk_hits(logits, labels, self.top_k).items():
             name = "train/acc" if k == 1 else f"train/acc_top{k}"
-            hits = ranked[:, :k].any(dim=-1).float().mean()
             self.log(
-                name, hits, on_step=False, on_epoch=True, prog_bar=k == 1, batch_size=labels.shape[0], sync_dist=True
+                name,
+                hits.float().mean(),
+                on_step=False,
+                on_epoch=True,
+                prog_bar=k == 1,
+                batch_size=labels.shape[0],
+                sync_dist=True,
             )
         if "l1" in outputs:
             self.log("train/l1", outputs["l1"], on_step=True, on_epoch=False)
