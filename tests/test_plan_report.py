@@ -227,3 +227,17 @@ def test_the_repositorys_generated_blocks_match_their_files(monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     assert sum(len(blocks(Path(doc))) for doc in DOCUMENTS) >= 2
     assert [line for doc in DOCUMENTS for line in stale_blocks(Path(doc))] == []
+
+
+def test_complete_runs_that_never_vary_are_not_testable_never_pending(tmp_path, monkeypatch):
+    """Welch's t is undefined when neither side varies; the runs are in, so the verdict says so (not "pending")
+    and the exact check still prints; equal floats whose mean rounds must not pass for a spread either."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(TRAIN_EVAL, "plain8", [0.9] * 3)
+    monkeypatch.setitem(TRAIN_EVAL, "plain14", [0.86] * 3)
+    assert main([str(_plan(tmp_path, _arm(tmp_path)))]) == 0
+    row = _rows(tmp_path)["H1"]
+    assert row["verdict"] == "not testable" and row["p_welch"] == "" and row["p_holm"] == ""
+    assert float(row["p_mannwhitney_exact"]) == pytest.approx(0.1)  # 2 of the 20 splits of 3 + 3 are as extreme
+    summary = (tmp_path / "results" / "plan" / "summary.md").read_text()
+    assert "not testable: neither side's runs vary (n = 3, 3)" in summary

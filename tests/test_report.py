@@ -83,7 +83,7 @@ def test_size_cost_and_marginal_columns(tiny_study, report):
     assert float(r8["train_compute_macs"]) == pytest.approx(statistics.fmean(computes))
     # ResNet-14 is the next depth of ResNet-8's line; points gained per extra million parameters / GMACs.
     gain = 100 * (big["test_acc"] - mean8)
-    assert r14["marginal_from"] == "resnet8" and r14["marginal_pp_per_extra_mparam_se"] == ""  # resnet14: n = 1
+    assert r14["marginal_from"] == "resnet8" and r14["marginal_pp_per_extra_mparam_ci_low"] == ""  # resnet14: n = 1
     extra_params = (big["params_total"] - small["params_total"]) / 1e6
     extra_macs = (big["macs_per_sample"] - small["macs_per_sample"]) / 1e9
     assert float(r14["marginal_pp_per_extra_mparam"]) == pytest.approx(gain / extra_params)
@@ -361,7 +361,11 @@ def test_power_law_exponent_is_recovered_with_a_bootstrap_interval(tmp_path):
     assert float(line["fit_b"]) == pytest.approx(0.4, abs=1e-3)  # params rounded to integers
     assert float(line["fit_b_ci_low"]) <= 0.4 <= float(line["fit_b_ci_high"])
     assert line["fit_c"] == ""  # three sizes: no irreducible term
-    assert "Along resnet, test error falls as params^-0.40 (95% bootstrap CI" in text
+    low, high = -float(line["fit_b_ci_high"]), -float(line["fit_b_ci_low"])  # the exponent printed is -b
+    assert (
+        f"Along resnet, test error falls as params^-0.40 (95% parametric-bootstrap interval of the exponent "
+        f"{low:+.2f} to {high:+.2f}) over 3 sizes." in text
+    )
 
 
 def test_irreducible_term_with_four_sizes(tmp_path):
@@ -391,6 +395,8 @@ def test_a_rising_line_is_called_rising_never_flattened(tmp_path):
     (line,) = read_csv(out / "report_lines.csv")
     assert float(line["fit_b"]) == pytest.approx(-0.5, abs=1e-3) and float(line["fit_b_ci_high"]) < 0
     assert "Along plain, test error rises as params^+0.50" in text and "falls" not in text.split("Along plain")[1][:60]
+    low = -float(line["fit_b_ci_high"])
+    assert low > 0 and f"interval of the exponent {low:+.2f} to +" in text  # its interval in the printed sign
 
 
 def test_a_rising_line_of_four_sizes_gets_no_irreducible_floor(tmp_path):
@@ -417,6 +423,7 @@ def test_two_seeds_per_size_identify_no_fit_and_no_size_to_target(tmp_path):
     assert line["fit_b"] == "" and line["fit_note"] == "not identified: fewer than 3 seeds at every size"
     assert line["params_to_target"] == "" and "fewer than 3 seeds" in line["params_to_target_how"]
     assert "falls as" not in text and "rises as" not in text
+    assert "Along resnet, no size-scaling fit: not identified: fewer than 3 seeds at every size." in text
 
 
 def test_one_two_seed_size_keeps_the_fit_but_gives_no_interval(tmp_path):
@@ -700,3 +707,23 @@ def test_a_study_file_reports_its_planned_runs_only_and_lists_what_it_left_out(t
     assert "3 outside the study's plan (left out)" in text
     assert "**Outside** (3; run directories under the study's folder that its study file does not plan" in text
     assert "nested/plain8" in text
+
+
+def test_the_marginal_gain_carries_a_95_percent_welch_interval_or_none(tmp_path):
+    """Per extra Mparam: the Welch interval of the difference of the two sizes' means, divided by the extra size;
+    two sizes whose seeds do not vary print no interval (never "± 0.00")."""
+    sizes = write_power_law_line(tmp_path, depths=(20, 32))
+    out, _, text = run_report(tmp_path)
+    rows = {row["variant"]: row for row in read_csv(out / "report.csv")}
+    small = [1 - sizes[20][1] * f / 100 for f in (0.98, 1.0, 1.02)]
+    big = [1 - sizes[32][1] * f / 100 for f in (0.98, 1.0, 1.02)]
+    welch = stats.ttest_ind(big, small, equal_var=False).confidence_interval(0.95)
+    extra = (sizes[32][0] - sizes[20][0]) / 1e6
+    assert float(rows["resnet32"]["marginal_pp_per_extra_mparam_ci_low"]) == pytest.approx(100 * welch.low / extra)
+    assert float(rows["resnet32"]["marginal_pp_per_extra_mparam_ci_high"]) == pytest.approx(100 * welch.high / extra)
+    assert "| Marginal: pp / extra Mparam [95% Welch CI] |" in text
+    flat = tmp_path / "flat"
+    write_power_law_line(flat, depths=(20, 32), factors=(1.0, 1.0, 1.0))
+    out, _, text = run_report(flat)
+    (row,) = [line for line in text.splitlines() if line.startswith("| `resnet32` |")]
+    assert row.endswith(" (no interval) (vs resnet20) |")  # not a zero-width [x, x]

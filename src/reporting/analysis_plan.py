@@ -5,13 +5,14 @@ fishing trip. A plan file (``configs/studies/plans/*.yaml``, example: ``cifar10_
 first run, the few hypotheses a study exists to test (each a directional difference of one metric between
 two architectures of one arm), the test (two-sided Welch: different networks share no random draws), the
 correction over the whole family (Holm, ``statsmodels.stats.multitest.multipletests``), a distribution-free
-check printed beside each (exact Mann-Whitney U), and the power calculation behind the seeds
-(``statsmodels.stats.power.TTestIndPower``). ``python -m src.report <plan file>`` applies it to the arms'
+check printed beside each (Mann-Whitney U, its exact permutation distribution, ties included), and the power
+calculation behind the seeds (``statsmodels.stats.power.TTestIndPower``). ``python -m src.report <plan file>`` applies it to the arms'
 committed runs; everything else in the arms' reports is exploratory.
 
 A hypothesis is *supported* when its Holm-adjusted p is below ``alpha`` and the difference has the predicted
 sign; *not supported* otherwise (which is not evidence of no effect); *pending* while either side has fewer
-than two finished runs. The family always has every planned hypothesis (a pending one counts with p = 1), so
+than two finished runs; *not testable* when neither side's runs vary (Welch's t is undefined; the check still
+prints). The family always has every planned hypothesis (a pending one counts with p = 1), so
 an interim verdict can only get easier to reach as runs come in, never by leaving a hypothesis out.
 
 Each arm is one code version: ``arm_problems`` (``--check``) fails when an arm's runs name more than one git
@@ -274,10 +275,10 @@ class Verdict:
     statistic: float | None
     p: float | None  # two-sided Welch
     p_holm: float | None
-    mannwhitney_p: float | None  # exact, two-sided
+    mannwhitney_p: float | None  # exact permutation p of U, two-sided (ties included)
     secondary_difference: float | None
     secondary_p: float | None
-    verdict: str  # supported | not supported | pending
+    verdict: str  # supported | not supported | pending | not testable
 
     @property
     def complete(self) -> bool:
@@ -285,9 +286,15 @@ class Verdict:
 
 
 def _mannwhitney(a: list[float], b: list[float]) -> float | None:
+    """Two-sided p of U from its exact permutation distribution (every split of the pooled values enumerated).
+
+    scipy's ``method="exact"`` assumes no ties and says nothing when there are: [14, 14, 15] vs [14, 14, 14] gets
+    0.70 where the exact p is 1.0, and errors recorded in steps of 0.01 points do tie. Without ties the two agree.
+    """
     if len(a) < 2 or len(b) < 2:
         return None
-    return float(stats.mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue)
+    exact = stats.PermutationMethod(n_resamples=np.inf)
+    return float(stats.mannwhitneyu(a, b, alternative="two-sided", method=exact).pvalue)
 
 
 def verdicts(plan: Plan, arms: dict[str, Arm]) -> list[Verdict]:
@@ -313,6 +320,8 @@ def verdicts(plan: Plan, arms: dict[str, Arm]) -> list[Verdict]:
     adjusted = multipletests([row.p if row.p is not None else 1.0 for row in rows], alpha=plan.alpha, method="holm")[1]
     for row, p_holm in zip(rows, adjusted):
         if row.p is None:
+            if row.n_higher >= 2 and row.n_lower >= 2:
+                row.verdict = "not testable"  # enough runs, but neither side varies: no t statistic
             continue
         row.p_holm = float(p_holm)
         predicted = row.difference is not None and row.difference > 0

@@ -205,13 +205,9 @@ def summary_paragraph(
         if len(members) == 1:
             sentences.append(f"Line {line} has one size: no fit, no marginal slope, no interpolation.")
         elif isinstance(fit, PowerLaw):
-            ci = f" (95% bootstrap CI {fit.b_low:.2f} to {fit.b_high:.2f})" if fit.b_low is not None else ""
-            trend = trend_text(fit)
-            sentences.append(
-                f"Along {line}, test error {trend}{ci} over {fit.sizes} sizes"
-                + ("" if fit.b_low is not None else f"; {fit.note}")
-                + "."
-            )
+            sentences.append(f"Along {line}, test error {trend_text(fit)} over {fit.sizes} sizes.")
+        elif isinstance(fit, str):
+            sentences.append(f"Along {line}, no size-scaling fit: {fit}.")
     if target is not None:
         reached = {line: reach["params"] for line, reach in needed.items()}
         missed = [line for line, (value, how) in reached.items() if value is None and how == "not reached"]

@@ -39,7 +39,7 @@ def _reach_text(value: float | None, how: str) -> str:
 
 def line_table(rows: list[Row], fits: dict, needed: dict) -> tuple[list[str], list[dict]]:
     md = [
-        "| Line | Sizes | Seeds per size | Fit: error % = a · params^-b (+ c), 95% bootstrap CI on b "
+        "| Line | Sizes | Seeds per size | Fit: error % = a · params^-b (+ c), 95% parametric-bootstrap CI on b "
         "| Params to target | MACs to target | Training compute to target |",
         "|---|---:|---|---|---:|---:|---:|",
     ]

@@ -35,12 +35,19 @@ def _num(value: float | None, digits: int = 2) -> str:
 
 
 def _p(value: float | None) -> str:
-    return "-" if value is None else (f"{value:.2g}" if value < 0.001 else f"{value:.3f}")
+    """A p-value as printed; one that underflowed to 0 is "< 1e-300", never "0" (no test gives certainty)."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "< 1e-300"
+    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
 
 
 def _verdict_text(row: Verdict) -> str:
     if row.verdict == "pending":
         return f"pending (n = {row.n_higher}, {row.n_lower})"
+    if row.verdict == "not testable":
+        return f"not testable: neither side's runs vary (n = {row.n_higher}, {row.n_lower})"
     if row.complete:
         return f"**{row.verdict}**"
     return f"{row.verdict} (interim: {row.n_higher}/{row.planned_higher} and {row.n_lower}/{row.planned_lower} seeds)"
@@ -123,9 +130,9 @@ def _markdown(plan: Plan, rows: list[Verdict], power: list[PowerLine], arm_rows:
         f"{m} hypotheses below, each a two-sided Welch t-test between two variants (different networks share "
         f"no random draws: never paired), Holm-adjusted together at alpha = {plan.alpha} (statsmodels "
         "`multipletests`); a hypothesis still without a test counts with p = 1. *Supported*: adjusted p < alpha "
-        "and the difference in the predicted direction; *not supported* is not evidence of no effect. The exact "
-        "two-sided Mann-Whitney U p is printed beside each as a distribution-free check (not corrected). Everything "
-        "else in the arms' reports is **exploratory**.",
+        "and the difference in the predicted direction; *not supported* is not evidence of no effect. The "
+        "two-sided Mann-Whitney U p (its exact permutation distribution, ties included) is printed beside each as "
+        "a distribution-free check (not corrected). Everything else in the arms' reports is **exploratory**.",
         "",
         "| hypothesis | arm | claim | metric | higher: mean (n/planned) | lower: mean (n/planned) | "
         "difference, points [95% CI] | Hedges' g | p Welch | p Holm | p Mann-Whitney | verdict |",

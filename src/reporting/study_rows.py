@@ -59,9 +59,11 @@ class Row:
     train_time_sec_std: float | None
     marginal_from: str | None = None
     marginal_pp_per_extra_mparam: float | None = None
-    marginal_pp_per_extra_mparam_se: float | None = None
+    marginal_pp_per_extra_mparam_ci_low: float | None = None  # 95% Welch interval (Welch-Satterthwaite df)
+    marginal_pp_per_extra_mparam_ci_high: float | None = None
     marginal_pp_per_extra_gmac: float | None = None
-    marginal_pp_per_extra_gmac_se: float | None = None
+    marginal_pp_per_extra_gmac_ci_low: float | None = None
+    marginal_pp_per_extra_gmac_ci_high: float | None = None
     raw_acc_per_mparam: float | None = None
     raw_acc_per_gmac: float | None = None
     runs: list[RunRecord] = field(default_factory=list, repr=False)  # the finished seeds (not a CSV column)
@@ -165,20 +167,23 @@ def aggregate(records: list[RunRecord]) -> list[Row]:
 
 
 def _marginal(small: Row, big: Row) -> None:
-    """Points of test accuracy per extra Mparam / GMAC from ``small`` to ``big`` (next size on the line)."""
+    """Points of test accuracy per extra Mparam / GMAC from ``small`` to ``big`` (next size on the line), with the
+    95% Welch interval of the difference of the two means (its df Welch-Satterthwaite's; none below two seeds a
+    side or when neither side's seeds vary: a standard error of 0 would claim a certainty the seeds lack)."""
     gain = 100.0 * (cast(float, big.test_acc_mean) - cast(float, small.test_acc_mean))  # lines hold tested rows
-    se = None
-    if small.summary and big.summary and small.summary.sem is not None and big.summary.sem is not None:
-        se = 100.0 * math.sqrt(small.summary.sem**2 + big.summary.sem**2)
+    test = compare([run.test_acc for run in big.runs], [run.test_acc for run in small.runs])
     big.marginal_from = small.variant
-    if big.params and small.params and big.params > small.params:
-        extra = (big.params - small.params) / 1e6
-        big.marginal_pp_per_extra_mparam = gain / extra
-        big.marginal_pp_per_extra_mparam_se = None if se is None else se / extra
-    if big.macs and small.macs and big.macs > small.macs:
-        extra = (big.macs - small.macs) / 1e9
-        big.marginal_pp_per_extra_gmac = gain / extra
-        big.marginal_pp_per_extra_gmac_se = None if se is None else se / extra
+    for cost, extra in (
+        ("mparam", (big.params - small.params) / 1e6 if big.params and small.params else None),
+        ("gmac", (big.macs - small.macs) / 1e9 if big.macs and small.macs else None),
+    ):
+        if extra is None or extra <= 0:
+            continue
+        setattr(big, f"marginal_pp_per_extra_{cost}", gain / extra)
+        if test.ci is not None:
+            low, high = test.ci
+            setattr(big, f"marginal_pp_per_extra_{cost}_ci_low", 100.0 * low / extra)
+            setattr(big, f"marginal_pp_per_extra_{cost}_ci_high", 100.0 * high / extra)
 
 
 def lines_of(rows: list[Row]) -> dict[str, list[Row]]:
@@ -324,7 +329,7 @@ def study_markdown_table(rows: list[Row]) -> str:
     lines = [
         "| Model | Line | Params | MACs | Training compute | Train time (s) | n | Test error (%) "
         "| Test acc (%) mean ± std | 95% CI (acc %) | Binomial SE (pp) | Best val acc (%) | Final train acc (%) "
-        "| Marginal: pp / extra Mparam ± SE |",
+        "| Marginal: pp / extra Mparam [95% Welch CI] |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -333,8 +338,9 @@ def study_markdown_table(rows: list[Row]) -> str:
         train_std = f" ± {pct(row.final_train_acc_std)}" if row.final_train_acc_std is not None else ""
         marginal = "—"
         if row.marginal_pp_per_extra_mparam is not None:
-            se = row.marginal_pp_per_extra_mparam_se
-            marginal = f"{row.marginal_pp_per_extra_mparam:+.2f}" + (f" ± {se:.2f}" if se is not None else " (no SE)")
+            low, high = row.marginal_pp_per_extra_mparam_ci_low, row.marginal_pp_per_extra_mparam_ci_high
+            interval = f" [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else " (no interval)"
+            marginal = f"{row.marginal_pp_per_extra_mparam:+.2f}{interval}"
             marginal += f" (vs {row.marginal_from})"
         time = "—" if row.train_time_sec_mean is None else f"{row.train_time_sec_mean:.1f}"
         lines.append(

@@ -94,10 +94,15 @@ def read_efficiency(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return chosen
 
 
+UNFINISHED_STATUSES = ("trained", "test_failed")  # efficiency.json's status before / instead of a finished test
+
+
 def run_status(run_dir: str | Path) -> RunStatus:
     """``diverged``: efficiency.json says ``status: diverged`` (its numbers are not a result, whatever they are);
-    ``finished``: tested (efficiency.json has test_acc); ``unfinished``: the directory exists but the run was never
-    tested (crashed, stopped, still running; resumable if it has ``last.ckpt``); ``missing``: no directory.
+    ``finished``: tested (efficiency.json has test_acc, and its status is ``finished`` or, in records older than
+    the field, absent); ``unfinished``: the directory exists but the run was never tested, or its last test did not
+    end (status ``trained`` / ``test_failed``: a ``test_acc`` there is an earlier test's, carried over by a resume,
+    not this run's result); resumable if it has ``last.ckpt``; ``missing``: no directory.
     """
     path = Path(run_dir)
     if not path.is_dir():
@@ -105,7 +110,9 @@ def run_status(run_dir: str | Path) -> RunStatus:
     report = read_efficiency(path)
     if report is not None and report.get("status") == "diverged":
         return "diverged"
-    return "finished" if report is not None and report.get("test_acc") is not None else "unfinished"
+    if report is None or report.get("status") in UNFINISHED_STATUSES:
+        return "unfinished"
+    return "finished" if report.get("test_acc") is not None else "unfinished"
 
 
 def read_data_record(run_dir: str | Path) -> dict[str, Any] | None:
