@@ -6,8 +6,8 @@ first run, the few hypotheses a study exists to test (each a directional differe
 two architectures of one arm), the test (two-sided Welch: different networks share no random draws), the
 correction over the whole family (Holm, ``statsmodels.stats.multitest.multipletests``), a distribution-free
 check printed beside each (Mann-Whitney U, its exact permutation distribution, ties included), and the power
-calculation behind the seeds (``statsmodels.stats.power.TTestIndPower``). ``python -m src.report <plan file>`` applies it to the arms'
-committed runs; everything else in the arms' reports is exploratory.
+calculation behind the seeds (``statsmodels.stats.power.TTestIndPower``). ``python -m src.report <plan file>``
+applies it to the arms' committed runs; everything else in the arms' reports is exploratory.
 
 A hypothesis is *supported* when its Holm-adjusted p is below ``alpha`` and the difference has the predicted
 sign; *not supported* otherwise (which is not evidence of no effect); *pending* while either side has fewer
