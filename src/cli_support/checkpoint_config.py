@@ -15,6 +15,7 @@ from src import runs
 from src.class_paths import UntrustedClassError
 from src.cli_support import config_files
 from src.cli_support.config_files import SUBCOMMANDS, read_config_file
+from src.runs.checkpoints import check_names
 
 # Parts of a checkpoint's saved config that become the defaults of a command given that checkpoint.
 CHECKPOINT_CONFIG_KEYS = ("seed_everything", "trainer", "model", "data", "checkpoint", "efficiency", "test_after_fit")
@@ -101,7 +102,12 @@ def checkpoint_summary(path: str) -> dict[str, Any]:
 
 
 def defaults_from_checkpoint(checkpoint: dict[str, Any], subcommand: str) -> dict[str, Any]:
-    """Flat ``{"model.arch": ..., "data": {...}, "trainer.max_steps": ...}`` from a ``checkpoint_summary``."""
+    """Flat ``{"model.arch": ..., "data": {...}, "trainer.max_steps": ...}`` from a ``checkpoint_summary``.
+
+    The parser imports what the defaults name (callbacks, loggers, ``model.net_class``, an optimizer given
+    by name) as it takes them, before any other check: a name that is not trusted code is a ``RunError``
+    here (``src.runs.checkpoints.check_names``), whoever built the summary.
+    """
     config = checkpoint["run_config"]
     if config is None:  # not written by this CLI: the model's and the data's hyperparameters
         model = {k: v for k, v in checkpoint["hparams"].items() if not k.startswith("_")}
@@ -120,6 +126,10 @@ def defaults_from_checkpoint(checkpoint: dict[str, Any], subcommand: str) -> dic
                 defaults[f"{key}.{inner}"] = inner_value
         else:
             defaults[key] = value
+    try:
+        check_names(defaults, "", checkpoint["path"])
+    except UntrustedClassError as error:
+        raise runs.RunError(str(error)) from None
     return defaults
 
 

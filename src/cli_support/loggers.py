@@ -49,7 +49,11 @@ _WANDB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def logger_class(logger: Any) -> type | None:
-    """The class a logger entry of the config names (``None`` for ``true``/``false``/``null`` or an unknown path)."""
+    """The class a logger entry of the config names (``None`` for ``true``/``false``/``null`` or an unknown path).
+
+    Never imports untrusted code (``entry_class``): the entry may be a default taken from a checkpoint; a
+    logger of the user's own config was imported when the config was parsed, so it is loaded and found.
+    """
     return entry_class(logger)
 
 

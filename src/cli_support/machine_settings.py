@@ -48,7 +48,11 @@ def _short(value: Any) -> str:
 
 
 def _is_compile_callback(entry: Any) -> bool:
-    """Whether a saved ``trainer.callbacks`` entry is ``CompileModel`` (or a subclass of it)."""
+    """Whether a saved ``trainer.callbacks`` entry is ``CompileModel`` (or a subclass of it).
+
+    The entry comes from a checkpoint: ``entry_class`` imports nothing that is not trusted code (a module of
+    elsewhere is simply not ``CompileModel``), and ``checkpoint_summary`` has refused such a checkpoint already.
+    """
     found = entry_class(entry) if isinstance(entry, dict) else None
     return found is not None and issubclass(found, CompileModel)
 

@@ -147,6 +147,37 @@ def _yaml(path: str) -> object:
         return None  # resolving the config reports it
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _strings(config: object) -> list[str]:
+    """Every string in a nested config."""
+    if isinstance(config, dict):
+        return [text for value in config.values() for text in _strings(value)]
+    if isinstance(config, list):
+        return [text for value in config for text in _strings(value)]
+    return [config] if isinstance(config, str) else []
+
+
+def _with_named_files(configs: list[tuple[object, Path]]) -> list[object]:
+    """``configs`` (each with the folder its relative paths start from) and every config file their strings
+    name, followed to any depth, each read once: resolving a config reads a file given where a class or a
+    group is expected (``optimizer: opt.yaml``) as more config, so the names in it are imports too."""
+    seen: set[Path] = set()
+    found, todo = [], list(configs)
+    while todo:
+        config, folder = todo.pop()
+        found.append(config)
+        for text in _strings(config):
+            if not text.endswith(CONFIG_SUFFIXES):
+                continue
+            for path in {folder / text, Path.cwd() / text}:  # relative to its config, or to here
+                if path.is_file() and path.resolve() not in seen:
+                    seen.add(path.resolve())
+                    todo.append((_yaml(str(path)), path.parent))
+    return found
+
+
 def _nested(args: dict) -> dict:
     """``{"model.net_class": X}`` as ``{"model": {"net_class": X}}``, so its keys read like a config's."""
     nested: dict = {}
@@ -165,8 +196,12 @@ def config_problems(results: Path) -> list[str]:
         study, study_file = _committed_study(results)
     except StudyError as error:
         return [str(error)]
-    foreign = foreign_class_paths([_yaml(config) for config in study.configs] + [_nested(study.args), study.nets])
-    if foreign:  # resolving the configs would import them: --check runs in CI and imports no code from elsewhere
+    configs = [(_yaml(config), Path(config).parent) for config in study.configs]
+    configs += [(_nested(study.args), Path(study_file).parent), (study.nets, Path(study_file).parent)]
+    # Every string that could name code (not only class paths), in the configs and in the files they name:
+    # resolving them would import it, and --check runs in CI and imports no code from elsewhere.
+    foreign = foreign_class_paths(_with_named_files(configs))
+    if foreign:
         return [
             f"{study_file} names code that is neither loaded nor part of this repository ({', '.join(foreign)}); "
             "--check does not import it, so the committed configs cannot be compared"

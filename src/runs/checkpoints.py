@@ -12,6 +12,7 @@ import glob
 import io
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -19,10 +20,11 @@ from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.loggers import Logger
 from torch import nn
 from torchmetrics import Metric
 
-from src.class_paths import UntrustedClassError, trusted_class
+from src.class_paths import UntrustedClassError, refuse_untrusted_names, trusted_class
 from src.runs.layout import (
     _HPC_PATTERN,
     CHECKPOINT_DIR,
@@ -249,12 +251,50 @@ def _class_paths(checkpoint: dict[str, Any]) -> Iterator[tuple[str, Any, type | 
         yield DATA_CLASS_KEY, data["class_path"], pl.LightningDataModule
 
 
+# The kind of class each key of a checkpoint's configs builds: ``hyper_parameters.*`` (the model's arguments),
+# ``run_config.*`` (the CLI's config) and the same keys without a prefix (the defaults a command takes from it).
+_MODEL = r"(?:run_config\.model|model|hyper_parameters)"
+NAMED_KINDS: tuple[tuple[re.Pattern[str], type | tuple[type, ...]], ...] = tuple(
+    (re.compile(pattern), base)
+    for pattern, base in (
+        (r"(?:run_config\.)?trainer\.callbacks(?:\.\d+)?\.class_path", pl.Callback),
+        (r"(?:run_config\.)?trainer\.logger(?:\.\d+)?\.class_path", Logger),
+        (rf"{_MODEL}\.optimizer\.class_path", torch.optim.Optimizer),
+        (rf"{_MODEL}\.lr_scheduler\.class_path", (torch.optim.lr_scheduler.LRScheduler,
+                                                   torch.optim.lr_scheduler.ReduceLROnPlateau)),
+        (rf"{_MODEL}\.metrics\.[^.]+\.class_path", Metric),
+        (rf"{_MODEL}\.net_class", nn.Module),
+        (r"hyper_parameters\._class_path", pl.LightningModule),
+        (r"(?:run_config\.)?data\.class_path|datamodule_hyper_parameters\._class_path", pl.LightningDataModule),
+    )
+)  # fmt: skip
+NAMED_SECTIONS = ("hyper_parameters", "datamodule_hyper_parameters", RUN_CONFIG_KEY)
+
+
+def named_kind(key: str) -> type | tuple[type, ...] | None:
+    """The base class a checkpoint config's key builds (``NAMED_KINDS``), ``None`` where it is not known."""
+    return next((base for pattern, base in NAMED_KINDS if pattern.fullmatch(key)), None)
+
+
+def check_names(config: Any, key: str, path: str) -> None:
+    """Refuse (``UntrustedClassError``) a checkpoint's config (``key``: where it sits) that names untrusted code.
+
+    Every string that could name code, not only the class paths ``check_classes`` builds from: Lightning's
+    loader resolves the model's ``optimizer`` / ``lr_scheduler`` hyperparameters, and the CLI turns the saved
+    ``run_config`` (callbacks, loggers, ``model.net_class``, a ``LambdaCallback``'s hooks) into its defaults,
+    importing each name it holds. See ``src.class_paths.trusted_name`` for what passes.
+    """
+    refuse_untrusted_names(config, key, f"checkpoint {path!r}", named_kind)
+
+
 def check_classes(checkpoint: dict[str, Any], path: str) -> dict[str, type]:
     """Refuse (``UntrustedClassError``, one line naming the key) a checkpoint whose class paths could run code.
 
     Every class path must resolve to a subclass of what its key builds (a LightningModule, an ``nn.Module``,
-    a torchmetrics ``Metric``, a DataModule) from code already loaded or under the current directory, and an
-    ``_instantiator`` must be LightningCLI's own. Checked before anything is called. Returns ``{key: class}``.
+    a torchmetrics ``Metric``, a DataModule) from trusted code (``src.class_paths.importable_without_new_code``),
+    and an ``_instantiator`` must be LightningCLI's own. Every other name in its hyperparameters, its
+    DataModule's and its saved run config must be trusted too (``check_names``): a loader or the CLI would
+    import it. Checked before anything is called. Returns ``{key: class}``.
     """
     classes = {
         key: trusted_class(class_path, base, key, f"checkpoint {path!r}")
@@ -267,6 +307,8 @@ def check_classes(checkpoint: dict[str, Any], path: str) -> dict[str, type]:
                 f"checkpoint {path!r}: {section}._instantiator {instantiator!r} is refused: only LightningCLI's "
                 f"own ({LIGHTNING_INSTANTIATORS[0]}) may build a module from a checkpoint"
             )
+    for section in NAMED_SECTIONS:
+        check_names(checkpoint.get(section), section, path)
     return classes
 
 
