@@ -79,6 +79,8 @@ from src.callbacks.train_split_score import score_train_split
 from src.files import free_path, write_json_atomic
 from src.models.complexity import count_flops
 
+DEFAULT_FILENAME = "efficiency.json"  # a resumed run's record, when its checkpoint names no usable file
+
 # TensorBoard HPARAMS metrics: accuracy and size, never a ratio of the two (see the module docstring).
 HPARAM_METRICS = ("hp/best_val_acc", "hp/test_acc", "hp/params_total", "hp/macs_per_sample")
 
@@ -96,6 +98,13 @@ RESUMED_FIELDS = (
 )  # fmt: skip
 
 
+def is_plain_filename(name: Any) -> bool:
+    """Whether ``name`` is a file name alone: no folder (either separator), not ``.`` / ``..``, not empty."""
+    if not isinstance(name, str) or name in ("", ".", ".."):
+        return False
+    return "/" not in name and "\\" not in name and os.path.basename(name) == name
+
+
 class ParameterEfficiency(pl.Callback):
     """Measure parameters, MACs, throughput and memory, and relate accuracy to them.
 
@@ -110,7 +119,7 @@ class ParameterEfficiency(pl.Callback):
 
     def __init__(
         self,
-        filename: str = "efficiency.json",
+        filename: str = DEFAULT_FILENAME,
         val_metric: str = "val/acc",
         test_metric: str = "test/acc",
         input_shape: list[int] | None = None,
@@ -174,7 +183,7 @@ class ParameterEfficiency(pl.Callback):
         self.report["data_on_device_mb"] = self._data_bytes / 2**20 if pl_module.device.type == "cuda" else None
         restored = self._restored
         if restored is not None:  # the same run, continued: same file, same record
-            self.path = os.path.join(cast(str, self._log_dir), restored["filename"])  # set in setup
+            self.path = os.path.join(cast(str, self._log_dir), self._restored_filename())  # set in setup
             old = restored["report"]
             kept = {key: value for key, value in old.items() if key in RESUMED_FIELDS}
             self.report.update(kept)
@@ -197,6 +206,23 @@ class ParameterEfficiency(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored = state_dict or None
+
+    def _restored_filename(self) -> str:
+        """The record's file name saved in the checkpoint, if it is a plain name; else ``DEFAULT_FILENAME``.
+
+        ``state_dict`` saves a bare file name, and the record continues in the run's own directory. A checkpoint
+        is data that may come from anyone: a name with a folder, ``..`` or an absolute path would make a resumed
+        run overwrite a file outside the run.
+        """
+        name = (self._restored or {}).get("filename")
+        if is_plain_filename(name):
+            return cast(str, name)
+        rank_zero_warn(
+            f"ParameterEfficiency: the checkpoint names its record file {name!r}, which is not a plain file name "
+            f"(a folder, '..' or an absolute path would write outside the run directory); the record continues in "
+            f"{DEFAULT_FILENAME!r} in the run directory instead"
+        )
+        return DEFAULT_FILENAME
 
     # ---------------------------------------------------------------- run status
     def mark_diverged(self, step: int, reason: str) -> None:
@@ -381,7 +407,7 @@ class ParameterEfficiency(pl.Callback):
         if trainer.is_global_zero and self.report and self.path is None and self._restored is not None:
             # `fit --ckpt_path last` of a run whose training was complete (killed in its test): the fit loop
             # never started, so on_train_start never opened the record; continue the saved one as it was.
-            self.path = os.path.join(cast(str, self._log_dir), self._restored["filename"])  # set in setup
+            self.path = os.path.join(cast(str, self._log_dir), self._restored_filename())  # set in setup
             self.report.update(self._restored["report"])
             self.report["resumed_at_steps"] = [*self.report.get("resumed_at_steps", []), trainer.global_step]
         if trainer.is_global_zero and self.report:

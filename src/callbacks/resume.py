@@ -22,10 +22,18 @@
 * ``ValidateLastStep``: with ``max_steps`` the last epoch is usually cut short, and Lightning
   never validates (or checkpoints) a partial epoch. This asks for a stop at the last step,
   which Lightning answers with a validation run -- and ModelCheckpoint saves after it.
+
+``RunCheckpoint`` also refuses the checkpoint paths a resumed checkpoint names outside its own folder.
+Lightning (2.6) restores ``last_model_path``, ``best_model_path``, ``kth_best_model_path`` and
+``best_k_models`` from the file (all of them when the saved state has no ``dirpath``), later *deletes* the
+"previous" ones when newer checkpoints replace them -- checking only lexical parents, so
+``<run>/checkpoints/../../notes.txt`` passes -- and ``ckpt_path="best"`` loads ``best_model_path`` as it
+is. A checkpoint is data that may come from anyone, so such paths are dropped when it is loaded.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any, cast
 
@@ -33,6 +41,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
 
 
 def collect_random_state() -> dict[str, Any]:
@@ -59,8 +69,65 @@ def restore_random_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(python_state), gauss))
 
 
+def inside_folder(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names something inside ``folder`` once links, ``..`` and relative parts are resolved."""
+    real_path, real_folder = os.path.realpath(path), os.path.realpath(folder)
+    return real_path != real_folder and os.path.commonpath([real_path, real_folder]) == real_folder
+
+
 class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose ``last.ckpt`` always holds the newest state (see the module docstring)."""
+    """ModelCheckpoint whose ``last.ckpt`` always holds the newest state, and which never takes a checkpoint
+    path from a resumed checkpoint that lies outside its own folder (see the module docstring)."""
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Called just before load_state_dict, from the same checkpoint. Only a fit acts on the restored paths
+        # (replaces, deletes, tests "best"); test/validate/predict drop them without a word.
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+        self._restoring_a_fit = trainer.state.fn == TrainerFn.FITTING
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._drop_paths_outside_dirpath(warn=getattr(self, "_restoring_a_fit", True))
+
+    def _drop_paths_outside_dirpath(self, warn: bool) -> None:
+        """Forget every restored checkpoint path outside ``dirpath``: Lightning would delete or load it."""
+        folder = self.dirpath
+        dropped: list[str] = []
+
+        def outside(path: Any) -> bool:
+            if not isinstance(path, str) or not path:
+                return False
+            if folder is None or not inside_folder(path, folder):
+                dropped.append(path)
+                return True
+            return False
+
+        if outside(self.last_model_path):
+            # What the run's own state holds: the next "last" then replaces last.ckpt (not a new last-v1.ckpt).
+            plain_last = folder is not None and "{" not in self.CHECKPOINT_NAME_LAST
+            last = os.path.join(str(folder), self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION) if plain_last else ""
+            self.last_model_path = last if last and os.path.isfile(last) else ""
+        if outside(self.best_model_path):
+            self.best_model_path, self.best_model_score = "", None
+        kept = {path: score for path, score in self.best_k_models.items() if not outside(path)}
+        kth_dropped = outside(self.kth_best_model_path)
+        if kth_dropped or len(kept) != len(self.best_k_models):
+            self.best_k_models = kept
+            # Lightning pops ``kth_best_model_path`` from ``best_k_models`` once it holds save_top_k entries:
+            # the worst one left, or none (the next checkpoints fill the top k again).
+            worst = (max if self.mode == "min" else min)(kept, key=kept.__getitem__) if kept else ""
+            self.kth_best_model_path = worst
+            self.kth_value = kept[worst] if worst else torch.tensor(torch.inf if self.mode == "min" else -torch.inf)
+        if dropped and warn:
+            unique = list(dict.fromkeys(dropped))
+            rank_zero_warn(
+                f"The resumed checkpoint names checkpoint file(s) outside this run's checkpoint folder "
+                f"'{folder}': {', '.join(repr(path) for path in unique)}. A checkpoint may come from anyone, and "
+                "Lightning would delete these files when newer checkpoints replace them, or test the 'best' one; "
+                "they are forgotten instead (only checkpoints inside the folder are replaced or tested)."
+            )
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)

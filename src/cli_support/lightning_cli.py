@@ -34,7 +34,7 @@ from src.callbacks.metrics_record import MetricsRecord
 from src.callbacks.predictions import PredictionWriter
 from src.callbacks.preemption import SaveOnSigterm
 from src.callbacks.progress import RichProgress
-from src.callbacks.resume import EpochStartResume, RandomState, RunCheckpoint, ValidateLastStep
+from src.callbacks.resume import EpochStartResume, RandomState, RunCheckpoint, ValidateLastStep, inside_folder
 from src.cli_support import checkpoint_config, machine_settings, run_dirs, slurm_job
 from src.cli_support.cpu_precision import slow_bf16_notice
 from src.cli_support.loggers import LoggerRunIds, RunTrainer
@@ -154,7 +154,7 @@ class ResNetCLI(LightningCLI):
     def after_fit(self) -> None:
         if self._test_after_fit():
             checkpoint = cast(ModelCheckpoint | None, self.trainer.checkpoint_callback)  # the CLI adds ModelCheckpoint
-            ckpt_path = "best" if checkpoint is not None and checkpoint.best_model_path else None
+            ckpt_path = best_to_test(checkpoint, self.run_dir)
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
 
     # ================================================================ run identity and resume
@@ -342,12 +342,49 @@ class ResNetCLI(LightningCLI):
                 rank_zero_info(f"SLURM job restarted: continuing the run in {run_dir} from {requeued_from}")
             run_dir = run_dir or run_dirs.fresh_run_dir(config)
         else:
+            if not given and self.checkpoint is not None:  # a logger version only the checkpoint's config names
+                named = run_dirs.checked_named_run_dir(
+                    named, checkpoint_path, self.checkpoint.get("run_config"), cast(str, self.subcommand)
+                )
             run_dir = named or run_dirs.evaluated_run_dir(checkpoint_path, cast(str, self.subcommand))
             run_dir = run_dir or run_dirs.fresh_run_dir(config)
             self._evaluates_a_run = runs.is_existing_run(run_dir)
         self._run_dir_existed = os.path.exists(run_dir)  # before anything of this command creates it
         self._first_created = run_dirs.first_missing(run_dir)  # e.g. lightning_logs/ itself, on a first run
         self.run_dir = os.path.normpath(run_dir)
+
+
+def best_to_test(checkpoint: ModelCheckpoint | None, run_dir: str | None) -> str | None:
+    """The best checkpoint the test after fit loads: inside the run's ``checkpoints/``, read as checked data.
+
+    Not Lightning's ``ckpt_path="best"``, which loads ``best_model_path`` as it stands -- a path that a resumed
+    checkpoint may have restored -- with ``torch.load`` (a pickle on torch < 2.6). A recorded path outside the
+    run's checkpoint folder is replaced by the run's own best checkpoint (``runs.best_checkpoint``: the best one
+    its checkpoints record, looked up in its ``checkpoints/``), as is none at all when a resumed checkpoint's
+    path was dropped (``RunCheckpoint``); without either the final weights are tested (``None``), as before.
+    The file is read first as the project reads every checkpoint (``weights_only``, class paths checked).
+    """
+    if checkpoint is None:
+        return None
+    best = checkpoint.best_model_path
+    folder = runs.checkpoint_dir(run_dir) if run_dir is not None else checkpoint.dirpath
+    if not best or folder is None or not inside_folder(best, folder):
+        instead = runs.best_checkpoint(run_dir) if run_dir is not None else None
+        if best:
+            rank_zero_warn(
+                f"The best checkpoint recorded for this run, {best!r}, is not inside the run's checkpoint folder "
+                f"'{folder}'; the test after fit loads "
+                + (
+                    f"the run's own best checkpoint '{instead}' instead"
+                    if instead
+                    else "none: it tests the final weights"
+                )
+            )
+        if instead is None:
+            return None
+        best = instead
+    checkpoint_config.checkpoint_summary(best)  # refuses pickled objects and untrusted class paths, in one line
+    return best
 
 
 def trainer_defaults() -> dict:

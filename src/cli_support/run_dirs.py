@@ -5,6 +5,11 @@ for ``fit --ckpt_path``, the run the checkpoint belongs to (a run continues only
 for ``test``/``validate``/``predict`` of a run's checkpoint, that run (its ``evaluations/``); else a fresh
 ``<save_dir>/<name>/version_N``. A run another process writes (it holds ``run.lock``) is refused, and so
 is starting a fit over a run that already has checkpoints (continue it with ``--ckpt_path last``).
+
+A ``--ckpt_path`` checkpoint's saved config becomes the command's defaults, its logger's fixed
+``save_dir/name/version`` included. The checkpoint is data that may come from anyone, so for
+``test``/``validate``/``predict`` a directory named that way only is used when it is the run the checkpoint
+file sits in (``RUN/checkpoints/x.ckpt`` -> ``RUN``); a logger version the user gives keeps its precedence.
 """
 
 from __future__ import annotations
@@ -64,6 +69,34 @@ def named_run_dir(config: Namespace) -> str | None:
             version = init_args["version"]
             save_dir, name = logger_location(config)
             return os.path.join(save_dir, name, version if isinstance(version, str) else f"version_{version}")
+    return None
+
+
+def checked_named_run_dir(
+    named: str | None, checkpoint_path: str | None, run_config: Any, subcommand: str
+) -> str | None:
+    """``named`` for ``test``/``validate``/``predict``, unless only the checkpoint's own config names it and the
+    checkpoint file is not in that run: then ``None`` (the checkpoint's own run or a fresh directory), said once.
+
+    Why: the checkpoint's saved logger ``save_dir/name/version`` becomes a default of the command, and a file
+    from elsewhere could name any folder -- an existing run or any other directory -- for the command to write
+    into. The run a checkpoint belongs to is the folder that holds it (``runs.run_dir_of_checkpoint``).
+    """
+    if named is None or not isinstance(run_config, dict) or not isinstance(run_config.get("trainer"), dict):
+        return named
+    if named_run_dir(Namespace(trainer=run_config["trainer"])) != named:
+        return named  # the user's own logger version (a config file, the command line): it comes first
+    owner = runs.run_dir_of_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+    if owner is not None and os.path.realpath(owner) == os.path.realpath(named):
+        return named  # the checkpoint's own run: what it names is where it is
+    instead = f"its own run '{owner}'" if owner is not None else "a new run directory"
+    if launching_rank():
+        print(
+            f"The checkpoint's saved logger config names the run directory '{named}', but the checkpoint file "
+            f"'{checkpoint_path}' is not in that run; {subcommand} does not write there (a checkpoint's contents "
+            f"do not choose where a command writes) and records into {instead} if it can (--run_dir DIR chooses)",
+            flush=True,
+        )
     return None
 
 
