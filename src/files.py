@@ -7,7 +7,9 @@ The project's rules about files:
 * a file is either whole or not there (:func:`atomic_write`): written to a temporary file *in the
   same directory* (so the final rename never becomes a cross-filesystem copy, and nothing lands in
   ``$TMPDIR``), flushed to disk, then renamed over the target. A kill or a full disk leaves the old
-  file (or none), never a fragment; the temporary file is removed on any error;
+  file (or none), never a fragment; the temporary file is removed on any error. The rename replaces a
+  symbolic link at the target instead of writing through it, so a link planted in a received folder
+  cannot redirect the write; :func:`staged_writes` gives the same to writers that open their own paths;
 * a full or read-only disk is the user's to fix, not a bug: :func:`disk_error_message` turns it into
   one line naming the path and what to do.
 """
@@ -19,7 +21,11 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, Any, cast
 
 # Errors of the disk, not of the program: out of space or quota, read-only, not allowed.
@@ -77,7 +83,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], object], bi
     """Write ``path`` whole or not at all: ``write(handle)`` into a temporary file beside it, fsync, rename.
 
     Any error (ENOSPC halfway, a kill...) leaves ``path`` as it was and removes the temporary file; the
-    ``OSError`` raised names ``path``.
+    ``OSError`` raised names ``path``. A symbolic link at ``path`` is replaced by the file, never written through.
     """
     path = os.fspath(path)
     tmp = temporary_path(path)
@@ -104,6 +110,44 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], object], bi
             raise OSError(code, found.strerror or os.strerror(code), path) from error
         raise
     _fsync_directory(os.path.dirname(path) or ".")
+
+
+@contextmanager
+def staged_writes(directory: str | os.PathLike) -> Iterator[Path]:
+    """A fresh, private folder inside ``directory`` to write into; on success its files replace ``directory``'s.
+
+    Why: a writer that opens its own path (matplotlib's ``savefig``, ``csv``, ``write_text``) follows a symbolic
+    link planted at that path and overwrites the link's target -- anywhere the user can write. Written into the
+    staging folder instead, each file is then renamed over ``directory/<name>`` (``os.replace``), which replaces
+    a link (or a hard-linked file) as :func:`atomic_write` does, never writing through it. A sub-folder is merged
+    the same way and refused (``FileExistsError``) where ``directory`` holds a link or a file in its place. On any
+    error the staging folder is removed; files already moved stay (as a write that stopped halfway leaves them).
+    """
+    directory = os.fspath(directory)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory) or 'out'}.staging-", dir=directory)
+    try:
+        yield Path(staging)
+        _move_into(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _fsync_directory(directory)
+
+
+def _move_into(source: str, target: str) -> None:
+    """Rename every file under ``source`` to the same place under ``target`` (folders merged, links replaced)."""
+    for name in sorted(os.listdir(source)):
+        moved, into = os.path.join(source, name), os.path.join(target, name)
+        if os.path.isdir(moved) and not os.path.islink(moved):
+            if os.path.islink(into) or (os.path.lexists(into) and not os.path.isdir(into)):
+                raise FileExistsError(
+                    errno.EEXIST,
+                    "a link or a file is where a folder is to be written (valid: a folder or nothing)",
+                    into,
+                )
+            os.makedirs(into, exist_ok=True)
+            _move_into(moved, into)
+        else:
+            os.replace(moved, into)
 
 
 def _fsync_directory(directory: str) -> None:

@@ -60,10 +60,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 from pathlib import Path
 
+from src.files import staged_writes
 from src.reporting import frontier, frontier_figure, shapes
 from src.reporting.analysis_plan import PlanError, is_plan_file, load_plan, planned_pairs
 from src.reporting.anchors import anchor_data, anchor_overlay
@@ -103,6 +105,11 @@ from src.sweeping.study import StudyError
 from src.table_files import write_rows
 
 
+class ReportFolderError(ValueError):
+    """The default report folder ``<root>/report`` is a symbolic link: a study folder received from someone else
+    could otherwise send the report's writes (report.md, the CSVs...) into any folder the user can write."""
+
+
 def write_report(
     root: str | Path,
     out: str | Path | None = None,
@@ -119,10 +126,37 @@ def write_report(
     ``iso_tolerance``: how far apart (fraction of the larger) two shapes' parameter counts may be to be compared.
     ``links_from``: the folder report.md's links to the runs' own figures are relative to (default ``out``;
     ``--check`` writes into a temporary folder but compares links as they are from the committed report's folder).
+    Every file is written into a staging folder inside ``out`` and then renamed into place
+    (:func:`src.files.staged_writes`): a symbolic link planted at a report file's name is replaced, never written
+    through. A default ``<root>/report`` that is a symbolic link is refused (:class:`ReportFolderError`).
     """
     root = Path(root)
+    if out is None and (root / "report").is_symlink():
+        link = root / "report"
+        raise ReportFolderError(
+            f"'{link}' is a symbolic link (to '{os.readlink(link)}'): the report is written only into a real folder, "
+            "so a study folder from elsewhere cannot send it to another place. Remove the link (the report makes "
+            "the folder), or name the folder to write into with --out DIR."
+        )
     out = Path(out) if out is not None else root / "report"
     out.mkdir(parents=True, exist_ok=True)
+    links = Path(links_from) if links_from is not None else out
+    with staged_writes(out) as staging:  # a link planted at a report file is replaced, never written through
+        records = _write_files(root, staging, links, expected, paper, target_acc, title, iso_tolerance)
+    return out, records
+
+
+def _write_files(
+    root: Path,
+    folder: Path,
+    links: Path,
+    expected: list | None,
+    paper: str,
+    target_acc: float | None,
+    title: str | None,
+    iso_tolerance: float,
+) -> list[RunRecord]:
+    """``write_report``'s files, into ``folder`` (a fresh staging folder); report.md's links relative to ``links``."""
     selection = read_selection(root)
     records = collect_runs(root, expected, tuple((selection or {}).get("grid", {})))
     rows = aggregate(records)
@@ -131,34 +165,34 @@ def write_report(
     anchors, anchor_lines = anchor_overlay(records, mode)
     overlay = (overlay[0], [*overlay[1], *anchor_lines])
     target = choose_target(rows, target_acc)
-    write_study_csv(rows, out / "report.csv")
+    write_study_csv(rows, folder / "report.csv")
     for cost in ("params", "macs", "compute", "time"):
-        plot_error_vs_cost(rows, cost, out / FIGURES[cost], paper=overlay[0], anchors=anchors)
-    plot_size_to_target(sizes_to_target(rows, target[0]), target[0], out / FIGURES["target"])
+        plot_error_vs_cost(rows, cost, folder / FIGURES[cost], paper=overlay[0], anchors=anchors)
+    plot_size_to_target(sizes_to_target(rows, target[0]), target[0], folder / FIGURES["target"])
     curves = read_curves(records)
-    plot_training_curves(rows, curves, out / FIGURES["curves"])
-    plot_fig6(rows, curves, out / FIG6_FILE)
+    plot_training_curves(rows, curves, folder / FIGURES["curves"])
+    plot_fig6(rows, curves, folder / FIG6_FILE)
     diagnostic_notes: list[str] = []
     profiles: dict = {}
-    diagnostics = diagnostics_figures(records, out, diagnostic_notes, profiles)
-    tools = tool_figures(records, Path(links_from) if links_from is not None else out)
+    diagnostics = diagnostics_figures(records, folder, diagnostic_notes, profiles)
+    tools = tool_figures(records, links)
     lesions = lesions_by_variant(records)
     if lesions:
-        plot_lesions(lesions, out / LESIONS_FIGURE, variant_colors(rows, lesions))
-    write_rows(summary_rows(lesions), out / LESIONS_CSV)
+        plot_lesions(lesions, folder / LESIONS_FIGURE, variant_colors(rows, lesions))
+    write_rows(summary_rows(lesions), folder / LESIONS_CSV)
     grids, shape_pairs = shapes.width_depth_grids(rows), shapes.iso_pairs(rows, iso_tolerance)
     if grids:
-        shapes.plot_width_depth(grids, out / shapes.HEATMAP)
+        shapes.plot_width_depth(grids, folder / shapes.HEATMAP)
         profiles[shapes.HEATMAP] = grids
     if anchors:
         profiles["published_anchors"] = anchor_data(anchors)
-    shapes.write_iso_csv(shape_pairs, out / shapes.ISO_CSV)
+    shapes.write_iso_csv(shape_pairs, folder / shapes.ISO_CSV)
     if selection is not None:
-        write_rows(selection_rows(selection), out / SELECTION_CSV)
-    spending = _frontier(root, rows, out, iso_tolerance, Path(links_from) if links_from is not None else out)
+        write_rows(selection_rows(selection), folder / SELECTION_CSV)
+    spending = _frontier(root, rows, folder, iso_tolerance, links)
     own_nets = own_net_pairs(rows)
     if own_nets:  # only a study with a class-path network has the file
-        write_rows(own_net_rows(own_nets), out / OWN_NETS_CSV)
+        write_rows(own_net_rows(own_nets), folder / OWN_NETS_CSV)
     sections = Sections(
         paper=overlay, diagnostics=diagnostics, diagnostic_notes=diagnostic_notes, tools=tools, target=target,
         lesions=lesion_markdown(lesions), root=root,
@@ -166,15 +200,15 @@ def write_report(
                *own_net_markdown(own_nets), *selection_markdown(selection)],
     )  # fmt: skip
     report = render_markdown(title or str(root), records, rows, sections)
-    write_rows(report.lines_csv, out / "report_lines.csv")
-    write_rows(report.pairs_csv, out / "report_comparisons.csv")
-    write_rows(report.depth_csv, out / "report_depth.csv")
-    (out / "report.md").write_text(report.text)
+    write_rows(report.lines_csv, folder / "report_lines.csv")
+    write_rows(report.pairs_csv, folder / "report_comparisons.csv")
+    write_rows(report.depth_csv, folder / "report_depth.csv")
+    (folder / "report.md").write_text(report.text)
     if lesions:
         profiles[LESIONS_FIGURE] = lesion_figure_data(lesions)
     figures = figure_data(rows, records, target, profiles)
-    (out / FIGURE_DATA).write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
-    return out, records
+    (folder / FIGURE_DATA).write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
+    return records
 
 
 def _frontier(root: Path, rows: list, out: Path, tolerance: float, links_from: Path) -> list[str]:
@@ -237,8 +271,13 @@ def planned_analysis(source: Path, out: str | None, check_only: bool) -> int:
     try:
         plan_file = Path(json.loads((source / PLAN_INDEX).read_text())["plan"]) if source.is_dir() else source
         plan = load_plan(plan_file)
+        if source.is_dir() and (check_only or out is None):
+            _require_own_plan(source, plan_file, plan.results)
         if not check_only:
-            folder, rows, problems = write_plan_report(plan, out)
+            folder = Path(out or plan.results)
+            folder.mkdir(parents=True, exist_ok=True)
+            with staged_writes(folder) as staging:  # a link planted at a report file is replaced, not written through
+                _, rows, problems = write_plan_report(plan, staging)
             if out is None:  # the committed folder: the documents that quote it follow
                 refresh_documents(plan.results)
             tested = sum(row.verdict != "pending" for row in rows)
@@ -262,6 +301,22 @@ def planned_analysis(source: Path, out: str | None, check_only: bool) -> int:
         problems, f"{plan.results}: the planned analysis and its arms", plan.source,
         "the planned analysis and each arm's one clean commit match",
     )  # fmt: skip
+
+
+def _require_own_plan(folder: Path, plan_file: Path, results: str) -> None:
+    """Refuse a results folder whose ``plan.json`` names a plan that reports into another folder.
+
+    Why: ``python -m src.report <folder>`` writes (or ``--check`` compares) the plan's ``results:`` folder; a
+    folder received from someone else could otherwise name a plan of its own whose ``results:`` is any folder
+    the user can write, and have its report.md, summary.md, plan.csv and plan.json overwritten.
+    """
+    if Path(results).resolve() != folder.resolve():
+        raise PlanError(
+            f"'{folder / PLAN_INDEX}' names the plan '{plan_file}', whose results folder is '{results}' "
+            f"('{Path(results).resolve()}'), not this folder '{folder}' ('{folder.resolve()}'): a results folder's "
+            f"{PLAN_INDEX} may only name the plan that reports into that same folder. To report into '{results}', "
+            f"give the plan file itself: python -m src.report {plan_file}"
+        )
 
 
 def _tolerance(text: str) -> float:
@@ -330,7 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out, records = write_report(root, args.out, expected, args.paper, args.target_acc, title, args.iso_tolerance)
+    try:
+        out, records = write_report(root, args.out, expected, args.paper, args.target_acc, title, args.iso_tolerance)
+    except ReportFolderError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.out is None:  # the study's own report folder: the documents that quote it follow
         refresh_documents(str(root))
     finished = sum(run.status == "finished" for run in records)

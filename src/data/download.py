@@ -9,18 +9,27 @@
 A marker file (``.complete``) records a finished extraction, so a later run (or another process
 of the same DDP job, waiting on a lock file) reuses the folder instead of extracting again.
 Archives are checked against their MD5 where the publisher's checksum is known.
+
+An archive is extracted here, not by torchvision's ``extract_archive`` (whose ``tarfile.extractall`` trusts
+every member): fast.ai publishes no checksum for Imagewoof, so an ``imagewoof2*.tgz`` already in ``data_dir``
+is used as found, and whoever put it there could otherwise write anywhere the user can (``../x``, a symlink
+out of the folder and a file written through it). :func:`extract_archive_safely` checks every member first
+and extracts nothing unless all of them land inside ``data_dir`` as files, folders or inward links.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import tarfile
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
-from torchvision.datasets.utils import download_and_extract_archive
+from torchvision.datasets.utils import check_integrity, download_url
 
-from src.data.base import DatasetNotFoundError
+from src.data.base import DataError, DatasetNotFoundError
 from src.data.locking import file_lock
 
 FASTAI = "https://s3.amazonaws.com/fast-ai-imageclas"
@@ -92,6 +101,104 @@ def prepare(name: str, data_dir: str, download: bool) -> str:
             refolder_tiny_imagenet(root)
         Path(root, MARKER).touch()
     return root
+
+
+class UnsafeArchiveError(DataError):
+    """An archive holds members that would land outside the folder it is extracted into (or are not files,
+    folders or links): extracting it could overwrite any file the user can write."""
+
+
+def download_and_extract_archive(url: str, download_root: str, md5: str | None = None) -> None:
+    """Download ``url`` into ``download_root`` (unless there already, with a matching ``md5``) and extract it there.
+
+    Same call as torchvision's function of this name, which this replaces: the download is still torchvision's
+    ``download_url`` (redirects, the MD5 check after downloading), the extraction :func:`extract_archive_safely`.
+    An archive found in place without a checksum to check it against is said to be unverified.
+    """
+    path = os.path.join(download_root, os.path.basename(url))
+    if os.path.isfile(path) and check_integrity(path, md5):
+        verified = "its MD5 matches" if md5 is not None else f"not verified: no checksum is published for {url}"
+        print(f"Using the archive found at '{path}' ({verified}); extracting it", flush=True)
+    else:
+        download_url(url, download_root, md5=md5)
+    try:
+        extract_archive_safely(path, download_root)
+    except UnsafeArchiveError as error:
+        raise UnsafeArchiveError(
+            f"{error} Delete '{path}' and run again to download it anew from {url}, or extract a copy you trust "
+            "yourself."
+        ) from None
+
+
+def extract_archive_safely(path: str, to: str) -> None:
+    """Extract the ``.zip`` or tar archive ``path`` into ``to``, all of it or (when a member is refused) nothing.
+
+    Every member is checked before anything is written: an absolute path, a ``..`` part, a link whose target is
+    absolute or climbs with ``..``, a device or pipe is refused, and the error names each refused member and why.
+    A tar archive is then extracted with tarfile's ``"data"`` filter where Python has it (3.11.4+, 3.12+), which
+    re-checks each member against the folder as it is on disk (e.g. a folder already there that is a link out).
+    ``zipfile`` itself never creates links; its own renaming of bad names is not relied on.
+    """
+    if path.endswith(".zip"):
+        with zipfile.ZipFile(path) as archive:
+            _refuse(path, to, [(info.filename, _path_refusal(info.filename)) for info in archive.infolist()])
+            archive.extractall(to)
+        return
+    with tarfile.open(path) as archive:
+        members = archive.getmembers()
+        _refuse(path, to, [(member.name, _tar_refusal(member)) for member in members])
+        if not hasattr(tarfile, "data_filter"):  # Python < 3.11.4: the checks above are all there is
+            archive.extractall(to, members=members)
+            return
+        try:
+            archive.extractall(to, members=members, filter="data")
+        except tarfile.FilterError as error:
+            name = error.tarinfo.name if error.tarinfo is not None else "?"
+            raise UnsafeArchiveError(f"refused to extract '{path}' into '{to}': {name!r} ({error}).") from None
+
+
+def _refuse(path: str, to: str, checked: list[tuple[str, str | None]]) -> None:
+    """Raise :class:`UnsafeArchiveError` naming each member refused (``why`` not None), at most 10 of them."""
+    refused = [(name, why) for name, why in checked if why is not None]
+    if not refused:
+        return
+    listed = "; ".join(f"{name!r}: {why}" for name, why in refused[:10])
+    more = f"; and {len(refused) - 10} more" if len(refused) > 10 else ""
+    raise UnsafeArchiveError(
+        f"refused to extract '{path}': {len(refused)} of its members would not land inside '{to}' as a file, "
+        f"folder or inward link ({listed}{more}). Nothing was extracted."
+    )
+
+
+def _parts(name: str) -> list[str]:
+    return re.split(r"[/\\]", name)
+
+
+def _path_refusal(name: str) -> str | None:
+    """Why a member's own path is refused (None: it lands inside the folder): absolute, or a ``..`` part."""
+    if os.path.isabs(name) or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "an absolute path (valid: a path relative to the archive's top)"
+    if ".." in _parts(name):
+        return "a '..' part in its path, which would place it outside the folder (valid: no '..')"
+    return None
+
+
+def _tar_refusal(member: tarfile.TarInfo) -> str | None:
+    """Why a tar member is refused (None: accepted): its path, a link that could leave the folder, a device."""
+    why = _path_refusal(member.name)
+    if why is not None:
+        return why
+    if member.issym() or member.islnk():
+        kind = "a symbolic link" if member.issym() else "a hard link"
+        target = member.linkname
+        if os.path.isabs(target) or target.startswith(("/", "\\")):
+            return f"{kind} to the absolute path {target!r} (valid: a relative target without '..')"
+        if ".." in _parts(target):
+            return f"{kind} to {target!r}, which climbs with '..' and can point outside the folder (valid: no '..')"
+        return None
+    if not (member.isfile() or member.isdir()):
+        return "a device, pipe or other special file (valid: files, folders and links)"
+    return None
 
 
 def read_labels_file(path: str) -> dict[str, str]:
