@@ -363,8 +363,8 @@ def test_power_law_exponent_is_recovered_with_a_bootstrap_interval(tmp_path):
     assert line["fit_c"] == ""  # three sizes: no irreducible term
     low, high = -float(line["fit_b_ci_high"]), -float(line["fit_b_ci_low"])  # the exponent printed is -b
     assert (
-        f"Along resnet, test error falls as params^-0.40 (95% parametric-bootstrap interval of the exponent "
-        f"{low:+.2f} to {high:+.2f}) over 3 sizes." in text
+        f"Along resnet, test error falls as params^-0.40 over 3 sizes (95% parametric-bootstrap interval of the "
+        f"exponent {low:+.2f} to {high:+.2f})." in text
     )
 
 

@@ -63,11 +63,14 @@ def test_seeds_that_never_vary_give_no_zero_width_interval():
     assert "point estimate" in trend_text(fit)
 
 
+INTERVAL = "95% parametric-bootstrap interval of the exponent"
+
+
 @pytest.mark.parametrize("b, low, high, words", [
-    (-0.62, -0.64, -0.60, "rises as params^+0.62 (95% parametric-bootstrap interval of the exponent +0.60 to +0.64)"),
-    (0.30, 0.25, 0.35, "falls as params^-0.30 (95% parametric-bootstrap interval of the exponent -0.35 to -0.25)"),
-    (0.05, -0.10, 0.20, "shows no clear trend with size (params^-0.05; 95% parametric-bootstrap interval of the "
-                        "exponent -0.20 to +0.10, which includes 0)"),
+    (-0.62, -0.64, -0.60, f"rises as params^+0.62 over 3 sizes ({INTERVAL} +0.60 to +0.64)"),
+    (0.30, 0.25, 0.35, f"falls as params^-0.30 over 3 sizes ({INTERVAL} -0.35 to -0.25)"),
+    (0.05, -0.10, 0.20, f"shows no clear trend with size over 3 sizes (params^-0.05; {INTERVAL} -0.20 to +0.10, "
+                        "which includes 0)"),
 ])  # fmt: skip
 def test_the_printed_interval_has_the_sign_of_the_printed_exponent(b, low, high, words):
     assert trend_text(PowerLaw(10.0, b, None, 3, low, high)) == words

@@ -205,7 +205,7 @@ def summary_paragraph(
         if len(members) == 1:
             sentences.append(f"Line {line} has one size: no fit, no marginal slope, no interpolation.")
         elif isinstance(fit, PowerLaw):
-            sentences.append(f"Along {line}, test error {trend_text(fit)} over {fit.sizes} sizes.")
+            sentences.append(f"Along {line}, test error {trend_text(fit)}.")
         elif isinstance(fit, str):
             sentences.append(f"Along {line}, no size-scaling fit: {fit}.")
     if target is not None:

@@ -260,19 +260,22 @@ def fit_power_law(
 def trend_text(fit: PowerLaw) -> str:
     """What a fit says, in words that match its sign, its interval in the sign of the exponent printed.
 
-    ``error ~ params^e`` with ``e = -b``: falls (e < 0), rises (e > 0), or no clear trend (an interval across
-    0). Without an interval the direction is the point estimate's only, and the words say so.
+    ``error ~ params^e`` with ``e = -b``: falls (e < 0), rises (e > 0), or no clear trend (an interval that
+    includes 0). Without an interval the direction is the point estimate's only, and the words say so.
     """
     exponent = -fit.b
     shown = f"{exponent:+.2f}".replace("-0.00", "+0.00")
+    sizes = f"over {fit.sizes} sizes"
     if fit.b_low is None or fit.b_high is None:
         direction = "is flat" if shown == "+0.00" else "falls" if exponent < 0 else "rises"
-        return f"{direction} as params^{shown} in the fit's point estimate ({fit.note}: no direction is claimed)"
+        return (
+            f"{direction} as params^{shown} {sizes} in the fit's point estimate ({fit.note}; no direction is claimed)"
+        )
     low, high = -fit.b_high, -fit.b_low
     interval = f"95% parametric-bootstrap interval of the exponent {low:+.2f} to {high:+.2f}"
     if low <= 0 <= high:
-        return f"shows no clear trend with size (params^{shown}; {interval}, which includes 0)"
-    return f"{'falls' if high < 0 else 'rises'} as params^{shown} ({interval})"
+        return f"shows no clear trend with size {sizes} (params^{shown}; {interval}, which includes 0)"
+    return f"{'falls' if high < 0 else 'rises'} as params^{shown} {sizes} ({interval})"
 
 
 def size_to_reach(sizes: Sequence[float], accuracies: Sequence[float], target: float) -> tuple[float | None, str]:
