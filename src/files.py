@@ -39,10 +39,14 @@ DISK_ERRNOS = {
 
 
 def free_path(directory: str | os.PathLike, filename: str) -> str:
-    """``directory/filename``, or ``stem-1.ext``, ``stem-2.ext``... if it exists: never overwrite a file."""
+    """``directory/filename``, or ``stem-1.ext``, ``stem-2.ext``... if it exists: never overwrite a file.
+
+    A symbolic link occupies its name even when its target is missing (``lexists``): writing to a dangling link
+    would create the file it points to, wherever a received folder's planted link says.
+    """
     stem, ext = os.path.splitext(filename)
     path, index = os.path.join(directory, filename), 0
-    while os.path.exists(path):
+    while os.path.lexists(path):
         index += 1
         path = os.path.join(directory, f"{stem}-{index}{ext}")
     return path

@@ -59,12 +59,13 @@ def free_stem(directory: str | os.PathLike, filenames: Sequence[str]) -> str:
     """The first suffix (``""``, ``"-1"``, ``"-2"``...) under which none of ``filenames`` exists in ``directory``.
 
     A tool that writes several files at once (``prune.csv``, ``prune.md``, ``prune.png``) keeps them
-    together: a second run writes ``prune-1.*`` for all of them, never overwriting any.
+    together: a second run writes ``prune-1.*`` for all of them, never overwriting any. A symbolic link, even a
+    dangling one, occupies its name (writing through it would create its target, wherever it points).
     """
     index = 0
     while True:
         suffix = f"-{index}" if index else ""
-        if not any(os.path.exists(os.path.join(directory, with_suffix(name, suffix))) for name in filenames):
+        if not any(os.path.lexists(os.path.join(directory, with_suffix(name, suffix))) for name in filenames):
             return suffix
         index += 1
 

@@ -20,7 +20,9 @@ import yaml
 
 from src.data import download as downloads
 from src.data.base import DataError
+from src.files import free_path
 from src.report import main
+from src.table_files import free_stem, write_csv
 from tests.image_trees import write_image
 from tests.study_runs import write_run
 from tests.test_plan_report import _arm, _plan
@@ -235,3 +237,16 @@ def test_a_received_plan_json_cannot_redirect_the_plan_report(tmp_path, monkeypa
 
     assert main(["--check", str(received)]) == 2  # nor does --check compare another folder than the one named
     assert str(target) in capsys.readouterr().err
+
+
+def test_a_dangling_link_in_a_received_folder_is_never_written_through(tmp_path):
+    """lesion/prune/evaluations write new files under free names (``free_path``, ``free_stem``): a planted link
+    whose target does not exist yet must count as taken, or the write would create the target wherever it points."""
+    received, target = tmp_path / "run" / "lesion", tmp_path / "home" / "planted.csv"
+    received.mkdir(parents=True)
+    target.parent.mkdir()
+    (received / "lesion.csv").symlink_to(target)  # dangling: the target is missing
+    assert free_stem(received, ["lesion.csv", "lesion.png"]) == "-1"
+    assert Path(free_path(received, "lesion.csv")).name == "lesion-1.csv"
+    written = write_csv([{"block": "layer1.0", "cost": 1.0}], received, "lesion.csv")
+    assert Path(written).name == "lesion-1.csv" and not target.exists()
