@@ -22,9 +22,11 @@ import importlib.util
 import os
 import re
 import sys
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import yaml
 from jsonargparse import Namespace  # a parsed config entry; dicts are saved ones
 
 
@@ -164,7 +166,7 @@ def _exists(module: str) -> bool:
 
 def _defined_in_trusted_code(found: Any, module: str) -> bool:
     """Whether ``found`` (named ``module.X``) is defined by the project, its libraries or the user's folders."""
-    home = getattr(found, "__module__", None)
+    home = found.__name__ if isinstance(found, types.ModuleType) else getattr(found, "__module__", None)
     home = home if isinstance(home, str) else module
     top = home.split(".")[0]
     if any(part in MAIN_MODULES for part in home.split(".")):
@@ -227,9 +229,8 @@ def trusted_name(value: str, key: str, source: str, base: type | tuple[type, ...
             f"{refused} {ACCEPTED}, and importing {module!r} would run code that is none of these "
             "(checkpoints are data, never code: see docs/runs.md#checkpoints-from-elsewhere)"
         )
-    try:
-        found = import_class(value)
-    except (ImportError, AttributeError):
+    found = _reachable(value, refused)
+    if found is None:
         return  # nothing of that name here: nothing to call
     if base is not None and isinstance(found, type):
         if not issubclass(found, base):
@@ -241,6 +242,34 @@ def trusted_name(value: str, key: str, source: str, base: type | tuple[type, ...
             f"{refused} code of this project or its libraries ({', '.join(TRUSTED_PACKAGES)}) or under the "
             f"current directory or a PYTHONPATH folder, and it names {_what(found)} of {home!r}"
         )
+
+
+def _reachable(value: str, refused: str) -> Any | None:
+    """What a loader can reach by the name ``value``: the longest module prefix that imports, then attributes.
+
+    Not only ``import_class``'s ``module.Name``: jsonargparse falls back to an attribute of the parent module
+    (``torch.os.system`` is ``os.system``, reached through ``torch``), so every prefix is tried, longest first,
+    each checked (``importable_without_new_code``) before it is imported. ``None``: nothing of that name.
+    """
+    parts = value.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:cut])
+        if not importable_without_new_code(module):
+            raise UntrustedClassError(
+                f"{refused} {ACCEPTED}, and importing {module!r} would run code that is none of these "
+                "(checkpoints are data, never code: see docs/runs.md#checkpoints-from-elsewhere)"
+            )
+        try:
+            found: Any = importlib.import_module(module)
+        except ImportError:
+            continue
+        try:
+            for attribute in parts[cut:]:
+                found = getattr(found, attribute)
+        except AttributeError:
+            return None
+        return found
+    return None
 
 
 def names_in(config: Any, key: str = "") -> Iterator[tuple[str, str]]:
@@ -256,6 +285,15 @@ def names_in(config: Any, key: str = "") -> Iterator[tuple[str, str]]:
             yield from names_in(value, f"{key}.{index}" if key else str(index))
     elif isinstance(config, str) and DOTTED.fullmatch(config):
         yield key, config
+    elif isinstance(config, str) and any(mark in config for mark in "[{:"):
+        # YAML or JSON text: jsonargparse parses a string given where a list or a dict is expected
+        # (``trainer.callbacks: "[{class_path: this.X}]"``), so what it would parse is searched too.
+        try:
+            parsed = yaml.safe_load(config)
+        except yaml.YAMLError:
+            return
+        if isinstance(parsed, (dict, list)):
+            yield from names_in(parsed, key)
 
 
 def refuse_untrusted_names(

@@ -10,6 +10,7 @@ file: the marker must never appear, and the refusal must name the key, the value
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -242,3 +243,25 @@ def test_report_check_still_resolves_and_compares_a_studys_own_configs(tmp_path)
     """The quickstart names torch, lightning and src classes and files (efficiency.json): none is foreign."""
     [problem] = config_problems(_committed_study(tmp_path))
     assert "names code" not in problem and "config differs from what" in problem  # resolved, then compared
+
+
+# ------------------------------------------------------------------------ bypasses a second look found
+def test_a_function_reached_through_a_trusted_modules_attribute_is_refused():
+    """jsonargparse resolves ``torch.os.system`` as ``getattr(torch, "os").system``: the name is judged by what it
+    reaches, not by the trusted package it passes through."""
+    for name in ("torch.os.system", "torch.builtins.exec", "src.class_paths.importlib.import_module"):
+        with pytest.raises(UntrustedClassError, match=rf"x\.on_test_end '{re.escape(name)}' is refused"):
+            class_paths.trusted_name(name, "x.on_test_end", "sent.ckpt")
+    class_paths.trusted_name("torch.optim.SGD", "model.optimizer", "sent.ckpt")  # a module's own class still passes
+
+
+def test_a_callback_list_given_as_yaml_text_is_searched_too(cli_checkpoint, tmp_path, elsewhere):
+    """A string where a list is expected is parsed as YAML by jsonargparse, class paths and all."""
+    marker = elsewhere("payload_text")
+    path = _sent(
+        cli_checkpoint, tmp_path,
+        lambda c: c[runs.RUN_CONFIG_KEY]["trainer"].update(callbacks="[{class_path: payload_text.Thing}]"),
+    )  # fmt: skip
+    message = _refused(["test", "--ckpt_path", str(path), "--trainer.accelerator", "cpu"])
+    assert not marker.exists(), "a class path inside a YAML string was imported"
+    assert "'payload_text.Thing' is refused" in message

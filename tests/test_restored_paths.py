@@ -187,3 +187,24 @@ def test_evaluating_a_runs_checkpoint_never_writes_into_a_folder_its_config_name
     assert sorted(os.listdir(victim)) == ["notes.txt"] and (victim / "notes.txt").read_text() == PRECIOUS
     assert (run_dir / "evaluations" / "test.json").is_file()  # recorded with the checkpoint's own run
     assert f"names the run directory '{victim}'" in out and f"its own run '{run_dir}'" in out
+
+
+def test_a_checkpoints_folder_that_links_elsewhere_keeps_only_checkpoint_files(tmp_path):
+    """A received run whose checkpoints/ is a link to another folder puts that folder's files "inside" it; of
+    those, only checkpoint files may be kept (and so ever replaced or deleted by Lightning)."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("mine")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").symlink_to(victim)
+    folder = run / "checkpoints"
+    callback = RunCheckpoint(dirpath=str(folder), monitor="val/acc", mode="max", save_last=True)
+    named = str(folder / "notes.txt")
+    state = {"best_model_score": torch.tensor(0.9), "best_model_path": named,
+             "best_k_models": {named: torch.tensor(0.9)}, "kth_best_model_path": named,
+             "kth_value": torch.tensor(0.9), "last_model_path": named}  # fmt: skip
+    with pytest.warns(UserWarning, match="notes.txt"):
+        callback.load_state_dict(state)
+    assert callback.best_model_path == "" and callback.best_k_models == {} and callback.last_model_path == ""
+    assert (victim / "notes.txt").read_text() == "mine"

@@ -99,7 +99,10 @@ class RunCheckpoint(ModelCheckpoint):
         def outside(path: Any) -> bool:
             if not isinstance(path, str) or not path:
                 return False
-            if folder is None or not inside_folder(path, folder):
+            # Not a checkpoint file of this folder: Lightning must not replace or delete it. The extension counts
+            # too: a received run whose checkpoints/ is itself a link to another folder puts that folder's files
+            # "inside" it, and only checkpoint files may ever be deleted there.
+            if folder is None or not inside_folder(path, folder) or not path.endswith(self.FILE_EXTENSION):
                 dropped.append(path)
                 return True
             return False
