@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     try:
+        out = Path(args.out or output_dir(args.checkpoint, "lesion"))  # refused now, not after the lesions
         if args.bn_batches < 1:
             raise ValueError(f"--bn-batches must be >= 1, got {args.bn_batches}")
         model, datamodule = _load(args.checkpoint, args.config)
@@ -165,7 +166,6 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         raise SystemExit(f"error: {error}") from None
 
     stages, summary = stage_summary(single), random_summary(random)
-    out = Path(args.out or output_dir(args.checkpoint, "lesion"))
     os.makedirs(out, exist_ok=True)
     suffix = free_stem(out, FILES)
     name = {file: with_suffix(file, suffix) for file in FILES}

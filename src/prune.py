@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     layer_curves: dict[str, list[dict]] = {}
     try:
         _check(args)
+        out = Path(args.out or output_dir(args.checkpoints[0], "prune"))  # refused now, not after the sweep
         device = pick_device(args.device)
         for checkpoint in args.checkpoints:
             torch.manual_seed(args.seed)  # the order of the training batches (BN statistics, fine-tune)
@@ -212,7 +213,6 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     except (ValueError, DatasetNotFoundError, FileNotFoundError) as error:  # CheckpointError too
         raise SystemExit(f"error: {error}") from None
 
-    out = Path(args.out or output_dir(args.checkpoints[0], "prune"))
     os.makedirs(out, exist_ok=True)
     suffix = free_stem(out, FILES)
     name = {file: with_suffix(file, suffix) for file in FILES}

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from src.analysis.checkpoint import CheckpointError, output_dir
 from src.data import download as downloads
 from src.data.base import DataError
 from src.files import free_path
@@ -250,3 +251,30 @@ def test_a_dangling_link_in_a_received_folder_is_never_written_through(tmp_path)
     assert Path(free_path(received, "lesion.csv")).name == "lesion-1.csv"
     written = write_csv([{"block": "layer1.0", "cost": 1.0}], received, "lesion.csv")
     assert Path(written).name == "lesion-1.csv" and not target.exists()
+
+
+def test_a_zip_member_never_follows_a_link_already_in_the_data_folder(tmp_path):
+    """zipfile follows a folder link on disk (``data/`` -> elsewhere); tar's data filter refuses it, zip is checked."""
+    to, outside = tmp_path / "to", tmp_path / "outside"
+    to.mkdir()
+    outside.mkdir()
+    (to / "data").symlink_to(outside)
+    archive_path = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        archive.writestr("data/zmarker", "x")
+    with pytest.raises(DataError, match=r"'data/zmarker'.*outside the folder"):
+        downloads.extract_archive_safely(str(archive_path), str(to))
+    assert not (outside / "zmarker").exists()
+
+
+def test_lesion_and_prune_never_write_through_a_linked_output_folder(tmp_path):
+    """A received run whose lesion/ is a link elsewhere: refused before any work, naming the link and --out."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("{}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (run / "lesion").symlink_to(elsewhere)
+    with pytest.raises(CheckpointError, match=r"lesion' is a symbolic link .*--out DIR"):
+        output_dir(run / "checkpoints" / "last.ckpt", "lesion")
+    assert output_dir(run / "checkpoints" / "last.ckpt", "prune") == run / "prune"  # a real (or new) folder: fine

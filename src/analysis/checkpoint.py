@@ -94,9 +94,20 @@ def load(checkpoint_path: str | os.PathLike, config: str | os.PathLike | None = 
 
 
 def output_dir(checkpoint_path: str | os.PathLike, tool: str) -> Path:
-    """Where a tool writes for this checkpoint by default: ``<run>/<tool>/`` (the run of the checkpoint)."""
+    """Where a tool writes for this checkpoint by default: ``<run>/<tool>/`` (the run of the checkpoint).
+
+    A ``<run>/<tool>`` that is a symbolic link is refused (``CheckpointError``): a run folder received from
+    elsewhere could otherwise send the tool's files into any folder the user can write (``--out`` chooses one).
+    """
     run_dir = runs.run_dir_of_checkpoint(str(checkpoint_path))
-    return Path(run_dir if run_dir is not None else Path(checkpoint_path).parent) / tool
+    out = Path(run_dir if run_dir is not None else Path(checkpoint_path).parent) / tool
+    if out.is_symlink():
+        raise CheckpointError(
+            f"'{out}' is a symbolic link (to '{os.readlink(out)}'): {tool} writes only into a real folder of the "
+            f"run, so a run folder from elsewhere cannot send its files to another place. Remove the link (the "
+            f"folder is made), or name the folder to write into with --out DIR."
+        )
+    return out
 
 
 def split_loader(datamodule: Any, split: str) -> Any:

@@ -141,7 +141,8 @@ def extract_archive_safely(path: str, to: str) -> None:
     """
     if path.endswith(".zip"):
         with zipfile.ZipFile(path) as archive:
-            _refuse(path, to, [(info.filename, _path_refusal(info.filename)) for info in archive.infolist()])
+            names = [info.filename for info in archive.infolist()]
+            _refuse(path, to, [(name, _path_refusal(name) or _lands_outside(name, to)) for name in names])
             archive.extractall(to)
         return
     with tarfile.open(path) as archive:
@@ -155,6 +156,16 @@ def extract_archive_safely(path: str, to: str) -> None:
         except tarfile.FilterError as error:
             name = error.tarinfo.name if error.tarinfo is not None else "?"
             raise UnsafeArchiveError(f"refused to extract '{path}' into '{to}': {name!r} ({error}).") from None
+
+
+def _lands_outside(name: str, to: str) -> str | None:
+    """Why a zip member would land outside ``to`` once links already on disk are followed (``to/data`` a link
+    out: ``data/x`` is written there; tar's data filter checks this, zipfile does not), else None."""
+    real_to = os.path.realpath(to)
+    where = os.path.realpath(os.path.join(to, name))
+    if where != real_to and os.path.commonpath([real_to, where]) != real_to:
+        return f"it would be written outside the folder, at '{where}' (a link on disk leads there)"
+    return None
 
 
 def _refuse(path: str, to: str, checked: list[tuple[str, str | None]]) -> None:
