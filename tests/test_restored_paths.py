@@ -208,3 +208,29 @@ def test_a_checkpoints_folder_that_links_elsewhere_keeps_only_checkpoint_files(t
         callback.load_state_dict(state)
     assert callback.best_model_path == "" and callback.best_k_models == {} and callback.last_model_path == ""
     assert (victim / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("name", ["hparams.yaml", "evaluations"])
+def test_a_run_folder_holding_a_planted_link_is_refused_before_anything_is_written(base_run, place, name):
+    """Lightning's TensorBoardLogger writes hparams.yaml where no *file* is: a dangling link in a received run
+    would be written through, creating its target wherever it points (evaluations/ likewise, as a folder)."""
+    run_dir = copy_run(base_run, place)
+    target = place / "elsewhere" / name
+    (place / "elsewhere").mkdir()
+    link = run_dir / name
+    if link.is_dir():
+        shutil.rmtree(link)
+    link.unlink(missing_ok=True)
+    link.symlink_to(target)  # dangling
+    with pytest.raises(SystemExit) as stopped:
+        main(
+            [
+                "test",
+                "--ckpt_path",
+                str(run_dir / "checkpoints" / "last.ckpt"),
+                "--trainer.enable_progress_bar",
+                "false",
+            ]
+        )
+    assert f"holds '{name}' as symbolic link(s)" in str(stopped.value.code)
+    assert not target.exists() and sorted(os.listdir(place / "elsewhere")) == []

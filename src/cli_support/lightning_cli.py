@@ -349,6 +349,8 @@ class ResNetCLI(LightningCLI):
             run_dir = named or run_dirs.evaluated_run_dir(checkpoint_path, cast(str, self.subcommand))
             run_dir = run_dir or run_dirs.fresh_run_dir(config)
             self._evaluates_a_run = runs.is_existing_run(run_dir)
+        if os.path.isdir(run_dir):
+            run_dirs.refuse_planted_links(run_dir)  # a run folder from elsewhere: its files may be links out
         self._run_dir_existed = os.path.exists(run_dir)  # before anything of this command creates it
         self._first_created = run_dirs.first_missing(run_dir)  # e.g. lightning_logs/ itself, on a first run
         self.run_dir = os.path.normpath(run_dir)

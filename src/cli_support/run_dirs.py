@@ -217,6 +217,28 @@ def evaluated_run_dir(checkpoint_path: str | None, subcommand: str) -> str | Non
 
 
 # ---------------------------------------------------------------- the config pointed at the run
+# What a command writes at the top of a run directory it continues or evaluates (Lightning's TensorBoardLogger
+# writes hparams.yaml when no *file* is there, so a dangling link is written through).
+WRITTEN_IN_A_RUN = ("hparams.yaml", runs.CONFIG_FILE, runs.EFFICIENCY_FILE, runs.SCALARS_FILE, runs.METRICS_FILE,
+                    runs.LOGGERS_FILE, runs.LOCK_FILE, runs.PREDICTIONS_FILE, runs.EVALUATIONS_DIR)  # fmt: skip
+
+
+def refuse_planted_links(run_dir: str) -> None:
+    """A run directory whose files this command writes must not hold them as symbolic links.
+
+    A run folder received from elsewhere could hold ``hparams.yaml`` (or ``evaluations/``...) as a link to any
+    file or folder the user can write; writing the run's file would write there. ``RunError`` names each.
+    """
+    linked = [name for name in WRITTEN_IN_A_RUN if os.path.islink(os.path.join(run_dir, name))]
+    if linked:
+        raise runs.RunError(
+            f"the run directory '{run_dir}' holds {', '.join(repr(name) for name in linked)} as symbolic link(s): "
+            "this command writes those files, and would write through the link to wherever it points. Remove the "
+            "link(s) (the run's own files are written in their place), or evaluate into another folder with "
+            "--run_dir DIR"
+        )
+
+
 def point_config_at_run_dir(config: Namespace, run_dir: str) -> None:
     """Logger, checkpoints and ``default_root_dir`` (where Lightning's SLURM hpc checkpoints go) -> run_dir."""
     config.trainer.default_root_dir = run_dir
