@@ -278,3 +278,18 @@ def test_lesion_and_prune_never_write_through_a_linked_output_folder(tmp_path):
     with pytest.raises(CheckpointError, match=r"lesion' is a symbolic link .*--out DIR"):
         output_dir(run / "checkpoints" / "last.ckpt", "lesion")
     assert output_dir(run / "checkpoints" / "last.ckpt", "prune") == run / "prune"  # a real (or new) folder: fine
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 300])
+def test_a_name_no_filesystem_takes_is_refused_before_anything_is_extracted(tmp_path, bad):
+    """An empty name or a 300-byte one failed with a raw OSError halfway, after the members before it were written."""
+    archive_path, to = tmp_path / "a.tar", tmp_path / "to"
+    to.mkdir()
+    with tarfile.open(archive_path, "w") as archive:
+        for name in ("first.txt", bad):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            archive.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(DataError, match=r"refused to extract .*(empty name|over 255 bytes)"):
+        downloads.extract_archive_safely(str(archive_path), str(to))
+    assert list(to.iterdir()) == []  # all of it or nothing

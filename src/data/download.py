@@ -185,8 +185,17 @@ def _parts(name: str) -> list[str]:
     return re.split(r"[/\\]", name)
 
 
+NAME_MAX = 255  # bytes in one file or folder name on the usual filesystems (ext4, XFS, APFS, NTFS)
+
+
 def _path_refusal(name: str) -> str | None:
-    """Why a member's own path is refused (None: it lands inside the folder): absolute, or a ``..`` part."""
+    """Why a member's own path is refused (None: it lands inside the folder): absolute, a ``..`` part, or a
+    name no filesystem takes (empty, a part over ``NAME_MAX`` bytes), refused before anything is written
+    rather than failing halfway through the extraction."""
+    if not name.strip("/"):
+        return "an empty name (valid: a path relative to the archive's top)"
+    if any(len(part.encode()) > NAME_MAX for part in _parts(name)):
+        return f"a file or folder name over {NAME_MAX} bytes, which filesystems refuse (valid: {NAME_MAX} or fewer)"
     if os.path.isabs(name) or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
         return "an absolute path (valid: a path relative to the archive's top)"
     if ".." in _parts(name):
