@@ -164,10 +164,16 @@ def _exists(module: str) -> bool:
     return module in sys.modules or _top_level_spec(module.split(".")[0]) is not None
 
 
+def _home(found: Any, module: str) -> str:
+    """The module that defines ``found`` (named ``module.X``): its ``__module__``, a module's own name, else
+    ``module``."""
+    home = found.__name__ if isinstance(found, types.ModuleType) else getattr(found, "__module__", None)
+    return home if isinstance(home, str) else module
+
+
 def _defined_in_trusted_code(found: Any, module: str) -> bool:
     """Whether ``found`` (named ``module.X``) is defined by the project, its libraries or the user's folders."""
-    home = found.__name__ if isinstance(found, types.ModuleType) else getattr(found, "__module__", None)
-    home = home if isinstance(home, str) else module
+    home = _home(found, module)
     top = home.split(".")[0]
     if any(part in MAIN_MODULES for part in home.split(".")):
         return False
@@ -220,16 +226,11 @@ def trusted_name(value: str, key: str, source: str, base: type | tuple[type, ...
     """
     if not DOTTED.fullmatch(value):
         return  # a short class name resolves among the classes already loaded, or not at all
-    module, _, name = value.rpartition(".")
+    module = value.rpartition(".")[0]
     if not _exists(module):
         return
     refused = f"{source}: {key} {value!r} is refused: a file from elsewhere may name only"
-    if not importable_without_new_code(module):
-        raise UntrustedClassError(
-            f"{refused} {ACCEPTED}, and importing {module!r} would run code that is none of these "
-            "(checkpoints are data, never code: see docs/runs.md#checkpoints-from-elsewhere)"
-        )
-    found = _reachable(value, refused)
+    found = _reachable(value, refused)  # checks each module before importing it, ``module`` first
     if found is None:
         return  # nothing of that name here: nothing to call
     if base is not None and isinstance(found, type):
@@ -237,7 +238,7 @@ def trusted_name(value: str, key: str, source: str, base: type | tuple[type, ...
             kinds = " or ".join(b.__name__ for b in (base if isinstance(base, tuple) else (base,)))
             raise UntrustedClassError(f"{refused} a {kinds} class here, and it names {_what(found)}")
     elif not _defined_in_trusted_code(found, module):
-        home = getattr(found, "__module__", None) or module
+        home = _home(found, module)
         raise UntrustedClassError(
             f"{refused} code of this project or its libraries ({', '.join(TRUSTED_PACKAGES)}) or under the "
             f"current directory or a PYTHONPATH folder, and it names {_what(found)} of {home!r}"
