@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from src import runs
+from src import files, runs
 from src.cli import main as cli_main
 from src.sweep import main as sweep_main
 from src.sweeping.run_state import assess
@@ -139,15 +139,23 @@ def test_sigterm_saves_the_step_exits_143_and_the_run_resumes_from_it(tmp_path, 
         wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "scalars.csv").is_file(),
                  what="the first epoch's checkpoint and curves")  # fmt: skip
         assert lock_record(run_dir).get("pid") == fit.pid
+
         # A second fit on the same directory, meanwhile: refused, naming the first; nothing of it written.
-        before = sorted(p.name for p in run_dir.iterdir())
+        # The first fit rewrites its own files meanwhile (efficiency.json through a temporary `.<name>.<its pid>.*.tmp`,
+        # CI caught one mid-write), so its temporaries are left out; the second fit's would carry its own pid.
+        def listing() -> list[str]:
+            return sorted(
+                p.name for p in run_dir.iterdir() if not (files.TEMPORARY.match(p.name) and f".{fit.pid}." in p.name)
+            )
+
+        before = listing()
         second = subprocess.run(
             [sys.executable, "-m", "src.cli", "fit", *LONG, "--run_dir", "run"],
             cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert second.returncode != 0 and "Traceback" not in second.stderr
         assert f"in use by process {fit.pid} on " in second.stderr.strip().splitlines()[-1]
-        assert sorted(p.name for p in run_dir.iterdir()) == before  # no config-1.yaml, no efficiency-1.json
+        assert listing() == before  # no config-1.yaml, no efficiency-1.json, no temporary of its own
         last_step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
         fit.send_signal(signal.SIGTERM)
         code, _, err = finish(fit, timeout=300)
