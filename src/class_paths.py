@@ -29,6 +29,8 @@ from typing import Any
 import yaml
 from jsonargparse import Namespace  # a parsed config entry; dicts are saved ones
 
+from src.files import resolves_inside
+
 
 class UntrustedClassError(ValueError):
     """A class path from a file names something that is not a class of the expected kind (or unloaded code)."""
@@ -137,8 +139,7 @@ def _users_own_code(top: str) -> bool:
     origin = getattr(spec, "origin", None) or next(iter(getattr(spec, "submodule_search_locations", None) or []), None)
     if not isinstance(origin, str) or not os.path.isabs(origin):
         return False
-    where = os.path.realpath(origin)
-    return any(os.path.commonpath([folder, where]) == folder for folder in users_folders())
+    return any(resolves_inside(origin, folder, folder_itself=True) for folder in users_folders())
 
 
 def importable_without_new_code(module: str) -> bool:

@@ -52,6 +52,19 @@ def free_path(directory: str | os.PathLike, filename: str) -> str:
     return path
 
 
+def resolves_inside(path: str | os.PathLike, folder: str | os.PathLike, *, folder_itself: bool = False) -> bool:
+    """Whether ``path`` lies inside ``folder`` once links, ``..`` and relative parts are resolved on both.
+
+    The one check for "is this file from elsewhere really in its folder": a restored checkpoint path, an archive
+    member's destination, a module's source. ``folder_itself`` says whether the folder itself counts as inside
+    (an archive member ``.`` lands there; a checkpoint path equal to its folder names no file in it).
+    """
+    real_path, real_folder = os.path.realpath(path), os.path.realpath(folder)
+    if real_path == real_folder:
+        return folder_itself
+    return os.path.commonpath([real_path, real_folder]) == real_folder
+
+
 TEMPORARY = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")  # what temporary_path names
 
 

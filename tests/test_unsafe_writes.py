@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from src import files
 from src.analysis.checkpoint import CheckpointError, output_dir
 from src.data import download as downloads
 from src.data.base import DataError
@@ -293,3 +294,15 @@ def test_a_name_no_filesystem_takes_is_refused_before_anything_is_extracted(tmp_
     with pytest.raises(DataError, match=r"refused to extract .*(empty name|over 255 bytes)"):
         downloads.extract_archive_safely(str(archive_path), str(to))
     assert list(to.iterdir()) == []  # all of it or nothing
+
+
+def test_resolves_inside_follows_links_and_dotdot_and_says_whether_the_folder_itself_counts(tmp_path):
+    folder, outside = tmp_path / "run", tmp_path / "elsewhere"
+    (folder / "checkpoints").mkdir(parents=True)
+    outside.mkdir()
+    (folder / "out").symlink_to(outside)
+    assert files.resolves_inside(folder / "checkpoints" / "last.ckpt", folder)  # need not exist yet
+    assert not files.resolves_inside(folder / "checkpoints" / ".." / ".." / "precious.txt", folder)
+    assert not files.resolves_inside(folder / "out" / "x.ckpt", folder)  # a link out of the folder
+    assert not files.resolves_inside(tmp_path / "run-2" / "x", folder)  # a sibling sharing the name's start
+    assert not files.resolves_inside(folder / ".", folder) and files.resolves_inside(folder, folder, folder_itself=True)

@@ -44,6 +44,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 
+from src.files import resolves_inside
+
 
 def collect_random_state() -> dict[str, Any]:
     """The global generators' state, in types ``torch.load(weights_only=True)`` accepts."""
@@ -67,12 +69,6 @@ def restore_random_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     version, python_state, gauss = state["python"]
     random.setstate((version, tuple(python_state), gauss))
-
-
-def inside_folder(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` names something inside ``folder`` once links, ``..`` and relative parts are resolved."""
-    real_path, real_folder = os.path.realpath(path), os.path.realpath(folder)
-    return real_path != real_folder and os.path.commonpath([real_path, real_folder]) == real_folder
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -102,7 +98,7 @@ class RunCheckpoint(ModelCheckpoint):
             # Not a checkpoint file of this folder: Lightning must not replace or delete it. The extension counts
             # too: a received run whose checkpoints/ is itself a link to another folder puts that folder's files
             # "inside" it, and only checkpoint files may ever be deleted there.
-            if folder is None or not inside_folder(path, folder) or not path.endswith(self.FILE_EXTENSION):
+            if folder is None or not resolves_inside(path, folder) or not path.endswith(self.FILE_EXTENSION):
                 dropped.append(path)
                 return True
             return False

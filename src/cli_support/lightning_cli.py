@@ -34,7 +34,7 @@ from src.callbacks.metrics_record import MetricsRecord
 from src.callbacks.predictions import PredictionWriter
 from src.callbacks.preemption import SaveOnSigterm
 from src.callbacks.progress import RichProgress
-from src.callbacks.resume import EpochStartResume, RandomState, RunCheckpoint, ValidateLastStep, inside_folder
+from src.callbacks.resume import EpochStartResume, RandomState, RunCheckpoint, ValidateLastStep
 from src.cli_support import checkpoint_config, machine_settings, run_dirs, slurm_job
 from src.cli_support.cpu_precision import slow_bf16_notice
 from src.cli_support.loggers import LoggerRunIds, RunTrainer
@@ -46,6 +46,7 @@ from src.data import ImageClassificationDataModule
 from src.data.cifar import CIFARDataModule  # noqa: F401  (registers the short name)
 from src.data.folder import ImageFolderDataModule  # noqa: F401  (registers the short name)
 from src.data.synthetic import SyntheticDataModule  # noqa: F401  (registers the short name)
+from src.files import resolves_inside
 from src.modules import ImageClassifier, start_weights
 
 
@@ -370,7 +371,7 @@ def best_to_test(checkpoint: ModelCheckpoint | None, run_dir: str | None) -> str
         return None
     best = checkpoint.best_model_path
     folder = runs.checkpoint_dir(run_dir) if run_dir is not None else checkpoint.dirpath
-    if not best or folder is None or not inside_folder(best, folder):
+    if not best or folder is None or not resolves_inside(best, folder):
         instead = runs.best_checkpoint(run_dir) if run_dir is not None else None
         if best:
             rank_zero_warn(

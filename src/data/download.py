@@ -31,6 +31,7 @@ from torchvision.datasets.utils import check_integrity, download_url
 
 from src.data.base import DataError, DatasetNotFoundError
 from src.data.locking import file_lock
+from src.files import resolves_inside
 
 FASTAI = "https://s3.amazonaws.com/fast-ai-imageclas"
 MARKER = ".complete"
@@ -161,10 +162,9 @@ def extract_archive_safely(path: str, to: str) -> None:
 def _lands_outside(name: str, to: str) -> str | None:
     """Why a zip member would land outside ``to`` once links already on disk are followed (``to/data`` a link
     out: ``data/x`` is written there; tar's data filter checks this, zipfile does not), else None."""
-    real_to = os.path.realpath(to)
-    where = os.path.realpath(os.path.join(to, name))
-    if where != real_to and os.path.commonpath([real_to, where]) != real_to:
-        return f"it would be written outside the folder, at '{where}' (a link on disk leads there)"
+    where = os.path.join(to, name)
+    if not resolves_inside(where, to, folder_itself=True):
+        return f"it would be written outside the folder, at '{os.path.realpath(where)}' (a link on disk leads there)"
     return None
 
 
