@@ -274,28 +274,34 @@ def _reachable(value: str, refused: str) -> Any | None:
     return None
 
 
-def names_in(config: Any, key: str = "") -> Iterator[tuple[str, str]]:
-    """``(key, string)`` for every string in a (nested) config that could name code: shaped like an import path
-    (``DOTTED``), wherever it is. Which strings a loader imports depends on types this file cannot show (a
-    ``Callable`` argument of any class a config names; a nested config file), so every one is a candidate.
-    Keys are dotted: ``trainer.callbacks.0.init_args.on_test_start``."""
+def strings_in(config: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """``(key, string)`` for every string in a (nested) config, and in any YAML or JSON text one holds:
+    jsonargparse parses a string given where a list or a dict is expected (``trainer.callbacks:
+    "[{class_path: this.X}]"``), so what it would parse is walked too. Keys are dotted:
+    ``trainer.callbacks.0.init_args.on_test_start``."""
     if isinstance(config, dict):
         for inner, value in config.items():
-            yield from names_in(value, f"{key}.{inner}" if key else str(inner))
+            yield from strings_in(value, f"{key}.{inner}" if key else str(inner))
     elif isinstance(config, (list, tuple)):
         for index, value in enumerate(config):
-            yield from names_in(value, f"{key}.{index}" if key else str(index))
-    elif isinstance(config, str) and DOTTED.fullmatch(config):
+            yield from strings_in(value, f"{key}.{index}" if key else str(index))
+    elif isinstance(config, str):
         yield key, config
-    elif isinstance(config, str) and any(mark in config for mark in "[{:"):
-        # YAML or JSON text: jsonargparse parses a string given where a list or a dict is expected
-        # (``trainer.callbacks: "[{class_path: this.X}]"``), so what it would parse is searched too.
-        try:
-            parsed = yaml.safe_load(config)
-        except yaml.YAMLError:
-            return
-        if isinstance(parsed, (dict, list)):
-            yield from names_in(parsed, key)
+        if any(mark in config for mark in "[{:"):
+            try:
+                parsed = yaml.safe_load(config)
+            except yaml.YAMLError:
+                return
+            if isinstance(parsed, (dict, list)):
+                yield from strings_in(parsed, key)
+
+
+def names_in(config: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """``(key, string)`` for every string in a (nested) config that could name code (``strings_in``): shaped
+    like an import path (``DOTTED``), wherever it is. Which strings a loader imports depends on types this file
+    cannot show (a ``Callable`` argument of any class a config names; a nested config file), so every one is a
+    candidate."""
+    return ((inner, text) for inner, text in strings_in(config, key) if DOTTED.fullmatch(text))
 
 
 def refuse_untrusted_names(

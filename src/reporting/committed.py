@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from src.class_paths import foreign_class_paths
+from src.class_paths import foreign_class_paths, strings_in
 from src.reporting.figure_data import FIGURE_DATA
 from src.reporting.own_nets import CSV_FILE as OWN_NETS_CSV
 from src.reporting.selection_section import CSV_FILE as SELECTION_CSV
@@ -150,15 +150,6 @@ def _yaml(path: str) -> object:
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-def _strings(config: object) -> list[str]:
-    """Every string in a nested config."""
-    if isinstance(config, dict):
-        return [text for value in config.values() for text in _strings(value)]
-    if isinstance(config, list):
-        return [text for value in config for text in _strings(value)]
-    return [config] if isinstance(config, str) else []
-
-
 def _with_named_files(configs: list[tuple[object, Path]]) -> list[object]:
     """``configs`` (each with the folder its relative paths start from) and every config file their strings
     name, followed to any depth, each read once: resolving a config reads a file given where a class or a
@@ -168,7 +159,7 @@ def _with_named_files(configs: list[tuple[object, Path]]) -> list[object]:
     while todo:
         config, folder = todo.pop()
         found.append(config)
-        for text in _strings(config):
+        for _, text in strings_in(config):
             if not text.endswith(CONFIG_SUFFIXES):
                 continue
             for path in {folder / text, Path.cwd() / text}:  # relative to its config, or to here
