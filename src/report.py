@@ -90,7 +90,14 @@ from src.reporting.figures import plot_error_vs_cost, plot_size_to_target, plot_
 from src.reporting.includes import DOCUMENTS, refresh, stale_blocks
 from src.reporting.lesions import CSV_FILE as LESIONS_CSV
 from src.reporting.lesions import FIGURE as LESIONS_FIGURE
-from src.reporting.lesions import lesion_figure_data, lesion_markdown, lesions_by_variant, plot_lesions, summary_rows
+from src.reporting.lesions import (
+    base_variant,
+    lesion_figure_data,
+    lesion_markdown,
+    lesions_by_variant,
+    plot_lesions,
+    summary_rows,
+)
 from src.reporting.markdown import Sections, paper_overlay, render_markdown, tool_figures
 from src.reporting.own_nets import CSV_FILE as OWN_NETS_CSV
 from src.reporting.own_nets import own_net_markdown, own_net_pairs, own_net_rows
@@ -178,7 +185,7 @@ def _write_files(
     tools = tool_figures(records, links)
     lesions = lesions_by_variant(records)
     if lesions:
-        plot_lesions(lesions, folder / LESIONS_FIGURE, variant_colors(rows, lesions))
+        plot_lesions(lesions, folder / LESIONS_FIGURE, variant_colors(rows, map(base_variant, lesions)))
     write_rows(summary_rows(lesions), folder / LESIONS_CSV)
     grids, shape_pairs = shapes.width_depth_grids(rows), shapes.iso_pairs(rows, iso_tolerance)
     if grids:

@@ -14,7 +14,7 @@ from tests.study_runs import write_run
 T_975_DF1 = 12.706204736174698  # scipy.stats.t.ppf(0.975, 1), written out so the test does not reuse the code's path
 
 
-def write_lesion(run_dir, baseline, drops, random, settings=True):
+def write_lesion(run_dir, baseline, drops, random, settings=True, **recorded):
     """A lesion folder as ``python -m src.lesion`` writes it: blocks ``(removed, downsampling, drop or None)``."""
     folder = run_dir / "lesion"
     folder.mkdir(parents=True)
@@ -33,7 +33,7 @@ def write_lesion(run_dir, baseline, drops, random, settings=True):
         writer.writerows({"k": k, "n": 3, "acc_mean": acc} for k, acc in random.items())
     if settings:
         record = {"command": f"python -m src.lesion {run_dir}/best.ckpt --k 1 4", "split": "test", "samples": 2560,
-                  "k": [1, 4], "trials": 3, "seed": 0, "bn_reestimate": False}  # fmt: skip
+                  "k": [1, 4], "trials": 3, "seed": 0, "bn_reestimate": False, **recorded}  # fmt: skip
         (folder / "lesion.json").write_text(json.dumps(record))
 
 
@@ -124,3 +124,34 @@ def test_lesion_figure_breaks_at_unremovable_blocks_and_colours_as_the_other_fig
     assert to_hex(plain.get_color()) == to_hex("tab:red") and to_hex(lines["resnet20"].get_color()) == to_hex(
         "tab:blue"
     )
+
+
+def test_seeds_lesioned_in_different_ways_are_never_pooled_and_the_axis_names_the_split(tmp_path):
+    """A validation lesion and a test lesion with downsampling blocks drawn are two measurements, not two seeds
+    of one: the report gives each its own row, its own line of how it was measured, and the figure's accuracy axis
+    names the split (the depth study lesions on validation: the axis said "test accuracy")."""
+    from src.reporting.lesions import accuracy_label, lesion_figure, lesions_by_variant
+    from src.reporting.records import collect_runs
+
+    for seed in (0, 1, 2):
+        write_run(tmp_path / "resnet20" / f"seed{seed}", "resnet20", seed, 0.9, 269_722)
+    blocks = [("layer1.0", False, 0.02), ("layer2.0", True, 0.30)]
+    write_lesion(tmp_path / "resnet20" / "seed0", 0.90, blocks, {1: 0.87}, split="val", samples=5000)
+    write_lesion(tmp_path / "resnet20" / "seed1", 0.92, blocks, {1: 0.88}, split="val", samples=5000)
+    write_lesion(tmp_path / "resnet20" / "seed2", 0.91, blocks, {1: 0.20}, include_downsampling=True)
+    lesions = lesions_by_variant(collect_runs(tmp_path))
+    assert {label: [seed.seed for seed in seeds] for label, seeds in lesions.items()} == {
+        "resnet20 (validation split)": [0, 1],
+        "resnet20 (test split, downsampling blocks drawn)": [2],
+    }
+    assert accuracy_label(lesions) == "accuracy (%): split per curve in the report"
+    assert main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    rows = read_rows(tmp_path / "report" / "report_lesions.csv")
+    k1 = {row["variant"]: (row["n_seeds"], float(row["mean"])) for row in rows if row["k"] == "1"}
+    assert k1 == {"resnet20 (validation split)": ("2", pytest.approx(87.5)),
+                  "resnet20 (test split, downsampling blocks drawn)": ("1", pytest.approx(20.0))}  # fmt: skip
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "(draw seed 0), downsampling blocks drawn too: resnet20/seed2" in text
+    validation_only = {label: seeds for label, seeds in lesions.items() if label.startswith("resnet20 (validation")}
+    left, _ = lesion_figure(validation_only).axes
+    assert left.get_ylabel() == "validation accuracy (%)"

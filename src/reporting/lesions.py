@@ -76,14 +76,45 @@ def read_seed_lesions(run: RunRecord) -> SeedLesions | None:
     return SeedLesions(run.seed, float(intact["acc"]), single, random, settings)
 
 
+SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
+def measured_as(settings: dict[str, Any]) -> str:
+    """What makes two seeds' lesions comparable, in words: the split, whether BN was re-estimated after each
+    removal and whether random draws could pick a downsampling block (each changes every number of a seed)."""
+    if not settings:
+        return "settings not recorded"
+    split = str(settings.get("split"))
+    words = [f"{SPLIT_NAMES.get(split, split)} split"]
+    if settings.get("bn_reestimate"):
+        words.append("BN re-estimated")
+    if settings.get("include_downsampling"):
+        words.append("downsampling blocks drawn")
+    return ", ".join(words)
+
+
 def lesions_by_variant(records: list[RunRecord]) -> dict[str, list[SeedLesions]]:
-    """``{variant: [SeedLesions by seed]}`` for the variants with at least one lesioned seed."""
-    found: dict[str, list[SeedLesions]] = {}
+    """``{variant: [SeedLesions by seed]}`` for the variants with at least one lesioned seed.
+
+    Seeds are summarized together only when they were measured the same way (``measured_as``): a variant whose
+    seeds were lesioned in different ways is split into one entry per way, ``"<variant> (<way>)"``, so that no mean
+    pools validation with test accuracies, or draws with downsampling blocks with draws without."""
+    found: dict[str, dict[str, list[SeedLesions]]] = {}
     for run in records:
         seed = read_seed_lesions(run)
         if seed is not None:
-            found.setdefault(run.variant, []).append(seed)
-    return {variant: sorted(seeds, key=lambda s: s.seed) for variant, seeds in sorted(found.items())}
+            found.setdefault(run.variant, {}).setdefault(measured_as(seed.settings), []).append(seed)
+    grouped: dict[str, list[SeedLesions]] = {}
+    for variant, ways in sorted(found.items()):
+        for way, seeds in ways.items():
+            label = variant if len(ways) == 1 else f"{variant} ({way})"
+            grouped[label] = sorted(seeds, key=lambda s: s.seed)
+    return grouped
+
+
+def base_variant(label: str) -> str:
+    """The variant a ``lesions_by_variant`` label summarizes (its figure color is the variant's)."""
+    return label.split(" (", 1)[0]
 
 
 def _mean(values: list[float]) -> float:
@@ -164,8 +195,9 @@ def _how_measured(by_variant: dict[str, list[SeedLesions]]) -> list[str]:
             else:
                 images = f"{s['samples']:,} {s['split']} images" if s.get("samples") else f"the {s['split']} split"
                 bn = ", BN re-estimated" if s.get("bn_reestimate") else ""
-                text = f"on {images}, k = {s['k']} × {s['trials']} seeded draws (draw seed {s['seed']}){bn}"
-            ways.setdefault(text, []).append(f"{variant}/seed{seed.seed}")
+                down = ", downsampling blocks drawn too" if s.get("include_downsampling") else ""
+                text = f"on {images}, k = {s['k']} × {s['trials']} seeded draws (draw seed {s['seed']}){bn}{down}"
+            ways.setdefault(text, []).append(f"{base_variant(variant)}/seed{seed.seed}")
     return [f"- {text}: {', '.join(names)}" for text, names in ways.items()]
 
 
@@ -197,7 +229,8 @@ def lesion_markdown(by_variant: dict[str, list[SeedLesions]]) -> list[str]:
         "kept; plain: the block replaced by the identity) and their mean without the network's first block (one "
         "block can carry the mean), the drop when a downsampling block is removed (residual "
         "only: a plain downsampling block cannot be removed), and the mean accuracy over the random draws of k "
-        "blocks (downsampling blocks never drawn). Cells: mean over seeds and its 95% t-interval (a single "
+        "blocks (downsampling blocks never drawn unless said below). Seeds are pooled only when measured the "
+        "same way (split, BN re-estimation, draws). Cells: mean over seeds and its 95% t-interval (a single "
         "number with one seed: no interval, no claim). Drops are against the same images' intact accuracy.",
         "",
         *_how_measured(by_variant),
@@ -236,6 +269,15 @@ def plot_lesions(
     return Path(path)
 
 
+def accuracy_label(by_variant: dict[str, list[SeedLesions]]) -> str:
+    """The accuracy axis, naming the split the lesions were measured on (the depth study lesions on validation)."""
+    splits = {str(seed.settings.get("split")) for seeds in by_variant.values() for seed in seeds}
+    if len(splits) == 1 and "None" not in splits:
+        split = splits.pop()
+        return f"{SPLIT_NAMES.get(split, split)} accuracy (%)"
+    return "accuracy (%): split per curve in the report"
+
+
 def lesion_figure(by_variant: dict[str, list[SeedLesions]], colors: dict[str, str] | None = None) -> Figure:
     """Left: accuracy against the number of blocks removed (k = 0: intact), each seed thin, the seeds' mean bold.
     Right: the accuracy drop when each single block is removed, mean over seeds with the seeds' min-max; a block
@@ -244,7 +286,7 @@ def lesion_figure(by_variant: dict[str, list[SeedLesions]], colors: dict[str, st
     figure = Figure(figsize=(12, 4.5))
     left, right = figure.subplots(1, 2)
     for index, (variant, seeds) in enumerate(by_variant.items()):
-        color = (colors or {}).get(variant, f"C{index}")
+        color = (colors or {}).get(variant) or (colors or {}).get(base_variant(variant), f"C{index}")
         curves = [[(0, seed.baseline)] + sorted(seed.random.items()) for seed in seeds]
         for curve in curves:
             left.plot([k for k, _ in curve], [100 * a for _, a in curve], color=color, alpha=0.35, lw=1)
@@ -275,7 +317,7 @@ def lesion_figure(by_variant: dict[str, list[SeedLesions]], colors: dict[str, st
             right.fill_between(blocks, [min(drops[b]) if drops[b] else gap for b in blocks],
                                [max(drops[b]) if drops[b] else gap for b in blocks],
                                where=[bool(drops[b]) for b in blocks], color=color, alpha=0.2)  # fmt: skip
-    left.set(xlabel="blocks removed at random (k)", ylabel="test accuracy (%)", title="Random lesions")
+    left.set(xlabel="blocks removed at random (k)", ylabel=accuracy_label(by_variant), title="Random lesions")
     right.set(xlabel="block removed (index, input to output; a gap: not removable)", ylabel="accuracy drop (pp)",
               title="Single-block lesions (band: seeds' min-max)")  # fmt: skip
     for axis in (left, right):
