@@ -125,6 +125,32 @@ def test_run_checkpoint_keeps_restored_paths_inside_its_folder_and_drops_the_res
     assert callback.last_model_path == str(folder / "last.ckpt")  # inside: kept as it was
 
 
+def test_a_moved_run_keeps_its_best_checkpoint_and_score_when_resumed(base_run, place):
+    """A run folder moved (or copied) elsewhere: its checkpoint names files of the old folder. Lightning then restores
+    no score ("dirpath changed"), so the first validation after the resume became "best" whatever its score and the
+    test after fit loaded it (an audit: test_acc of step 80 where best_val_step was 64). Now the old best stays best
+    -- given a perfect score here, nothing after the resume can beat it -- and last.ckpt is replaced, not versioned."""
+    run_dir = copy_run(base_run, place)  # base_run's checkpoint says base_run/checkpoints: a moved run
+    old_best = callback_state(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True), "RunCheckpoint")
+    assert old_best["dirpath"] == str(base_run / "checkpoints") and old_best["best_model_path"]
+    best_name = os.path.basename(old_best["best_model_path"])
+
+    def perfect(checkpoint: dict) -> None:
+        state = callback_state(checkpoint, "RunCheckpoint")
+        state["best_model_score"] = torch.tensor(1.0)
+        state["best_k_models"] = {state["best_model_path"]: torch.tensor(1.0)}
+        state["kth_best_model_path"], state["kth_value"] = state["best_model_path"], torch.tensor(1.0)
+
+    edit_last(run_dir, perfect)
+    said = resume(run_dir, "--trainer.max_epochs", "2")
+    assert not [message for message in said if "outside this run's checkpoint folder" in message]
+    resumed = callback_state(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True), "RunCheckpoint")
+    assert resumed["best_model_path"] == str(run_dir / "checkpoints" / best_name)
+    assert float(resumed["best_model_score"]) == 1.0
+    assert not (run_dir / "checkpoints" / "last-v1.ckpt").exists()
+    assert os.path.basename(runs.read_efficiency(str(run_dir))["test_ckpt_path"]) == best_name  # tested the best
+
+
 # ---------------------------------------------------------------- #5: the test after fit loads only the run's own best
 def test_the_test_after_a_resumed_fit_never_loads_a_best_checkpoint_outside_the_run(base_run, place):
     run_dir = copy_run(base_run, place)

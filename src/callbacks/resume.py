@@ -28,7 +28,8 @@ Lightning (2.6) restores ``last_model_path``, ``best_model_path``, ``kth_best_mo
 ``best_k_models`` from the file (all of them when the saved state has no ``dirpath``), later *deletes* the
 "previous" ones when newer checkpoints replace them -- checking only lexical parents, so
 ``<run>/checkpoints/../../notes.txt`` passes -- and ``ckpt_path="best"`` loads ``best_model_path`` as it
-is. A checkpoint is data that may come from anyone, so such paths are dropped when it is loaded.
+is. A checkpoint is data that may come from anyone, so such paths are dropped when it is loaded. A run folder
+that was moved or copied keeps its own checkpoints' scores: paths of its old folder are read as the same files here.
 """
 
 from __future__ import annotations
@@ -84,8 +85,33 @@ class RunCheckpoint(ModelCheckpoint):
         self._restoring_a_fit = trainer.state.fn == TrainerFn.FITTING
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
+        super().load_state_dict(self._moved_here(state_dict))
         self._drop_paths_outside_dirpath(warn=getattr(self, "_restoring_a_fit", True))
+
+    def _moved_here(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        """A run folder moved or copied since the checkpoint was written: its checkpoint names files of the old
+        folder. Lightning (2.6) then restores no score and no top-k (a "changed dirpath"), so the first validation
+        after the resume became "best" whatever its score, and the test after fit loaded it instead of the
+        best by validation. Each path directly in the old folder whose file is in this folder is read as that
+        file, and the state as this folder's; everything else is still judged by ``_drop_paths_outside_dirpath``."""
+        saved, here = state_dict.get("dirpath"), self.dirpath
+        if not isinstance(saved, str) or here is None or saved == here:
+            return state_dict
+
+        def here_path(path: Any) -> Any:
+            if isinstance(path, str) and path and os.path.dirname(path) == saved:
+                moved = os.path.join(here, os.path.basename(path))
+                if os.path.isfile(moved):
+                    return moved
+            return path
+
+        moved = dict(state_dict, dirpath=here)
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if key in moved:
+                moved[key] = here_path(moved[key])
+        if isinstance(moved.get("best_k_models"), dict):
+            moved["best_k_models"] = {here_path(path): score for path, score in moved["best_k_models"].items()}
+        return moved
 
     def _drop_paths_outside_dirpath(self, warn: bool) -> None:
         """Forget every restored checkpoint path outside ``dirpath``: Lightning would delete or load it."""
