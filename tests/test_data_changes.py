@@ -11,7 +11,9 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.strategies import Strategy
 
+import src.callbacks.efficiency as efficiency_module
 from src import runs
 from src.cli import main
 from src.data.folder import ImageFolderDataModule
@@ -126,3 +128,18 @@ def test_the_clean_training_score_is_what_the_final_weights_give_on_every_traini
     assert total == 32
     assert report["train_eval_acc"] == pytest.approx(correct / total, abs=1e-9)
     assert report["train_eval_loss"] == pytest.approx(loss / total, rel=1e-4)
+
+
+def test_the_clean_training_score_is_taken_before_lightning_moves_the_module_off_its_device(
+    tree, tmp_path, monkeypatch
+):
+    """Lightning's teardown (before ``on_fit_end``) moves the module to the CPU: a GPU run's clean training score
+    was taken there, in fp32 outside its CUDA autocast while validation and test ran bf16 (and under DDP over
+    NCCL reduced CPU tensors). The score must come while training's device and precision still hold."""
+    events: list[str] = []
+    teardown, score = Strategy.teardown, efficiency_module.score_train_split
+    monkeypatch.setattr(Strategy, "teardown", lambda self: (events.append("teardown"), teardown(self))[1])
+    monkeypatch.setattr(efficiency_module, "score_train_split", lambda *a: (events.append("score"), score(*a))[1])
+    _fit(tree, tmp_path, tmp_path / "run", "--efficiency.score_train_split", "true", "--test_after_fit", "false")
+    assert events[:2] == ["score", "teardown"] and events.count("score") == 1
+    assert runs.read_efficiency(tmp_path / "run")["train_eval_samples"] == 32

@@ -142,6 +142,7 @@ class ParameterEfficiency(pl.Callback):
         self._restored: dict[str, Any] | None = None  # from a checkpoint, merged in on_train_start
         self._log_dir: str | None = None
         self._eval_samples = 0
+        self._train_split_scored = False
 
     # ---------------------------------------------------------------- static numbers
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -152,6 +153,8 @@ class ParameterEfficiency(pl.Callback):
             # Lightning's model summary counts FLOPs only with an example input ("Total FLOPs: 0" otherwise).
             pl_module.example_input_array = torch.zeros(1, *shape)
         batch_facts(trainer)  # on every rank: a global batch that does not divide stops all ranks, not rank zero alone
+        if stage == "fit":
+            self._train_split_scored = False
         if not trainer.is_global_zero or self.report:
             return
         self._log_dir = log_dir or trainer.default_root_dir
@@ -249,13 +252,7 @@ class ParameterEfficiency(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and self.report and self.path is None:  # trained nothing (max_steps 0, init_from)
             self._start_record(trainer, pl_module)
-        ended_normally = self.report.get("status") != "diverged" and not getattr(trainer, "received_sigterm", False)
-        if self.score_train_split and ended_normally:
-            scores = score_train_split(trainer, pl_module)  # every rank: the sums are reduced
-            if scores is None:
-                rank_zero_warn("efficiency.score_train_split: this DataModule has no clean_train_dataloader()")
-            elif self.report:
-                self.report.update(scores)
+        self._record_train_split(trainer, pl_module)  # only when no training loop ran (max_steps 0): see there
         # With a test to follow, "finished" waits for it: a test that fails leaves "test_failed", never "finished".
         self._finish(trainer, "trained" if self.test_follows_fit else "finished")
 
@@ -363,8 +360,36 @@ class ParameterEfficiency(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._lap(trainer, pause=True)
+        self._record_train_split(trainer, pl_module)
         if trainer.is_global_zero and self.report and self.path is not None:
             self._write()
+
+    def _record_train_split(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """``score_train_split`` once per fit that ended normally, on every rank (its sums are reduced).
+
+        At the end of training, where the module still is on its device: Lightning's teardown, which runs before
+        ``on_fit_end``, moves it to the CPU, so a GPU run was scored on the CPU, outside its CUDA autocast (fp32
+        where validation and test ran bf16) and, under DDP with NCCL, with CPU tensors to reduce. A fit whose
+        training loop never ran (``max_steps`` 0) is scored from ``on_fit_end``, the module moved back for it.
+        """
+        if not self.score_train_split or self._train_split_scored:
+            return
+        if self.report.get("status") == "diverged" or getattr(trainer, "received_sigterm", False):
+            return
+        self._train_split_scored = True
+        device = trainer.strategy.root_device
+        moved = pl_module.device != device
+        if moved:
+            pl_module.to(device)
+        try:
+            scores = score_train_split(trainer, pl_module)
+        finally:
+            if moved:
+                pl_module.cpu()
+        if scores is None:
+            rank_zero_warn("efficiency.score_train_split: this DataModule has no clean_train_dataloader()")
+        elif self.report:
+            self.report.update(scores)
 
     # ---------------------------------------------------------------- samples scored
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
