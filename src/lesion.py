@@ -50,6 +50,7 @@ from src.analysis.block_lesions import (
 )
 from src.analysis.checkpoint import load as _load
 from src.analysis.checkpoint import output_dir, pick_device, split_loader
+from src.analysis.evaluate import EVALUATION
 from src.analysis.plots import plot_lesion
 from src.data import DatasetNotFoundError
 from src.modules.batchnorm_stats import DEFAULT_BN_BATCHES
@@ -82,8 +83,11 @@ def samples_evaluated(loader: Any, limit_batches: int | None) -> int | None:
     return min(size, limit_batches * batch) if batch else None
 
 
-def settings_record(args: argparse.Namespace, argv: list[str], arch: str, ks: list[int], samples: int | None) -> dict:
-    """``lesion.json``: what was measured and the command that measures it again."""
+def settings_record(
+    args: argparse.Namespace, argv: list[str], arch: str, ks: list[int], samples: int | None, bn_batches: int | None
+) -> dict:
+    """``lesion.json``: what was measured and the command that measures it again. ``bn_batches``: the training
+    batches BN was re-estimated on (fewer than ``--bn-batches`` when the training split has fewer)."""
     return {
         "command": shlex.join(["python", "-m", "src.lesion", *argv]),
         "checkpoint": args.checkpoint,
@@ -96,7 +100,8 @@ def settings_record(args: argparse.Namespace, argv: list[str], arch: str, ks: li
         "seed": args.seed,
         "include_downsampling": args.include_downsampling,
         "bn_reestimate": args.bn_reestimate,
-        "bn_batches": args.bn_batches if args.bn_reestimate else None,
+        "bn_batches": bn_batches if args.bn_reestimate else None,
+        "evaluation": EVALUATION,
     }
 
 
@@ -177,7 +182,8 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         "figure": str(out / name["lesion.png"]),
         "settings": str(out / name["lesion.json"]),
     }
-    record = settings_record(args, argv, arch, list(ks), samples_evaluated(loader, args.limit_batches))
+    used = None if bn_loader is None else min(args.bn_batches, len(bn_loader))
+    record = settings_record(args, argv, arch, list(ks), samples_evaluated(loader, args.limit_batches), used)
     Path(paths["settings"]).write_text(json.dumps(record, indent=1) + "\n")
     bn = ", BN re-estimated" if args.bn_reestimate else ""
     plot_lesion(single, random, paths["figure"], title=f"{arch}: block lesions, {args.split} split{bn}")

@@ -42,6 +42,7 @@ import torch
 
 from src.analysis.checkpoint import load as _load
 from src.analysis.checkpoint import output_dir, pick_device, split_loader
+from src.analysis.evaluate import EVALUATION
 from src.analysis.magnitude_pruning import (
     LAYER_COLLAPSE,
     check_sparsities,
@@ -150,15 +151,25 @@ def _markdown(
     args: argparse.Namespace, rows: list[dict], layers: list[dict], device: torch.device, argv: list[str]
 ) -> str:
     findings = collapse_findings(rows)
-    bn = f"re-estimated on {args.bn_batches} training batches" if args.bn_recalibrate else "the intact network's"
+    used = sorted({row["bn_batches"] for row in rows if row.get("bn_batches")})
+    batches = " / ".join(str(count) for count in used) or str(args.bn_batches)
+    bn = f"re-estimated on {batches} training batches" if args.bn_recalibrate else "the intact network's"
+    if args.bn_recalibrate and used and used != [args.bn_batches]:
+        bn += f" (--bn-batches {args.bn_batches}: the training split has fewer)"
     if args.bn_recalibrate and args.limit_batches and args.bn_batches < DEFAULT_BN_BATCHES:
         bn += f" (a quick look; --bn-batches {DEFAULT_BN_BATCHES} for the full estimate)"
+    samples = sorted({row["samples"] for row in rows if row.get("samples")})
+    images = " / ".join(f"{count:,}" for count in samples)
+    tuned = sorted({row["finetune_images"] for row in rows if row.get("finetune_images")})
     settings = (
-        f"Split: {args.split}" + (f" (first {args.limit_batches} batches)" if args.limit_batches else "")
+        f"Split: {args.split}, {images} images"
+        + (f" (first {args.limit_batches} batches)" if args.limit_batches else "")
         + f". Scopes: {', '.join(args.scope)}. Random control: "
         + (f"on (seed {args.seed})" if args.random_control else "off")
         + f". BN statistics: {bn}. Fine-tuning: {args.finetune_steps} steps"
-        + (f" (lr {args.finetune_lr})" if args.finetune_steps else "") + f". Device: {device}."
+        + (f" of {tuned[0] // args.finetune_steps:,} images ({', '.join(f'{n:,}' for n in tuned)} images in all), "
+           f"lr {args.finetune_lr}" if args.finetune_steps and tuned else "")
+        + f". Device: {device}. Accuracy: {EVALUATION}."
     )  # fmt: skip
     columns = [c for c in SUMMARY_COLUMNS if args.finetune_steps or c != "acc_finetuned"]
     command = shlex.join(["python", "-m", "src.prune", *argv])
@@ -205,7 +216,17 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
                 bn_loader=train if args.bn_recalibrate else None, bn_batches=args.bn_batches,
             )  # fmt: skip
             label = _label(model, checkpoint, set(curves))
-            curves[label] = [{"model": label, "checkpoint": checkpoint, **row} for row in study.rows]
+            images_per_step = getattr(train, "batch_size", None) or 0
+            curves[label] = [
+                {
+                    "model": label,
+                    "checkpoint": checkpoint,
+                    "split": args.split,
+                    **row,
+                    "finetune_images": row["finetune_steps"] * images_per_step,
+                }  # fmt: skip
+                for row in study.rows
+            ]
             layer_curves[label] = [{"model": label, **row} for row in study.layers]
             rows += curves[label]
             layers += layer_curves[label]

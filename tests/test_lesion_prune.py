@@ -35,8 +35,10 @@ from src.analysis import (
     sgd_finetune,
     stage_summary,
 )
+from src.analysis.checkpoint import split_loader
 from src.analysis.magnitude_pruning import prune_random, zero_count
 from src.analysis.plots import plot_lesion
+from src.data.folder import ImageFolderDataModule
 from src.models import build_model
 from src.models.blocks import branch_output, residual_blocks
 from src.modules import ImageClassifier
@@ -44,6 +46,7 @@ from src.modules.batchnorm_stats import DEFAULT_BN_BATCHES, QUICK_LOOK_BN_BATCHE
 from src.modules.pruning import prune_magnitude
 from tests.conftest import REPO_ROOT
 from tests.helpers import tiny_data, tiny_trainer
+from tests.image_trees import write_tree
 
 DATA = dict(num_classes=10, image_size=16, train_size=128, val_size=64, test_size=64, batch_size=32)
 
@@ -310,6 +313,25 @@ def test_prune_command_puts_residual_and_plain_with_their_controls_on_one_figure
     assert [(r["scope"], r["method"], r["bn_batches"]) for r in rows_again] == [("layer", "magnitude", "0")] * 2
     assert rows_again[0]["acc"] == rows_again[0]["acc_original_bn"]
     assert _csv(paths["table"]) == rows  # the first run's files are untouched
+
+
+def test_the_tools_record_the_batches_and_images_they_used_not_those_asked(trained, tmp_path):
+    """The training split has 4 batches: "re-estimated on 50 training batches" (what was asked) was printed where 4
+    were used; prune's records had no split, image count or fine-tune images."""
+    run = trained["resnet8"]
+    args = ["--sparsities", "0.5", "--scope", "global", "--no-random-control", "--finetune-steps", "2"]
+    paths = prune_command.main([str(run["checkpoint"]), *args, "--out", str(tmp_path / "p")])
+    [row] = _csv(paths["table"])
+    assert (row["split"], row["samples"], row["bn_batches"]) == ("test", str(DATA["test_size"]), "4")
+    assert (row["finetune_steps"], row["finetune_images"]) == ("2", str(2 * DATA["batch_size"]))
+    markdown = (tmp_path / "p" / "prune.md").read_text()
+    assert f"Split: test, {DATA['test_size']} images." in markdown
+    assert "re-estimated on 4 training batches (--bn-batches 50: the training split has fewer)" in markdown
+    assert "Fine-tuning: 2 steps of 32 images (64 images in all)" in markdown and "not the run's test_flip" in markdown
+    lesion_command.main([str(run["checkpoint"]), "--k", "1", "--trials", "1", "--bn-reestimate", "--out",
+                         str(tmp_path / "l")])  # fmt: skip
+    settings = json.loads((tmp_path / "l" / "lesion.json").read_text())
+    assert settings["bn_batches"] == 4 and "not the run's test_flip" in settings["evaluation"]
 
 
 def test_default_output_is_inside_the_checkpoints_run(trained):
@@ -627,3 +649,25 @@ def test_a_quick_look_re_estimates_bn_on_fewer_batches_unless_told(trained, tmp_
     assert 1 <= int(row["bn_batches"]) <= QUICK_LOOK_BN_BATCHES  # fewer when the training split has fewer batches
     markdown = (tmp_path / "prune.md").read_text()
     assert "(a quick look; --bn-batches 50 for the full estimate)" in markdown
+
+
+def test_seeded_passes_over_a_training_loader_with_workers_draw_the_same_augmented_batches(tmp_path):
+    """BN re-estimated after each lesion, a fine-tune per pruned copy: each pass is seeded so that the comparisons
+    are paired. A training loader's persistent workers kept their random state between passes (BN means up to 0.56
+    apart between two identical calls with one worker); the tools' loaders start fresh workers at every pass."""
+    root = write_tree(tmp_path / "tree", {"train": {"a": 24, "b": 24}, "test": {"a": 8, "b": 8}}, size=(16, 16))
+    data = ImageFolderDataModule(str(root), preset="cifar", image_size=16, fast=False, num_workers=1, batch_size=16,
+                                 val_split=8, pin_memory=False, cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    train = split_loader(data, "train")
+    torch.manual_seed(0)
+    net = build_model("resnet8", 2)
+    means, weights = [], []
+    for _ in range(2):
+        twin = copy.deepcopy(net)
+        recalibrate_batch_norm(twin, train, 2, "cpu", seed=0)
+        means.append(twin.bn1.running_mean.clone())
+        tuned = copy.deepcopy(net)
+        sgd_finetune(train, 2, seed=0)(tuned)
+        weights.append(tuned.fc.weight.detach().clone())
+    assert torch.equal(*means) and torch.equal(*weights)
+    assert not torch.equal(means[0], net.bn1.running_mean)  # the statistics were re-estimated at all

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import yaml
+from torch.utils.data import DataLoader
 
 from src import runs
 from src.class_paths import UntrustedClassError, trusted_class
@@ -119,7 +120,33 @@ def split_loader(datamodule: Any, split: str) -> Any:
     stage, method = stages[split]
     datamodule.prepare_data()
     datamodule.setup(stage)
-    return getattr(datamodule, method)()
+    return workers_per_pass(getattr(datamodule, method)())
+
+
+def workers_per_pass(loader: Any) -> Any:
+    """``loader`` with worker processes that start afresh at every pass over it.
+
+    The analyses read a loader several times, each pass under its own seed (BN re-estimated for every lesion, a
+    fine-tune per pruned copy): "same seed, same batches" is what makes their comparisons paired. A training
+    loader's persistent workers keep their random state from one pass to the next, so each pass augmented
+    differently (an audit: BN means up to 0.56 apart between two identical calls with one worker). Fresh workers
+    take their seeds from the main process's seeded generator at each pass. Same batches, order and transforms.
+    """
+    if not isinstance(loader, DataLoader) or not loader.persistent_workers:
+        return loader
+    return DataLoader(
+        loader.dataset,
+        batch_sampler=loader.batch_sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context,
+        generator=loader.generator,
+        prefetch_factor=loader.prefetch_factor,
+        persistent_workers=False,
+    )
 
 
 def pick_device(name: str) -> torch.device:

@@ -39,6 +39,10 @@ class Evaluation:
         return self.top_class_share >= share
 
 
+# What ``evaluate`` measures, in the words the tools' records use (lesion.json, prune.md).
+EVALUATION = "one forward pass per image in the network's own precision, eval-mode BN (not the run's test_flip)"
+
+
 @torch.no_grad()
 def evaluate(
     net: nn.Module,
@@ -48,9 +52,11 @@ def evaluate(
 ) -> Evaluation:
     """Accuracy and prediction histogram in eval mode (BN running statistics), top-1.
 
-    ``acc`` is the same number as the classifier's ``test/acc`` (micro-averaged top-1) on the same
-    loader. ``limit_batches`` evaluates only the first batches (quick looks; the fractions are then
-    of those). The network's train/eval mode is restored afterwards.
+    ``acc`` is micro-averaged top-1, as the classifier's ``test/acc``, but of one forward pass per image in the
+    network's own precision: a run that tested with ``test_flip`` (the mean of an image's and its mirror's
+    logits) or under mixed precision recorded a slightly different number for the same images. The analyses
+    compare such accuracies with each other, never with the run's. ``limit_batches`` evaluates only the first
+    batches (quick looks; the fractions are then of those). The network's train/eval mode is restored afterwards.
     """
     was_training = net.training
     net.eval()

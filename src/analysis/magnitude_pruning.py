@@ -268,6 +268,7 @@ def prune_study(
                         "bn_batches": used,
                         "acc_original_bn": original.acc,
                         "acc": measured.acc,
+                        "samples": measured.samples,
                         "top_class_share": measured.top_class_share,
                         "predictions_collapsed": measured.collapsed(collapse_share),
                         "finetune_steps": steps,
