@@ -227,6 +227,9 @@ def test_a_configured_metric_is_logged_per_stage_with_the_hand_computed_value(tm
     [
         ({"acc": MACRO["acc_macro"]}, "'acc' is logged by the classifier already"),
         ({"acc macro": MACRO["acc_macro"]}, "a metric name must be an identifier"),
+        # The built-in accuracies are kept as <stage>_top<k>: a metric named so replaced the run's test_acc.
+        ({"top1": MACRO["acc_macro"]}, "'top1' is the name of the classifier's own top-k accuracy"),
+        ({"top5": MACRO["acc_macro"]}, "'top5' is the name of the classifier's own top-k accuracy"),
         ({"m": {"class_path": "torch.nn.Linear"}}, "is the class Linear, not a torchmetrics.Metric subclass"),
         ({"m": {"class_path": "torchmetrics.NoSuchMetric"}}, "cannot import 'torchmetrics.NoSuchMetric'"),
         ({"m": {"init_args": {}}}, "model.metrics.m: give class_path"),

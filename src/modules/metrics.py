@@ -18,6 +18,7 @@ into the network. One metric object per stage: a stage's epoch value never mixes
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from src.class_paths import config_class
 
 STAGES = ("train", "val", "test")
 RESERVED = {"loss", "acc"}  # logged by the classifier itself (acc_top<k> too)
+BUILT_IN_KEY = re.compile(r"top\d+")  # the classifier's own accuracies are kept as <stage>_top<k>
 
 
 def _metric_class(name: str, class_path: Any) -> type[Metric]:
@@ -45,6 +47,13 @@ def check_name(name: Any) -> str:
         raise ValueError(f"model.metrics: a metric name must be an identifier such as 'acc_macro', got {name!r}")
     if name in RESERVED or name.startswith("acc_top"):
         raise ValueError(f"model.metrics: {name!r} is logged by the classifier already; choose another name")
+    if BUILT_IN_KEY.fullmatch(name):
+        # It would replace the classifier's own top-k accuracy, which is logged as <stage>/acc and recorded as
+        # best_val_acc and test_acc: a macro accuracy named top1 became the run's test_acc.
+        raise ValueError(
+            f"model.metrics: {name!r} is the name of the classifier's own top-k accuracy (logged as acc, acc_top<k>); "
+            "choose another name, such as 'acc_macro'"
+        )
     return name
 
 
