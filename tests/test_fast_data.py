@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -373,6 +374,25 @@ def test_square_images_at_the_target_size_decode_bit_identically_to_the_first_ca
         assert fast_module.tensor_cache_key(samples, 3, 32) != key
     finally:
         fast_module.CACHE_VERSION = original
+
+
+def test_a_file_replaced_with_the_same_size_and_mtime_changes_every_cache_key(tmp_path):
+    """``cp -p`` / ``rsync -a`` keep a replaced file's mtime: the decoded images, the file check and the statistics
+    were served stale (an audit: the fast path returned the old pixels). The ctime, which no tool sets, is keyed."""
+    from src.data.folder_cache import file_identities
+
+    samples = write_jpeg_folder(tmp_path / "train")
+    path = Path(samples[0][0])
+    before = (fast_module.tensor_cache_key(samples, 3, 32), file_identities([p for p, _ in samples]))
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # other bytes, same size
+    time.sleep(0.05)  # ctimes are kept at the kernel's clock tick
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # what cp -p does
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert fast_module.tensor_cache_key(samples, 3, 32) != before[0]
+    assert file_identities([p for p, _ in samples]) != before[1]
 
 
 # ---------------------------------------------------------------- ImageNet scale: once per node, parallel, mapped

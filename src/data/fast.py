@@ -99,14 +99,16 @@ def _check_request(samples: Sequence[tuple[str, int]], channels: int) -> None:
 
 
 def tensor_cache_key(samples: Sequence[tuple[str, int]], channels: int, size: int | None) -> str:
-    """A hash of every file's path, label, size and mtime and of the decode settings.
+    """A hash of every file's path, label, size, mtime and ctime and of the decode settings.
 
-    Adding, removing, replacing or relabelling a file, or decoding differently, changes the key.
+    Adding, removing, replacing or relabelling a file, or decoding differently, changes the key. The
+    ctime catches a file replaced by one of the same size whose mtime was kept (``cp -p``, ``rsync -a``,
+    an archive extracted again): tools can set the mtime, not the ctime.
     """
     digest = hashlib.sha256(f"v{CACHE_VERSION} channels={channels} size={size}\n".encode())
     for path, label in samples:
         stat = os.stat(path)
-        digest.update(f"{path}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{path}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\t{stat.st_ctime_ns}\n".encode())
     return digest.hexdigest()[:20]
 
 

@@ -22,12 +22,15 @@ def cache_key(*parts: object) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def file_identities(paths: Sequence[str]) -> list[tuple[str, int, int]]:
-    """``(absolute path, size, mtime in ns)`` per file: a cache key that changes when a file is replaced in place."""
+def file_identities(paths: Sequence[str]) -> list[tuple[str, int, int, int]]:
+    """``(absolute path, size, mtime, ctime in ns)`` per file: a cache key that changes when a file is replaced.
+
+    The ctime catches a same-size replacement whose mtime was kept (``cp -p``, ``rsync -a``): tools set mtimes only.
+    """
     identities = []
     for path in paths:
         stat = os.stat(path)
-        identities.append((os.path.abspath(path), stat.st_size, stat.st_mtime_ns))
+        identities.append((os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
     return identities
 
 
