@@ -77,6 +77,7 @@ from src.sweeping.study_state import (
     assess_runs,
     clear_the_way,
     current_state,
+    planned_config,
     planned_configs,
     result_line,
     state_line,
@@ -264,7 +265,7 @@ def run_all(
                     why = why_pending(study, run)
                     print(f"{prefix}: HELD BACK: {run.variant}'s selection has no choice ({why})", flush=True)
                     continue
-            state = current_state(study, run, planned.get(run.run_dir))
+            state = current_state(study, run, planned_config(study, run, planned))
             if state.status in ("finished", "diverged", "stale"):
                 print(f"{prefix}: {state_line(state).replace(', skip', ' earlier, skipped', 1)}", flush=True)
                 tally.stale += state.status == "stale"
@@ -289,7 +290,8 @@ def run_all(
                 print(f"{prefix}: skipped: in use by {lock.holder()} (another sweep or run)", flush=True)
                 continue
             try:
-                state = current_state(study, run, planned.get(run.run_dir))  # it may have moved on while we looked
+                # It may have moved on while we looked (or appeared: its config is parsed then).
+                state = current_state(study, run, planned_config(study, run, planned))
                 if state.status in ("finished", "diverged", "stale"):
                     print(f"{prefix}: {state_line(state)}", flush=True)
                     tally.stale += state.status == "stale"

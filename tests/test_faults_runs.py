@@ -326,6 +326,33 @@ def test_a_run_made_with_another_config_is_stale_and_never_skipped_as_finished(p
     assert runs.read_efficiency(str(run_dir))["max_epochs"] == 3 and assess(run_dir, None).status == "finished"
 
 
+def test_a_run_that_appears_while_the_sweep_runs_is_still_checked_for_its_config(
+    parallel, tmp_path, capsys, monkeypatch
+):
+    """Another sweep (or a user) puts a run made with other settings in place after this sweep looked: it was
+    skipped as 'finished earlier' (exit 0) and would have been exported as a result of this study."""
+    import src.sweep
+
+    monkeypatch.chdir(tmp_path)
+    study_file, run_dir = copy_run(parallel, tmp_path)  # made with max_epochs 2
+    away = tmp_path / "elsewhere"
+    run_dir.rename(away)
+    real = src.sweep.planned_configs
+
+    def then_it_appears(*args, **kwargs):
+        planned = real(*args, **kwargs)
+        away.rename(run_dir)
+        return planned
+
+    monkeypatch.setattr(src.sweep, "planned_configs", then_it_appears)
+    assert sweep_main([str(study_file), "--", *TINY, "--trainer.max_epochs", "3"]) == 2
+    out = capsys.readouterr().out
+    assert "seed0: STALE: made with another config (trainer.max_epochs 2 -> 3)" in out, out
+    assert "finished earlier, skipped" not in out
+    assert {p.name for p in run_dir.parent.iterdir()} == {"seed0"}  # nothing moved, nothing trained
+    assert runs.read_efficiency(str(run_dir))["max_epochs"] == 2  # left as it was
+
+
 # ---------------------------------------------------------------- the divergence guard itself
 class _Module:
     device = torch.device("cpu")

@@ -55,6 +55,19 @@ def planned_configs(study: Study, runs: list[RunSpec]) -> dict[Path, dict]:
     return {run.run_dir: resolved_config(run_command(study, run)[3:]) for run in existing}
 
 
+def planned_config(study: Study, run: RunSpec, planned: dict[Path, dict]) -> dict | None:
+    """``run``'s entry of ``planned`` (:func:`planned_configs`), parsed now when its folder appeared since.
+
+    A sweep parses the configs of the runs that exist when it starts; a run that another sweep (or a user)
+    put in place while this one ran had none to be compared with, and was skipped as finished whatever
+    config it was made with (an audit: a run made with other settings, moved in mid-sweep, was skipped and
+    would have been exported). Cached in ``planned``.
+    """
+    if run.run_dir not in planned:
+        planned.update(planned_configs(study, [run]))
+    return planned.get(run.run_dir)
+
+
 def results_state(study: Study, run: RunSpec, planned: dict | None) -> RunState | None:
     """The run's state from the study's results folder: finished / diverged / stale there, else None."""
     target = study.results_dir(run)
