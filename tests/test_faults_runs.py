@@ -400,6 +400,46 @@ def test_divergence_guard_names_the_first_non_finite_step():
         quiet.check(trainer)
 
 
+def test_slurm_array_task_sets_aside_an_attempt_that_died_before_its_first_checkpoint(tmp_path):
+    """A re-submitted array (a new SLURM job) found the records of a dead attempt and no checkpoint: the fit was
+    refused ('holds checkpoints of SLURM job 1001', none there), so the study never continued (an audit)."""
+    import fcntl
+
+    from src.sweeping.plan import plan_runs
+    from src.sweeping.slurm import render_sbatch
+    from src.sweeping.study import Study
+
+    study = Study(name=STUDY, root=str(tmp_path / "logs"), archs=["resnet8"], seeds=[0])
+    run = plan_runs(study.validate())[0]
+    script = tmp_path / "sweep.sbatch"
+    script.write_text(render_sbatch(study, [run], tmp_path))
+    run.run_dir.mkdir(parents=True)
+    left = {"config.yaml": "seed_everything: 0\n", "efficiency.json": '{"test_acc": null}', "slurm.json": "{}"}
+    for name, text in left.items():
+        (run.run_dir / name).write_text(text)
+    (run.run_dir / "checkpoints").mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text('#!/bin/sh\necho "launched: $*"\n')
+    (bin_dir / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": "0"}
+
+    with open(run.run_dir / runs.LOCK_FILE, "a") as held:  # a fit of another job is writing it: not touched
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        busy = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert busy.returncode == 1 and "in use by another process" in busy.stderr and "launched" not in busy.stdout
+    assert {p.name for p in run.run_dir.iterdir()} == {*left, "checkpoints", runs.LOCK_FILE}
+
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, cwd=tmp_path)
+    aside = tmp_path / "logs" / STUDY / ".replaced" / "resnet8" / "seed0-1"  # where src.sweep moves such an attempt
+    assert done.returncode == 0, done.stderr
+    assert f"its files moved aside to {aside}" in done.stdout
+    launched = done.stdout.strip().splitlines()[-1]
+    assert launched.startswith("launched: -m src.cli fit") and "--ckpt_path" not in launched
+    assert [p.name for p in run.run_dir.iterdir()] == [runs.LOCK_FILE]
+    assert {p.name: p.read_text() for p in aside.iterdir() if p.is_file()} == left  # kept whole
+
+
 def test_slurm_array_task_skips_a_diverged_run(tmp_path):
     from src.sweeping.plan import plan_runs
     from src.sweeping.slurm import render_sbatch

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -104,6 +105,18 @@ def test_a_requeue_continues_and_a_new_job_is_refused(cwd, monkeypatch):
     assert starts(run_dir) == [("100", 0), ("100", 1), ("200", 0)]
     assert json.loads((run_dir / slurm_job.RECORD_FILE).read_text())["job_id"] == "200"
     assert runs.read_efficiency(str(run_dir))["global_step"] == 4  # nothing more to train
+
+
+def test_a_new_job_on_an_attempt_with_no_checkpoint_is_told_so(cwd, monkeypatch):
+    """It said 'holds checkpoints of SLURM job 100' and offered --ckpt_path last, which cannot help (an audit)."""
+    run_dir = cwd / "runs" / "dead"
+    in_slurm_job(monkeypatch, "100")
+    fit(run_dir, "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    shutil.rmtree(run_dir / "checkpoints")  # as if killed before its first checkpoint was written
+    in_slurm_job(monkeypatch, "200")
+    message = refused(run_dir, "--trainer.max_epochs", "1")
+    assert "holds the records of SLURM job 100 and no checkpoint to continue from" in message
+    assert "new job (200)" in message and "another --run_dir" in message and "--ckpt_path" not in message
 
 
 def test_without_slurm_nothing_changes_and_unrecorded_runs_need_a_requeue(cwd, monkeypatch):

@@ -27,7 +27,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_warn
 
 from src.files import temporary_path
-from src.runs import RunError
+from src.runs import RunError, has_checkpoints
 
 RECORD_FILE = "slurm.json"
 
@@ -66,6 +66,12 @@ def refuse_another_job(run_dir: str, job: Job) -> None:
         return
     whose = f"SLURM job {recorded}" if recorded else "a run started outside this job"
     why = "" if recorded else f", SLURM_RESTART_COUNT={job.restart_count}"
+    if not has_checkpoints(run_dir):  # an attempt that died before its first checkpoint: nothing to continue
+        raise RunError(
+            f"the run directory '{run_dir}' holds the records of {whose} and no checkpoint to continue from, and this "
+            f"is a new job ({job.job_id}{why}); start the new run in another --run_dir, or move this one away first "
+            "(a sweep's array task moves such an attempt into <study>/.replaced/ itself)"
+        )
     raise RunError(
         f"the run directory '{run_dir}' holds checkpoints of {whose}, and this is a new job ({job.job_id}{why}), "
         "not a requeue of it; start a new run with another --run_dir, or continue that run deliberately with "

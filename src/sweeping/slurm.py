@@ -15,8 +15,10 @@ set ``srun: true`` and pass ``trainer.devices: 4`` under the study's ``args``. T
 no longer passes it on by itself).
 
 Each task picks its command from the list by ``SLURM_ARRAY_TASK_ID`` and decides when it starts
-(not when the script was written) whether to skip a finished or diverged run or resume one from its
-``last.ckpt`` -- so a requeued or re-submitted array continues where it stopped. Stale runs (made
+(not when the script was written) whether to skip a finished or diverged run, resume one from its
+``last.ckpt``, or set aside what an attempt that died before its first checkpoint left (into
+``<study>/.replaced/``, as the sweep does; a fit never starts among another fit's files) -- so a requeued or
+re-submitted array continues where it stopped. Stale runs (made
 with another config) are refused when the script is written (``python -m src.sweep --slurm``).
 """
 
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from src.sweeping.pruned_nets import waits_for
+from src.sweeping.run_state import MOVED_ASIDE_DIR
 from src.sweeping.study import RunSpec, Study, StudyError, format_command, run_command
 from src.sweeping.study_state import clear_the_way
 
@@ -66,10 +69,27 @@ def render_sbatch(study: Study, runs: list[RunSpec], workdir: str | Path) -> str
         "# would be bound to one CPU and the data loaders would get no workers.",
         'if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"; fi',
         "",
+        "# set_aside DIR: what an attempt that died before its first checkpoint left (nothing a fit can continue,",
+        "# and a new fit never starts among another fit's files) goes to <study>/.replaced/<variant>/<seed>-<n>, as",
+        "# python -m src.sweep moves it (src/sweeping/run_state.py, move_attempt_aside), holding the run's lock.",
+        "set_aside() {",
+        f"    local dir=$1 aside={shlex.quote(str(study.directory / MOVED_ASIDE_DIR))} rel target n=1",
+        f"    rel=${{dir#{shlex.quote(str(study.directory))}/}}",
+        '    while [ -e "$aside/$rel-$n" ]; do n=$((n + 1)); done',
+        '    target="$aside/$rel-$n"',
+        '    if ! (flock -n 9 && mkdir -p "$target" &&',
+        '          find "$dir" -mindepth 1 -maxdepth 1 ! -name run.lock -exec mv -t "$target" {} +) \\',
+        '          9>>"$dir/run.lock"; then',
+        '        echo "$dir: in use by another process, or its files could not be moved aside; not started" >&2',
+        "        exit 1",
+        "    fi",
+        '    echo "$dir: the earlier attempt left no checkpoint; its files moved aside to $target"',
+        "}",
+        "",
         "# run DIR COMMAND...: skip DIR if it diverged or was tested (by its fit: evaluations/ does not count),",
         "# resume it from its newest checkpoint if it has one (--ckpt_path last: a re-submitted array is a new",
-        "# SLURM job, which src.cli lets continue a run only when asked to), else start it. The run's own",
-        "# run.lock keeps out a second writer.",
+        "# SLURM job, which src.cli lets continue a run only when asked to), else set aside what a dead attempt",
+        "# left and start it. The run's own run.lock keeps out a second writer.",
         "run() {",
         "    local dir=$1; shift",
         '    if grep -qs \'"status": "diverged"\' "$dir"/efficiency*.json; then',
@@ -80,6 +100,8 @@ def render_sbatch(study: Study, runs: list[RunSpec], workdir: str | Path) -> str
         "    fi",
         '    if [ -f "$dir/checkpoints/last.ckpt" ] || compgen -G "$dir/hpc_ckpt_*.ckpt" >/dev/null; then',
         '        set -- "$@" --ckpt_path last',
+        '    elif [ -n "$(find "$dir" -mindepth 1 -maxdepth 1 ! -name run.lock -print -quit 2>/dev/null)" ]; then',
+        '        set_aside "$dir"',
         "    fi",
         f'    exec {launcher}"$@"',
         "}",
