@@ -395,6 +395,38 @@ def test_a_file_replaced_with_the_same_size_and_mtime_changes_every_cache_key(tm
     assert file_identities([p for p, _ in samples]) != before[1]
 
 
+def test_under_ddp_each_process_draws_its_own_crops_and_a_resumed_epoch_the_same(monkeypatch):
+    """Every DDP process seeds the same global generators, so the k-th image of each process's batch got the same
+    crop and flip (an audit). Each process now draws from (seed, epoch, rank); one process is unchanged."""
+    from types import SimpleNamespace
+
+    from src.callbacks.resume import RandomState
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")  # what seed_everything sets in every process
+    images = Uint8Images(torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8), torch.arange(32) % 2)
+
+    def batch(rank: int, epoch: int, world_size: int = 2) -> torch.Tensor:
+        dataset = FastImageDataset(images, BatchAugment([0.5] * 3, [0.25] * 3), train=True)
+        loader = fast_loader(dataset, batch_size=32, shuffle=False)
+        trainer = SimpleNamespace(world_size=world_size, global_rank=rank, current_epoch=epoch, train_dataloader=loader)
+        RandomState().on_train_epoch_start(trainer, None)  # type: ignore[arg-type]
+        return next(iter(loader))[0]
+
+    torch.manual_seed(7)
+    first = batch(rank=0, epoch=3)
+    torch.manual_seed(7)
+    assert not torch.equal(batch(rank=1, epoch=3), first)  # the same global state, another process: other crops
+    torch.manual_seed(123)  # whatever the global state (a resume restores rank zero's): the same draws
+    assert torch.equal(batch(rank=0, epoch=3), first)
+    assert not torch.equal(batch(rank=0, epoch=4), first)  # and new ones every epoch
+    torch.manual_seed(7)
+    alone = batch(rank=0, epoch=3, world_size=1)  # one process: the global generator, as before
+    torch.manual_seed(7)
+    assert torch.equal(batch(rank=0, epoch=3, world_size=1), alone)
+    torch.manual_seed(8)
+    assert not torch.equal(batch(rank=0, epoch=3, world_size=1), alone)
+
+
 # ---------------------------------------------------------------- ImageNet scale: once per node, parallel, mapped
 def test_cache_is_memory_mapped_and_parallel_decoding_gives_the_same_bytes(tmp_path, capsys):
     samples = write_jpeg_folder(tmp_path / "train", per_class=300)  # 900 images: 4 chunks of 256 or fewer

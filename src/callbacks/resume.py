@@ -44,6 +44,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader
 
 from src.files import resolves_inside
 
@@ -60,6 +61,23 @@ def collect_random_state() -> dict[str, Any]:
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
         "python": [version, list(python_state), gauss],
     }
+
+
+def process_seed(epoch: int, rank: int) -> int:
+    """A seed for one process and epoch, from the run's seed (``seed_everything``'s, else torch's initial seed)."""
+    base = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+    return int(np.random.SeedSequence([base, epoch, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def loaders_in(value: Any) -> list[DataLoader]:
+    """The DataLoaders in what ``trainer.train_dataloader`` holds (one, or a list or dict of them)."""
+    if isinstance(value, DataLoader):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [loader for item in value for loader in loaders_in(item)]
+    return []
 
 
 def restore_random_state(state: dict[str, Any]) -> None:
@@ -173,7 +191,26 @@ class RunCheckpoint(ModelCheckpoint):
 
 
 class RandomState(pl.Callback):
-    """Save the global random state in checkpoints; restore it on resume (see the module docstring)."""
+    """Save the global random state in checkpoints; restore it on resume (see the module docstring).
+
+    Under DDP every process starts from the same seed (``seed_everything`` runs in each), so the random draws of
+    a batch made in the process were the same on every process: the k-th image of each process's batch got the
+    same crop and flip on the fast path (an audit hashed two processes' generators at each epoch start: equal).
+    A training set that draws from a generator of its own (``seed_draws``, as the fast path's does) gets one seed
+    per process and epoch here, from (seed, epoch, rank) alone: a resume from an epoch-end checkpoint draws what
+    the uninterrupted run draws. One process: unchanged (the global generators, saved and restored). Per-sample
+    transforms in the main process (``num_workers: 0``) still draw from the global generators; loader workers get
+    seeds of their own per process from Lightning.
+    """
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size == 1:
+            return
+        seed = process_seed(trainer.current_epoch, trainer.global_rank)
+        for loader in loaders_in(trainer.train_dataloader):
+            seed_draws = getattr(loader.dataset, "seed_draws", None)
+            if callable(seed_draws):
+                seed_draws(seed)
 
     def state_dict(self) -> dict[str, Any]:
         return collect_random_state()

@@ -213,6 +213,16 @@ class FastImageDataset(Dataset):
         # Set by a folder DataModule: ``(path, label)`` per index and the class names, for predictions.csv.
         self.samples: list[tuple[str, int]] | None = None
         self.classes: list[str] | None = None
+        self.generator: torch.Generator | None = None  # None: crops and flips from the device's global generator
+
+    def seed_draws(self, seed: int | None) -> None:
+        """Draw the crops and flips from a generator of this dataset's own, seeded with ``seed`` (None: the global one).
+
+        Under DDP every process has the same global generators (``seed_everything`` runs in each), so each
+        process's k-th image got the same crop and flip; ``src.callbacks.resume.RandomState`` gives each process
+        a seed of its own at every epoch start.
+        """
+        self.generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -224,12 +234,15 @@ class FastImageDataset(Dataset):
     def to(self, device: torch.device | str) -> FastImageDataset:
         """Move the uint8 images and labels to ``device`` (e.g. the GPU the model trains on); returns self."""
         self.data = Uint8Images(self.data.images.to(device), self.data.labels.to(device))
+        if self.generator is not None:  # a generator draws on its own device: seeded again there
+            self.seed_draws(self.generator.initial_seed())
         return self
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
         index = torch.as_tensor(indices, dtype=torch.int64).to(self.device, non_blocking=True)
         with single_thread(self.device):
-            return self.augment(self.data.images[index], train=self.train), self.data.labels[index]
+            images = self.augment(self.data.images[index], train=self.train, generator=self.generator)
+            return images, self.data.labels[index]
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         images, labels = self.__getitems__([index])
