@@ -15,6 +15,7 @@ from lightning.pytorch.strategies import Strategy
 
 import src.callbacks.efficiency as efficiency_module
 from src import runs
+from src.analysis.checkpoint import load, split_loader
 from src.cli import main
 from src.data.folder import ImageFolderDataModule
 from src.modules import ImageClassifier
@@ -51,6 +52,25 @@ def test_a_resume_on_a_changed_folder_is_refused_unless_allowed_and_keeps_its_st
     assert second["changed_since_start"] == ["train: 32 files -> 33", "val: 8 files -> 8 (other files)"]
     assert (second["mean"], second["std"]) == (first["mean"], first["std"])  # the run's own normalisation
     assert runs.read_efficiency(run_dir)["global_step"] > 0
+
+
+def test_an_evaluation_after_the_folder_changed_uses_the_run_statistics_and_says_so(tree, tmp_path, monkeypatch):
+    """`test --ckpt_path` recomputed the normalisation statistics from the folder as it was then: a changed training
+    split normalised the test images otherwise than the weights were trained with, unsaid (an audit)."""
+    run_dir = tmp_path / "run"
+    _fit(tree, tmp_path, run_dir, "--test_after_fit", "false")
+    first = json.loads((run_dir / "data.json").read_text())
+    for index in range(6):  # more noise images: other statistics
+        write_image(tree / "train" / "cat" / f"extra{index}.png", (16, 16), seed=100 + index)
+    args = folder_args(tree, tmp_path / "cache", "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"))
+    with pytest.warns(UserWarning, match=r"the data differ from those the run .* started with \(train: 32 files -> 38"):
+        main(["test", *args])
+    evaluated = json.loads((run_dir / "evaluations" / "test-data.json").read_text())
+    assert (evaluated["mean"], evaluated["std"]) == (first["mean"], first["std"])
+    # lesion and prune read the checkpoint without a trainer: the run's statistics too
+    _, datamodule = load(run_dir / "checkpoints" / "last.ckpt")
+    split_loader(datamodule, "test")
+    assert (datamodule.mean, datamodule.std) == (first["mean"], first["std"])
 
 
 def test_a_folder_copied_elsewhere_is_the_same_data(tree, tmp_path):

@@ -91,6 +91,8 @@ def load(checkpoint_path: str | os.PathLike, config: str | os.PathLike | None = 
             f"{str(path)!r} does not say which data it was trained on (not written by python -m src.cli fit); "
             "pass --config with a YAML file that has a data: section (e.g. the config you trained with)"
         )
+    if config is None and run_dir is not None and hasattr(datamodule, "trained_with"):
+        datamodule.trained_with(run_dir)  # the run's own normalisation, not one recomputed from the folder now
     return model, datamodule
 
 

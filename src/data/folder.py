@@ -50,7 +50,7 @@ from src.data.folder_decode import ImageFiles, Sample
 from src.data.folder_layouts import class_folder_samples, flat_val_samples, is_flat_folder
 from src.data.folder_listing import choose_classes, first_image, list_class_folders, read_class_list
 from src.data.folder_options import check_folder_options, data_root
-from src.data.folder_record import check_resume, first_record, split_files
+from src.data.folder_record import changes, check_resume, first_record, split_files
 from src.data.folder_scan import FolderScanMixin
 from src.data.splits import stratified_split
 from src.files import free_path, write_json_atomic
@@ -383,6 +383,21 @@ class ImageFolderDataModule(FolderScanMixin, FastLoaderMixin, ImageClassificatio
             return "folder"
         return "val" if self.test_on_val else None
 
+    def trained_with(self, run_dir: str) -> None:
+        """Normalise as the run in ``run_dir`` was trained (lesion and prune, which evaluate without a trainer)."""
+        before = first_record(run_dir, RUN_RECORD)
+        if before is not None:
+            self._take_statistics(before)
+
+    def _take_statistics(self, before: dict) -> None:
+        """The statistics the run's weights were trained with, from its first record, unless given in the config.
+
+        Recomputed from the folder as it is now, a changed training split normalised an evaluation's images
+        otherwise than training did, unsaid (an audit).
+        """
+        if self.hparams.get("mean") is None and before.get("mean") and before.get("std"):
+            self.mean, self.std = before["mean"], before["std"]
+
     def _record(self) -> None:
         """Write ``describe()`` as ``data.json`` into the run directory (``data-1.json``... if taken).
 
@@ -398,11 +413,16 @@ class ImageFolderDataModule(FolderScanMixin, FastLoaderMixin, ImageClassificatio
         if not log_dir:
             return
         record = self.describe()
-        before = first_record(log_dir, RUN_RECORD) if trainer.state.fn == "fit" else None
-        if before is not None:  # a fit continuing its run: every rank checks, so every rank stops alike
-            self._changed_since_start = check_resume(before, record, self.allow_changed_data, log_dir)
-            if self.hparams.get("mean") is None and before.get("mean") and before.get("std"):
-                self.mean, self.std = before["mean"], before["std"]  # the statistics its weights were trained with
+        before = first_record(log_dir, RUN_RECORD)
+        if before is not None:  # a fit continuing its run, or an evaluation of one of its checkpoints
+            if trainer.state.fn == "fit":  # every rank checks, so every rank stops alike
+                self._changed_since_start = check_resume(before, record, self.allow_changed_data, log_dir)
+            elif "files" in before and (found := changes(before, record)):
+                rank_zero_warn(
+                    f"the data differ from those the run '{log_dir}' started with ({'; '.join(found)}); evaluated "
+                    "with the normalisation statistics its weights were trained with"
+                )
+            self._take_statistics(before)
             record = self.describe()
         if not trainer.is_global_zero:
             return
