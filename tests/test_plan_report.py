@@ -15,6 +15,8 @@ from statsmodels.stats.power import TTestIndPower
 
 from src.report import main
 from src.reporting.analysis_plan import PlanError, load_plan
+from src.sweeping.plan import plan_runs
+from src.sweeping.study import load_study
 from tests.study_runs import QUICKSTART, resolved_config, write_run
 
 COMMIT = "a" * 40
@@ -149,6 +151,59 @@ def test_check_passes_on_one_clean_commit_and_fails_on_mixed_commits_or_a_dirty_
     assert main([str(plan)]) == 0
     assert main(["--check", str(dirty / "results" / "plan")]) == 1
     assert "1 run(s) trained from a dirty tree" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "earlier, message",
+    [
+        (
+            {"git_commit": COMMIT, "git_dirty": True},
+            "1 run(s) trained from a dirty tree, e.g. {run} (before it was resumed)",
+        ),
+        ({"git_commit": "b" * 40, "git_dirty": False}, "its runs mix 2 commits (aaaaaaaa, bbbbbbbb)"),
+        ({"git_dirty": False}, "1 run(s) name no git commit, e.g. {run}"),
+    ],
+)
+def test_check_reads_the_provenance_a_run_had_before_it_was_resumed(tmp_path, monkeypatch, capsys, earlier, message):
+    """A run trained on a dirty tree (or another commit) and resumed from a clean one records the clean tree as its
+    ``provenance`` and the first part under ``earlier_provenance``: its weights came from both, so both count."""
+    monkeypatch.chdir(tmp_path)
+    arm = _arm(tmp_path)
+    run = tmp_path / "results" / "arm" / "plain8" / "seed1"
+    record = json.loads((run / "efficiency.json").read_text())
+    (run / "efficiency.json").write_text(json.dumps({**record, "earlier_provenance": [earlier]}))
+    assert main([str(_plan(tmp_path, arm))]) == 0
+    assert main(["--check", str(tmp_path / "results" / "plan")]) == 1
+    assert message.format(run=run) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "provenance, code, message",
+    [
+        ({"git_commit": COMMIT, "git_dirty": False}, 0, "each arm's one clean commit match what HEAD gives"),
+        ({"git_commit": COMMIT, "git_dirty": True}, 1, "1 run(s) trained from a dirty tree, e.g. {run}"),
+        ({"git_commit": "b" * 40, "git_dirty": False}, 1, "its runs mix 2 commits (aaaaaaaa, bbbbbbbb)"),
+    ],
+)
+def test_check_reads_the_selection_runs_that_chose_the_arms_settings(
+    tmp_path, monkeypatch, capsys, provenance, code, message
+):
+    """The selection runs are no results, but the results were trained at what they chose: one code version."""
+    monkeypatch.chdir(tmp_path)
+    arm = _arm(tmp_path)
+    study = yaml.safe_load(arm.read_text())
+    study["select"] = {"grid": {"model.optimizer.init_args.lr": [0.05, 0.1]}, "seeds": [0]}
+    arm.write_text(yaml.safe_dump(study))
+    results = tmp_path / "results" / "arm"
+    selection = [run for run in plan_runs(load_study(str(arm)), True) if run.selects is not None]
+    clean = {"git_commit": COMMIT, "git_dirty": False}
+    for index, run in enumerate(selection):
+        write_run(results / run.variant / f"seed{run.seed}", run.arch, run.seed, test_acc=0.5, params=1000,
+                  best_val_acc=0.5, provenance=provenance if index == 1 else clean)  # fmt: skip
+    assert main([str(_plan(tmp_path, arm))]) == 0
+    assert main(["--check", str(tmp_path / "results" / "plan")]) == code
+    output = capsys.readouterr()
+    assert message.format(run=results / selection[1].variant / "seed0") in (output.err if code else output.out)
 
 
 def test_check_fails_when_the_committed_plan_report_is_stale(tmp_path, monkeypatch, capsys):

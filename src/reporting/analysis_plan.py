@@ -16,7 +16,9 @@ prints). The family always has every planned hypothesis (a pending one counts wi
 an interim verdict can only get easier to reach as runs come in, never by leaving a hypothesis out.
 
 Each arm is one code version: ``arm_problems`` (``--check``) fails when an arm's runs name more than one git
-commit, one trained from a dirty tree, or one whose commit is unknown.
+commit, one trained from a dirty tree, or one whose commit is unknown. Every provenance a run had counts (the
+parts before a resume, ``earlier_provenance``, trained its weights too), and so do the selection runs that chose
+the arm's settings (``<results>/select/``): they are no results, but the results depend on their choice.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower
 
-from src.reporting.records import RunRecord, collect_runs
+from src.reporting.records import RunRecord, collect_runs, read_run
 from src.reporting.statistics import compare
 from src.runs import read_efficiency
 from src.sweeping.plan import plan_runs
@@ -219,6 +221,11 @@ class Arm:
     runs: list[RunRecord]
     planned: dict[str, int]
     train_eval: dict[Path, float | None]  # run dir -> train_eval_acc
+    selection_runs: list[RunRecord] = field(default_factory=list)  # the ended runs that chose selected settings
+
+    def checked_runs(self) -> list[RunRecord]:
+        """The runs whose code must be the arm's one version: its results and the selection runs behind them."""
+        return [*self.runs, *self.selection_runs]
 
 
 def load_arm(name: str, study_file: str) -> Arm:
@@ -236,7 +243,20 @@ def load_arm(name: str, study_file: str) -> Arm:
         if run.selects is None:  # a selection run is no result of the study
             planned[run.variant] = planned.get(run.variant, 0) + 1
     train_eval = {run.run_dir: (read_efficiency(run.run_dir) or {}).get("train_eval_acc") for run in finished}
-    return Arm(name, study, finished, planned, train_eval)
+    return Arm(name, study, finished, planned, train_eval, selection_records(study, results))
+
+
+def selection_records(study: Study, results: Path) -> list[RunRecord]:
+    """The study's committed selection runs that ended (finished or diverged: both decided the choice).
+
+    ``collect_runs`` leaves them out of the results; they are read here only so that their code is checked.
+    """
+    records = []
+    for run in plan_runs(study, True):
+        run_dir = results / run.variant / f"seed{run.seed}"
+        if run.selects is not None and run_dir.is_dir():
+            records.append(read_run(run_dir, run.variant))
+    return [run for run in records if run.status in ("finished", "diverged")]
 
 
 def metric_values(arm: Arm, variant: str, metric: str) -> list[float]:
@@ -350,16 +370,25 @@ def power_table(plan: Plan) -> list[PowerLine]:
 
 
 def arm_problems(arm: Arm) -> list[str]:
-    """One code version per arm: every run names the same git commit, from a clean tree."""
-    commits = {run.provenance.get("git_commit") for run in arm.runs}
+    """One code version per arm: every provenance of every run (its results and its selection runs, each part
+    before a resume too) names the same git commit, from a clean tree."""
+    runs = arm.checked_runs()
+    commits = {provenance.get("git_commit") for run in runs for provenance in run.provenances()}
     problems = []
-    if None in commits:
-        unknown = [str(run.run_dir) for run in arm.runs if run.provenance.get("git_commit") is None]
+    unknown = [str(run.run_dir) for run in runs if any(p.get("git_commit") is None for p in run.provenances())]
+    if unknown:
         problems.append(f"arm {arm.name}: {len(unknown)} run(s) name no git commit, e.g. {unknown[0]}")
     known = sorted(c for c in commits if c)
     if len(known) > 1:
         problems.append(f"arm {arm.name}: its runs mix {len(known)} commits ({', '.join(c[:8] for c in known)})")
-    dirty = [str(run.run_dir) for run in arm.runs if run.provenance.get("git_dirty") is not False]
-    if dirty and None not in commits:
-        problems.append(f"arm {arm.name}: {len(dirty)} run(s) trained from a dirty tree, e.g. {dirty[0]}")
+    dirty = [run for run in runs if any(p.get("git_dirty") is not False for p in run.provenances())]
+    if dirty and not unknown:
+        problems.append(f"arm {arm.name}: {len(dirty)} run(s) trained from a dirty tree, e.g. {_dirty_part(dirty[0])}")
     return problems
+
+
+def _dirty_part(run: RunRecord) -> str:
+    """The run's folder, and which part of it was dirty when only a part before a resume was."""
+    if run.provenance.get("git_dirty") is False:
+        return f"{run.run_dir} (before it was resumed)"
+    return str(run.run_dir)

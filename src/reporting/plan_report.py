@@ -104,7 +104,9 @@ def _power_rows(lines: list[PowerLine]) -> list[dict[str, Any]]:
 def _arm_rows(arms: dict[str, Arm]) -> list[dict[str, Any]]:
     rows = []
     for name, arm in arms.items():
-        commits = sorted({str(run.provenance.get("git_commit")) for run in arm.runs})
+        # What --check reads (arm_problems): every part of every run, the selection runs' too.
+        provenances = [(run, part) for run in arm.checked_runs() for part in run.provenances()]
+        commits = sorted({str(part.get("git_commit")) for _, part in provenances})
         rows.append(
             {
                 "arm": name,
@@ -113,7 +115,7 @@ def _arm_rows(arms: dict[str, Arm]) -> list[dict[str, Any]]:
                 "finished_runs": len(arm.runs),
                 "planned_runs": sum(arm.planned.values()),
                 "commits": commits,
-                "dirty_runs": sum(run.provenance.get("git_dirty") is not False for run in arm.runs),
+                "dirty_runs": len({id(run) for run, part in provenances if part.get("git_dirty") is not False}),
                 "devices": sorted({str(run.provenance.get("device")) for run in arm.runs}),
                 "problems": arm_problems(arm),
             }

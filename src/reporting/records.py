@@ -77,6 +77,7 @@ class RunRecord:
     settings: dict[str, Any] = field(default_factory=dict)  # flattened identity, for naming
     context: dict[str, Any] = field(default_factory=dict)  # protocol description (src.reporting.protocol.describe)
     provenance: dict[str, Any] = field(default_factory=dict)
+    earlier_provenance: list[dict[str, Any]] = field(default_factory=list)  # before a resume with other code, etc.
     paper_differences: list[str] = field(default_factory=list)
     anchor_differences: list[str] = field(default_factory=list)  # from its family's published anchors (wrn, preact)
     line: str = ""
@@ -88,6 +89,15 @@ class RunRecord:
     pruned: bool = False  # started from another run's network, pruned (model.pruning): named by what it kept
     finetuned: bool = False  # a pruned net trained on after pruning (any training step), not only scored
     parent: str | None = None  # the run it started from (init_from), as ``<variant folder>/seed<k>``
+
+    def provenances(self) -> list[dict[str, Any]]:
+        """Every provenance the run had: its own, and those of the parts it ran before each resume.
+
+        A run trained from a dirty tree (or another commit) and then resumed from a clean one records the clean
+        tree as ``provenance`` and the earlier part under ``earlier_provenance``: its weights came from both, so a
+        check of one code version must read both.
+        """
+        return [self.provenance, *self.earlier_provenance]
 
 
 def _identity_fields(config: dict) -> dict[str, str]:
@@ -128,6 +138,12 @@ def _training_compute(report: dict, config: dict | None) -> tuple[float | None, 
     return None, None
 
 
+def _earlier_provenance(report: dict) -> list[dict[str, Any]]:
+    """``efficiency.json``'s ``earlier_provenance`` (the parts before each resume), its records only."""
+    earlier = report.get("earlier_provenance")
+    return [entry for entry in earlier if isinstance(entry, dict)] if isinstance(earlier, list) else []
+
+
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -158,6 +174,7 @@ def read_run(run_dir: Path, variant: str, selected: tuple[str, ...] = ()) -> Run
         diverged_step=report.get("diverged_step"),
         diverged_reason=report.get("diverged_reason"),
         provenance=provenance if isinstance(provenance := report.get("provenance"), dict) else {},
+        earlier_provenance=_earlier_provenance(report),
     )
     if status == "finished" and record.test_acc is None:  # tested, but the accuracy is NaN / inf
         record.status = "diverged"
