@@ -8,14 +8,16 @@ import math
 import shutil
 import statistics
 import struct
+from pathlib import Path
 
 import pytest
 import yaml
 from scipy import stats
 
 from src.report import main
+from src.reporting import protocol
 from src.reporting.figures import pareto_front
-from src.reporting.paper import CIFAR10_TABLE6
+from src.reporting.paper import CIFAR10_TABLE6, protocol_differences
 from src.reporting.statistics import compare
 from src.reporting.study_rows import mean_std
 from src.runs import read_scalars, run_status
@@ -586,6 +588,33 @@ def test_paper_overlay_only_for_the_papers_protocol(tmp_path):
     assert "2000 steps at batch 128" in text and "tested the best checkpoint by val/acc" in text
     _, _, text = run_report(short, "--paper", "force")
     assert "**Different protocol**: the overlay was forced" in text
+
+
+def test_a_run_that_tested_its_final_weights_says_so_not_best_checkpoint(tmp_path):
+    """``test_ckpt_path: null``: the test after fit found no checkpoint to load (a fit without validation,
+    ``--trainer.limit_val_batches 0``) and scored the final weights, whatever the config's monitor. Seeds of one
+    study tested differently get one protocol line each, with their counts."""
+    ckpt = {"checkpoint.monitor": "val/acc", "data.init_args.val_size": 5000}
+    for seed, tested in ((0, None), (1, "checkpoints/epoch005-step1800-val_acc0.85.ckpt"), (2, None)):
+        run_dir = tmp_path / "resnet20" / f"seed{seed}"
+        config = resolved_config("resnet20", seed, run_dir, **ckpt)
+        write_run(run_dir, "resnet20", seed, 0.85, 269_722, config=config, test_ckpt_path=tested)
+    _, _, text = run_report(tmp_path)
+    budget = [line for line in text.splitlines() if line.startswith("- data: ")]
+    assert len(budget) == 2
+    (final,) = [line for line in budget if "test: official test split, final weights (no checkpoint loaded);" in line]
+    assert final.endswith("(2 runs: resnet20)") and "best checkpoint" not in final
+    (best,) = [line for line in budget if "test: official test split, best checkpoint by val/acc;" in line]
+    assert best.endswith("(1 runs: resnet20)")
+
+
+def test_final_weights_are_the_papers_test_protocol():
+    """He et al. test the weights training ended with: a run that tested its final weights does not differ there."""
+    config = resolved_config("resnet20", 0, Path("run"), **{"checkpoint.monitor": "val/acc"})
+    report = {"test_acc": 0.9, "test_ckpt_path": None, "global_step": 64000, "global_batch_size": 128}
+    split, checkpoint = protocol.test_protocol(config, report, None)
+    assert (split, checkpoint) == ("official test split", "final weights (no checkpoint loaded)")
+    assert protocol_differences(config, report, None, split, checkpoint) == []
 
 
 def test_pareto_marks_sit_on_the_shifted_points(tmp_path, monkeypatch):

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from src.reporting.protocol import NOT_CHOSEN
+
 CITATION = "He et al. 2016, Table 6"
 
 
@@ -94,7 +96,7 @@ def protocol_differences(
     )
     if not official:
         reasons.append(f"tested on the {test_split}")
-    if checkpoint != "final checkpoint" and checkpoint != "last checkpoint":
+    if checkpoint not in NOT_CHOSEN:  # the paper tests the weights training ended with
         reasons.append(f"tested the {checkpoint}")
     steps, batch = report.get("global_step"), report.get("global_batch_size")
     if steps is None or steps < paper_steps or (batch is not None and batch != paper_batch):

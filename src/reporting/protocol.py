@@ -34,6 +34,11 @@ def _class_name(section: Any) -> str | None:
     return str(path).rsplit(".", 1)[-1] if path else None
 
 
+FINAL_WEIGHTS = "final weights (no checkpoint loaded)"
+# What a test scored when validation chose nothing: the weights as training left them (He et al. report these).
+NOT_CHOSEN = ("final checkpoint", "last checkpoint", FINAL_WEIGHTS)
+
+
 def test_protocol(config: dict | None, report: dict, data: dict | None) -> tuple[str, str]:
     """``(test split, checkpoint)``: e.g. ("official test split", "final checkpoint")."""
     init = _init(nested(config, "data"))
@@ -55,6 +60,8 @@ def test_protocol(config: dict | None, report: dict, data: dict | None) -> tuple
     monitor = nested(config, "checkpoint", "monitor") if config and "checkpoint" in config else "val/acc"
     if report.get("test_acc") is None:
         checkpoint = "not tested"
+    elif _tested_in_memory(report):
+        checkpoint = FINAL_WEIGHTS
     elif ckpt and "last" in str(ckpt).rsplit("/", 1)[-1]:
         checkpoint = "last checkpoint"
     elif monitor:
@@ -62,6 +69,16 @@ def test_protocol(config: dict | None, report: dict, data: dict | None) -> tuple
     else:
         checkpoint = "final checkpoint"
     return split, checkpoint
+
+
+def _tested_in_memory(report: dict) -> bool:
+    """Whether the test scored the model as the fit left it: ``test_ckpt_path`` recorded as null.
+
+    The test after fit loads the best checkpoint by validation when there is one; without one (a fit with
+    ``--trainer.limit_val_batches 0`` saves none) it tests the final weights and records no path. A record
+    without the field (older than it) says nothing either way: the config's monitor is the best guess there.
+    """
+    return "test_ckpt_path" in report and report["test_ckpt_path"] is None
 
 
 def describe(config: dict | None, report: dict, data: dict | None) -> dict[str, Any]:
