@@ -15,7 +15,7 @@ from src.sweeping.plan import plan_runs
 from src.sweeping.selection import choices
 from src.sweeping.study import SELECTION_FILE, Study, StudyError, parse_selection, run_command
 from tests.conftest import REPO_ROOT
-from tests.study_runs import QUICKSTART, STUDY, TINY, write_run
+from tests.study_runs import QUICKSTART, STUDY, TINY, resolved_config, write_run
 
 LR = "model.optimizer.init_args.lr"
 
@@ -174,6 +174,30 @@ def test_sweep_selects_per_variant_then_trains_the_seeds_and_the_report_shows_it
     assert main([str(study_file)]) == 2
     captured = capsys.readouterr()
     assert re.search(r"resnet8/seed0: STALE", captured.out) and "1 run(s) are STALE" in captured.err
+
+
+@pytest.mark.parametrize("selection_file", [True, False])  # False: a sweep stopped before it wrote selection.json
+def test_a_report_of_a_folder_above_a_study_leaves_its_selection_runs_out(tmp_path, selection_file):
+    """Selection runs are no results wherever the report's root is: the selection run of seed 0 must not join the
+    final run of seed 0, nor a candidate not chosen become a variant. A ``select`` folder in another layout
+    (a logger's ``select/version_0``) is no selection folder: its run counts."""
+    study = tmp_path / "logs" / STUDY
+    if selection_file:
+        (study / SELECTION_FILE).parent.mkdir(parents=True)
+        (study / SELECTION_FILE).write_text(json.dumps({"grid": {LR: [0.05, 0.1]}, "variants": []}))
+    runs = {f"select/resnet8-lr{lr}/seed0": lr for lr in (0.05, 0.1)} | {f"resnet8/seed{seed}": 0.05 for seed in (0, 1)}
+    for name, lr in runs.items():
+        run_dir = study / name
+        config = resolved_config("resnet8", int(name[-1]), run_dir, **{LR: lr})
+        write_run(run_dir, "resnet8", int(name[-1]), test_acc=0.8, params=1000, config=config)
+    other = tmp_path / "logs" / "other" / "select" / "version_0"
+    write_run(other, "plain8", 3, test_acc=0.7, params=1000, config=resolved_config("plain8", 3, other, **{LR: 0.05}))
+    assert report_main([str(tmp_path / "logs")]) == 0
+    table = list(csv.DictReader((tmp_path / "logs" / "report" / "report.csv").open()))
+    assert [(row["variant"], row["n"], row["seeds"]) for row in table] == [
+        ("plain8", "1", "3"),
+        ("resnet8", "2", "0 1"),
+    ]
 
 
 def test_select_is_refused_with_a_study_error_not_a_traceback_when_built_in_python(tmp_path):

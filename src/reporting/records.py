@@ -30,7 +30,7 @@ from src.runs import (
     run_seed,
     run_status,
 )
-from src.sweeping.study import SELECT_DIR
+from src.sweeping.study import SELECT_DIR, SELECTION_FILE
 
 # Config fields that say where a run writes or how it shows progress, not what it trains: never part of a variant.
 NOT_IDENTITY = (
@@ -335,12 +335,36 @@ def forget_settings_older_runs_lack(records: list[RunRecord]) -> None:
         run.identity = tuple(sorted(run.settings.items()))
 
 
+def is_selection_run(run_dir: Path, root: Path) -> bool:
+    """Whether a run found under ``root`` is one of a study's selection runs, which are never results.
+
+    The sweep writes them to ``<study>/select/<variant>-<candidate>/seed<k>/`` (the results folder: the same under
+    ``<results>/select/``) and ``selection.json`` beside ``select/``. A report of a folder above a study reads them
+    too; counted, a selection run joined the final run of its seed and a candidate not chosen became a variant. A
+    ``select`` folder holds selection runs when it is the root's own, when ``selection.json`` sits beside it, or
+    when the run sits in it as the sweep lays them out (``select/<name>/seed<k>``: a sweep stopped before it wrote
+    ``selection.json``). Deeper down, a folder of that name in another layout (``logs/select/version_0``) is no
+    selection folder.
+    """
+    inside = run_dir.relative_to(root).parts[:-1]  # the folders between the root and the run
+    for depth, name in enumerate(inside):
+        folder = root.joinpath(*inside[: depth + 1])
+        if name != SELECT_DIR:
+            continue
+        if depth == 0 or (folder.parent / SELECTION_FILE).is_file():
+            return True
+        if folder == run_dir.parent.parent and run_dir.name.startswith("seed"):
+            return True
+    return False
+
+
 def collect_runs(
     root: str | Path, expected: list[tuple[str, int, Path]] | None = None, selected: tuple[str, ...] = ()
 ) -> list[RunRecord]:
     """Every run under ``root``, plus a ``missing`` record for each expected run without a directory.
 
-    A study's selection runs (``<root>/select/``) are not results of the study and are left out; the
+    A study's selection runs (``<root>/select/``, or a study folder's below ``root``: ``is_selection_run``) are
+    not results of the study and are left out; the
     settings each variant chose for itself (``selected``: ``selection.json``'s grid keys) do not name
     variants or split lines: they differ between variants by design.
 
@@ -351,7 +375,7 @@ def collect_runs(
     root = Path(root)
     records = []
     for run_dir in find_run_dirs(root):
-        if root / SELECT_DIR in run_dir.parents:
+        if is_selection_run(run_dir, root):
             continue
         parent = run_dir.parent
         folder = parent.relative_to(root).as_posix() if root in parent.parents else parent.name
