@@ -29,7 +29,8 @@ The study can come from a file, the command line, or both (the command line wins
     python -m src.sweep --name mini --config configs/cifar10/resnet20.yaml \\
         --arch resnet20 plain20 --seed 0 1 --grid model.shortcut=A,B -- --trainer.max_steps 2000
 
-Everything after ``--`` is passed to every run unchanged.
+Everything after ``--`` is passed to every run unchanged; it may not set what the sweep sets (the seed, the arch,
+the run folder, a ``grid`` or ``select`` key: ``Study.validate`` refuses it).
 
 This file is the command: its arguments, the plan it prints, and the loop that starts, settles and
 exports runs (``run_all``). What it uses lives in ``src/sweeping/``: ``study`` (the study file), ``plan`` (its runs),
@@ -92,7 +93,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="python -m src.sweep",
         description="Run a study (architectures x overrides x seeds), print its plan, or write a SLURM array script.",
-        epilog="Arguments after -- are passed to every run unchanged (e.g. -- --trainer.max_steps 2000).",
+        epilog="Arguments after -- are passed to every run unchanged (e.g. -- --trainer.max_steps 2000); they may not "
+        "set what the sweep sets (seed, arch, run_dir, a grid or select key).",
     )
     parser.add_argument("study", nargs="?", help="study file (configs/studies/*.yaml)")
     parser.add_argument("--name", help="study name (its folder under --root)")

@@ -172,6 +172,33 @@ def test_bad_studies_get_one_clear_message(tmp_path, capsys, fields, message):
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--seed_everything", "7"], "'--seed_everything 7' after '--' would set 'seed_everything'"),
+        (["--model.arch=resnet56"], "'--model.arch=resnet56' after '--' would set 'model.arch'"),
+        (["--model", '{"arch": "resnet56"}'], "would set 'model' (which holds 'model.arch')"),
+        (
+            ["--model.shortcut", "B"],
+            "would set 'model.shortcut' in every run, which the sweep sets itself: a 'grid' axis",
+        ),
+        (["--run_dir", "elsewhere"], "would set 'run_dir'"),
+        (["--config", QUICKSTART], "would set 'seed_everything'"),  # the file sets seed_everything and model.arch
+        (["-c", "{model: {arch: resnet56}}"], "would set 'model.arch'"),
+    ],
+)
+def test_arguments_after_the_double_dash_cannot_set_what_the_sweep_sets(tmp_path, capsys, extra, message):
+    """They come last in every run's command: they would train every run at one seed, arch or grid value while
+    the folders name another."""
+    study_file = write_study(tmp_path / "s.yaml", archs=["resnet8"], seeds=[0, 1], grid={"model.shortcut": ["A", "B"]})
+    assert main([str(study_file), "--dry-run", "--", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the argument ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "logs").exists()
+    assert main([str(study_file), "--dry-run", "--", "--trainer.max_steps", "-1", "--model.optimizer.lr", "0.3"]) == 0
+    assert "--model.shortcut B --trainer.max_steps -1 --model.optimizer.lr 0.3\n" in capsys.readouterr().out
+
+
 def test_command_line_study_and_study_given_as_config(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["--name", "cl", "--config", QUICKSTART, "--arch", "resnet8", "plain8", "--seed", "4"]

@@ -101,6 +101,19 @@ def test_bad_select_blocks_get_one_error_line(tmp_path, capsys, select, message)
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.parametrize("extra", [[f"--{LR}", "0.3"], ["--model.optimizer.lr=0.3"], ["--model.optimizer", "SGD"]])
+def test_arguments_after_the_double_dash_cannot_set_a_selected_key(tmp_path, capsys, extra):
+    """Every candidate would train at the one value, and selection.json would still report a choice."""
+    study = {"name": STUDY, "root": str(tmp_path / "logs"), "configs": [QUICKSTART], "archs": ["resnet8"]}
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(yaml.safe_dump({**study, "select": {"grid": {LR: [0.05, 0.1]}}}))
+    assert main([str(study_file), "--dry-run", "--", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the argument {' '.join(extra)!r} after '--' would set ") and err.count("\n") == 1
+    assert "chosen per variant by 'select'" in err
+    assert main([str(study_file), "--dry-run", "--", "--model.optimizer.init_args.momentum", "0.8"]) == 0
+
+
 def test_dry_run_and_slurm_hold_the_variants_back_until_the_selection_ended(tmp_path, capsys):
     study = {"name": STUDY, "root": str(tmp_path / "logs"), "configs": [QUICKSTART], "archs": ["resnet8"]}
     study_file = tmp_path / "s.yaml"

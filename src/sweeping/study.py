@@ -158,15 +158,43 @@ class Study:
             if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
                 raise StudyError(f"grid key {key!r} lists a value twice: {values}")
         for key in [*self.grid, *self.args]:
-            if key.lstrip("-") in RESERVED_KEYS:
-                raise StudyError(f"{key!r} cannot be set in a study: {RESERVED_KEYS[key.lstrip('-')]}")
+            if reserved := clash(key, RESERVED_KEYS):
+                raise StudyError(f"{key!r} cannot be set in a study: {reserved[1]}")
         if self.results is not None and (not isinstance(self.results, str) or not self.results.strip()):
             raise StudyError(f"'results' must be a folder path (e.g. docs/results/{self.name}), got {self.results!r}")
-        parse_selection(self)
+        self._validate_extra_args(parse_selection(self))
         for config in self.configs:
             if not Path(config).is_file():
                 raise StudyError(f"base config {config!r} does not exist (paths are relative to {Path.cwd()})")
         return self
+
+    def _validate_extra_args(self, selection: Selection | None) -> None:
+        """Arguments after ``--`` come last in every run's command, so they would win over what the sweep sets:
+        the seed, the arch, the run folder, a grid axis, a selected setting (the folders would not say so)."""
+        taken = {
+            **RESERVED_KEYS,
+            **{key: "a 'grid' axis, each variant at its own value: list the values under 'grid'" for key in self.grid},
+            **{
+                key: "chosen per variant by 'select' (one value for every candidate leaves nothing to choose): "
+                "list the candidates under 'select: grid'"
+                for key in (selection.grid if selection else {})
+            },
+        }
+        for argument, key in extra_arg_keys(self.extra_args):
+            if hit := clash(key, taken):
+                set_key, why = hit
+                mine, theirs = flag_key(key), flag_key(set_key)
+                where = (
+                    ""
+                    if mine == theirs
+                    else f" (which holds {set_key!r})"
+                    if theirs.startswith(mine)
+                    else (f" (inside {set_key!r})")
+                )
+                raise StudyError(
+                    f"the argument {argument!r} after '--' would set {key!r}{where} in every run, which the sweep "
+                    f"sets itself: {why}; arguments after '--' may set any other key (e.g. -- --trainer.max_steps 2000)"
+                )
 
     def _validate_seeds(self) -> None:
         per_arch = self.seeds if isinstance(self.seeds, dict) else {"": self.seeds}
@@ -219,8 +247,8 @@ class Study:
             except (TypeError, ValueError) as error:
                 raise StudyError(f"{name}: {error}") from None
             for key in spec["args"]:
-                if key.lstrip("-") in RESERVED_KEYS:
-                    raise StudyError(f"{name}: 'args' cannot set {key!r}: {RESERVED_KEYS[key.lstrip('-')]}")
+                if reserved := clash(key, RESERVED_KEYS):
+                    raise StudyError(f"{name}: 'args' cannot set {key!r}: {reserved[1]}")
             parent_seeds = self.seeds_of(parent) if not isinstance(self.seeds, dict) or parent in self.seeds else None
             missing = [seed for seed in self.seeds_of(name) if parent_seeds is not None and seed not in parent_seeds]
             if missing:
@@ -285,8 +313,8 @@ def parse_selection(study: Study) -> Selection | None:
             raise StudyError(f"select grid key {key!r} needs a list of at least two candidates, got {values!r}")
         if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
             raise StudyError(f"select grid key {key!r} lists a value twice: {values}")
-        if key.lstrip("-") in RESERVED_KEYS:
-            raise StudyError(f"{key!r} cannot be selected: {RESERVED_KEYS[key.lstrip('-')]}")
+        if reserved := clash(key, RESERVED_KEYS):
+            raise StudyError(f"{key!r} cannot be selected: {reserved[1]}")
         if key in study.grid:
             raise StudyError(f"{key!r} is both a grid axis and selected: a setting is either compared or chosen")
     seeds = data.get("seeds", study.all_seeds()[:1])
@@ -309,6 +337,65 @@ def parse_selection(study: Study) -> Selection | None:
         if key.lstrip("-") in RESERVED_KEYS or key in grid:
             raise StudyError(f"select 'args' cannot set {key!r}: it is chosen or set by the sweep")
     return Selection(dict(grid), list(seeds), metric, dict(args))
+
+
+def flag_key(key: str) -> str:
+    """A setting's dotted key as the run's parser reads it, for comparing keys: no leading dashes, no trailing
+    ``+`` (jsonargparse's append) and no ``init_args`` level (it takes ``--model.optimizer.lr`` for
+    ``--model.optimizer.init_args.lr``)."""
+    parts = str(key).strip().lstrip("-").rstrip("+").split(".")
+    return ".".join(part for part in parts if part != "init_args")
+
+
+def clash(key: str, taken: dict[str, str]) -> tuple[str, str] | None:
+    """The entry of ``taken`` (key -> why it is taken) that setting ``key`` would change, if any: the same key,
+    one inside it (``model.optimizer`` holds ``model.optimizer.init_args.lr``) or one around it."""
+    mine = flag_key(key)
+    for other, why in taken.items():
+        theirs = flag_key(other)
+        if mine == theirs or theirs.startswith(mine + ".") or mine.startswith(theirs + "."):
+            return other, why
+    return None
+
+
+def extra_arg_keys(extra: list[str]) -> list[tuple[str, str]]:
+    """What each option among the raw run arguments sets: ``(the argument as typed, its dotted key)``, for
+    ``--key value`` and ``--key=value``; a ``--config``/``-c`` file (or inline YAML) counts as every key it sets."""
+    found = []
+    for index, token in enumerate(extra):
+        if not token.startswith("-") or re.fullmatch(r"-[\d.]+(e[-+]?\d+)?", token) or token == "-":
+            continue  # a value (a negative number), not an option
+        name, equals, value = token.partition("=")
+        if not equals and index + 1 < len(extra) and not extra[index + 1].startswith("--"):
+            value, shown = extra[index + 1], f"{token} {extra[index + 1]}"
+        else:
+            shown = token
+        if name in ("--config", "-c"):
+            found += [(shown, key) for key in _config_keys(value)]
+        else:
+            found.append((shown, name.lstrip("-")))
+    return found
+
+
+def _config_keys(source: str) -> list[str]:
+    """The dotted keys a run config (a file, or YAML text) sets; none when it cannot be read (the run says why)."""
+    try:
+        text = Path(source).read_text() if Path(source).is_file() else source
+    except (OSError, ValueError):  # not a file (too long a name for one): YAML text
+        text = source
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return []
+
+    def leaves(node: Any, prefix: str) -> list[str]:
+        if not isinstance(node, dict) or not node:
+            return [prefix] if prefix else []
+        return [
+            key for name, child in node.items() for key in leaves(child, f"{prefix}.{name}" if prefix else str(name))
+        ]
+
+    return leaves(data, "") if isinstance(data, dict) else []
 
 
 def load_study(path: str | Path) -> Study:
