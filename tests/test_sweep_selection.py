@@ -87,7 +87,13 @@ def test_a_variant_stays_pending_until_every_selection_run_ended(tmp_path):
         ({"grid": {LR: [0.1, 0.2]}, "budget": 3}, "'select' has unknown keys ['budget']"),
         ({"grid": {"model.shortcut": ["A", "B"]}}, "is both a grid axis and selected"),
         ({"grid": {LR: [0.1, 0.2]}, "seeds": ["a"]}, "select 'seeds' must be a non-empty list of integers"),
-        ({"grid": {LR: [0.1, 0.2]}, "args": {LR: 0.3}}, f"select 'args' cannot set '{LR}'"),
+        ({"grid": {LR: [0.1, 0.2]}, "args": {LR: 0.3}}, f"select 'args' cannot set '{LR}': it is chosen"),
+        # a grid axis: every variant's selection runs would train at the one value (identical selections)
+        (
+            {"grid": {LR: [0.1, 0.2]}, "args": {"model.shortcut": "A"}},
+            "select 'args' cannot set 'model.shortcut': it is a 'grid' axis",
+        ),
+        ({"grid": {LR: [0.1, 0.2]}, "args": {"seed_everything": 3}}, "cannot set 'seed_everything': list seeds"),
     ],
 )
 def test_bad_select_blocks_get_one_error_line(tmp_path, capsys, select, message):

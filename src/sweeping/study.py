@@ -333,9 +333,14 @@ def parse_selection(study: Study) -> Selection | None:
     args = data.get("args") or {}
     if not isinstance(args, dict):
         raise StudyError(f"select 'args' must be a mapping of settings for the selection runs, got {args!r}")
+    taken = {
+        **RESERVED_KEYS,
+        **{key: "it is chosen: a candidate of the select 'grid'" for key in grid},
+        **{key: "it is a 'grid' axis: each variant's selection runs train at its own value" for key in study.grid},
+    }
     for key in args:
-        if key.lstrip("-") in RESERVED_KEYS or key in grid:
-            raise StudyError(f"select 'args' cannot set {key!r}: it is chosen or set by the sweep")
+        if hit := clash(key, taken):
+            raise StudyError(f"select 'args' cannot set {key!r}: {hit[1]}")
     return Selection(dict(grid), list(seeds), metric, dict(args))
 
 
