@@ -163,13 +163,41 @@ def test_slurm_script_for_a_2x2_grid_has_4_array_tasks(tmp_path, capsys):
         ({"archs": ["resnet8"], "grid": {"model.arch": ["resnet8"]}}, "list architectures under 'archs'"),
         ({"archs": ["resnet8"], "trainer": {"max_steps": 1}}, "unknown keys ['trainer']"),
         ({"archs": ["resnet8"], "configs": ["nope.yaml"]}, "base config 'nope.yaml' does not exist"),
+        # wrong types: one line naming the key and value, not a traceback (TypeError, AttributeError) from inside
+        (
+            {"archs": ["resnet8"], "name": 2024},
+            "study name must be a non-empty folder name (letters, digits, _ . -), "
+            "got 2024 (a number: quote it, name: '2024')",
+        ),
+        ({"archs": ["resnet8"], "root": 5}, "'root' must be a folder path (e.g. lightning_logs), got 5"),
+        ({"archs": ["resnet8"], "configs": [5]}, "'configs' lists 5: a run config is a file path"),
+        ({"archs": ["resnet8"], "configs": {"a": "b"}}, "'configs' must be a list of run config files"),
+        ({"archs": {"resnet8": 1}}, "'archs' must be a list of architectures"),
+        ({"archs": ["resnet8"], "grid": {1: [1, 2]}}, "'grid' has the key 1: a setting's key is its dotted name"),
+        ({"archs": ["resnet8"], "args": {2: 3}}, "'args' has the key 2: a setting's key is its dotted name"),
+        ({"archs": ["resnet8"], "select": {"grid": {1: [1, 2]}}}, "select 'grid' has the key 1"),
+        (
+            {"archs": ["resnet8"], "slurm": {"max_parallel": "four"}},
+            "'slurm: max_parallel' must be a whole number >= 1 (array tasks at once, e.g. 8), got 'four'",
+        ),
+        ({"archs": ["resnet8"], "slurm": {"max_parallel": True}}, "'slurm: max_parallel' must be a whole number"),
+        ({"archs": ["resnet8"], "slurm": {"sbatch": 5}}, "'slurm: sbatch' must map sbatch options to values"),
+        ({"archs": ["resnet8"], "slurm": {"setup": 5}}, "'slurm: setup' must be a shell command or a list of them"),
+        ({"archs": ["resnet8"], "slurm": {"srun": "yes"}}, "'slurm: srun' must be true or false, got 'yes'"),
+        ({"archs": ["resnet8"], "slurm": {"nodes": 2}}, "unknown keys under 'slurm': ['nodes']; valid: ['sbatch',"),
     ],
 )
 def test_bad_studies_get_one_clear_message(tmp_path, capsys, fields, message):
     study_file = write_study(tmp_path / "s.yaml", **fields)
     assert main([str(study_file), "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_study_named_null_takes_its_files_name(tmp_path, capsys):
+    study_file = write_study(tmp_path / "mine.yaml", archs=["resnet8"], seeds=[0], name=None)
+    assert main([str(study_file), "--dry-run"]) == 0
+    assert "study 'mine': 1 runs in" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

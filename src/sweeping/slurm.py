@@ -30,11 +30,10 @@ from typing import Any
 
 from src.sweeping.pruned_nets import waits_for
 from src.sweeping.run_state import MOVED_ASIDE_DIR
-from src.sweeping.study import RunSpec, Study, StudyError, format_command, run_command
+from src.sweeping.study import RunSpec, Study, StudyError, check_slurm, format_command, run_command
 from src.sweeping.study_state import clear_the_way
 
 DEFAULT_SBATCH: dict[str, Any] = {"nodes": 1, "ntasks-per-node": 1, "gres": "gpu:1", "cpus-per-task": 8}
-SLURM_KEYS = ("sbatch", "setup", "srun", "max_parallel")
 
 
 def render_sbatch(study: Study, runs: list[RunSpec], workdir: str | Path) -> str:
@@ -42,16 +41,14 @@ def render_sbatch(study: Study, runs: list[RunSpec], workdir: str | Path) -> str
     if not runs:
         raise ValueError("no runs to put in a SLURM array")
     options = study.slurm or {}
-    unknown = sorted(set(options) - set(SLURM_KEYS))
-    if unknown:
-        raise ValueError(f"unknown keys under 'slurm': {unknown}; valid: {list(SLURM_KEYS)}")
+    check_slurm(options)
     sbatch = {**DEFAULT_SBATCH, **(options.get("sbatch") or {})}
     log_dir = study.directory / "sweep_logs"
     sbatch.setdefault("job-name", study.name)
     sbatch.setdefault("output", str(log_dir / "slurm-%A_%a.out"))
     array = f"0-{len(runs) - 1}"
     if options.get("max_parallel"):
-        array += f"%{int(options['max_parallel'])}"
+        array += f"%{options['max_parallel']}"
     setup = options.get("setup") or []
     setup = [setup] if isinstance(setup, str) else list(setup)
     launcher = "srun " if options.get("srun") else ""

@@ -65,10 +65,56 @@ SELECT_DIR = "select"  # the selection runs' folder inside the study folder and 
 SELECTION_FILE = "selection.json"
 METRICS = ("best_val_acc", "last_val_acc")
 SELECT_KEYS = ("grid", "seeds", "metric", "args")
+SLURM_KEYS = ("sbatch", "setup", "srun", "max_parallel")  # what each means: src.sweeping.slurm
+CONFIG_EXAMPLE = "configs/cifar10/resnet20.yaml"
 
 
 class StudyError(ValueError):
     """A study definition that cannot be run; the message says what is wrong and what is valid."""
+
+
+def check_setting_keys(where: str, mapping: dict[Any, Any]) -> None:
+    """Settings (``grid``, ``args``, ``select``'s) are keyed by the run's dotted keys, as text."""
+    for key in mapping:
+        if not isinstance(key, str) or not key.strip("- "):
+            raise StudyError(
+                f"{where} has the key {key!r}: a setting's key is its dotted name (e.g. trainer.max_steps)"
+            )
+
+
+def check_slurm(options: Any) -> None:
+    """The study's ``slurm`` block (``src.sweeping.slurm``): its keys and what each holds."""
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise StudyError(f"'slurm' must be a mapping with keys {list(SLURM_KEYS)}, got {options!r}")
+    unknown = sorted(map(str, set(options) - set(SLURM_KEYS)))
+    if unknown:
+        raise StudyError(f"unknown keys under 'slurm': {unknown}; valid: {list(SLURM_KEYS)}")
+    sbatch = options.get("sbatch")
+    if sbatch is not None and (
+        not isinstance(sbatch, dict)
+        or not all(isinstance(key, str) for key in sbatch)
+        or not all(isinstance(value, (str, int, float)) for value in sbatch.values())
+    ):
+        raise StudyError(
+            "'slurm: sbatch' must map sbatch options to values (e.g. {partition: gpu, gres: \"gpu:1\", time: "
+            f'"12:00:00"}}), got {sbatch!r}'
+        )
+    setup = options.get("setup")
+    if setup is not None and not (
+        isinstance(setup, str) or (isinstance(setup, list) and all(isinstance(line, str) for line in setup))
+    ):
+        raise StudyError(
+            f"'slurm: setup' must be a shell command or a list of them (e.g. [\"module load cuda\"]), got {setup!r}"
+        )
+    if options.get("srun") is not None and not isinstance(options["srun"], bool):
+        raise StudyError(f"'slurm: srun' must be true or false, got {options['srun']!r}")
+    most = options.get("max_parallel")
+    if most is not None and (not isinstance(most, int) or isinstance(most, bool) or most < 1):
+        raise StudyError(
+            f"'slurm: max_parallel' must be a whole number >= 1 (array tasks at once, e.g. 8), got {most!r}"
+        )
 
 
 @dataclass
@@ -132,8 +178,13 @@ class Study:
     def validate(self) -> Study:
         from src.models import parse_arch  # imports torch: only when a study is really checked
 
-        if not self.name or not re.fullmatch(r"[\w.-]+", str(self.name)) or set(str(self.name)) == {"."}:
-            raise StudyError(f"study name must be a non-empty folder name (letters, digits, _ . -), got {self.name!r}")
+        if not isinstance(self.name, str) or not re.fullmatch(r"[\w.-]+", self.name) or set(self.name) == {"."}:
+            number = isinstance(self.name, (int, float)) and not isinstance(self.name, bool)
+            hint = f" (a number: quote it, name: '{self.name}')" if number else ""
+            raise StudyError(
+                f"study name must be a non-empty folder name (letters, digits, _ . -), got {self.name!r}{hint}"
+            )
+        self._validate_types()
         if not self.archs:
             raise StudyError("a study needs at least one architecture under 'archs' (e.g. [resnet20, plain20])")
         for arch in self.archs:
@@ -155,7 +206,7 @@ class Study:
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise StudyError(f"grid key {key!r} needs a non-empty list of values, got {values!r}")
-            if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
                 raise StudyError(f"grid key {key!r} lists a value twice: {values}")
         for key in [*self.grid, *self.args]:
             if reserved := clash(key, RESERVED_KEYS):
@@ -167,6 +218,27 @@ class Study:
             if not Path(config).is_file():
                 raise StudyError(f"base config {config!r} does not exist (paths are relative to {Path.cwd()})")
         return self
+
+    def _validate_types(self) -> None:
+        """What the study file must hold where the checks below read it (a number where a path goes, a list where a
+        mapping goes: one line naming the key, not a traceback from deep inside)."""
+        if not isinstance(self.root, str) or not self.root.strip():
+            raise StudyError(f"'root' must be a folder path (e.g. lightning_logs), got {self.root!r}")
+        if not isinstance(self.configs, list):
+            raise StudyError(
+                f"'configs' must be a list of run config files (e.g. [{CONFIG_EXAMPLE}]), got {self.configs!r}"
+            )
+        for config in self.configs:
+            if not isinstance(config, str) or not config.strip():
+                raise StudyError(f"'configs' lists {config!r}: a run config is a file path (e.g. {CONFIG_EXAMPLE})")
+        if not isinstance(self.archs, list):
+            raise StudyError(f"'archs' must be a list of architectures (e.g. [resnet20, plain20]), got {self.archs!r}")
+        for where, mapping in (("grid", self.grid), ("args", self.args)):
+            if not isinstance(mapping, dict):
+                raise StudyError(f"'{where}' must be a mapping of settings (e.g. {{trainer.max_steps: 2000}}), got "
+                                 f"{mapping!r}")  # fmt: skip
+            check_setting_keys(f"'{where}'", mapping)
+        check_slurm(self.slurm)
 
     def _validate_extra_args(self, selection: Selection | None) -> None:
         """Arguments after ``--`` come last in every run's command, so they would win over what the sweep sets:
@@ -308,10 +380,11 @@ def parse_selection(study: Study) -> Selection | None:
     grid = data.get("grid")
     if not isinstance(grid, dict) or not grid:
         raise StudyError(f"'select' needs a non-empty 'grid' of settings to choose from ({example}), got {grid!r}")
+    check_setting_keys("select 'grid'", grid)
     for key, values in grid.items():
         if not isinstance(values, list) or len(values) < 2:
             raise StudyError(f"select grid key {key!r} needs a list of at least two candidates, got {values!r}")
-        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
             raise StudyError(f"select grid key {key!r} lists a value twice: {values}")
         if reserved := clash(key, RESERVED_KEYS):
             raise StudyError(f"{key!r} cannot be selected: {reserved[1]}")
@@ -333,6 +406,7 @@ def parse_selection(study: Study) -> Selection | None:
     args = data.get("args") or {}
     if not isinstance(args, dict):
         raise StudyError(f"select 'args' must be a mapping of settings for the selection runs, got {args!r}")
+    check_setting_keys("select 'args'", args)
     taken = {
         **RESERVED_KEYS,
         **{key: "it is chosen: a candidate of the select 'grid'" for key in grid},
@@ -420,7 +494,8 @@ def load_study(path: str | Path) -> Study:
         if {"model", "trainer", "data"} & set(unknown):
             hint = " (this looks like a run config: list it under 'configs', or pass it to the sweep with --config)"
         raise StudyError(f"study file {str(path)!r} has unknown keys {unknown}; valid keys: {list(STUDY_KEYS)}{hint}")
-    data.setdefault("name", path.stem)
+    if data.get("name") is None:  # left out or empty: the file's name
+        data["name"] = path.stem
     for key in ("configs", "archs", "seeds", "widths"):
         if isinstance(data.get(key), (str, int)):
             data[key] = [data[key]]
