@@ -120,6 +120,20 @@ def test_arguments_after_the_double_dash_cannot_set_a_selected_key(tmp_path, cap
     assert main([str(study_file), "--dry-run", "--", "--model.optimizer.init_args.momentum", "0.8"]) == 0
 
 
+def test_two_select_values_that_name_one_folder_are_refused(tmp_path, capsys):
+    """'norm' and 'norm ' (or true and 'true') are two candidates with one folder: their runs would become one."""
+    study = {"name": STUDY, "root": str(tmp_path / "logs"), "configs": [QUICKSTART], "archs": ["resnet8"]}
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(yaml.safe_dump({**study, "select": {"grid": {"model.norm": ["norm", "norm "]}}}))
+    assert main([str(study_file), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: select values {'model.norm': 'norm'} and {'model.norm': 'norm '} both name the run folder "
+        "'select/resnet8-normnorm'; make the values differ in letters or digits (directory names keep only those)\n"
+    )
+    assert not (tmp_path / "logs").exists()
+
+
 def test_dry_run_and_slurm_hold_the_variants_back_until_the_selection_ended(tmp_path, capsys):
     study = {"name": STUDY, "root": str(tmp_path / "logs"), "configs": [QUICKSTART], "archs": ["resnet8"]}
     study_file = tmp_path / "s.yaml"

@@ -10,7 +10,7 @@ import itertools
 
 from src.sweeping.pruned_nets import pruned_overrides, start_dir
 from src.sweeping.selection import with_selection
-from src.sweeping.study import SHORTCUT_KEY, RunSpec, Study, StudyError, key_labels, name_part
+from src.sweeping.study import SHORTCUT_KEY, RunSpec, Study, claim_folder, key_labels, name_part
 
 
 def is_plain(arch: str) -> bool:
@@ -29,7 +29,7 @@ def plan_runs(study: Study, results_only: bool = False) -> list[RunSpec]:
     keys = list(study.grid)
     labels = key_labels(keys)
     runs: list[RunSpec] = []
-    seen: dict[str, list] = {}
+    seen: dict[str, tuple] = {}  # folder -> the settings that name it
     for arch in study.arch_names():
         if arch in study.pruned:  # its seeds start from its parent's runs (no grid: Study.validate)
             spec = study.pruned[arch]
@@ -44,14 +44,8 @@ def plan_runs(study: Study, results_only: bool = False) -> list[RunSpec]:
             if arch in study.nets or is_plain(arch):  # no shortcut option: run once, named without it
                 combo = [(k, v) for k, v in combo if k != SHORTCUT_KEY]
             variant = "-".join([arch, *(f"{labels[k]}{name_part(v)}" for k, v in combo)])
-            if variant in seen:
-                if seen[variant] != combo:  # two settings, one folder: their runs would silently become one
-                    raise StudyError(
-                        f"grid values {dict(seen[variant])} and {dict(combo)} both name the run folder "
-                        f"{variant!r}; make the values differ in letters or digits (directory names keep only those)"
-                    )
-                continue
-            seen[variant] = combo
+            if not claim_folder(seen, variant, combo, dict(combo), "grid values"):
+                continue  # a plain net's second shortcut value: the same run
             for seed in study.seeds_of(arch):
                 run_dir = study.directory / variant / f"seed{seed}"
                 runs.append(RunSpec(study.name, variant, arch, seed, tuple(combo), run_dir))

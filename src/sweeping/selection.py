@@ -44,6 +44,7 @@ from src.sweeping.study import (
     RunSpec,
     Selection,
     Study,
+    claim_folder,
     key_labels,
     name_part,
     parse_selection,
@@ -55,10 +56,12 @@ def selection_runs(study: Study, selection: Selection, finals: list[RunSpec]) ->
     """The selection runs of every variant in ``finals``: variant x candidate x selection seed."""
     labels = key_labels(list(selection.grid))
     runs = []
+    seen: dict[str, tuple] = {}  # folder -> the variant and candidate that name it
     for final in {run.variant: run for run in finals if run.after is None}.values():
         for candidate in selection.candidates():
             name = "-".join([final.variant, *(f"{labels[k]}{name_part(v)}" for k, v in candidate)])
             variant = f"{SELECT_DIR}/{name}"
+            claim_folder(seen, variant, (final.variant, candidate), dict(candidate), "select values")
             overrides = (*final.overrides, *selection.args.items(), *candidate)  # the candidate last: choices()
             for seed in selection.seeds:
                 run_dir = study.directory / variant / f"seed{seed}"

@@ -533,6 +533,21 @@ def name_part(value: Any) -> str:
     return re.sub(r"[^\w.+-]+", "_", cli_value(value)).strip("_") or "none"
 
 
+def claim_folder(seen: dict[str, Any], folder: str, settings: Any, values: dict[str, Any], what: str) -> bool:
+    """Whether ``folder`` is new: recorded in ``seen`` for ``settings``; False when the same settings named it
+    before. Two different settings that name one folder would silently share its runs: StudyError, naming the
+    ``values`` (``what``: which values, e.g. "grid values") of both."""
+    if folder not in seen:
+        seen[folder] = (settings, values)
+        return True
+    if seen[folder][0] != settings:
+        raise StudyError(
+            f"{what} {seen[folder][1]} and {values} both name the run folder {folder!r}; make the values differ "
+            "in letters or digits (directory names keep only those)"
+        )
+    return False
+
+
 def key_labels(keys: list[str]) -> dict[str, str]:
     """The label of each grid key in directory names: its last dotted component, unless two keys share it."""
     leaves = [key.rsplit(".", 1)[-1] for key in keys]
