@@ -212,6 +212,24 @@ def test_last_partial_epoch_is_validated_and_checkpointed(tmp_path):
     assert runs.read_efficiency(tmp_path / "r")["global_step"] == 6
 
 
+def test_a_max_steps_run_continued_with_more_steps_trains_them_all(tmp_path):
+    """A run cut by max_steps inside an epoch, continued with a larger max_steps, counted the cut epoch twice and
+    stopped early ('max_epochs=3 reached' after two epochs; an audit). It ends where an uninterrupted run ends."""
+    few = [*SMALL, "--trainer.max_epochs", "3"]  # 4 steps per epoch: 12 at most
+    straight = cli("fit", *few, "--trainer.max_steps", "10", "--run_dir", "straight", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    cut = cli("fit", *few, "--trainer.max_steps", "6", "--run_dir", "cut", "--test_after_fit", "false", cwd=tmp_path)
+    assert cut.returncode == 0, cut.stderr[-3000:]
+    continued = cli("fit", *few, "--trainer.max_steps", "10", "--ckpt_path", "cut/checkpoints/last.ckpt", cwd=tmp_path)
+    assert continued.returncode == 0, continued.stderr[-3000:]
+    ends = {}
+    for name in ("straight", "cut"):
+        last = torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
+        ends[name] = (last["global_step"], last["epoch"], last["optimizer_states"][0]["param_groups"][0]["lr"])
+    assert ends["cut"] == ends["straight"] and ends["straight"][0] == 10
+    assert runs.read_efficiency(tmp_path / "cut")["train_images_seen"] == 10 * 64
+
+
 def test_checkpointing_can_be_turned_off(tmp_path):
     result = cli("fit", *SMALL, "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -258,6 +258,31 @@ def mark_epoch_completed(loops: dict[str, Any]) -> bool:
     return True
 
 
+def mark_epoch_unfinished(loops: dict[str, Any]) -> bool:
+    """Make a checkpoint saved at the end of a cut epoch (a ``max_steps`` stop inside it) that of the epoch's middle.
+
+    Lightning's ``on_train_epoch_end`` saves a cut epoch as processed, like a whole one; a fit continued with a
+    larger ``max_steps`` then finished the epoch's remaining batches and counted it processed again (an audit:
+    ``max_steps`` 12 of 8-step epochs and ``max_epochs`` 3, continued to ``max_steps`` 20, stopped at step 16 with
+    "max_epochs=3 reached" after two epochs). Counted as not yet processed, it is finished once. Returns whether
+    the state was changed.
+    """
+    fit = loops.get("fit_loop") if isinstance(loops, dict) else None
+    if not isinstance(fit, dict) or "epoch_progress" not in fit or "epoch_loop.batch_progress" not in fit:
+        return False
+    epochs, batches = fit["epoch_progress"], fit["epoch_loop.batch_progress"]
+    total, current = epochs["total"], epochs["current"]
+    cut = (
+        total["ready"] == total["started"] == total["processed"] == total["completed"] + 1
+        and current["processed"] == current["completed"] + 1
+        and not batches.get("is_last_batch")
+    )
+    if not cut:
+        return False
+    total["processed"], current["processed"] = total["completed"], current["completed"]
+    return True
+
+
 def _currents(progress: Any) -> list[dict[str, Any]]:
     """Every ``current`` counter dict inside a (nested) progress state."""
     if not isinstance(progress, dict):
@@ -270,14 +295,17 @@ def _currents(progress: Any) -> list[dict[str, Any]]:
 
 
 class EpochStartResume(pl.Callback):
-    """Resume a ``max_steps`` run from an epoch-end checkpoint at the next epoch's start (see the module docstring)."""
+    """Resume a ``max_steps`` run from an epoch-end checkpoint at the next epoch's start (see the module docstring),
+    and one cut short by ``max_steps`` in the middle of the epoch it stopped in."""
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         # Callbacks are restored before the loops, from this same dict: the loops then load the edited state.
         self._logged_step = None
-        if trainer.max_steps != -1 and "loops" in checkpoint and mark_epoch_completed(checkpoint["loops"]):
+        if trainer.max_steps == -1 or "loops" not in checkpoint:
+            return
+        if mark_epoch_completed(checkpoint["loops"]) or mark_epoch_unfinished(checkpoint["loops"]):
             state = checkpoint["loops"]["fit_loop"].get("epoch_loop.state_dict") or {}
             self._logged_step = state.get("_batches_that_stepped")
 
