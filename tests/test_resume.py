@@ -123,6 +123,7 @@ def test_resume_continues_the_same_run_directory_and_record(study):
     assert report["train_time_sec"] > 0
     # TensorBoard curves continue: one value per validation, logged at steps 3, 7 (first process), 11, 15 (resumed).
     assert [step for step, _ in runs.read_metrics(killed)["val/acc"]] == [3, 7, 11, 15]
+    assert [step for step, _ in runs.read_metrics(killed)["efficiency/params_total"]] == [0]  # once, as straight
 
 
 def test_run_context_is_recorded(study):

@@ -197,9 +197,10 @@ class ParameterEfficiency(pl.Callback):
         else:
             self.path = free_path(cast(str, self._log_dir), self.filename)
         self._write()
-        self._log_size_scalars(trainer)
-        if self.log_hparams and restored is None:
-            self._log_hparams(trainer, pl_module)
+        if restored is None:  # a continued run logged them when it started (once, as an uninterrupted run does)
+            self._log_size_scalars(trainer)
+            if self.log_hparams:
+                self._log_hparams(trainer, pl_module)
 
     # ---------------------------------------------------------------- checkpointed state
     def state_dict(self) -> dict[str, Any]:
