@@ -25,11 +25,29 @@ if [ ! -d "$WORKTREE" ]; then
 fi
 cd "$WORKTREE" || exit 1
 [ "$(git rev-parse --short=7 HEAD)" = "$COMMIT" ] || { echo "$WORKTREE is not at $COMMIT"; exit 1; }
+# The packages every committed run of the arms was trained with (their efficiency.json provenance): a new machine
+# gets the same, and a machine that has others is refused (commit_run.sh would refuse its runs after hours).
+PINS="torch==2.14.1 torchvision==0.29.1 lightning==2.6.6 torchmetrics==1.9.0"
 if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv && .venv/bin/pip install -q -e ".[dev]" || exit 1
+  # shellcheck disable=SC2086
+  python3 -m venv .venv && .venv/bin/pip install -q $PINS -e ".[dev]" || exit 1
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
+if ! python - $PINS <<'PY'
+import sys
+from importlib.metadata import version
+pins = dict(pin.split("==") for pin in sys.argv[1:])
+have = {name: version(name).split("+")[0] for name in pins}  # 2.14.1+cu130 is torch 2.14.1 (a build tag)
+wrong = [f"{name} {have[name]} (the arms: {pins[name]})" for name in pins if have[name] != pins[name]]
+sys.exit(print("this worktree's .venv has", ", ".join(wrong), "- remove .venv to rebuild it pinned") if wrong else 0)
+PY
+then
+  exit 2
+fi
+# The arms are CPU runs (provenance: a CPU as the device): a GPU here would take them over (accelerator: auto) and mix
+# devices within an arm. A GPU arm needs its own plan amendment and driver.
+export CUDA_VISIBLE_DEVICES=
 # The arms train in bf16 on the CPU. Where PyTorch has no bf16 kernels for the CPU (no AVX-512: AMD Zen 2/3), bf16 is
 # emulated about 11x slower than fp32 (BENCHMARKS.md): a ResNet-56 run would take a day and end with the machine. The
 # arms' precision is part of their recipe, so the study waits for another machine (src/cli_support/cpu_precision.py).
@@ -38,6 +56,25 @@ if ! python -c "import sys, torch; sys.exit(0 if torch.ops.mkldnn._is_mkldnn_bf1
        "kernels in PyTorch (no AVX-512): the arms' bf16 runs would take ~11x their time here; not starting any"
   exit 2
 fi
+
+# The driver's children (a sweep, a lesion) are stopped with it: killed by its pid, the driver left them running, and
+# the next session moved the live run aside and started the same run beside it (an audit).
+CHILD=
+stop_children() {
+  echo "$(date -u +%FT%TZ) driver stopped by a signal: stopping its child ${CHILD:-none}"
+  [ -n "$CHILD" ] && kill -TERM "$CHILD" 2>/dev/null && wait "$CHILD"
+  exit 143
+}
+trap stop_children TERM INT HUP
+# in_background CMD...: run CMD as the current child and wait for it (a signal to the driver reaches it at once).
+in_background() {
+  "$@" &
+  CHILD=$!
+  wait "$CHILD"
+  local rc=$?
+  CHILD=
+  return $rc
+}
 
 lesion() {
   local study=$1 arch=$2 seed=$3 run=lightning_logs/$1/$2/seed$3 res=docs/results/$1/$2/seed$3 k ckpt
@@ -48,28 +85,40 @@ lesion() {
   case $arch in *56) k="1 2 4 8 12";; *) k="1 2 4";; esac
   echo "$(date -u +%FT%TZ) lesion $study $arch seed$seed ($ckpt)"
   # shellcheck disable=SC2086
-  python -m src.lesion "$run/$ckpt" --split val --k $k --trials 3 --seed 0 --out "$res/lesion" \
+  in_background python -m src.lesion "$run/$ckpt" --split val --k $k --trials 3 --seed 0 --out "$res/lesion" \
     > "$run/lesion.log" 2>&1
   echo "$(date -u +%FT%TZ) lesion $study $arch seed$seed rc=$?"
 }
 
-# A run an earlier session started and did not finish training (the machine went, or the session stopped it for
-# CI) would be resumed by the sweep from its last checkpoint; commit_run.sh refuses a resumed run (not one clean
-# run of the arm), so such a run starts again from nothing, its files moved aside, never deleted.
+# A run an earlier session started and did not finish (the machine went, or the session stopped it) would be resumed
+# by the sweep from its last checkpoint; commit_run.sh refuses a resumed run (not one clean run of the arm), so such a
+# run starts again from nothing, its files (and a results copy the sweep exported) moved aside, never deleted. That
+# holds for a run stopped in its test too (trained / test_failed: the sweep would resume it) and for one finished
+# after such a resume. A run whose lock is held is being written by a process of its own: left alone, and the driver
+# stops (two trainings of one run would write into one folder).
 fresh_start() {
-  local run=lightning_logs/$1/$2/seed$3 status aside
+  local run=lightning_logs/$1/$2/seed$3 res=docs/results/$1/$2/seed$3 state aside
   [ -d "$run" ] || return 0
-  status=$(python -c "import json,sys; print(json.load(open(sys.argv[1])).get('status'))" "$run/efficiency.json" \
-           2>/dev/null || echo none)
-  case $status in finished|trained|test_failed|diverged) return 0;; esac   # training ended: the sweep knows what to do
+  if [ -e "$run/run.lock" ] && ! flock -n "$run/run.lock" true; then
+    echo "$(date -u +%FT%TZ) $run is in use by another process (its run.lock is held): not touched; stopping"
+    return 1
+  fi
+  state=$(python -c "import json,sys; e=json.load(open(sys.argv[1])); print(e.get('status'), bool(e.get('resumed_at_steps')))" \
+          "$run/efficiency.json" 2>/dev/null || echo "none False")
+  case $state in "finished False"|"diverged "*) return 0;; esac   # a clean result, or a diverged one: the sweep skips it
   aside=lightning_logs/$1/.interrupted/$2_seed$3_$(date -u +%Y%m%dT%H%M%SZ)
-  mkdir -p "$(dirname "$aside")" && mv "$run" "$aside" || return 1
-  echo "$(date -u +%FT%TZ) $run did not finish training (status: $status): moved to $aside (it starts from nothing)"
+  mkdir -p "$aside" && mv "$run" "$aside/run" || return 1
+  if [ -d "$res" ]; then mv "$res" "$aside/results" || return 1; fi
+  echo "$(date -u +%FT%TZ) $run is no clean finished run (status, resumed: $state): moved to $aside (it starts from nothing)"
 }
 
 UNTIL=
 if [ -n "${STUDY_UNTIL:-}" ]; then
   UNTIL=$(date -u -d "$STUDY_UNTIL" +%s) || { echo "STUDY_UNTIL=$STUDY_UNTIL: not a date (e.g. 02:40)"; exit 1; }
+  [ "$UNTIL" -gt "$(date +%s)" ] || {
+    echo "STUDY_UNTIL=$STUDY_UNTIL is $(date -u -d "@$UNTIL" +%FT%TZ), already past (read as UTC; e.g. 'tomorrow 00:30')"
+    exit 1
+  }
   echo "$(date -u +%FT%TZ) STUDY_UNTIL: no run that will not have ended by $(date -u -d "@$UNTIL" +%FT%TZ)"
 fi
 CHECK_FOR=600   # seconds of a run during which its ETA may still stop it; later it is kept whatever happens
@@ -100,19 +149,24 @@ train() {
   STOPPED_FOR_TIME=
   python -m src.sweep "configs/studies/$study.yaml" --arch "$arch" --seed "$seed" &
   pid=$!
+  CHILD=$pid
   while [ -n "$UNTIL" ] && [ "$waited" -lt "$CHECK_FOR" ] && kill -0 "$pid" 2>/dev/null; do
-    sleep 30; waited=$((waited + 30))
+    sleep 30 & wait $!; waited=$((waited + 30))   # in the background: a signal is handled at once
     [ "$waited" -ge 180 ] || continue   # the first steps' rate says little
     eta=$(eta_seconds "$log" "$offset") || continue
     end=$(( $(date +%s) + eta * 115 / 100 + MARGIN ))
     if [ "$end" -gt "$UNTIL" ]; then
       echo "$(date -u +%FT%TZ) $study $arch seed$seed would end ~$(date -u -d "@$end" +%FT%TZ), after STUDY_UNTIL: stopping it"
       kill -TERM "$pid"; wait "$pid"
+      CHILD=
       STOPPED_FOR_TIME=1
       return
     fi
   done
   wait "$pid"
+  local rc=$?
+  CHILD=
+  return $rc
 }
 
 E16=cifar10_depth_16ep
@@ -132,7 +186,8 @@ declare -A DID_NOT_FIT   # "study/arch" -> seconds that were left when a run of 
 for spec in "${ORDER[@]}"; do
   [ -e STOP_STUDY ] && { echo "$(date -u +%FT%TZ) STOP_STUDY: stopping"; rm -f STOP_STUDY; break; }
   read -r study arch seed <<< "$spec"
-  [ -e "$MAIN/docs/results/$study/$arch/seed$seed/efficiency.json" ] && continue   # committed: done
+  # Committed: done (in git, not merely copied by a commit_run.sh that then failed).
+  git -C "$MAIN" cat-file -e "HEAD:docs/results/$study/$arch/seed$seed/efficiency.json" 2>/dev/null && continue
   if [ -n "$UNTIL" ]; then
     left=$(( UNTIL - $(date +%s) ))
     [ "$left" -gt $((MARGIN + 300)) ] || { echo "$(date -u +%FT%TZ) STUDY_UNTIL: too little time left for a run"; break; }
