@@ -229,26 +229,37 @@ def _zero(tracker: dict[str, Any]) -> None:
             tracker[key] = 0
 
 
+def _processed_not_completed(loops: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+    """``(fit-loop state, epoch_progress, batch_progress)`` of a checkpoint saved by Lightning's
+    ``on_train_epoch_end`` (the epoch processed but not yet counted completed), else ``None``."""
+    fit = loops.get("fit_loop") if isinstance(loops, dict) else None
+    if not isinstance(fit, dict) or "epoch_progress" not in fit or "epoch_loop.batch_progress" not in fit:
+        return None
+    epochs, batches = fit["epoch_progress"], fit["epoch_loop.batch_progress"]
+    total, current = epochs["total"], epochs["current"]
+    if total["ready"] == total["started"] == total["processed"] == total["completed"] + 1 and (
+        current["processed"] == current["completed"] + 1
+    ):
+        return fit, epochs, batches
+    return None
+
+
 def mark_epoch_completed(loops: dict[str, Any]) -> bool:
     """Make a checkpoint's fit-loop state that of the next epoch's start, if it was saved at the end of an epoch.
 
     "The end of an epoch" is what Lightning's ``on_train_epoch_end`` saves: the epoch processed but not yet
     counted completed, every batch of it done. Returns whether the state was changed.
     """
-    fit = loops.get("fit_loop") if isinstance(loops, dict) else None
-    if not isinstance(fit, dict) or "epoch_progress" not in fit or "epoch_loop.batch_progress" not in fit:
+    saved = _processed_not_completed(loops)
+    if saved is None:
         return False
-    epochs, batches = fit["epoch_progress"], fit["epoch_loop.batch_progress"]
-    total, current = epochs["total"], epochs["current"]
-    at_epoch_end = (
-        total["ready"] == total["started"] == total["processed"] == total["completed"] + 1
-        and current["processed"] == current["completed"] + 1
-        and batches.get("is_last_batch")
-        and batches["total"]["ready"] == batches["total"]["completed"]
+    fit, epochs, batches = saved
+    if not batches.get("is_last_batch") or batches["total"]["ready"] != batches["total"]["completed"]:
+        return False
+    epochs["total"]["completed"], epochs["current"]["completed"] = (
+        epochs["total"]["processed"],
+        epochs["current"]["processed"],
     )
-    if not at_epoch_end:
-        return False
-    total["completed"], current["completed"] = total["processed"], current["processed"]
     # What Lightning's epoch loop does at the start of an epoch: the per-epoch counters start again from 0.
     _zero(batches["current"])
     batches["is_last_batch"] = False
@@ -267,19 +278,14 @@ def mark_epoch_unfinished(loops: dict[str, Any]) -> bool:
     "max_epochs=3 reached" after two epochs). Counted as not yet processed, it is finished once. Returns whether
     the state was changed.
     """
-    fit = loops.get("fit_loop") if isinstance(loops, dict) else None
-    if not isinstance(fit, dict) or "epoch_progress" not in fit or "epoch_loop.batch_progress" not in fit:
+    saved = _processed_not_completed(loops)
+    if saved is None or saved[2].get("is_last_batch"):
         return False
-    epochs, batches = fit["epoch_progress"], fit["epoch_loop.batch_progress"]
-    total, current = epochs["total"], epochs["current"]
-    cut = (
-        total["ready"] == total["started"] == total["processed"] == total["completed"] + 1
-        and current["processed"] == current["completed"] + 1
-        and not batches.get("is_last_batch")
+    epochs = saved[1]
+    epochs["total"]["processed"], epochs["current"]["processed"] = (
+        epochs["total"]["completed"],
+        epochs["current"]["completed"],
     )
-    if not cut:
-        return False
-    total["processed"], current["processed"] = total["completed"], current["completed"]
     return True
 
 
