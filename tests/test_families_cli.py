@@ -95,8 +95,11 @@ def cli(*args: str, cwd) -> subprocess.CompletedProcess:
         (["--model.arch", "resnet20_0"], "width 0: the width multiplier k must be an integer >= 1"),
         (["--model.arch", "preact_plain110"], "the pre-activation family has no plain twin"),
         (["--model.net_class", "torch.optim.SGD"], "is the class SGD, not a torch.nn.Module"),
+        # The project's own words, not the ImportError it replaced (the CLI printed "... has no attribute 'Nope'").
+        (["--model.net_class", "tests.fork_models.Nope"], "model.net_class: cannot import 'tests.fork_models.Nope'"),
+        ([*FORK_NET[:2], "--model.net_args", '{"widht": 8}'], "model.net_args: TinyNet(widht): "),
     ],
-    ids=["wrn17_4", "width0", "preact_plain", "not_a_module"],
+    ids=["wrn17_4", "width0", "preact_plain", "not_a_module", "no_such_class", "misspelt_net_arg"],
 )
 def test_bad_names_and_class_paths_are_one_error_line_and_write_nothing(tmp_path, args, says):
     result = cli("fit", "--config", QUICKSTART, *args, cwd=tmp_path)
@@ -125,3 +128,19 @@ def test_class_path_mistakes_say_what_is_wrong():
     ]:
         with pytest.raises(ValueError, match=says):
             ImageClassifier(**kwargs)
+
+
+def test_an_own_net_named_like_a_built_in_one_must_be_given_its_own_name(monkeypatch):
+    """A fork's own ResNet20 class was recorded as arch 'ResNet20', read as the CIFAR resnet20 by the report (its
+    family, depth, shortcut and line), and left out of the own-nets section (an audit)."""
+    from src.modules import ImageClassifier
+    from tests import fork_models
+
+    own = type("ResNet20", (fork_models.TinyNet,), {"__module__": fork_models.__name__})
+    monkeypatch.setattr(fork_models, "ResNet20", own, raising=False)
+    with pytest.raises(
+        ValueError, match=r"class name 'ResNet20' reads as the built-in network 'resnet20'.*--model.arch"
+    ):
+        ImageClassifier(net_class="tests.fork_models.ResNet20", num_classes=10)
+    named = ImageClassifier(arch="my_resnet20", net_class="tests.fork_models.ResNet20", num_classes=10)
+    assert named.hparams.arch == "my_resnet20" and isinstance(named.model, own)

@@ -67,12 +67,17 @@ def root_message(error: BaseException) -> str:
 
     jsonargparse wraps an error raised in a DataModule's ``__init__`` (a subclass-mode union) as
     "Does not validate against any of the Union subtypes"; the user needs the message under it.
+    An error raised ``from None`` is a message written for the user in place of the one it caught: the walk stops
+    there (it printed "module 'myfork.models' has no attribute 'Nope'" where the project had said "model.net_class:
+    cannot import 'myfork.models.Nope'").
     """
     seen, innermost = set(), error
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         innermost = current
+        if current.__cause__ is None and current.__suppress_context__:
+            break
         current = current.__cause__ or current.__context__
     lines = str(innermost).strip().splitlines()
     return lines[0] if lines else type(innermost).__name__

@@ -157,7 +157,14 @@ class ImageClassifier(pl.LightningModule):
         if net_class is not None and _is_built_in(arch):
             # What efficiency.json, the report and the tools name it by: the name a study gave it (model.arch,
             # src/sweeping/own_nets.py), else its class name -- never a built-in net's name it was not built as.
-            self.hparams.arch = net_name(net_class)
+            name = net_name(net_class)
+            if _is_built_in(name):  # a fork's own ResNet20 was reported as the CIFAR resnet20 (an audit)
+                raise ValueError(
+                    f"model.net_class {net_class!r}: its class name {name!r} reads as the built-in network "
+                    f"{name.lower()!r}, so runs, reports and tools would take it for that one; give it a name of its "
+                    f"own with --model.arch (e.g. my_{name.lower()})"
+                )
+            self.hparams.arch = name
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer_factory = optimizer or paper_sgd
