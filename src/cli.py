@@ -37,8 +37,17 @@ from src.cli_support.messages import user_error
 from src.data import BatchSizeError, DataError, DatasetNotFoundError
 from src.files import disk_error_message
 from src.modules.captured_step import CaptureError
+from src.modules.classifier import NetOutputError
 
-USER_ERRORS = (DatasetNotFoundError, DataError, BatchSizeError, runs.RunError, TrainingDiverged, CaptureError)
+USER_ERRORS = (
+    DatasetNotFoundError,
+    DataError,
+    BatchSizeError,
+    runs.RunError,
+    TrainingDiverged,
+    CaptureError,
+    NetOutputError,
+)
 
 
 def main(args: list[str] | None = None, run: bool = True) -> ResNetCLI:

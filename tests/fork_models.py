@@ -15,3 +15,20 @@ class TinyNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+class FixedHeadNet(TinyNet):
+    """A fork's net that ignores the data's class count: its head has ``outputs`` logits whatever the data."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, outputs: int = 12) -> None:
+        super().__init__(outputs, in_channels, width=4)
+
+
+class ValueReadingNet(TinyNet):
+    """A fork's net whose forward reads a value on the host (``.item()``), which the meta device cannot run."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.features(x)
+        if features.abs().max().item() > 1e6:  # never true; the read is what matters
+            features = features / 2
+        return self.fc(features.mean(dim=(2, 3)))

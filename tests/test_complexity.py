@@ -76,3 +76,29 @@ def test_model_size_counts_parameters_and_buffers():
     model = build_model("resnet20", 10)
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
     assert model_size_bytes(model) == 269_722 * 4 + buffers
+
+
+class ReadsValues(torch.nn.Module):
+    """A fork's net whose forward reads a value (``.item()``): the meta device cannot run it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)  # 8x8 -> 6x6: 4 * 36 * 3 * 9 = 3,888 MACs
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4, 10)  # 40 MACs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        if y.abs().max().item() > 1e6:  # never true; the read is what matters
+            y = y / 2
+        return self.fc(y.mean((2, 3)))
+
+
+def test_a_forward_that_reads_values_is_counted_on_a_cpu_copy():
+    """It failed the fit at its start ("Tensor.item() cannot be called on meta tensors"); now it is counted
+    exactly, and the model (training mode, BN statistics) is left as it was."""
+    model = ReadsValues().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert count_macs(model, (3, 8, 8)) == 3888 + 40
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -81,6 +81,16 @@ def test_a_fork_net_by_class_path_gets_classes_and_channels_from_the_data(tmp_pa
     assert state["model.fc.weight"].shape == (7, 8)
 
 
+def test_a_fork_net_that_reads_values_in_its_forward_trains_and_is_counted(tmp_path):
+    """Its MACs are counted on a CPU copy (the meta device cannot run ``.item()``; the fit failed at its start)."""
+    run_dir = tmp_path / "reads"
+    net = ["--model.net_class", "tests.fork_models.ValueReadingNet", "--model.net_args", json.dumps({"width": 8})]
+    main(["fit", "--config", QUICKSTART, "--run_dir", str(run_dir), *net, *TINY, "--test_after_fit", "false"])
+    report = json.loads((run_dir / "efficiency.json").read_text())
+    assert report["global_step"] == 2
+    assert report["macs_per_sample"] == 8 * 8 * 8 * 3 * 9 + 8 * 10  # the 3x3 conv on 8x8 images, then the head
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 def cli(*args: str, cwd) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -144,3 +154,14 @@ def test_an_own_net_named_like_a_built_in_one_must_be_given_its_own_name(monkeyp
         ImageClassifier(net_class="tests.fork_models.ResNet20", num_classes=10)
     named = ImageClassifier(arch="my_resnet20", net_class="tests.fork_models.ResNet20", num_classes=10)
     assert named.hparams.arch == "my_resnet20" and isinstance(named.model, own)
+
+
+@pytest.mark.parametrize("outputs", [12, 4], ids=["wider_than_the_classes", "narrower"])
+def test_a_fork_net_whose_head_ignores_the_class_count_is_one_error_line(tmp_path, outputs):
+    """A head wider than the data's 10 classes trained without a word; a narrower one failed inside cross-entropy."""
+    net = ["--model.net_class", "tests.fork_models.FixedHeadNet", "--model.net_args", json.dumps({"outputs": outputs})]
+    result = cli("fit", "--config", QUICKSTART, *net, *TINY, cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert f"returned an output of shape (16, {outputs})" in errors[0] and "must return (16, 10)" in errors[0]

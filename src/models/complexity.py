@@ -7,7 +7,8 @@ Conventions, stated once so every number in the project means the same thing:
   pooling and the residual additions are not counted (under 1% of a ResNet's work).
 * **FLOPs = 2 x MACs**, which is what ``FlopCounterMode`` reports.
 * Counting runs on the ``meta`` device: shapes only, no memory and no arithmetic, so it is
-  free even for ResNet-1202 and never touches the real model's weights or BN statistics.
+  free even for ResNet-1202 and never touches the real model's weights or BN statistics. A net
+  whose forward reads values (``.item()``) is counted on a CPU copy of it instead.
 """
 
 from __future__ import annotations
@@ -70,13 +71,21 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """FLOPs (2 x MACs) of one forward pass for a single sample of ``input_shape`` (C, H, W).
 
     The model is copied to the meta device in eval mode, so the caller's model, its device
-    and its batch-norm statistics are left exactly as they were.
+    and its batch-norm statistics are left exactly as they were. A forward that reads values
+    (``.item()``, a boolean mask: a fork's own net) cannot run on the meta device; it is counted on a
+    CPU copy instead, with one seeded random sample (its data-dependent branches as that sample takes them).
     """
-    meta_model = copy.deepcopy(model).to("meta").eval()
-    sample = torch.empty((1, *input_shape), device="meta")
+    try:
+        return _flops_of(copy.deepcopy(model).to("meta"), torch.empty((1, *input_shape), device="meta"))
+    except (RuntimeError, NotImplementedError):  # "Tensor.item() cannot be called on meta tensors", nonzero()
+        sample = torch.randn((1, *input_shape), generator=torch.Generator().manual_seed(0))
+        return _flops_of(copy.deepcopy(model).to("cpu", torch.float32), sample)
+
+
+def _flops_of(model: nn.Module, sample: torch.Tensor) -> int:
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        meta_model(sample)
+        model.eval()(sample)
     return int(counter.get_total_flops())
 
 

@@ -60,6 +60,10 @@ def split_decay_groups(model: nn.Module) -> list[dict[str, Any]]:
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+class NetOutputError(ValueError):
+    """A network whose output is not one logit per class per image: a fork's net that ignores ``num_classes``."""
+
+
 class _OpenEndedSchedule(Protocol):
     """A schedule that takes its length late (``total_steps`` None until ``configure_optimizers`` sets it)."""
 
@@ -246,7 +250,25 @@ class ImageClassifier(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
+        logits = self.model(x)
+        self._check_logits(logits, x)
+        return logits
+
+    def _check_logits(self, logits: Tensor, images: Tensor) -> None:
+        """One logit per class per image, or a ``NetOutputError`` naming the net, the shape and what it must be.
+
+        Why: a fork's net that ignores its ``num_classes`` argument trained without a word when its head was
+        wider than the data's classes (accuracy over logits no label can reach), and failed with cross-entropy's
+        raw ``IndexError`` when it was narrower (an audit). Shapes only: nothing is read from the device.
+        """
+        expected = (images.shape[0], self.hparams.num_classes)
+        if tuple(logits.shape) != expected:
+            name = self.hparams.get("net_class") or self.hparams.arch
+            raise NetOutputError(
+                f"the network {name} returned an output of shape {tuple(logits.shape)} for {images.shape[0]} "
+                f"images; the data has {expected[1]} classes, so it must return {expected} (one logit per class): "
+                "build its head from the num_classes argument it is given"
+            )
 
     def l1_term(self) -> Tensor:
         """Sum of absolute conv and linear weights (norm parameters and biases excluded)."""
