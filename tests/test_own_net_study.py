@@ -8,6 +8,8 @@ import json
 import pytest
 import yaml
 
+from src.reporting.records import RunRecord
+from src.reporting.study_rows import aggregate
 from src.sweeping.plan import plan_runs
 from src.sweeping.study import StudyError, load_study, run_command
 from tests.conftest import REPO_ROOT
@@ -93,3 +95,23 @@ def test_a_class_path_net_beside_two_built_in_nets_is_swept_reported_and_compare
     checkpoint = tmp_path / "logs" / "mine" / "tiny" / "seed0" / "checkpoints" / "last.ckpt"
     refused = run_module("src.lesion", str(checkpoint), code=1)
     assert refused.stderr.startswith("error: ") and len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_an_own_net_row_is_of_its_own_kind_with_no_shortcut(tmp_path):
+    """report.csv called a class-path net kind "residual" (an audit); nothing says it has shortcuts."""
+
+    def record(variant, seed, **fields):
+        return RunRecord(variant, seed, tmp_path / variant / f"seed{seed}", "finished", arch=variant, test_acc=0.5,
+                         identity=(("model.arch", variant),), **fields)  # fmt: skip
+
+    runs = [record("tiny", 0), record("tiny", 1)]
+    runs += [
+        record("resnet8", 0, family="cifar", depth=8),
+        record("plain8", 0, family="cifar", depth=8, residual=False),
+    ]
+    rows = {row.variant: row for row in aggregate(runs)}
+    assert [(rows[v].kind, rows[v].shortcut) for v in ("tiny", "resnet8", "plain8")] == [
+        ("own", "-"),
+        ("residual", "A"),
+        ("plain", "-"),
+    ]

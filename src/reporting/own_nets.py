@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from src.reporting.markdown_tables import effect_text, p_text, points, test_text
+from src.reporting.records import UNKNOWN_FAMILY
 from src.reporting.statistics import Comparison, compare
 from src.reporting.study_rows import Row
 
 CSV_FILE = "report_own_nets.csv"
-UNKNOWN_FAMILY = "unknown"  # what records.py gives a name the grammar does not know: a class-path network
 
 
 @dataclass

@@ -52,6 +52,9 @@ NOT_IDENTITY = (
 )
 
 
+UNKNOWN_FAMILY = "unknown"
+
+
 @dataclass
 class RunRecord:
     """What one run left behind (or that it is missing)."""
@@ -83,7 +86,7 @@ class RunRecord:
     line: str = ""
     line_identity: tuple = ()
     depth: int = 0
-    family: str = "unknown"
+    family: str = UNKNOWN_FAMILY  # a name the grammar does not know: a net plugged in by class path
     residual: bool = True
     width: int = 1  # the width multiplier in its name (resnet20_2: 2)
     pruned: bool = False  # started from another run's network, pruned (model.pruning): named by what it kept

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import cast
 
 from src.models import families
-from src.reporting.records import RunRecord
+from src.reporting.records import UNKNOWN_FAMILY, RunRecord
 from src.reporting.statistics import Comparison, PowerLaw, Summary, binomial_se, compare, fit_power_law, summarize
 from src.table_files import write_rows
 
@@ -35,7 +35,7 @@ class Row:
     arch: str
     family: str  # the name's family (src.models.names: cifar, imagenet, wrn, preact), else "unknown"
     depth: int
-    kind: str  # residual | plain
+    kind: str  # residual | plain | own (a net plugged in by class path: src.reporting.own_nets)
     shortcut: str  # A | B | -
     params: int | None
     macs: int | None
@@ -101,9 +101,12 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 def _row(runs: list[RunRecord]) -> Row:
     first = runs[0]
-    kind = "residual" if first.residual else "plain"
+    # A net plugged in by class path (no family the grammar knows) is neither: report.csv called it "residual"
+    # (an audit), though nothing says it has a shortcut at all.
+    own = first.family == UNKNOWN_FAMILY
+    kind = "own" if own else "residual" if first.residual else "plain"
     shortcut = "-"
-    if first.residual:
+    if first.residual and not own:
         family_default = next((f.shortcut for f in families() if f.name == first.family), "-")
         shortcut = next((str(run.shortcut) for run in runs if run.shortcut), family_default)
     tests = summarize([run.test_acc for run in runs])
