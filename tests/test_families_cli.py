@@ -14,6 +14,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from src.cli import main
 from src.models import build_model
@@ -76,6 +77,8 @@ def test_a_fork_net_by_class_path_gets_classes_and_channels_from_the_data(tmp_pa
     run_dir = tmp_path / "fork"
     report, tested = fit_resume_test(run_dir, *FORK_NET, "--data.num_classes", "7")
     assert report["arch"] == tested["arch"] == "TinyNet"
+    (hparams,) = run_dir.rglob("hparams.yaml")  # it said the default arch, resnet20 (an audit)
+    assert yaml.safe_load(hparams.read_text())["arch"] == "TinyNet"
     assert report["params_total"] == count_parameters(TinyNet(num_classes=7, width=8)) == 3 * 8 * 9 + 2 * 8 + 8 * 7 + 7
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert state["model.fc.weight"].shape == (7, 8)
