@@ -172,7 +172,7 @@ class ImageClassifier(pl.LightningModule):
             # hparams.yaml is written from hparams_initial, recorded by save_hyperparameters (from the CLI's
             # arguments when the CLI built the module): it kept the config's arch, resnet14 for a TinyNet run whose
             # checkpoint said TinyNet (an audit).
-            self._hparams_initial.arch = name
+            cast(AttributeDict, self._hparams_initial).arch = name
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer_factory = optimizer or paper_sgd
