@@ -187,15 +187,27 @@ def write_json_atomic(path: str | os.PathLike, content: Any, indent: int | None 
     atomic_write(path, lambda handle: handle.write(text), binary=False)
 
 
+def error_chain(error: BaseException | None, stop_at_from_none: bool = False) -> Iterator[BaseException]:
+    """``error``, then what it was raised from or while handling (``__cause__``, else ``__context__``), and so on.
+
+    The one walker of exception chains (the disk check here, the CLI's messages): each error once, so a chain that
+    loops ends. ``stop_at_from_none``: end at an error raised ``from None``, a message written in place of the one
+    it caught (``src.cli_support.messages.root_message`` wants the project's words, not the error they replaced).
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        if stop_at_from_none and error.__cause__ is None and error.__suppress_context__:
+            return
+        error = error.__cause__ or error.__context__
+
+
 def disk_error(error: BaseException | None) -> OSError | None:
     """The full-disk / read-only / permission ``OSError`` in ``error``'s chain (``__cause__``/``__context__``)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
+    return next(
+        (found for found in error_chain(error) if isinstance(found, OSError) and found.errno in DISK_ERRNOS), None
+    )
 
 
 def disk_error_message(error: BaseException) -> str | None:

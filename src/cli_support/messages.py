@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 
+from src.files import error_chain
+
 TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
 
 
@@ -71,14 +73,7 @@ def root_message(error: BaseException) -> str:
     there (it printed "module 'myfork.models' has no attribute 'Nope'" where the project had said "model.net_class:
     cannot import 'myfork.models.Nope'").
     """
-    seen, innermost = set(), error
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        innermost = current
-        if current.__cause__ is None and current.__suppress_context__:
-            break
-        current = current.__cause__ or current.__context__
+    *_, innermost = error_chain(error, stop_at_from_none=True)
     lines = str(innermost).strip().splitlines()
     return lines[0] if lines else type(innermost).__name__
 
@@ -88,10 +83,4 @@ def user_error(error: BaseException | None, user_errors: tuple[type[BaseExceptio
 
     jsonargparse wraps an error raised in a DataModule's ``__init__`` in its own ``ValueError``.
     """
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, user_errors):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
+    return next((found for found in error_chain(error) if isinstance(found, user_errors)), None)
