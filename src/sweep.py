@@ -195,11 +195,11 @@ def print_plan(study: Study, runs: list[RunSpec]) -> None:
         prefix = f"[{index}/{len(runs)}] {run.label}"
         holder = RunLock(run.run_dir).holder_if_busy()
         busy = f" (in use now by {holder})" if holder else ""
+        if run.pending:  # before its state: a run made before the selection changed is no finished one (an audit)
+            print(f"{prefix}: pending: trains at the value chosen for {run.variant} once its selection runs ended")
+            continue
         if state.status in ("finished", "diverged", "stale"):
             print(f"{prefix}: {state_line(state)}{busy}")
-            continue
-        if run.pending:
-            print(f"{prefix}: pending: trains at the value chosen for {run.variant} once its selection runs ended")
             continue
         if run.after is not None and (why := waits_for(run.after)) is not None:
             prefix += f" (waits: {why})"

@@ -259,3 +259,52 @@ def test_a_variant_whose_every_candidate_diverged_is_held_back_with_the_reason(t
     assert not (tmp_path / "logs" / STUDY / "resnet8").exists()  # nothing trained
     written = json.loads((tmp_path / "logs" / STUDY / SELECTION_FILE).read_text())
     assert written["variants"][0]["status"] == "no candidate finished"
+
+
+def _written_as_planned(study_file, pick, best_val_acc):
+    """Write the planned runs ``pick`` selects as finished, each with the very config the sweep plans for it."""
+    from src.cli_support.lightning_cli import resolved_config as planned_config
+    from src.sweeping.study import load_study
+
+    study = load_study(str(study_file))
+    for run in plan_runs(study):
+        if pick(run):
+            config = planned_config(run_command(study, run)[3:])
+            write_run(run.run_dir, run.arch, run.seed, test_acc=0.5, params=1000, config=config,
+                      best_val_acc=best_val_acc(run))  # fmt: skip
+
+
+def _select_study(tmp_path, lrs, max_steps):
+    study = {"name": STUDY, "root": str(tmp_path / "logs"), "results": str(tmp_path / "results"),
+             "configs": [QUICKSTART], "archs": ["resnet8"], "seeds": [0],
+             "select": {"grid": {LR: lrs}, "seeds": [0], "args": {"trainer.max_steps": max_steps}}}  # fmt: skip
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(yaml.safe_dump(study))
+    return study_file
+
+
+def test_collect_writes_no_selection_file_from_stale_selection_runs(tmp_path, capsys):
+    """An audit: selection runs made at max_steps 2, the study then planned at 3: --collect said they were stale,
+    then wrote a selection.json that reported their choice as made at max_steps 3."""
+    study_file = _select_study(tmp_path, [0.05, 0.1], max_steps=2)
+    _written_as_planned(study_file, lambda run: run.selects, lambda run: 0.7 if dict(run.overrides)[LR] == 0.1 else 0.5)
+    _select_study(tmp_path, [0.05, 0.1], max_steps=3)
+    assert main([str(study_file), "--collect"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("not copied: made with another config than planned (trainer.max_steps 2 -> 3)") == 2
+    assert "selection file NOT written: 2 selection run(s)" in captured.err
+    assert not (tmp_path / "results" / SELECTION_FILE).exists()
+
+
+def test_collect_and_dry_run_leave_a_final_run_pending_when_its_selection_changed(tmp_path, capsys):
+    """An audit: a final run trained at the chosen lr 0.1, then a candidate added: --collect copied it into the
+    results (nothing to check it against while the choice is open) and --dry-run listed it as finished."""
+    study_file = _select_study(tmp_path, [0.05, 0.1], max_steps=2)
+    _written_as_planned(study_file, lambda run: run.selects, lambda run: 0.7 if dict(run.overrides)[LR] == 0.1 else 0.5)
+    _written_as_planned(study_file, lambda run: not run.selects, lambda run: 0.7)  # the final seed, at lr 0.1
+    _select_study(tmp_path, [0.05, 0.1, 0.2], max_steps=2)  # a candidate added: its selection run has not run
+    assert main([str(study_file), "--dry-run"]) == 0
+    assert "resnet8/seed0: pending: trains at the value chosen" in capsys.readouterr().out
+    assert main([str(study_file), "--collect"]) == 0
+    assert "resnet8/seed0: not copied: pending" in capsys.readouterr().out
+    assert not (tmp_path / "results" / "resnet8").exists()

@@ -1,7 +1,8 @@
 """``sweep --collect``: copy every run of a study that ended into its results folder, training nothing.
 
-A run made with another config than planned (stale) is not copied; a results run that already holds other
-files is a conflict, reported, never overwritten. The selection file is rewritten from what is there.
+A run made with another config than planned (stale) is not copied, nor is a run whose variant's selection has not
+chosen yet (pending: nothing to check it against); a results run that already holds other files is a conflict,
+reported, never overwritten. The selection file is rewritten from what is there, unless a selection run is stale.
 """
 
 from __future__ import annotations
@@ -25,12 +26,16 @@ def collect(study: Study, runs: list[RunSpec]) -> int:
             f"`results: docs/results/{study.name}` to the study file"
         )
     planned = planned_configs(study, runs)
-    copied, conflicts = 0, 0
+    copied, conflicts, stale_selection = 0, 0, 0
     for index, run in enumerate(runs, 1):
         prefix = f"[{index}/{len(runs)}] {run.label}"
+        if run.pending:  # its planned config waits for the choice: nothing to check it against (an audit)
+            print(f"{prefix}: not copied: pending (its variant's selection has no choice yet)", flush=True)
+            continue
         state = assess(run.run_dir, planned.get(run.run_dir))
         if state.status == "stale":
             print(f"{prefix}: not copied: made with another config than planned ({state.detail})", flush=True)
+            stale_selection += run.selects is not None
             continue
         if state.status not in ("finished", "diverged"):
             held = results_state(study, run, planned.get(run.run_dir))
@@ -45,7 +50,17 @@ def collect(study: Study, runs: list[RunSpec]) -> int:
             continue
         copied += line.startswith("copied")
         print(f"{prefix}: {state.status}, {line}", flush=True)
-    for path in write_selection(study, plan_runs(study)):
-        print(f"wrote {path}", flush=True)
+    if stale_selection:
+        # selection.json would report a choice scored by runs made with another config (an audit: selection runs
+        # of max_steps 2 chose the lr of a study now planned at 3, and the file said it was chosen at 3).
+        print(
+            f"selection file NOT written: {stale_selection} selection run(s) were made with another config than "
+            "planned; run the sweep with --rerun-stale to train them again, then --collect",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        for path in write_selection(study, plan_runs(study)):
+            print(f"wrote {path}", flush=True)
     print(f"{copied} run(s) copied into {study.results}/; commit them (git add {study.results})", flush=True)
-    return 1 if conflicts else 0
+    return 1 if conflicts or stale_selection else 0
