@@ -296,3 +296,31 @@ def test_complete_runs_that_never_vary_are_not_testable_never_pending(tmp_path, 
     assert float(row["p_mannwhitney_exact"]) == pytest.approx(0.1)  # 2 of the 20 splits of 3 + 3 are as extreme
     summary = (tmp_path / "results" / "plan" / "summary.md").read_text()
     assert "not testable: neither side's runs vary (n = 3, 3)" in summary
+
+
+def test_committed_runs_left_out_of_a_test_are_listed_with_why(tmp_path, monkeypatch):
+    """An audit: a diverged run and one without the metric left the tests without a word (n simply smaller),
+    and the secondary measure was computed on other seeds than the primary, its n unprinted."""
+    monkeypatch.chdir(tmp_path)
+    arm = _arm(tmp_path)
+    results = tmp_path / "results" / "arm"
+    diverged = results / "resnet14" / "seed3" / "efficiency.json"
+    record = json.loads(diverged.read_text())
+    record.update(status="diverged", test_acc=None, diverged_step=12, diverged_reason="loss is nan")
+    diverged.write_text(json.dumps(record))
+    no_metric = results / "plain8" / "seed0" / "efficiency.json"
+    no_metric.write_text(json.dumps({**json.loads(no_metric.read_text()), "train_eval_acc": None}))
+    plan = _plan(tmp_path, arm)
+    data = yaml.safe_load(plan.read_text())
+    data["hypotheses"][0]["secondary"] = "test_error"  # plain8 seed0 has a test error: 3 seeds there, 2 in H1
+    plan.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main([str(plan)]) == 0
+    rows = _rows(tmp_path)
+    assert (rows["H2"]["n_lower"], rows["H1"]["n_lower"]) == ("3", "2")
+    assert rows["H2"]["left_out"] == "resnet14/seed3: diverged at step 12 (loss is nan)"
+    assert rows["H1"]["left_out"] == "plain8/seed0: finished, no `train_eval_error` recorded"
+    assert (rows["H1"]["secondary_n_higher"], rows["H1"]["secondary_n_lower"]) == ("3", "3")
+    report = (tmp_path / "results" / "plan" / "report.md").read_text()
+    assert "**Committed runs left out of the tests**" in report
+    assert "- H2: resnet14/seed3: diverged at step 12 (loss is nan)" in report
+    assert "- H1, `test_error`: difference" in report and "(n = 3, 3)" in report

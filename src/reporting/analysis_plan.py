@@ -222,6 +222,7 @@ class Arm:
     planned: dict[str, int]
     train_eval: dict[Path, float | None]  # run dir -> train_eval_acc
     selection_runs: list[RunRecord] = field(default_factory=list)  # the ended runs that chose selected settings
+    unfinished: list[RunRecord] = field(default_factory=list)  # committed but not finished (diverged, untested)
 
     def checked_runs(self) -> list[RunRecord]:
         """The runs whose code must be the arm's one version: its results and the selection runs behind them."""
@@ -243,7 +244,8 @@ def load_arm(name: str, study_file: str) -> Arm:
         if run.selects is None:  # a selection run is no result of the study
             planned[run.variant] = planned.get(run.variant, 0) + 1
     train_eval = {run.run_dir: (read_efficiency(run.run_dir) or {}).get("train_eval_acc") for run in finished}
-    return Arm(name, study, finished, planned, train_eval, selection_records(study, results))
+    unfinished = [run for run in records if run.status not in ("finished", "missing")]
+    return Arm(name, study, finished, planned, train_eval, selection_records(study, results), unfinished)
 
 
 def selection_records(study: Study, results: Path) -> list[RunRecord]:
@@ -259,23 +261,47 @@ def selection_records(study: Study, results: Path) -> list[RunRecord]:
     return [run for run in records if run.status in ("finished", "diverged")]
 
 
+def _by_seed(runs: list[RunRecord], variant: str) -> list[RunRecord]:
+    mine = (r for r in runs if r.run_dir.parent.name == variant)
+    return sorted(mine, key=lambda r: r.seed if r.seed is not None else -1)
+
+
+def _metric_acc(arm: Arm, run: RunRecord, metric: str) -> float | None:
+    acc = {
+        "test_error": run.test_acc,
+        "train_eval_error": arm.train_eval.get(run.run_dir),
+        "train_error_running": run.final_train_acc,
+    }[metric]
+    return acc if acc is not None and math.isfinite(acc) else None
+
+
 def metric_values(arm: Arm, variant: str, metric: str) -> list[float]:
     """The metric, in percent, of every finished run of ``variant`` in the arm, ordered by seed.
 
     ``variant`` is the study's name for it -- its results folder: ``resnet20``, ``resnet20_2``, a pruned entry's
     name -- not the network's architecture (a pruned ResNet-56 is a ``resnet56`` too).
     """
-    values = []
-    mine = (r for r in arm.runs if r.run_dir.parent.name == variant)
-    for run in sorted(mine, key=lambda r: r.seed if r.seed is not None else -1):
-        acc = {
-            "test_error": run.test_acc,
-            "train_eval_error": arm.train_eval.get(run.run_dir),
-            "train_error_running": run.final_train_acc,
-        }[metric]
-        if acc is not None and math.isfinite(acc):
-            values.append(100.0 * (1.0 - acc))
-    return values
+    accs = (_metric_acc(arm, run, metric) for run in _by_seed(arm.runs, variant))
+    return [100.0 * (1.0 - acc) for acc in accs if acc is not None]
+
+
+def left_out(arm: Arm, variant: str, metric: str) -> list[str]:
+    """The committed runs of ``variant`` that are not in the metric's values, each with why.
+
+    Why: a diverged or untested run left the test without a word, so it read as a run not trained yet -- and
+    missingness that depends on the network (a deep plain net that diverges) biases the comparison (an audit).
+    """
+    why = [
+        f"{variant}/seed{run.seed}: {run.status}"
+        + (f" at step {run.diverged_step} ({run.diverged_reason})" if run.status == "diverged" else "")
+        for run in _by_seed(arm.unfinished, variant)
+    ]
+    why += [
+        f"{variant}/seed{run.seed}: finished, no `{metric}` recorded"
+        for run in _by_seed(arm.runs, variant)
+        if _metric_acc(arm, run, metric) is None
+    ]
+    return why
 
 
 # ------------------------------------------------------------------------------------------------ the verdicts
@@ -299,6 +325,8 @@ class Verdict:
     secondary_difference: float | None
     secondary_p: float | None
     verdict: str  # supported | not supported | pending | not testable
+    secondary_n: tuple[int, int] | None = None  # the secondary measure's seeds (higher, lower): it may differ
+    left_out: list[str] = field(default_factory=list)  # committed runs not in the test, with why
 
     @property
     def complete(self) -> bool:
@@ -324,16 +352,18 @@ def verdicts(plan: Plan, arms: dict[str, Arm]) -> list[Verdict]:
         arm = arms[h.arm]
         high, low = metric_values(arm, h.higher, h.metric), metric_values(arm, h.lower, h.metric)
         test = compare(high, low)  # no seeds given: Welch, never paired
-        secondary = None
+        secondary, secondary_n = None, None
         if h.secondary:
-            secondary = compare(metric_values(arm, h.higher, h.secondary), metric_values(arm, h.lower, h.secondary))
+            high_2, low_2 = metric_values(arm, h.higher, h.secondary), metric_values(arm, h.lower, h.secondary)
+            secondary, secondary_n = compare(high_2, low_2), (len(high_2), len(low_2))
         rows.append(
             Verdict(
                 h, len(high), len(low), arm.planned.get(h.higher, 0), arm.planned.get(h.lower, 0),
                 float(np.mean(high)) if high else None, float(np.mean(low)) if low else None,
                 test.difference, test.ci_low, test.ci_high, test.effect, test.statistic, test.p_value, None,
                 _mannwhitney(high, low), secondary.difference if secondary else None,
-                secondary.p_value if secondary else None, "pending",
+                secondary.p_value if secondary else None, "pending", secondary_n,
+                left_out(arm, h.higher, h.metric) + left_out(arm, h.lower, h.metric),
             )
         )  # fmt: skip
     # The whole family, always: a hypothesis without a test yet counts with p = 1 (conservative for the others).

@@ -43,6 +43,11 @@ def _p(value: float | None) -> str:
     return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
 
 
+def _seeds(n: tuple[int, int] | None) -> str:
+    """The secondary measure's seeds, which need not be the primary's (a run with one metric and not the other)."""
+    return "" if n is None else f" (n = {n[0]}, {n[1]})"
+
+
 def _verdict_text(row: Verdict) -> str:
     if row.verdict == "pending":
         return f"pending (n = {row.n_higher}, {row.n_lower})"
@@ -78,6 +83,9 @@ def _rows(rows: list[Verdict]) -> list[dict[str, Any]]:
             "secondary": row.hypothesis.secondary,
             "secondary_difference": row.secondary_difference,
             "secondary_p_welch": row.secondary_p,
+            "secondary_n_higher": row.secondary_n[0] if row.secondary_n else None,
+            "secondary_n_lower": row.secondary_n[1] if row.secondary_n else None,
+            "left_out": "; ".join(row.left_out),
             "verdict": row.verdict,
             "complete": row.complete,
         }
@@ -149,6 +157,11 @@ def _markdown(plan: Plan, rows: list[Verdict], power: list[PowerLine], arm_rows:
             f"({row.n_lower}/{row.planned_lower}) | {_num(row.difference)} {interval} | {_num(row.hedges_g)} | "
             f"{_p(row.p)} | {_p(row.p_holm)} | {_p(row.mannwhitney_p)} | {_verdict_text(row)} |"
         )
+    excluded = [(row.hypothesis.id, why) for row in rows for why in row.left_out]
+    if excluded:
+        lines += ["", "**Committed runs left out of the tests** (counted in no n above; the plan has no rule for "
+                  "them, so read the verdicts with them in mind):", ""]  # fmt: skip
+        lines += [f"- {hypothesis}: {why}" for hypothesis, why in excluded]
     lines += ["", "Metrics: " + "; ".join(f"`{key}`: {text}" for key, text in METRICS.items()) + "."]
     secondary = [row for row in rows if row.hypothesis.secondary]
     if secondary:
@@ -156,7 +169,7 @@ def _markdown(plan: Plan, rows: list[Verdict], power: list[PowerLine], arm_rows:
         for row in secondary:
             lines.append(
                 f"- {row.hypothesis.id}, `{row.hypothesis.secondary}`: difference {_num(row.secondary_difference)} "
-                f"points, p Welch {_p(row.secondary_p)}"
+                f"points, p Welch {_p(row.secondary_p)}{_seeds(row.secondary_n)}"
             )
     lines += [
         "",
