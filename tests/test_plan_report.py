@@ -231,6 +231,16 @@ def test_a_bad_plan_is_one_error_line(tmp_path, monkeypatch, capsys, changes, me
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
+def test_a_plan_file_with_a_yaml_mistake_says_so(tmp_path, monkeypatch, capsys):
+    """A plan whose list item held ': ' (a mapping key to YAML) was refused as "not a study file (no 'archs')"."""
+    monkeypatch.chdir(tmp_path)
+    plan = _plan(tmp_path, _arm(tmp_path), exploratory=["x"])
+    plan.write_text(plan.read_text().replace("- x", "- a pair (ResNet-20 against ResNet-8x2: 9.5%)\n  more"))
+    assert main([str(plan)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: '{plan}' is not valid YAML: ") and "line" in err and err.count("\n") == 1
+
+
 def test_a_hypothesis_naming_an_unknown_metric_or_arm_is_refused(tmp_path):
     plan = _plan(tmp_path, tmp_path / "arm.yaml")
     data = yaml.safe_load(plan.read_text())

@@ -64,7 +64,14 @@ def resolve_source(source: Path) -> tuple[Path, list | None, str | None]:
     """``(root, expected runs, title)`` of what ``python -m src.report`` was given (StudyError if unusable)."""
     if source.is_file():
         if not is_study_file(source):
-            raise StudyError(f"{str(source)!r} is a file but not a study file (it has no 'archs')")
+            try:  # a plan or study file with a YAML mistake read as "not a study file" (it was one: an audit)
+                yaml.safe_load(source.read_text())
+            except yaml.YAMLError as error:
+                raise StudyError(f"{str(source)!r} is not valid YAML: {' '.join(str(error).split())}") from None
+            raise StudyError(
+                f"{str(source)!r} is a file but not a study file (it has no 'archs') nor an analysis plan (no "
+                "'hypotheses')"
+            )
         study = load_study(source).validate()
         if study.results:
             return results_source(Path(study.results), study)
