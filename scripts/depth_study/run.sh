@@ -80,7 +80,14 @@ lesion() {
   local study=$1 arch=$2 seed=$3 run=lightning_logs/$1/$2/seed$3 res=docs/results/$1/$2/seed$3 k ckpt
   case $arch in plain20|plain56|resnet56) ;; *) return;; esac
   [ -e "$res/efficiency.json" ] && [ -e "$run/efficiency.json" ] || return
-  [ -e "$res/lesion/lesion.csv" ] && return
+  # lesion.png is the last file src.lesion writes: a folder without it holds a lesion cut off while writing (it
+  # was skipped as done when lesion.csv, the first file, existed). Moved aside, never deleted; then made again.
+  if [ -d "$res/lesion" ] && [ ! -e "$res/lesion/lesion.png" ]; then
+    mkdir -p "lightning_logs/$study/.interrupted" &&
+      mv "$res/lesion" "lightning_logs/$study/.interrupted/${arch}_seed${seed}_lesion_$(date -u +%Y%m%dT%H%M%SZ)" ||
+      return
+  fi
+  [ -e "$res/lesion/lesion.png" ] && return
   ckpt=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['test_ckpt_path'])" "$run/efficiency.json")
   case $arch in *56) k="1 2 4 8 12";; *) k="1 2 4";; esac
   echo "$(date -u +%FT%TZ) lesion $study $arch seed$seed ($ckpt)"
