@@ -105,8 +105,22 @@ def test_verdicts_are_welch_then_holm_over_the_family_with_the_exact_check_besid
     assert (rows["H1"]["n_higher"], rows["H1"]["planned_higher"]) == ("3", "3")
     report = (tmp_path / "results" / "plan" / "report.md").read_text()
     assert "**exploratory**" in report and "| H2 | a |" in report and "**supported**" in report
+    assert "*Interim* verdicts" not in report  # every planned seed is in: the verdicts are the study's
     power = json.loads((tmp_path / "results" / "plan" / "plan.json").read_text())["power"][0]
     assert power["seeds_needed"] == pytest.approx(TTestIndPower().solve_power(2.0, alpha=0.025, power=0.8))
+
+
+def test_a_verdict_before_every_planned_seed_is_in_is_labelled_interim_and_why(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    arm = _arm(tmp_path)
+    for name in ("config.yaml", "efficiency.json"):  # resnet14 has 3 of its 4 planned seeds
+        (tmp_path / "results" / "arm" / "resnet14" / "seed3" / name).unlink()
+    assert main([str(_plan(tmp_path, arm))]) == 0
+    row = _rows(tmp_path)["H2"]
+    assert row["complete"] == "False" and (row["n_lower"], row["planned_lower"]) == ("3", "4")
+    report = (tmp_path / "results" / "plan" / "report.md").read_text()
+    assert "(interim: 4/4 and 3/4 seeds)" in report
+    assert "*Interim* verdicts are read before every planned seed is in. They are no stopping rule" in report
 
 
 def test_a_significant_difference_the_wrong_way_is_not_supported(tmp_path, monkeypatch):

@@ -213,6 +213,7 @@ def test_a_study_named_null_takes_its_files_name(tmp_path, capsys):
         (["--run_dir", "elsewhere"], "would set 'run_dir'"),
         (["--config", QUICKSTART], "would set 'seed_everything'"),  # the file sets seed_everything and model.arch
         (["-c", "{model: {arch: resnet56}}"], "would set 'model.arch'"),
+        (["-c", "{model: {}}"], "would set 'model' (which holds 'model.arch')"),  # an empty mapping may reset it
     ],
 )
 def test_arguments_after_the_double_dash_cannot_set_what_the_sweep_sets(tmp_path, capsys, extra, message):

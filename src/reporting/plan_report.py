@@ -143,6 +143,15 @@ def _markdown(plan: Plan, rows: list[Verdict], power: list[PowerLine], arm_rows:
         "and the difference in the predicted direction; *not supported* is not evidence of no effect. The "
         "two-sided Mann-Whitney U p (its exact permutation distribution, ties included) is printed beside each as "
         "a distribution-free check (not corrected). Everything else in the arms' reports is **exploratory**.",
+    ]
+    if any(not row.complete and row.verdict not in ("pending", "not testable") for row in rows):
+        lines += [
+            "",
+            "*Interim* verdicts are read before every planned seed is in. They are no stopping rule (every planned "
+            "run is made, whatever they say, so these looks spend no alpha): only the verdict at the planned n is "
+            "the study's, and an interim one may still change.",
+        ]
+    lines += [
         "",
         "| hypothesis | arm | claim | metric | higher: mean (n/planned) | lower: mean (n/planned) | "
         "difference, points [95% CI] | Hedges' g | p Welch | p Holm | p Mann-Whitney | verdict |",
@@ -176,7 +185,9 @@ def _markdown(plan: Plan, rows: list[Verdict], power: list[PowerLine], arm_rows:
         "## Power calculation (why these seeds)",
         "",
         f"Two-sided two-sample t-test (statsmodels `TTestIndPower`), target power {plan.power_target}. "
-        "Seeds needed are per architecture.",
+        "Seeds needed are per architecture. `TTestIndPower` is the equal-variance t-test; the planned test is "
+        "Welch's, whose power is a little lower when the two seed sds differ. *level* is the Holm step the plan "
+        "expects the hypothesis to be tested at (the smallest p is tested at alpha / family size).",
         "",
         "| hypotheses | assumed difference | assumed seed sd | Cohen's d | level | seeds needed | seeds planned | "
         "power at planned |",

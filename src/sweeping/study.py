@@ -467,6 +467,8 @@ def _config_keys(source: str) -> list[str]:
     except yaml.YAMLError:
         return []
 
+    # Not runs.flatten: that drops an empty mapping (nothing to compare between two runs), while here a
+    # ``key: {}`` in a --config file counts as setting ``key`` (it may reset what the sweep set there).
     def leaves(node: Any, prefix: str) -> list[str]:
         if not isinstance(node, dict) or not node:
             return [prefix] if prefix else []
