@@ -24,11 +24,19 @@ TEST_ACC = {"resnet8": [0.80, 0.81, 0.79, 0.805], "resnet14": [0.84, 0.85, 0.83,
 TRAIN_EVAL = {"plain8": [0.90, 0.91, 0.92], "plain14": [0.70, 0.75, 0.60]}
 
 
-def _arm(tmp_path: Path, *, commits: dict[tuple[str, int], str] | None = None, dirty: tuple = ()) -> Path:
-    """A study file whose results folder holds written runs with known numbers and provenance."""
-    results = tmp_path / "results" / "arm"
+def _arm(
+    tmp_path: Path,
+    *,
+    commits: dict[tuple[str, int], str] | None = None,
+    dirty: tuple = (),
+    name: str = "arm",
+    gain: float = 0.0,
+) -> Path:
+    """A study file whose results folder holds written runs with known numbers and provenance (``gain``: added to
+    resnet14's test accuracy, e.g. the deeper net gaining more at a longer budget)."""
+    results = tmp_path / "results" / name
     study = {
-        "name": "arm",
+        "name": name,
         "root": str(tmp_path / "logs"),
         "results": str(results),
         "configs": [QUICKSTART],
@@ -40,11 +48,12 @@ def _arm(tmp_path: Path, *, commits: dict[tuple[str, int], str] | None = None, d
             run_dir = results / arch / f"seed{seed}"
             commit = (commits or {}).get((arch, seed), COMMIT)
             write_run(
-                run_dir, arch, seed, test_acc=acc if arch in TEST_ACC else 0.5, params=1000,
+                run_dir, arch, seed, test_acc=acc + gain * (arch == "resnet14") if arch in TEST_ACC else 0.5,
+                params=1000,
                 config=resolved_config(arch, seed, run_dir), train_eval_acc=acc if arch in TRAIN_EVAL else 0.99,
                 provenance={"git_commit": commit, "git_dirty": (arch, seed) in dirty, "device": "cpu"},
             )  # fmt: skip
-    path = tmp_path / "arm.yaml"
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(study))
     return path
 
@@ -121,6 +130,26 @@ def test_a_verdict_before_every_planned_seed_is_in_is_labelled_interim_and_why(t
     report = (tmp_path / "results" / "plan" / "report.md").read_text()
     assert "(interim: 4/4 and 3/4 seeds)" in report
     assert "*Interim* verdicts are read before every planned seed is in. They are no stopping rule" in report
+
+
+def test_a_difference_planned_in_two_arms_is_shown_side_by_side_with_its_change(tmp_path, monkeypatch):
+    """The budgets side by side: does the ResNet gain grow at the longer budget (an exploratory change with
+    its interval, never a verdict)."""
+    monkeypatch.chdir(tmp_path)
+    short, long = _arm(tmp_path), _arm(tmp_path, name="long", gain=0.02)
+    plan = yaml.safe_load(_plan(tmp_path, short).read_text())
+    plan["arms"]["b"] = str(long)
+    plan["hypotheses"].append({**plan["hypotheses"][1], "id": "H2-long", "arm": "b"})
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    assert main([str(tmp_path / "plan.yaml")]) == 0
+    record = json.loads((tmp_path / "results" / "plan" / "plan.json").read_text())
+    (change,) = record["across_arms"]  # H1 is in one arm only
+    assert [change[key] for key in ("first", "later", "higher", "lower")] == ["H2", "H2-long", "resnet8", "resnet14"]
+    assert change["change"] == pytest.approx(2.0)  # resnet14 2 points better in the long arm, resnet8 the same
+    assert change["ci_low"] < 2.0 < change["ci_high"] and 0 < change["p_uncorrected"] < 0.05
+    report = (tmp_path / "results" / "plan" / "report.md").read_text()
+    assert "## The same difference in each arm (exploratory)" in report
+    assert "| `test_error` | resnet8 - resnet14 | H2 (a): 4.00 [" in report and "H2-long (b): 6.00 [" in report
 
 
 def test_a_significant_difference_the_wrong_way_is_not_supported(tmp_path, monkeypatch):

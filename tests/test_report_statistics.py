@@ -8,10 +8,11 @@ import json
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from src.reporting.analysis_plan import _mannwhitney
 from src.reporting.plan_report import _p
-from src.reporting.statistics import PowerLaw, fit_power_law, trend_text
+from src.reporting.statistics import PowerLaw, difference_change, fit_power_law, trend_text
 from src.runs.readers import run_status
 from tests.study_runs import write_run
 
@@ -33,6 +34,23 @@ def _exact_permutation_p(a: list[float], b: list[float]) -> float:
 def test_the_mann_whitney_check_is_exact_with_ties(a, b):
     """scipy's method="exact" ignores ties ([14, 14, 15] vs [14, 14, 14]: 0.70 where the exact p is 1.0)."""
     assert _mannwhitney(a, b) == pytest.approx(_exact_permutation_p(a, b))
+
+
+def test_the_change_of_a_difference_between_two_settings_is_welch_when_one_side_is_fixed():
+    """With no spread in the two 'lower' groups, the change of (higher - lower) is Welch's test of the two
+    'higher' groups, shifted: same t, degrees of freedom, p and interval."""
+    first, later = [15.1, 15.6, 15.3, 15.9], [13.2, 14.1, 13.0]
+    change = difference_change(first, [10.0, 10.0], later, [11.0, 11.0, 11.0])
+    welch = stats.ttest_ind(np.array(later) - 1.0, first, equal_var=False)
+    assert change.change == pytest.approx(np.mean(later) - 1.0 - np.mean(first))
+    assert change.statistic == pytest.approx(welch.statistic) and change.p_value == pytest.approx(welch.pvalue)
+    interval = welch.confidence_interval(0.95)
+    assert (change.ci_low, change.ci_high) == pytest.approx((interval.low, interval.high))
+
+
+def test_the_change_of_a_difference_needs_two_runs_in_every_group():
+    change = difference_change([1.0, 2.0], [1.0, 2.0], [3.0], [1.0, 2.0])
+    assert change.change == pytest.approx(1.5) and change.p_value is None and "n = [2, 2, 1, 2]" in change.reason
 
 
 def test_a_p_value_that_underflowed_never_prints_as_zero():

@@ -35,7 +35,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower
 
 from src.reporting.records import RunRecord, collect_runs, read_run
-from src.reporting.statistics import compare
+from src.reporting.statistics import Change, compare, difference_change
 from src.runs import read_efficiency
 from src.sweeping.plan import plan_runs
 from src.sweeping.study import Study, StudyError, load_study
@@ -377,6 +377,36 @@ def verdicts(plan: Plan, arms: dict[str, Arm]) -> list[Verdict]:
         predicted = row.difference is not None and row.difference > 0
         row.verdict = "supported" if row.p_holm < plan.alpha and predicted else "not supported"
     return rows
+
+
+@dataclass(frozen=True)
+class AcrossArms:
+    """One planned difference (metric, higher - lower) tested in two arms, and how it changed from the first to
+    the later (exploratory: no plan tests it): e.g. does the plain gap persist at 48 epochs, does the ResNet gain
+    grow."""
+
+    first: Verdict
+    later: Verdict
+    change: Change  # later difference - first difference, Welch-Satterthwaite over the four groups
+
+
+def across_arms(rows: list[Verdict], arms: dict[str, Arm]) -> list[AcrossArms]:
+    """Each later arm's hypothesis against the first arm's with the same metric, higher and lower, in plan order."""
+    found = []
+    for index, first in enumerate(rows):
+        h = first.hypothesis
+        same = (h.metric, h.higher, h.lower)
+        if any((e.hypothesis.metric, e.hypothesis.higher, e.hypothesis.lower) == same for e in rows[:index]):
+            continue  # not the first arm of this difference
+        for later in rows[index + 1 :]:
+            g = later.hypothesis
+            if (g.metric, g.higher, g.lower) != same or g.arm == h.arm:
+                continue
+            values = [
+                metric_values(arms[arm], variant, h.metric) for arm in (h.arm, g.arm) for variant in (h.higher, h.lower)
+            ]
+            found.append(AcrossArms(first, later, difference_change(*values)))
+    return found
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,12 @@ from typing import Any
 
 from src.reporting.analysis_plan import (
     METRICS,
+    AcrossArms,
     Arm,
     Plan,
     PowerLine,
     Verdict,
+    across_arms,
     arm_problems,
     load_arm,
     power_table,
@@ -93,6 +95,58 @@ def _rows(rows: list[Verdict]) -> list[dict[str, Any]]:
     ]
 
 
+def _across_rows(changes: list[AcrossArms]) -> list[dict[str, Any]]:
+    return [
+        {
+            "metric": item.first.hypothesis.metric,
+            "higher": item.first.hypothesis.higher,
+            "lower": item.first.hypothesis.lower,
+            "first": item.first.hypothesis.id,
+            "later": item.later.hypothesis.id,
+            "change": item.change.change,
+            "ci_low": item.change.ci_low,
+            "ci_high": item.change.ci_high,
+            "t": item.change.statistic,
+            "df": item.change.df,
+            "p_uncorrected": item.change.p_value,
+        }
+        for item in changes
+    ]
+
+
+def _difference(row: Verdict) -> str:
+    interval = f" [{_num(row.ci_low)}, {_num(row.ci_high)}]" if row.ci_low is not None else ""
+    return f"{_num(row.difference)}{interval} (n {row.n_higher}, {row.n_lower})"
+
+
+def _across_markdown(changes: list[AcrossArms]) -> list[str]:
+    """The planned differences side by side across arms (the budgets), with how each changed: exploratory."""
+    if not changes:
+        return []
+    lines = [
+        "",
+        "## The same difference in each arm (exploratory)",
+        "",
+        "Each planned difference that more than one arm tests, side by side, and how it changed from the first "
+        "arm to the later one: the later difference minus the first, its 95% interval and a two-sided t-test over "
+        "the four groups of runs (unpaired; Welch-Satterthwaite degrees of freedom). No plan tests the change, so it "
+        "has no verdict and no correction.",
+        "",
+        "| metric | higher - lower | first arm: difference, points [95% CI] (n) | later arm: the same | "
+        "change, points [95% CI] | p (uncorrected) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for item in changes:
+        h, c = item.first.hypothesis, item.change
+        interval = f" [{_num(c.ci_low)}, {_num(c.ci_high)}]" if c.ci_low is not None else ""
+        lines.append(
+            f"| `{h.metric}` | {h.higher} - {h.lower} | {h.id} ({h.arm}): {_difference(item.first)} | "
+            f"{item.later.hypothesis.id} ({item.later.hypothesis.arm}): {_difference(item.later)} | "
+            f"{_num(c.change)}{interval} | {_p(c.p_value)} |"
+        )
+    return lines
+
+
 def _power_rows(lines: list[PowerLine]) -> list[dict[str, Any]]:
     return [
         {
@@ -131,7 +185,13 @@ def _arm_rows(arms: dict[str, Arm]) -> list[dict[str, Any]]:
     return rows
 
 
-def _markdown(plan: Plan, rows: list[Verdict], power: list[PowerLine], arm_rows: list[dict[str, Any]]) -> str:
+def _markdown(
+    plan: Plan,
+    rows: list[Verdict],
+    power: list[PowerLine],
+    arm_rows: list[dict[str, Any]],
+    changes: list[AcrossArms],
+) -> str:
     m = len(plan.hypotheses)
     lines = [
         f"# {plan.name}: the planned analysis",
@@ -180,6 +240,7 @@ def _markdown(plan: Plan, rows: list[Verdict], power: list[PowerLine], arm_rows:
                 f"- {row.hypothesis.id}, `{row.hypothesis.secondary}`: difference {_num(row.secondary_difference)} "
                 f"points, p Welch {_p(row.secondary_p)}{_seeds(row.secondary_n)}"
             )
+    lines += _across_markdown(changes)
     lines += [
         "",
         "## Power calculation (why these seeds)",
@@ -236,15 +297,22 @@ def write_plan_report(plan: Plan, out: str | Path | None = None) -> tuple[Path, 
     """Write the plan's report into ``out`` (default: its ``results`` folder); ``(folder, verdicts, problems)``."""
     arms = {name: load_arm(name, study) for name, study in plan.arms.items()}
     rows, power, arm_rows = verdicts(plan, arms), power_table(plan), _arm_rows(arms)
+    changes = across_arms(rows, arms)
     folder = Path(out or plan.results)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.md").write_text(_markdown(plan, rows, power, arm_rows))
+    (folder / "report.md").write_text(_markdown(plan, rows, power, arm_rows, changes))
     (folder / SUMMARY).write_text(_summary(rows))
     table = _rows(rows)
     with open(folder / "plan.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]))
         writer.writeheader()
         writer.writerows(table)
-    record = {"plan": plan.source, "verdicts": table, "power": _power_rows(power), "arms": arm_rows}
+    record = {
+        "plan": plan.source,
+        "verdicts": table,
+        "across_arms": _across_rows(changes),
+        "power": _power_rows(power),
+        "arms": arm_rows,
+    }
     (folder / PLAN_INDEX).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     return folder, rows, [problem for arm in arm_rows for problem in arm["problems"]]
