@@ -110,6 +110,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--grid", action="append", default=[], metavar="KEY=V1,V2", help="a grid axis, e.g. model.shortcut=A,B"
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
+    parser.add_argument(
+        "--selection-only",
+        action="store_true",
+        help="make only the 'select' runs (each variant's choice, written to selection.json); train no seed",
+    )
     parser.add_argument("--slurm", metavar="FILE", help="write a SLURM array script (one task per run to do)")
     parser.add_argument(
         "--collect",
@@ -422,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         study = build_study(args, extra)
         runs = plan_runs(study)
+        if args.selection_only:
+            if study.select is None:
+                raise StudyError("--selection-only: the study has no 'select' block, so it has no selection runs")
+            runs = [run for run in runs if run.selects is not None]
         check_jobs(args)
         if not (args.collect or args.slurm) and (slow := slow_bf16_runs_notice(study, runs)):
             print(slow, flush=True)

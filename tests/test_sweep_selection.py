@@ -149,6 +149,19 @@ def test_dry_run_and_slurm_hold_the_variants_back_until_the_selection_ended(tmp_
     assert "#SBATCH --array=0-1\n" in script.read_text() and "select/resnet8-lr0.2/seed0" in script.read_text()
 
 
+def test_selection_only_plans_the_selection_runs_and_no_seed(tmp_path, capsys):
+    """Choose first, look, then train: the selection runs alone (a driver makes them as a unit of their own)."""
+    study = {"name": STUDY, "root": str(tmp_path / "logs"), "configs": [QUICKSTART], "archs": ["resnet8", "plain8"]}
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(yaml.safe_dump({**study, "seeds": [0, 1], "select": {"grid": {LR: [0.05, 0.2]}}}))
+    assert main([str(study_file), "--arch", "plain8", "--selection-only", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs in" in out and "[1/2] select/plain8-lr0.05/seed0: run: " in out and "plain8/seed0:" not in out
+    study_file.write_text(yaml.safe_dump({**study, "seeds": [0, 1]}))
+    assert main([str(study_file), "--selection-only", "--dry-run"]) == 2
+    assert "error: --selection-only: the study has no 'select' block" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_sweep_selects_per_variant_then_trains_the_seeds_and_the_report_shows_it(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)  # the runs are `python -m src.cli` processes started here

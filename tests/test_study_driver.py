@@ -1,0 +1,181 @@
+"""``scripts/study_driver.py``: a study arm made unit by unit on a machine that goes away -- the units (a pruned
+run never apart from its parent's checkpoint), the time a unit needs, what is moved aside and what may be
+committed into an arm. The loop itself trains, so its rehearsal is the command in its docstring, not a test."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+
+import pytest
+
+from scripts import study_driver
+from scripts.study_driver import (
+    Unit,
+    blocked,
+    commit_problems,
+    eta_of,
+    fresh_start,
+    plan_units,
+    selection_of,
+    unit_seconds,
+)
+from src.sweeping.study import load_study
+
+FRONTIER = "configs/studies/cifar10_frontier_16ep.yaml"
+
+
+@pytest.fixture
+def frontier(monkeypatch):
+    monkeypatch.chdir(study_driver.MAIN)
+    return load_study(FRONTIER).validate()
+
+
+def _unit(units: list[Unit], label: str) -> Unit:
+    return next(unit for unit in units if unit.main.label == label and unit.selects is None)
+
+
+def test_the_frontier_splits_into_selection_units_and_dense_runs_with_their_pruned_runs(frontier):
+    units = plan_units(frontier)
+    assert sum(len(unit.runs) for unit in units) == 129  # every run of the study, once
+    assert len({run.run_dir for unit in units for run in unit.runs}) == 129
+    selecting = [unit for unit in units if unit.selects is not None]
+    assert len(selecting) == 10 and all(len(unit.runs) == 3 for unit in selecting)
+    resnet56 = _unit(units, "resnet56/seed1")
+    assert len(resnet56.runs) == 13 and resnet56.runs[0] == resnet56.main  # the parent first, then 12 pruned runs
+    assert all(run.after == resnet56.main.run_dir for run in resnet56.runs[1:])
+    args = resnet56.sweep_args()
+    assert args[:2] == ["--arch", "resnet56"] and args[-2:] == ["--seed", "1"] and "resnet56-p20-ft" in args
+    assert selection_of(units, resnet56).sweep_args() == ["--arch", "resnet56", "--selection-only"]
+    assert units.index(selection_of(units, resnet56)) < units.index(_unit(units, "resnet56/seed0"))
+    assert _unit(units, "resnet8/seed2").runs == [_unit(units, "resnet8/seed2").main]  # nothing prunes resnet8
+
+
+def test_a_units_time_scales_its_first_runs_rate_to_every_step_it_takes(frontier):
+    units = plan_units(frontier)
+    resnet56 = _unit(units, "resnet56/seed1")
+    # 1 s a step: the parent's 2,800 steps left, 6 fine-tunes of 352 steps, 6 pruned nets scored as they are.
+    expected = 2800 + 6 * 352 + 13 * study_driver.OVERHEAD_S
+    assert unit_seconds(frontier, resnet56, resnet56.main, (16, 2816, 2800)) == pytest.approx(expected)
+    choosing = selection_of(units, resnet56)  # 3 runs of 4 epochs (704 steps), the first at step 4
+    expected = 700 + 2 * 704 + 3 * study_driver.OVERHEAD_S
+    assert unit_seconds(frontier, choosing, choosing.main, (4, 704, 700)) == pytest.approx(expected)
+
+
+def test_the_eta_is_the_newest_progress_line_after_an_earlier_attempts_lines(tmp_path):
+    log = tmp_path / "run.log"
+    log.write_text("[train] epoch 3 step 600/2816 (21.3%) 1.2 it/s eta 0:30:00 train/loss_step=1.1\n")
+    offset = log.stat().st_size
+    assert eta_of(log, offset) is None  # the earlier attempt's line is not this one's
+    with open(log, "a") as handle:
+        handle.write("$ python -m src.cli fit ...\n")
+        handle.write("[train] epoch 0 step 38/2816 (1.3%) 1.25 it/s eta 0:37:09 train/loss_step=2.395\n")
+        handle.write("[train] epoch 0 step 76/2816 (2.7%) 0.01 it/s eta 1 day, 2:03:04 train/loss_step=2.2\n")
+    assert eta_of(log, offset) == (76, 2816, (26 * 60 + 3) * 60 + 4)
+    assert eta_of(tmp_path / "missing.log") is None
+
+
+def _record(**changes):
+    record = {
+        "status": "finished",
+        "resumed_at_steps": [],
+        "provenance": {"git_commit": "abc1234" + "0" * 33, "git_dirty": False, "device": "AMD EPYC", "cpu": "AMD EPYC",
+                       "packages": {"torch": "2.14.1", "torchvision": "0.29.1", "lightning": "2.6.6",
+                                    "torchmetrics": "1.9.0"}},
+    }  # fmt: skip
+    for key, value in changes.items():
+        if key in ("git_commit", "git_dirty", "device"):
+            record["provenance"][key] = value
+        else:
+            record[key] = value
+    return record
+
+
+def test_commit_refuses_what_would_make_the_arm_more_than_one_clean_code_version_and_device(tmp_path):
+    good = _record()
+    kind = study_driver.device_kind(good)
+    assert commit_problems({"a/seed0": good, "b/seed0": _record(status="diverged")}, "abc1234", {kind}) == []
+    cases = {
+        "status 'trained', not finished": _record(status="trained"),
+        "resumed at steps [704]": _record(resumed_at_steps=[704]),
+        "not the arm's abc1234": _record(git_commit="def5678"),
+        "dirty tree": _record(git_dirty=True),
+        "device and packages": _record(device="NVIDIA H200"),
+    }
+    for message, record in cases.items():
+        (problem,) = commit_problems({"a/seed0": record}, "abc1234", {kind})
+        assert problem.startswith("a/seed0: ") and message in problem
+    # An arm's first runs set its kind: two kinds in one commit are refused too.
+    assert len(commit_problems({"a/seed0": good, "b/seed0": _record(device="NVIDIA H200")}, "abc1234", set())) == 1
+
+
+def test_a_pruned_run_is_never_made_without_its_parents_checkpoint_on_this_machine(frontier, tmp_path, monkeypatch):
+    resnet56 = _unit(plan_units(frontier), "resnet56/seed1")
+    monkeypatch.setattr(study_driver, "committed", lambda study, run: run is resnet56.main)
+    reason = blocked(frontier, resnet56, tmp_path)
+    assert reason is not None and "12 pruned run(s) of resnet56/seed1" in reason and "trained elsewhere" in reason
+    checkpoints = tmp_path / resnet56.main.run_dir / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "last.ckpt").write_bytes(b"")
+    assert blocked(frontier, resnet56, tmp_path) is None  # trained here: its pruned runs can start from it
+    monkeypatch.setattr(study_driver, "committed", lambda study, run: False)
+    assert blocked(frontier, resnet56, tmp_path) is None  # nothing committed: the unit is made whole
+
+
+def test_a_run_cut_off_or_resumed_is_moved_aside_and_a_clean_one_kept(frontier, tmp_path, monkeypatch):
+    units = plan_units(frontier)
+    resnet20 = _unit(units, "resnet20/seed0")
+    monkeypatch.setattr(study_driver, "committed", lambda study, run: False)
+    states = {0: {"status": "finished"}, 1: {"status": "finished", "resumed_at_steps": [900]}, 2: None}
+    for run, state in zip(resnet20.runs, states.values()):
+        (tmp_path / run.run_dir).mkdir(parents=True)
+        (tmp_path / run.run_dir / "metrics.csv").write_text("step\n")
+        if state is not None:
+            (tmp_path / run.run_dir / "efficiency.json").write_text(json.dumps(state))
+    fresh_start(frontier, resnet20, tmp_path)
+    kept, resumed, cut = resnet20.runs[:3]
+    assert (tmp_path / kept.run_dir / "efficiency.json").exists()
+    assert not (tmp_path / resumed.run_dir).exists() and not (tmp_path / cut.run_dir).exists()
+    aside = sorted((tmp_path / frontier.directory / ".interrupted").iterdir())
+    assert sorted(path.name.rsplit("_", 1)[0] for path in aside) == ["resnet20-p14_seed0", "resnet20-p8_seed0"]
+    assert (resumed.variant, cut.variant) == ("resnet20-p8", "resnet20-p14")
+    assert all((path / "run" / "metrics.csv").exists() for path in aside)  # moved, never deleted
+
+
+def test_a_run_whose_lock_is_held_stops_the_driver(frontier, tmp_path, monkeypatch):
+    resnet8 = _unit(plan_units(frontier), "resnet8/seed0")
+    monkeypatch.setattr(study_driver, "committed", lambda study, run: False)
+    folder = tmp_path / resnet8.main.run_dir
+    folder.mkdir(parents=True)
+    with open(folder / "run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(study_driver.DriverError, match="in use by another process"):
+            fresh_start(frontier, resnet8, tmp_path)
+    assert folder.is_dir()
+
+
+def test_the_study_file_must_be_the_one_at_the_arms_commit(monkeypatch, tmp_path):
+    """The units are read from the main checkout's study file; the runs train the pinned commit's."""
+    monkeypatch.setattr(study_driver, "MAIN", tmp_path)
+    (tmp_path / "study.yaml").write_text("archs: [resnet8]\n")
+    for command in (["init", "-q"], ["add", "study.yaml"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit",
+                                                             "-qm", "pin"]):  # fmt: skip
+        study_driver.git(*command)
+    study_driver.same_study_file("study.yaml", "HEAD")
+    (tmp_path / "study.yaml").write_text("archs: [resnet8, resnet14]\n")
+    with pytest.raises(study_driver.DriverError, match="differs from the one at the arm's commit HEAD"):
+        study_driver.same_study_file("study.yaml", "HEAD")
+    with pytest.raises(study_driver.DriverError, match="does not exist at the arm's commit"):
+        study_driver.same_study_file("other.yaml", "HEAD")
+
+
+def test_a_bad_until_or_plan_is_one_error_line(capsys, monkeypatch):
+    monkeypatch.chdir(study_driver.MAIN)
+    plan = "configs/studies/plans/cifar10_frontier.yaml"
+    for until, message in (("yesterday 00:00", "already past (read as UTC)"), ("half past", "is not a time")):
+        assert study_driver.main(["run", FRONTIER, "--commit", "HEAD", "--plan", plan, "--until", until]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: --until ") and message in err and err.count("\n") == 1
+    assert study_driver.main(["run", FRONTIER, "--commit", "HEAD", "--plan", "nothing.yaml", "--dry-run"]) == 1
+    assert "nothing.yaml" in capsys.readouterr().err
+    assert study_driver.parse_until(None) is None
