@@ -44,7 +44,7 @@ from typing import Any
 
 from src.reporting.analysis_plan import PlanError, load_plan
 from src.sweeping.plan import plan_runs
-from src.sweeping.study import RunSpec, Study, load_study
+from src.sweeping.study import SELECTION_FILE, RunSpec, Study, load_study
 
 MAIN = Path(__file__).resolve().parents[1]
 PINS = ("torch==2.14.1", "torchvision==0.29.1", "lightning==2.6.6", "torchmetrics==1.9.0")  # the arms' packages
@@ -52,6 +52,7 @@ GATED = ("torch", "torchvision", "lightning", "torchmetrics")  # what one arm ma
 CHECK_FOR = 600  # seconds of a unit during which its ETA may still stop it; later it is kept whatever happens
 FIRST_LOOK = 180  # seconds before the first ETA is read: the first steps' rate says little
 SAFETY = 1.15  # the ETA is scaled by this (a rate that drifts, a shared core)
+POLL_S = 15  # how often a unit's progress is looked at
 OVERHEAD_S = 150  # seconds per run beyond its steps: start, data, test on 10k images, validation
 ETA_LINE = re.compile(r"^\[train\] .*?step (\d+)/(\d+) .*? eta (?:(\d+) days?, )?(\d+):(\d\d):(\d\d)")
 
@@ -297,7 +298,7 @@ def make_unit(study: Study, study_file: str, unit: Unit, worktree: Path, python:
     started = time.time()
     try:
         while child.process.poll() is None:
-            time.sleep(15)
+            time.sleep(POLL_S)
             waited = time.time() - started
             if until is None or waited > CHECK_FOR or waited < FIRST_LOOK or child.current is None:
                 continue
@@ -384,14 +385,19 @@ def commit_runs(study_file: str, commit: str, plan: str, labels: Sequence[str], 
     try:
         for label in labels:
             shutil.copytree(worktree / results / label, results / label, dirs_exist_ok=True)
-        for marker in ("results.json",):
-            if not (results / marker).exists() and (worktree / results / marker).exists():
+        # The results marker (an arm's first run) and the selection's choice (``--check`` verifies that it is what
+        # the committed selection runs give).
+        for marker in ("results.json", SELECTION_FILE):
+            if (worktree / results / marker).exists():
                 shutil.copy2(worktree / results / marker, results / marker)
         report = [sys.executable, "-m", "src.report"]
         for args in ([study_file], [plan], [str(results), "--check"], [plan, "--check"]):
-            subprocess.run([*report, *args], cwd=MAIN, check=True)
+            if subprocess.run([*report, *args], cwd=MAIN).returncode != 0:
+                raise DriverError(f"not committed: python -m src.report {' '.join(args)} failed (its output above)")
         git("add", "--", *paths)
-        git("commit", "-q", "-m", message, "--", *paths)
+        committing = git("commit", "-q", "-m", message, "--", *paths, check=False)
+        if committing.returncode != 0:
+            raise DriverError(f"not committed: git commit failed: {committing.stderr.strip()}")
         done = True
     finally:
         if not done:
@@ -415,10 +421,15 @@ def unit_message(study: Study, unit: Unit, worktree: Path, labels: list[str]) ->
         record = json.loads((worktree / str(study.results) / label / "efficiency.json").read_text())
         cpu = str((record.get("provenance") or {}).get("cpu") or cpu)
         test, val, seconds = record.get("test_acc"), record.get("best_val_acc"), record.get("train_time_sec")
-        parts.append(f"{label} test {test:.4f}" if isinstance(test, float) else f"{label} {record.get('status')}")
-        if isinstance(val, float) and isinstance(seconds, float):
-            parts[-1] += f" (best val {val:.4f}, {seconds:,.0f} s)"
-    return f"{study.name}: {unit.label} on the official 10k test: " + "; ".join(parts) + f" ({cpu})"
+        part = f"{label}: {record.get('status')}"
+        if isinstance(test, float) and not label.startswith("select/"):  # a selection run's test is never read
+            part = f"{label}: test {test:.4f}"
+        if isinstance(val, float):
+            part += f", best val {val:.4f}"
+        if isinstance(seconds, float):
+            part += f", {seconds:,.0f} s"
+        parts.append(part)
+    return f"{study.name}: {unit.label} ({cpu}, from the arm's pinned worktree)\n\n" + "\n".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------ the command
@@ -442,6 +453,14 @@ def same_study_file(study_file: str, commit: str) -> None:
         raise DriverError(f"{study_file} does not exist at the arm's commit {commit}")
     if pinned.stdout != (MAIN / study_file).read_text():
         raise DriverError(f"{study_file} differs from the one at the arm's commit {commit}: one study per arm")
+
+
+def resolve_commit(name: str) -> str:
+    """``--commit`` (a sha, a tag, HEAD) as the full sha the runs' provenance records."""
+    found = git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}", check=False)
+    if found.returncode != 0:
+        raise DriverError(f"--commit {name!r} is no commit of {MAIN}")
+    return found.stdout.strip()
 
 
 def drive(args: argparse.Namespace) -> int:
@@ -530,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        args.commit = resolve_commit(args.commit)
         if args.command == "run":
             return drive(args)
         study = load_study(args.study)

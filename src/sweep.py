@@ -41,6 +41,7 @@ exports runs (``run_all``). What it uses lives in ``src/sweeping/``: ``study`` (
 from __future__ import annotations
 
 import argparse
+import copy
 import difflib
 import os
 import signal
@@ -56,12 +57,12 @@ from src.runs import RunBusy, RunLock
 from src.sweeping.collect import collect
 from src.sweeping.cpu_precision_check import slow_bf16_runs_notice
 from src.sweeping.jobs import check_jobs, make_slots, print_slots
-from src.sweeping.plan import plan_runs
+from src.sweeping.plan import plan_runs, write_study_selection
 from src.sweeping.processes import Running, SignalForwarder, launch, wait_any
 from src.sweeping.pruned_nets import waits_for
 from src.sweeping.results import ResultsConflict, export
 from src.sweeping.run_state import assess
-from src.sweeping.selection import summary, write_selection
+from src.sweeping.selection import summary
 from src.sweeping.slots import Slot
 from src.sweeping.slurm import write_slurm
 from src.sweeping.study import (
@@ -178,19 +179,26 @@ def build_study(args: argparse.Namespace, extra: list[str]) -> Study:
         study.root = args.root
     if args.config:
         study.configs = list(args.config)
-    if args.arch:  # full names (resnet20_2): they replace the study's archs and widths
-        study.archs, study.widths, study.narrowed = list(args.arch), None, True
-        if isinstance(study.seeds, dict):  # per-arch seeds: those of the archs asked for
-            study.seeds = {arch: seeds for arch, seeds in study.seeds.items() if arch in study.archs}
-    if args.seed:
-        study.seeds = list(args.seed)
     for axis in args.grid:
         key, sep, values = axis.partition("=")
         if not sep or not key or not values:
             raise StudyError(f"--grid wants KEY=V1,V2,... (e.g. model.shortcut=A,B), got {axis!r}")
         study.grid[key] = [yaml.safe_load(value) for value in values.split(",")]
     study.extra_args = [*study.extra_args, *extra]
-    return study.validate()
+    whole = copy.deepcopy(study)
+    if args.arch:  # full names (resnet20_2): they replace the study's archs and widths
+        study.archs, study.widths, study.narrowed = list(args.arch), None, True
+        if isinstance(study.seeds, dict):  # per-arch seeds: those of the archs asked for
+            study.seeds = {arch: seeds for arch, seeds in study.seeds.items() if arch in study.archs}
+    if args.seed:
+        study.seeds = list(args.seed)
+    study.validate()
+    if args.arch or args.seed:
+        try:  # a study of --name and --arch alone has no whole beyond what was asked for
+            study.whole = whole.validate()
+        except (StudyError, ValueError):
+            study.whole = None
+    return study
 
 
 def print_plan(study: Study, runs: list[RunSpec]) -> None:
@@ -313,7 +321,7 @@ def run_all(
             settle(wait_any(running), running, study, forwarder, tally)
     if forwarder.signum is not None:
         return 128 + forwarder.signum
-    for path in write_selection(study, plan_runs(study)):
+    for path in write_study_selection(study):
         print(f"wrote {path}", flush=True)
     return final_status(tally, len(runs))
 
@@ -357,7 +365,7 @@ def final_status(tally: Tally, planned: int) -> int:
 def chosen_run(study: Study, run: RunSpec, planned: dict[Path, dict]) -> RunSpec:
     """The run as the study plans it now (its variant's selection may have ended since the sweep started)."""
     runs = plan_runs(study)
-    for path in write_selection(study, runs):
+    for path in write_study_selection(study):
         print(f"wrote {path}", flush=True)
     now = next(other for other in runs if other.label == run.label)
     if not now.pending:

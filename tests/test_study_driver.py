@@ -179,3 +179,31 @@ def test_a_bad_until_or_plan_is_one_error_line(capsys, monkeypatch):
     assert study_driver.main(["run", FRONTIER, "--commit", "HEAD", "--plan", "nothing.yaml", "--dry-run"]) == 1
     assert "nothing.yaml" in capsys.readouterr().err
     assert study_driver.parse_until(None) is None
+
+
+def test_a_unit_that_would_not_end_in_time_is_stopped_in_its_first_minutes(frontier, tmp_path, monkeypatch):
+    """The sweep of the unit is a stand-in here: it announces its first run and writes one progress line."""
+    unit = _unit(plan_units(frontier), "resnet56/seed1")
+    log = tmp_path / "lightning_logs" / "cifar10_frontier_16ep" / "sweep_logs" / "resnet56_seed1.log"
+    log.parent.mkdir(parents=True)
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/bin/bash\n"
+        f"echo '[1/13] resnet56/seed1: running (output: {log.relative_to(tmp_path)})'\n"
+        "sleep 0.5\n"  # as a run does: its progress comes after the sweep announced it
+        f"echo '[train] epoch 0 step 16/2816 (0.6%) 1.0 it/s eta 0:46:40 train/loss_step=2.3' >> {log}\n"
+        "trap 'echo stopped > stopped; exit 143' TERM\n"
+        "sleep 30 & wait\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(study_driver, "POLL_S", 0.2)
+    monkeypatch.setattr(study_driver, "FIRST_LOOK", 0)
+    # About 2 h of work (1 s a step) against 1 h left: stopped; against 3 h: kept (the stand-in then just ends).
+    started = study_driver.time.time()
+    assert not study_driver.make_unit(frontier, FRONTIER, unit, tmp_path, fake, started + 3600)
+    assert (tmp_path / "stopped").read_text() == "stopped\n" and study_driver.time.time() - started < 20
+    (tmp_path / "stopped").unlink()
+    monkeypatch.setattr(study_driver, "CHECK_FOR", 2)  # past its first minutes a unit is kept whatever happens
+    fake.write_text(fake.read_text().replace("sleep 30", "sleep 3"))
+    assert study_driver.make_unit(frontier, FRONTIER, unit, tmp_path, fake, started + 3 * 3600)
+    assert not (tmp_path / "stopped").exists()

@@ -13,7 +13,8 @@ from src.report import main as report_main
 from src.sweep import main
 from src.sweeping.plan import plan_runs
 from src.sweeping.selection import choices
-from src.sweeping.study import SELECTION_FILE, Study, StudyError, parse_selection, run_command
+from src.sweeping.study import SELECTION_FILE, Study, StudyError, load_study, parse_selection, run_command
+from src.sweeping.study_state import planned_configs
 from tests.conftest import REPO_ROOT
 from tests.study_runs import QUICKSTART, STUDY, TINY, resolved_config, write_run
 
@@ -160,6 +161,27 @@ def test_selection_only_plans_the_selection_runs_and_no_seed(tmp_path, capsys):
     study_file.write_text(yaml.safe_dump({**study, "seeds": [0, 1]}))
     assert main([str(study_file), "--selection-only", "--dry-run"]) == 2
     assert "error: --selection-only: the study has no 'select' block" in capsys.readouterr().err
+
+
+def test_a_sweep_narrowed_to_one_arch_writes_every_variants_choice(tmp_path, capsys):
+    """selection.json speaks for the whole study: a sweep of one arch wrote that arch's entry alone, and the
+    committed results' --check refused it."""
+    study = {"name": STUDY, "root": str(tmp_path / "logs"), "configs": [QUICKSTART], "archs": ["resnet8", "plain8"]}
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(yaml.safe_dump({**study, "seeds": [0, 1], "select": {"grid": {LR: [0.05, 0.2]}}}))
+    whole = load_study(study_file).validate()
+    selecting = [run for run in plan_runs(whole) if run.selects == "plain8"]
+    for run in selecting:
+        run.run_dir.mkdir(parents=True)
+    planned = planned_configs(whole, selecting)  # as the sweep would have made them: not stale
+    for run in selecting:
+        write_run(run.run_dir, run.arch, run.seed, test_acc=0.9, params=1000, config=planned[run.run_dir],
+                  best_val_acc=0.3 if "0.05" in run.variant else 0.4)  # fmt: skip
+    assert main([str(study_file), "--arch", "plain8", "--selection-only"]) == 0
+    assert "earlier, skipped" in capsys.readouterr().out  # nothing trained: the selection runs had ended
+    written = json.loads((tmp_path / "logs" / STUDY / SELECTION_FILE).read_text())
+    status = {entry["variant"]: entry["status"] for entry in written["variants"]}
+    assert status == {"resnet8": "pending", "plain8": "chosen"}
 
 
 @pytest.mark.slow

@@ -10,10 +10,9 @@ from __future__ import annotations
 import sys
 from typing import cast
 
-from src.sweeping.plan import plan_runs
+from src.sweeping.plan import write_study_selection
 from src.sweeping.results import ResultsConflict, export
 from src.sweeping.run_state import assess
-from src.sweeping.selection import write_selection
 from src.sweeping.study import RunSpec, Study, StudyError
 from src.sweeping.study_state import planned_configs, results_state, state_line
 
@@ -60,7 +59,7 @@ def collect(study: Study, runs: list[RunSpec]) -> int:
             flush=True,
         )
     else:
-        for path in write_selection(study, plan_runs(study)):
+        for path in write_study_selection(study):
             print(f"wrote {path}", flush=True)
     print(f"{copied} run(s) copied into {study.results}/; commit them (git add {study.results})", flush=True)
     return 1 if conflicts or stale_selection else 0

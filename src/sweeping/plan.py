@@ -7,9 +7,10 @@ runs lives in ``src.sweeping.selection``, which this module applies to the plann
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 from src.sweeping.pruned_nets import pruned_overrides, start_dir
-from src.sweeping.selection import with_selection
+from src.sweeping.selection import with_selection, write_selection
 from src.sweeping.study import SHORTCUT_KEY, RunSpec, Study, claim_folder, key_labels, name_part
 
 
@@ -52,3 +53,9 @@ def plan_runs(study: Study, results_only: bool = False) -> list[RunSpec]:
     if study.select is None:
         return runs
     return with_selection(study, runs, results_only)
+
+
+def write_study_selection(study: Study) -> list[Path]:
+    """Write ``selection.json`` for the whole study, also when the sweep was narrowed to some archs or seeds."""
+    whole = study.whole or study
+    return write_selection(whole, plan_runs(whole))

@@ -137,6 +137,9 @@ class Study:
     nets: dict[str, dict[str, Any]] = field(default_factory=dict)  # your own networks by name (own_nets.py)
     pruned: dict[str, dict[str, Any]] = field(default_factory=dict)  # pruned entries by name (pruned_nets.py)
     narrowed: bool = False  # archs replaced by the sweep's --arch: a pruned entry's parent may be left out
+    # The study before the sweep's --arch / --seed narrowed it: selection.json speaks for all of it (a sweep of one
+    # arch wrote a selection.json of that arch alone, which the committed results' --check then refused).
+    whole: Study | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.archs, list) and any(isinstance(entry, dict) for entry in self.archs):
