@@ -192,13 +192,12 @@ def build_study(args: argparse.Namespace, extra: list[str]) -> Study:
             study.seeds = {arch: seeds for arch, seeds in study.seeds.items() if arch in study.archs}
     if args.seed:
         study.seeds = list(args.seed)
-    study.validate()
     if args.arch or args.seed:
         try:  # a study of --name and --arch alone has no whole beyond what was asked for
             study.whole = whole.validate()
         except (StudyError, ValueError):
             study.whole = None
-    return study
+    return study.validate()
 
 
 def print_plan(study: Study, runs: list[RunSpec]) -> None:

@@ -163,6 +163,22 @@ def test_selection_only_plans_the_selection_runs_and_no_seed(tmp_path, capsys):
     assert "error: --selection-only: the study has no 'select' block" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "narrowing", [["--seed", "3"], ["--arch", "plain8"]], ids=["one job per seed", "one arch with its own seeds"]
+)
+def test_a_narrowed_sweep_selects_with_the_whole_studys_selection_runs(tmp_path, capsys, narrowing):
+    """Without 'select: seeds' the selection runs take the study's first seed -- the whole study's, or one job per
+    seed would make selection runs of its own and train its seed at another value than the others'."""
+    study = {"name": STUDY, "root": str(tmp_path / "logs"), "configs": [QUICKSTART], "archs": ["resnet8", "plain8"]}
+    seeds = {"resnet8": [0, 1, 2, 3], "plain8": [5, 6]}
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(yaml.safe_dump({**study, "seeds": seeds, "select": {"grid": {LR: [0.05, 0.2]}}}))
+    assert main([str(study_file), *narrowing, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "-lr0.05/seed0: run: " in out and "-lr0.2/seed0: run: " in out
+    assert not re.search(r"select/\S+/seed[1-9]", out)
+
+
 def test_a_sweep_narrowed_to_one_arch_writes_every_variants_choice(tmp_path, capsys):
     """selection.json speaks for the whole study: a sweep of one arch wrote that arch's entry alone, and the
     committed results' --check refused it."""

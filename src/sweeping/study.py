@@ -393,7 +393,9 @@ def parse_selection(study: Study) -> Selection | None:
             raise StudyError(f"{key!r} cannot be selected: {reserved[1]}")
         if key in study.grid:
             raise StudyError(f"{key!r} is both a grid axis and selected: a setting is either compared or chosen")
-    seeds = data.get("seeds", study.all_seeds()[:1])
+    # Default: the whole study's first seed -- a sweep narrowed to other seeds or archs (one job per seed) must
+    # choose from the same selection runs, or its variants would train at other values than the study's.
+    seeds = data.get("seeds", (study.whole or study).all_seeds()[:1])
     seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
     if (
         not isinstance(seeds, list)
