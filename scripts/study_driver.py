@@ -44,7 +44,7 @@ from typing import Any
 
 from src.reporting.analysis_plan import PlanError, load_plan
 from src.sweeping.plan import plan_runs
-from src.sweeping.study import SELECTION_FILE, RunSpec, Study, load_study
+from src.sweeping.study import SELECTION_FILE, RunSpec, Study, StudyError, load_study
 
 MAIN = Path(__file__).resolve().parents[1]
 PINS = ("torch==2.14.1", "torchvision==0.29.1", "lightning==2.6.6", "torchmetrics==1.9.0")  # the arms' packages
@@ -464,10 +464,11 @@ def resolve_commit(name: str) -> str:
 
 
 def drive(args: argparse.Namespace) -> int:
-    study = load_study(args.study)
-    same_study_file(args.study, args.commit)
+    until = parse_until(args.until)  # what the command line got wrong first, before git is asked anything
     _plan_results(args.plan)
-    until = parse_until(args.until)
+    study = load_study(args.study)
+    args.commit = resolve_commit(args.commit)
+    same_study_file(args.study, args.commit)
     units = plan_units(study)
     worktree = Path(args.worktree or MAIN.parent / f"study-{study.name}").resolve()
     if args.dry_run:
@@ -549,14 +550,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        args.commit = resolve_commit(args.commit)
         if args.command == "run":
             return drive(args)
+        args.commit = resolve_commit(args.commit)
         study = load_study(args.study)
         worktree = Path(args.worktree or MAIN.parent / f"study-{study.name}").resolve()
         commit_runs(args.study, args.commit, args.plan, args.runs, worktree, args.message)
         return 0
-    except DriverError as error:
+    except (DriverError, StudyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
