@@ -514,8 +514,7 @@ def drive(args: argparse.Namespace) -> int:
             for run in unit.runs
             if not committed(study, run)
             and (target := study.results_dir(run)) is not None
-            and run_state(worktree / target)[0] in ("finished", "diverged")
-            and not run_state(worktree / target)[1]
+            and run_state(worktree / target) in (("finished", False), ("diverged", False))
         ]
         # A diverged dense run has no pruned runs: they would start from weights that are not there.
         parent_diverged = run_state(worktree / unit.main.run_dir)[0] == "diverged"

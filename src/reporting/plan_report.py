@@ -45,6 +45,11 @@ def _p(value: float | None) -> str:
     return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
 
 
+def _interval(low: float | None, high: float | None) -> str:
+    """`` [low, high]`` of a 95% interval, or nothing when there is none."""
+    return f" [{_num(low)}, {_num(high)}]" if low is not None else ""
+
+
 def _seeds(n: tuple[int, int] | None) -> str:
     """The secondary measure's seeds, which need not be the primary's (a run with one metric and not the other)."""
     return "" if n is None else f" (n = {n[0]}, {n[1]})"
@@ -115,8 +120,7 @@ def _across_rows(changes: list[AcrossArms]) -> list[dict[str, Any]]:
 
 
 def _difference(row: Verdict) -> str:
-    interval = f" [{_num(row.ci_low)}, {_num(row.ci_high)}]" if row.ci_low is not None else ""
-    return f"{_num(row.difference)}{interval} (n {row.n_higher}, {row.n_lower})"
+    return f"{_num(row.difference)}{_interval(row.ci_low, row.ci_high)} (n {row.n_higher}, {row.n_lower})"
 
 
 def _across_markdown(changes: list[AcrossArms]) -> list[str]:
@@ -138,11 +142,10 @@ def _across_markdown(changes: list[AcrossArms]) -> list[str]:
     ]
     for item in changes:
         h, c = item.first.hypothesis, item.change
-        interval = f" [{_num(c.ci_low)}, {_num(c.ci_high)}]" if c.ci_low is not None else ""
         lines.append(
             f"| `{h.metric}` | {h.higher} - {h.lower} | {h.id} ({h.arm}): {_difference(item.first)} | "
             f"{item.later.hypothesis.id} ({item.later.hypothesis.arm}): {_difference(item.later)} | "
-            f"{_num(c.change)}{interval} | {_p(c.p_value)} |"
+            f"{_num(c.change)}{_interval(c.ci_low, c.ci_high)} | {_p(c.p_value)} |"
         )
     return lines
 
@@ -219,11 +222,11 @@ def _markdown(
     ]
     for row in rows:
         h = row.hypothesis
-        interval = f"[{_num(row.ci_low)}, {_num(row.ci_high)}]" if row.ci_low is not None else ""
         lines.append(
             f"| {h.id} | {h.arm} | {h.claim} | `{h.metric}` | {h.higher}: {_num(row.mean_higher)} "
             f"({row.n_higher}/{row.planned_higher}) | {h.lower}: {_num(row.mean_lower)} "
-            f"({row.n_lower}/{row.planned_lower}) | {_num(row.difference)} {interval} | {_num(row.hedges_g)} | "
+            f"({row.n_lower}/{row.planned_lower}) | {_num(row.difference)} "
+            f"{_interval(row.ci_low, row.ci_high).strip()} | {_num(row.hedges_g)} | "
             f"{_p(row.p)} | {_p(row.p_holm)} | {_p(row.mannwhitney_p)} | {_verdict_text(row)} |"
         )
     excluded = [(row.hypothesis.id, why) for row in rows for why in row.left_out]
@@ -284,10 +287,10 @@ def _summary(rows: list[Verdict]) -> str:
     ]
     for row in rows:
         h = row.hypothesis
-        interval = f" [{_num(row.ci_low)}, {_num(row.ci_high)}]" if row.ci_low is not None else ""
         lines.append(
             f"| {h.id}: {h.claim} (`{h.metric}`, {h.higher} - {h.lower}) | {row.n_higher}/{row.planned_higher}, "
-            f"{row.n_lower}/{row.planned_lower} | {_num(row.difference)}{interval} | {_p(row.p)} / {_p(row.p_holm)} "
+            f"{row.n_lower}/{row.planned_lower} | {_num(row.difference)}{_interval(row.ci_low, row.ci_high)} | "
+            f"{_p(row.p)} / {_p(row.p_holm)} "
             f"| {_verdict_text(row)} |"
         )
     return "\n".join(lines) + "\n"
