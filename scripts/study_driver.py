@@ -2,7 +2,7 @@
 each finished unit committed into this checkout at once.
 
     python -m scripts.study_driver run configs/studies/cifar10_frontier_16ep.yaml --commit 1a2b3c4 --until 20:15
-    python -m scripts.study_driver run STUDY --commit SHA --dry-run      # the units, what is committed, estimates
+    python -m scripts.study_driver run STUDY --commit SHA --dry-run      # the units and what of each is committed
     python -m scripts.study_driver commit STUDY --commit SHA --plan configs/studies/plans/cifar10_frontier.yaml \\
         resnet56/seed0 resnet56-p8/seed0 ...                            # by hand: what ``run`` does after a unit
 
@@ -21,13 +21,21 @@ Why a driver, not ``python -m src.sweep`` alone (what the depth study's ``script
 * **A run cut off is started again from nothing**, never resumed (a resumed run is not one clean run of the arm):
   its files are moved into ``<study dir>/.interrupted/``, never deleted.
 * **What is committed is what the sweep sees**: the main checkout's committed results of the study are copied into
-  the worktree before each unit, so the sweep skips them and the selection reads the committed selection runs.
+  the worktree before each unit, so the sweep skips them and the selection reads the committed selection runs (a
+  copy no longer committed, with no run of this machine behind it, is moved aside: the run is made again). To make
+  again a run trained on this machine, ``git rm`` its result *and* move its run folder out of the worktree.
+* **A pruned run is committed only with the parent it started from**: its ``init_from`` checkpoint must be the
+  parent's, byte for byte (sha256), and a dense run only with all its pruned runs (or after them).
+* **Stopped, it stops its sweep** (SIGTERM, SIGHUP, Ctrl-C): no training goes on without it, holding a run's lock.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import fcntl
+import hashlib
 import json
 import os
 import re
@@ -37,7 +45,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +62,8 @@ FIRST_LOOK = 180  # seconds before the first ETA is read: the first steps' rate 
 SAFETY = 1.15  # the ETA is scaled by this (a rate that drifts, a shared core)
 POLL_S = 15  # how often a unit's progress is looked at
 OVERHEAD_S = 150  # seconds per run beyond its steps: start, data, test on 10k images, validation
+FAILURES_IN_A_ROW = 2  # units whose sweep failed with nothing ended: then the machine or the data is wrong, stop
+NO_BF16 = 3  # the bf16 probe's exit status when PyTorch has no bf16 kernels for this CPU
 ETA_LINE = re.compile(r"^\[train\] .*?step (\d+)/(\d+) .*? eta (?:(\d+) days?, )?(\d+):(\d\d):(\d\d)")
 
 
@@ -162,10 +172,34 @@ def committed(study: Study, run: RunSpec) -> bool:
     return target is not None and git("cat-file", "-e", f"HEAD:{target}/efficiency.json", check=False).returncode == 0
 
 
+def committed_status(study: Study, run: RunSpec) -> str | None:
+    """The ``status`` of the run's committed result (``None``: not committed)."""
+    target = study.results_dir(run)
+    shown = git("show", f"HEAD:{target}/efficiency.json", check=False) if target is not None else None
+    if shown is None or shown.returncode != 0:
+        return None
+    try:
+        return str(json.loads(shown.stdout).get("status"))
+    except ValueError:
+        return "unreadable"
+
+
+def unit_done(study: Study, unit: Unit) -> bool:
+    """Every run of the unit committed -- or its dense run committed as diverged: its pruned runs are never made
+    (they would start from weights that are not there)."""
+    if all(committed(study, run) for run in unit.runs):
+        return True
+    return unit.selects is None and committed_status(study, unit.main) == "diverged"
+
+
 def prepare_worktree(worktree: Path, commit: str) -> Path:
     """The worktree at ``commit`` with its pinned virtual environment (made when missing); its python."""
     if not worktree.exists():
+        git("worktree", "prune")  # a worktree of a machine that is gone is still registered: it would refuse the add
         git("worktree", "add", str(worktree), commit)
+    inside = git("rev-parse", "--show-toplevel", cwd=worktree, check=False)
+    if inside.returncode != 0 or Path(inside.stdout.strip()).resolve() != worktree.resolve():
+        raise DriverError(f"{worktree} exists and is no git worktree: move it away (or name another --worktree)")
     head = git("rev-parse", "HEAD", cwd=worktree).stdout.strip()
     wanted = git("rev-parse", f"{commit}^{{commit}}").stdout.strip()
     if head != wanted:
@@ -179,7 +213,11 @@ def prepare_worktree(worktree: Path, commit: str) -> Path:
         "wrong = [f'{n} {version(n).split(\"+\")[0]} (the arm: {v})' for n, v in pins.items() "
         "if version(n).split('+')[0] != v]; print(', '.join(wrong))"
     )
-    wrong = subprocess.run([str(python), "-c", check, *PINS], capture_output=True, text=True, check=True).stdout.strip()
+    found = subprocess.run([str(python), "-c", check, *PINS], capture_output=True, text=True)
+    if found.returncode != 0:  # an install cut off: the python is there, its packages are not
+        last = (found.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DriverError(f"{worktree}/.venv cannot tell its packages ({last}): remove it to rebuild it pinned")
+    wrong = found.stdout.strip()
     if wrong:
         raise DriverError(f"{worktree}/.venv has {wrong}: remove it to rebuild it pinned")
     return python
@@ -187,8 +225,46 @@ def prepare_worktree(worktree: Path, commit: str) -> Path:
 
 def has_bf16(python: Path) -> bool:
     """Whether PyTorch has bf16 kernels for this CPU (AVX-512); without them bf16 is emulated ~11x slower."""
-    probe = "import sys, torch; sys.exit(0 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 1)"
-    return subprocess.run([str(python), "-c", probe], env=cpu_env()).returncode == 0
+    probe = f"import sys, torch; sys.exit(0 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else {NO_BF16})"
+    found = subprocess.run([str(python), "-c", probe], env=cpu_env(), capture_output=True, text=True)
+    if found.returncode not in (0, NO_BF16):
+        last = (found.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DriverError(f"{python} cannot import torch ({last}): remove the worktree's .venv to rebuild it pinned")
+    return found.returncode == 0
+
+
+# What the pinned commit's code plans: the units are read with this checkout's code, the runs made with the pin's.
+PLAN_PROBE = """
+import json, sys
+from src.sweeping.plan import plan_runs
+from src.sweeping.study import load_study
+study = load_study(sys.argv[1])
+runs = plan_runs(study)
+print(json.dumps([[r.label, str(r.run_dir), str(study.results_dir(r)), str(r.after), r.selects] for r in runs]))
+"""
+
+
+def planned_here(study: Study) -> list[list[Any]]:
+    """What this checkout's code plans, in the form of ``PLAN_PROBE``'s answer."""
+    return [[r.label, str(r.run_dir), str(study.results_dir(r)), str(r.after), r.selects] for r in plan_runs(study)]
+
+
+def same_plan(study_file: str, study: Study, worktree: Path, python: Path) -> None:
+    """The pinned commit's code must plan the runs this checkout's code cut into units (names, folders, parents):
+    else the driver would wait for runs the sweep never makes, or commit them under other names."""
+    there = subprocess.run(
+        [str(python), "-c", PLAN_PROBE, study_file], cwd=worktree, env=cpu_env(), capture_output=True, text=True
+    )
+    if there.returncode != 0:
+        last = (there.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DriverError(f"the arm's commit cannot plan {study_file} ({last})")
+    pinned, here = json.loads(there.stdout), planned_here(study)
+    if pinned != here:
+        first = next((f"{a} there, {b} here" for a, b in zip(pinned, here) if a != b), f"{len(pinned)} runs there")
+        raise DriverError(
+            f"the arm's commit plans other runs of {study_file} than this checkout's code ({len(pinned)} vs "
+            f"{len(here)} runs; first difference: {first}): run the driver from a checkout that plans as the pin does"
+        )
 
 
 def cpu_env() -> dict[str, str]:
@@ -203,6 +279,18 @@ def sync_results(study: Study, worktree: Path) -> None:
         return
     archive = subprocess.run(["git", "archive", "HEAD", "--", results], cwd=MAIN, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(worktree)], input=archive.stdout, check=True)
+    # A copy of a result that is no longer committed (``git rm``: to be made again), with no run of this machine
+    # behind it, would be skipped by the sweep as finished and committed again: it goes aside.
+    listed = git("ls-tree", "-r", "--name-only", "HEAD", "--", results).stdout.splitlines()
+    kept = {str(Path(name).parent) for name in listed if name.endswith("/efficiency.json")}
+    for run in plan_runs(study):
+        target = study.results_dir(run)
+        copy = worktree / target if target is not None else None
+        if copy is None or not copy.is_dir() or str(target) in kept or (worktree / run.run_dir).exists():
+            continue
+        aside = aside_dir(study, run, worktree)
+        shutil.move(str(copy), aside / "results")
+        print(f"{now()} {run.label}: not committed now: the worktree's copy of its result moved to {aside}", flush=True)
 
 
 def run_state(run_dir: Path) -> tuple[str, bool]:
@@ -214,10 +302,23 @@ def run_state(run_dir: Path) -> tuple[str, bool]:
     return str(record.get("status")), bool(record.get("resumed_at_steps"))
 
 
+def aside_dir(study: Study, run: RunSpec, worktree: Path) -> Path:
+    """A new folder for what the worktree held of ``run``, in the study's ``.interrupted/``: moved, never deleted."""
+    base = worktree / study.directory / ".interrupted" / f"{run.variant.replace('/', '_')}_seed{run.seed}_{stamp()}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 100):  # twice in one second: the same run moved aside again
+        aside = base.with_name(base.name + (f"-{attempt}" if attempt > 1 else ""))
+        try:
+            aside.mkdir()
+            return aside
+        except FileExistsError:
+            continue
+    raise DriverError(f"{base}: 99 folders of that name already")
+
+
 def set_aside(study: Study, run: RunSpec, worktree: Path, why: str) -> Path:
     """Move what a run left in the worktree (its folder, its uncommitted results copy) into ``.interrupted/``."""
-    aside = worktree / study.directory / ".interrupted" / f"{run.variant.replace('/', '_')}_seed{run.seed}_{stamp()}"
-    aside.mkdir(parents=True)
+    aside = aside_dir(study, run, worktree)
     if (worktree / run.run_dir).exists():
         shutil.move(str(worktree / run.run_dir), aside / "run")
     target = study.results_dir(run)
@@ -228,23 +329,33 @@ def set_aside(study: Study, run: RunSpec, worktree: Path, why: str) -> Path:
 
 
 def fresh_start(study: Study, unit: Unit, worktree: Path) -> None:
-    """Every run of the unit that is no clean finished (or diverged) run is moved aside: it starts from nothing."""
+    """Every run of the unit that is no clean finished (or diverged) run is moved aside: it starts from nothing.
+    So is every pruned run whose parent is made again: it started from weights that are gone."""
+    parent_again = False  # the unit's dense run is not committed and is made (again) from nothing
     for run in unit.runs:
         folder = worktree / run.run_dir
-        if not folder.exists() or committed(study, run):
+        is_parent = unit.selects is None and run is unit.main
+        if committed(study, run):
+            continue
+        if not folder.exists():
+            parent_again = parent_again or is_parent
             continue
         lock = folder / "run.lock"
         if lock.exists() and subprocess.run(["flock", "-n", str(lock), "true"]).returncode != 0:
             raise DriverError(f"{folder} is in use by another process (its run.lock is held): not touched")
         status, resumed = run_state(folder)
+        if run.after is not None and parent_again:
+            set_aside(study, run, worktree, f"its parent {unit.main.label} is made again (this one started from it)")
+            continue
         if (status == "finished" and not resumed) or status == "diverged":
             continue
         set_aside(study, run, worktree, f"no clean finished run (status {status}, resumed {resumed})")
+        parent_again = parent_again or is_parent
 
 
 def blocked(study: Study, unit: Unit, worktree: Path) -> str | None:
     """Why the unit cannot be finished on this machine: a pruned run left whose parent was committed elsewhere."""
-    if not committed(study, unit.main):
+    if not committed(study, unit.main) or committed_status(study, unit.main) == "diverged":
         return None
     left = [run for run in unit.runs if run.after is not None and not committed(study, run)]
     checkpoints = worktree / unit.main.run_dir / "checkpoints"
@@ -291,8 +402,11 @@ class SweepChild:
         self.process.wait()
 
 
-def make_unit(study: Study, study_file: str, unit: Unit, worktree: Path, python: Path, until: float | None) -> bool:
-    """Make the unit's runs; ``False`` when it was stopped because it would not end by ``until``."""
+def make_unit(
+    study: Study, study_file: str, unit: Unit, worktree: Path, python: Path, until: float | None
+) -> int | None:
+    """Make the unit's runs: the sweep's exit status, or ``None`` when it was stopped because it would not end by
+    ``until``."""
     command = [str(python), "-m", "src.sweep", study_file, *unit.sweep_args()]
     child = SweepChild(command, worktree)
     started = time.time()
@@ -313,12 +427,28 @@ def make_unit(study: Study, study_file: str, unit: Unit, worktree: Path, python:
                     f"{now()} {unit.label} would end ~{iso(end)}, after --until {iso(until)}: stopping it", flush=True
                 )
                 child.stop()
-                return False
-    except BaseException:
+                return None
+    except BaseException:  # Ctrl-C, and SIGTERM / SIGHUP (stopping_signals): no sweep goes on without the driver
         child.stop()
         raise
     child.thread.join()
-    return True
+    return child.process.returncode
+
+
+@contextlib.contextmanager
+def stopping_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the driver as Ctrl-C does, through ``make_unit``'s clean-up: by default Python dies at
+    once, and the unit's sweep and its training went on, holding the run's lock (run.sh's lesson, 00d2f79)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    before = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 def log_name(run: RunSpec) -> str:
@@ -360,16 +490,101 @@ def commit_problems(records: dict[str, dict[str, Any]], commit: str, arm_kinds: 
     return problems
 
 
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def family_problems(study: Study, records: dict[str, dict[str, Any]], worktree: Path) -> list[str]:
+    """Why runs (each a run of the study) may not be committed as a family: a finished dense run without every
+    pruned run that starts from it (its checkpoint does not outlive this machine: elsewhere they could never be made);
+    a pruned run that did not start from its parent's checkpoint as it is now (the parent made again since)."""
+    runs = {run.label: run for run in plan_runs(study)}
+    problems = []
+    chosen = {runs[label].run_dir for label in records}
+    for label, record in records.items():
+        run = runs[label]
+        if run.after is None and record.get("status") == "finished":
+            left = [
+                other.label
+                for other in runs.values()
+                if other.after == run.run_dir and other.run_dir not in chosen and not committed(study, other)
+            ]
+            if left:
+                problems.append(
+                    f"{label}: its pruned runs {', '.join(left)} are neither in this commit nor committed (they start "
+                    "from its checkpoint, which does not outlive this machine: commit them together)"
+                )
+        if run.after is None:
+            continue
+        start = record.get("init_from")
+        if not isinstance(start, dict) or not start.get("path"):
+            problems.append(f"{label}: its efficiency.json records no init_from (a pruned run starts from its parent)")
+            continue
+        path = Path(str(start["path"]))
+        path = path if path.is_absolute() else worktree / path
+        parent = (worktree / run.after).resolve()
+        if not path.resolve().is_relative_to(parent):
+            problems.append(f"{label}: started from {start['path']}, not from its parent {run.after}")
+        elif not path.is_file():
+            problems.append(
+                f"{label}: its parent's checkpoint {path} is gone (moved aside, or the parent made again): nothing "
+                "shows that it started from the parent that is committed"
+            )
+        elif sha256(path) != start.get("sha256"):
+            problems.append(
+                f"{label}: started from another {path.name} than its parent's now (sha256 differs: the parent was made "
+                "again after it)"
+            )
+    return problems
+
+
+def commit_paths(study: Study, plan: str) -> list[str]:
+    """What committing an arm's runs writes: its results, the plan's report, README.md, docs/results.md."""
+    return [str(study.results), str(_plan_results(plan)), "README.md", "docs/results.md"]
+
+
+def uncommitted(paths: Sequence[str]) -> str:
+    """``git status`` of ``paths`` in this checkout: changes that would go into a run's commit."""
+    return git("status", "--porcelain", "--", *paths).stdout
+
+
+@contextlib.contextmanager
+def commit_lock() -> Iterator[None]:
+    """One commit into this checkout at a time (two drivers, a driver and a commit by hand): one's put-back could
+    otherwise remove what the other copied between its ``--check`` and its ``git add``."""
+    common = Path(git("rev-parse", "--git-common-dir").stdout.strip())
+    path = (common if common.is_absolute() else MAIN / common) / "study-commit.lock"
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{now()} waiting for another commit into this checkout to end ({path} is held)", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def commit_runs(study_file: str, commit: str, plan: str, labels: Sequence[str], worktree: Path, message: str) -> None:
     """Copy finished runs from the worktree, regenerate and check the arm's and the plan's reports, commit only those
     files. All or nothing: put back as they were on any failure."""
+    with commit_lock():
+        _commit_runs(study_file, commit, plan, labels, worktree, message)
+
+
+def _commit_runs(study_file: str, commit: str, plan: str, labels: Sequence[str], worktree: Path, message: str) -> None:
     study = load_study(study_file)
     results = Path(str(study.results))
-    plan_results = str(_plan_results(plan))
-    paths = [str(results), plan_results, "README.md", "docs/results.md"]
-    dirty = git("status", "--porcelain", "--", *paths).stdout
+    paths = commit_paths(study, plan)
+    dirty = uncommitted(paths)
     if dirty:
         raise DriverError(f"uncommitted changes in what this commits (they would go into the run's commit):\n{dirty}")
+    planned = [run.label for run in plan_runs(study)]
+    unknown = [label for label in labels if label not in planned]
+    if unknown:
+        raise DriverError(f"{', '.join(unknown)}: no run of study {study.name!r} (its runs: {planned[0]}, ...)")
     records = {}
     for label in labels:
         path = worktree / results / label / "efficiency.json"
@@ -377,23 +592,20 @@ def commit_runs(study_file: str, commit: str, plan: str, labels: Sequence[str], 
             records[label] = json.loads(path.read_text())
         except (OSError, ValueError) as error:
             raise DriverError(f"{label}: no readable {path} ({error})") from None
-    arm_kinds = {device_kind(json.loads(p.read_text())) for p in results.glob("**/seed*/efficiency.json")}
-    problems = commit_problems(records, commit, arm_kinds)
+    arm_kinds = {device_kind(json.loads(p.read_text())) for p in (MAIN / results).glob("**/seed*/efficiency.json")}
+    problems = commit_problems(records, commit, arm_kinds) + family_problems(study, records, worktree)
     if problems:
         raise DriverError("not committed: " + "; ".join(problems))
     done = False
     try:
         for label in labels:
-            shutil.copytree(worktree / results / label, results / label, dirs_exist_ok=True)
+            shutil.copytree(worktree / results / label, MAIN / results / label, dirs_exist_ok=True)
         # The results marker (an arm's first run) and the selection's choice (``--check`` verifies that it is what
         # the committed selection runs give).
         for marker in ("results.json", SELECTION_FILE):
             if (worktree / results / marker).exists():
-                shutil.copy2(worktree / results / marker, results / marker)
-        report = [sys.executable, "-m", "src.report"]
-        for args in ([study_file], [plan], [str(results), "--check"], [plan, "--check"]):
-            if subprocess.run([*report, *args], cwd=MAIN).returncode != 0:
-                raise DriverError(f"not committed: python -m src.report {' '.join(args)} failed (its output above)")
+                shutil.copy2(worktree / results / marker, MAIN / results / marker)
+        regenerate_reports(study_file, plan, results)
         git("add", "--", *paths)
         committing = git("commit", "-q", "-m", message, "--", *paths, check=False)
         if committing.returncode != 0:
@@ -402,8 +614,17 @@ def commit_runs(study_file: str, commit: str, plan: str, labels: Sequence[str], 
     finally:
         if not done:
             print("not committed: putting the results back as they were", file=sys.stderr)
+            git("reset", "-q", "--", *paths, check=False)  # out of the index first: checkout restores from it
             git("checkout", "-q", "--", *paths, check=False)
             git("clean", "-fdq", "--", *paths, check=False)
+
+
+def regenerate_reports(study_file: str, plan: str, results: Path) -> None:
+    """The arm's report and the plan's, written and ``--check``ed as CI will."""
+    report = [sys.executable, "-m", "src.report"]
+    for args in ([study_file], [plan], [str(results), "--check"], [plan, "--check"]):
+        if subprocess.run([*report, *args], cwd=MAIN).returncode != 0:
+            raise DriverError(f"not committed: python -m src.report {' '.join(args)} failed (its output above)")
 
 
 def _plan_results(plan: str) -> Path:
@@ -435,14 +656,17 @@ def unit_message(study: Study, unit: Unit, worktree: Path, labels: list[str]) ->
 # ------------------------------------------------------------------------------------------------ the command
 def parse_until(text: str | None) -> float | None:
     """``--until`` (``20:15``, ``tomorrow 01:30``: what ``date -d`` reads, in UTC) as a time, which must be ahead."""
-    if not text:
+    if text is None:
         return None
     found = subprocess.run(["date", "-u", "-d", text, "+%s"], capture_output=True, text=True)
-    if found.returncode != 0:
+    if not text.strip() or found.returncode != 0:
         raise DriverError(f"--until {text!r} is not a time `date -d` reads (e.g. 20:15, 'tomorrow 01:30')")
     until = float(found.stdout.strip())
     if until <= time.time():
-        raise DriverError(f"--until {text!r} is {iso(until)}, already past (read as UTC)")
+        raise DriverError(
+            f"--until {text!r} is {iso(until)}, already past (read as UTC"
+            + (f"; after midnight: 'tomorrow {text.strip()}')" if re.fullmatch(r"\d{1,2}:\d\d", text.strip()) else ")")
+        )
     return until
 
 
@@ -481,17 +705,41 @@ def drive(args: argparse.Namespace) -> int:
         print(f"{now()} this CPU has no bf16 kernels in PyTorch (no AVX-512): the arm's bf16 runs would take ~11x "
               "their time here; not starting any", flush=True)  # fmt: skip
         return 2
+    sync_results(study, worktree)
+    same_plan(args.study, study, worktree, python)
+    if until is not None:
+        print(f"{now()} --until: no unit that will not have ended by {iso(until)}", flush=True)
+    with stopping_signals():
+        return drive_units(args, study, units, worktree, python, until)
+
+
+def ready(study: Study, plan: str, worktree: Path) -> None:
+    """What would refuse a unit's runs after hours of training, checked before it starts: changes in this checkout
+    to what the commit writes, a worktree whose tracked files differ from the arm's commit (its runs: a dirty tree)."""
+    dirty = uncommitted(commit_paths(study, plan))
+    if dirty:
+        raise DriverError(f"uncommitted changes in what each unit's commit writes (commit or stash them):\n{dirty}")
+    changed = git("status", "--porcelain", "--untracked-files=no", cwd=worktree).stdout
+    if changed:
+        raise DriverError(f"{worktree} has changes to tracked files: its runs would be from a dirty tree:\n{changed}")
+
+
+def drive_units(
+    args: argparse.Namespace, study: Study, units: list[Unit], worktree: Path, python: Path, until: float | None
+) -> int:
+    """The loop: each unit not yet committed, made and committed, in the sweep's order."""
     did_not_fit: dict[str, float] = {}  # arch -> seconds that were left when a unit of it would not end in time
+    failed_in_a_row = 0
     for unit in units:
         if (worktree / "STOP_STUDY").exists():
             (worktree / "STOP_STUDY").unlink()
             print(f"{now()} STOP_STUDY: stopping", flush=True)
             break
-        if all(committed(study, run) for run in unit.runs):
+        if unit_done(study, unit):
             continue
         choosing = selection_of(units, unit)
         reason = blocked(study, unit, worktree)
-        if choosing is not None and not all(committed(study, run) for run in choosing.runs):
+        if choosing is not None and not unit_done(study, choosing):
             reason = f"waits for {choosing.label} to be committed (they choose its settings)"
         if reason:
             print(f"{now()} {unit.label}: skipped: {reason}", flush=True)
@@ -502,13 +750,18 @@ def drive(args: argparse.Namespace) -> int:
                 print(f"{now()} --until: too little time left for a unit", flush=True)
                 break
             if unit.main.arch in did_not_fit and left <= did_not_fit[unit.main.arch]:
+                print(f"{now()} {unit.label}: skipped: a unit of {unit.main.arch} did not fit in more time", flush=True)
                 continue
+        ready(study, args.plan, worktree)
         sync_results(study, worktree)
         fresh_start(study, unit, worktree)
         print(f"{now()} start {unit.label}", flush=True)
-        if not make_unit(study, args.study, unit, worktree, python, until):
+        status = make_unit(study, args.study, unit, worktree, python, until)
+        if status is None:
             did_not_fit[unit.main.arch] = left or 0.0
             fresh_start(study, unit, worktree)
+        elif status != 0:
+            print(f"{now()} {unit.label}: the sweep exited with status {status} (its output above)", flush=True)
         ended = [
             run.label
             for run in unit.runs
@@ -527,6 +780,14 @@ def drive(args: argparse.Namespace) -> int:
             print(f"{now()} committed {', '.join(ended)}", flush=True)
         elif ended:
             print(f"{now()} {unit.label} did not end whole: {', '.join(ended)} not committed", flush=True)
+        failed_in_a_row = failed_in_a_row + 1 if status not in (None, 0) and not ended else 0
+        if failed_in_a_row >= FAILURES_IN_A_ROW:
+            print(
+                f"{now()} {failed_in_a_row} units in a row failed with nothing ended: stopping (the machine, the "
+                "data or the pinned worktree is wrong; the sweeps' output above says what)",
+                flush=True,
+            )
+            return 1
     return 0
 
 
@@ -558,6 +819,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (DriverError, StudyError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as error:  # git, venv or pip: say which and what it said
+        said = (error.stderr or "").strip() if isinstance(error.stderr, str) else ""
+        command = " ".join(map(str, error.cmd))
+        print(f"error: {command} failed (exit status {error.returncode}): {said}", file=sys.stderr)
         return 1
 
 

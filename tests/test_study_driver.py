@@ -5,7 +5,14 @@ committed into an arm. The loop itself trains, so its rehearsal is the command i
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -200,10 +207,203 @@ def test_a_unit_that_would_not_end_in_time_is_stopped_in_its_first_minutes(front
     monkeypatch.setattr(study_driver, "FIRST_LOOK", 0)
     # About 2 h of work (1 s a step) against 1 h left: stopped; against 3 h: kept (the stand-in then just ends).
     started = study_driver.time.time()
-    assert not study_driver.make_unit(frontier, FRONTIER, unit, tmp_path, fake, started + 3600)
+    assert study_driver.make_unit(frontier, FRONTIER, unit, tmp_path, fake, started + 3600) is None
     assert (tmp_path / "stopped").read_text() == "stopped\n" and study_driver.time.time() - started < 20
     (tmp_path / "stopped").unlink()
     monkeypatch.setattr(study_driver, "CHECK_FOR", 2)  # past its first minutes a unit is kept whatever happens
     fake.write_text(fake.read_text().replace("sleep 30", "sleep 3"))
-    assert study_driver.make_unit(frontier, FRONTIER, unit, tmp_path, fake, started + 3 * 3600)
+    assert study_driver.make_unit(frontier, FRONTIER, unit, tmp_path, fake, started + 3 * 3600) == 0
     assert not (tmp_path / "stopped").exists()
+
+
+# ------------------------------------------------------------------------------------------------ a toy arm in git
+TOY = """name: toy
+root: lightning_logs
+results: docs/results/toy
+archs: [resnet8, {name: resnet8-p, prune: resnet8, pruning: {params: 50000}, args: {trainer.max_steps: 0}}]
+seeds: [0, 1]
+"""
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    """A main checkout (a git repository holding a toy study) and a worktree beside it with finished runs: a dense
+    resnet8 per seed and its pruned run, which started from the dense run's checkpoint."""
+    main, worktree = tmp_path / "main", tmp_path / "worktree"
+    main.mkdir()
+    (main / "study.yaml").write_text(TOY)
+    (main / "docs/results/toy-plan").mkdir(parents=True)  # what a commit writes besides the runs: there already
+    for name in ("README.md", "docs/results.md", "docs/results/toy-plan/report.md"):
+        (main / name).write_text("# \n")
+    monkeypatch.setattr(study_driver, "MAIN", main)
+    monkeypatch.chdir(main)
+    for command in (["init", "-q"], ["config", "user.name", "t"], ["config", "user.email", "t@t"],
+                    ["add", "."], ["commit", "-qm", "pin"]):  # fmt: skip
+        study_driver.git(*command)
+    commit = study_driver.git("rev-parse", "HEAD").stdout.strip()
+    study = load_study("study.yaml")
+    for seed in (0, 1):
+        parent = worktree / f"lightning_logs/toy/resnet8/seed{seed}"
+        (parent / "checkpoints").mkdir(parents=True)
+        (parent / "checkpoints" / "best.ckpt").write_bytes(b"weights %d" % seed)
+        digest = hashlib.sha256(b"weights %d" % seed).hexdigest()
+        start = {"path": f"lightning_logs/toy/resnet8/seed{seed}/checkpoints/best.ckpt", "sha256": digest}
+        for variant, extra in (("resnet8", {}), ("resnet8-p", {"init_from": start})):
+            record = _record(git_commit=commit, **extra)
+            folder = worktree / "docs/results/toy" / variant / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "efficiency.json").write_text(json.dumps(record))
+    monkeypatch.setattr(study_driver, "regenerate_reports", lambda study_file, plan, results: None)
+    monkeypatch.setattr(study_driver, "_plan_results", lambda plan: Path("docs/results/toy-plan"))
+    return study, commit, worktree
+
+
+def _head_files() -> set[str]:
+    return set(study_driver.git("ls-tree", "-r", "--name-only", "HEAD").stdout.split())
+
+
+def test_a_commit_that_git_refuses_leaves_nothing_staged_and_the_next_one_lands(toy):
+    study, commit, worktree = toy
+    hook = study_driver.MAIN / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\nexit 1\n")
+    hook.chmod(0o755)
+    labels = ["resnet8/seed0", "resnet8-p/seed0"]
+    with pytest.raises(study_driver.DriverError, match="git commit failed"):
+        study_driver.commit_runs("study.yaml", commit, "plan.yaml", labels, worktree, "toy: seed 0")
+    assert study_driver.git("status", "--porcelain").stdout == ""  # nothing staged, nothing copied
+    hook.unlink()
+    study_driver.commit_runs("study.yaml", commit, "plan.yaml", labels, worktree, "toy: seed 0")
+    assert {"docs/results/toy/resnet8/seed0/efficiency.json", "docs/results/toy/resnet8-p/seed0/efficiency.json"} <= (
+        _head_files()
+    )
+
+
+def test_a_parent_is_committed_only_with_its_pruned_runs_and_they_only_from_its_checkpoint(toy):
+    study, commit, worktree = toy
+    before = _head_files()
+
+    def refused(labels: list[str], message: str) -> None:
+        with pytest.raises(study_driver.DriverError, match=message):
+            study_driver.commit_runs("study.yaml", commit, "plan.yaml", labels, worktree, "toy")
+        assert _head_files() == before and study_driver.git("status", "--porcelain").stdout == ""
+
+    refused(["resnet8/seed0"], r"its pruned runs resnet8-p/seed0 are neither in this commit nor committed")
+    refused(["resnet9/seed0"], "no run of study 'toy'")
+    # The parent made again after its pruned run started: another checkpoint.
+    (worktree / "lightning_logs/toy/resnet8/seed0/checkpoints/best.ckpt").write_bytes(b"weights again")
+    refused(["resnet8/seed0", "resnet8-p/seed0"], "sha256 differs: the parent was made again after it")
+    (worktree / "lightning_logs/toy/resnet8/seed0/checkpoints/best.ckpt").unlink()
+    refused(["resnet8/seed0", "resnet8-p/seed0"], "its parent's checkpoint .* is gone")
+    record = json.loads((worktree / "docs/results/toy/resnet8-p/seed1/efficiency.json").read_text())
+    record["init_from"]["path"] = "lightning_logs/toy/resnet8/seed0/checkpoints/best.ckpt"  # another seed's parent
+    (worktree / "docs/results/toy/resnet8-p/seed1/efficiency.json").write_text(json.dumps(record))
+    refused(["resnet8/seed1", "resnet8-p/seed1"], "not from its parent lightning_logs/toy/resnet8/seed1")
+    # A diverged parent has no pruned runs: committed alone, and its unit is done.
+    parent = worktree / "docs/results/toy/resnet8/seed0/efficiency.json"
+    parent.write_text(json.dumps({**json.loads(parent.read_text()), "status": "diverged"}))
+    study_driver.commit_runs("study.yaml", commit, "plan.yaml", ["resnet8/seed0"], worktree, "toy: diverged")
+    unit = plan_units(study)[0]
+    assert unit.main.label == "resnet8/seed0" and study_driver.unit_done(study, unit)
+    assert blocked(study, unit, worktree) is None
+    assert not study_driver.unit_done(study, plan_units(study)[1])
+
+
+def test_a_copy_of_a_result_no_longer_committed_goes_aside_unless_a_run_here_is_behind_it(toy):
+    study, commit, worktree = toy
+    labels = ["resnet8/seed0", "resnet8-p/seed0"]
+    study_driver.commit_runs("study.yaml", commit, "plan.yaml", labels, worktree, "toy: seed 0")
+    (worktree / "lightning_logs/toy/resnet8-p/seed1").mkdir(parents=True)  # made on this machine, not yet committed
+    shutil.rmtree(worktree / "lightning_logs/toy/resnet8/seed1")  # its copy came from a commit, since removed
+    study_driver.sync_results(study, worktree)
+    results = worktree / "docs/results/toy"
+    assert (results / "resnet8/seed0").is_dir() and (results / "resnet8-p/seed1").is_dir()
+    assert not (results / "resnet8/seed1").exists()  # a copy with no run here and no commit: aside
+    (aside,) = (worktree / "lightning_logs/toy/.interrupted").iterdir()
+    assert aside.name.startswith("resnet8_seed1_") and (aside / "results" / "efficiency.json").exists()
+
+
+def test_a_parent_made_again_takes_its_pruned_runs_aside_with_it(toy, monkeypatch):
+    study, commit, worktree = toy
+    monkeypatch.setattr(study_driver, "committed", lambda study, run: False)
+    unit = plan_units(study)[0]
+    parent, child = unit.runs
+    for run, state in ((parent, {"status": "finished", "resumed_at_steps": [5]}), (child, {"status": "finished"})):
+        (worktree / run.run_dir).mkdir(parents=True, exist_ok=True)
+        (worktree / run.run_dir / "efficiency.json").write_text(json.dumps(state))
+    fresh_start(study, unit, worktree)
+    assert not (worktree / parent.run_dir).exists() and not (worktree / child.run_dir).exists()
+    assert len(list((worktree / "lightning_logs/toy/.interrupted").iterdir())) == 2
+    (worktree / child.run_dir).mkdir(parents=True)  # a pruned run whose parent is not here at all
+    (worktree / child.run_dir / "efficiency.json").write_text(json.dumps({"status": "finished"}))
+    fresh_start(study, unit, worktree)
+    assert not (worktree / child.run_dir).exists()
+
+
+def test_units_that_fail_with_nothing_ended_stop_the_driver(toy, monkeypatch, capsys):
+    study, commit, worktree = toy
+    calls = []
+    for name in ("ready", "sync_results", "fresh_start"):
+        monkeypatch.setattr(study_driver, name, lambda *args: None)
+    monkeypatch.setattr(study_driver, "committed", lambda study, run: False)
+    monkeypatch.setattr(study_driver, "make_unit", lambda study, file, unit, *rest: calls.append(unit.label) or 1)
+    empty = worktree.parent / "empty"  # no run ended there
+    empty.mkdir()
+    args = study_driver.argparse.Namespace(study="study.yaml", commit=commit, plan="plan.yaml")
+    assert study_driver.drive_units(args, study, plan_units(study), empty, Path("python"), None) == 1
+    assert calls == ["resnet8/seed0 (+ 1 pruned runs)", "resnet8/seed1 (+ 1 pruned runs)"]
+    out = capsys.readouterr().out
+    assert "the sweep exited with status 1" in out and "2 units in a row failed with nothing ended: stopping" in out
+
+
+def test_the_pinned_code_must_plan_the_runs_this_checkout_cut_into_units(frontier, monkeypatch):
+    study_driver.same_plan(FRONTIER, frontier, study_driver.MAIN, Path(sys.executable))  # the same code: the same
+    monkeypatch.setattr(study_driver, "planned_here", lambda study: [["resnet8/seed0", "x", "y", "None", None]])
+    with pytest.raises(study_driver.DriverError, match="plans other runs of .* than this checkout's code"):
+        study_driver.same_plan(FRONTIER, frontier, study_driver.MAIN, Path(sys.executable))
+
+
+def test_a_worktree_python_without_torch_is_an_error_not_a_cpu_without_bf16(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(study_driver.DriverError, match="cannot import torch .*No module named 'torch'"):
+        study_driver.has_bf16(fake)
+    fake.write_text(f"#!/bin/sh\nexit {study_driver.NO_BF16}\n")
+    assert study_driver.has_bf16(fake) is False
+
+
+def test_an_empty_or_past_until_says_how_to_write_it():
+    with pytest.raises(study_driver.DriverError, match="is not a time"):
+        study_driver.parse_until("")
+    with pytest.raises(study_driver.DriverError, match="after midnight: 'tomorrow 00:00'"):
+        study_driver.parse_until("00:00")
+
+
+STOPPED_BY_SIGNAL = """
+import sys, time
+from pathlib import Path
+from scripts import study_driver
+from src.sweeping.study import load_study
+study = load_study(sys.argv[1])
+unit = study_driver.plan_units(study)[-1]
+with study_driver.stopping_signals():
+    study_driver.make_unit(study, sys.argv[1], unit, Path(sys.argv[2]), Path(sys.argv[3]), None)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_driver_stopped_by_a_signal_stops_its_sweep(tmp_path, signum):
+    """Python's default SIGTERM ends a process at once: the sweep and its training went on without the driver."""
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/bash\ntrap 'echo stopped > stopped; exit 143' TERM\necho started > started\n"
+                    "sleep 60 & wait\n")  # fmt: skip
+    fake.chmod(0o755)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_BY_SIGNAL, FRONTIER, str(tmp_path), str(fake)], cwd=study_driver.MAIN
+    )
+    deadline = time.time() + 60
+    while not (tmp_path / "started").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    driver.send_signal(signum)
+    assert driver.wait(timeout=30) == 128 + signum
+    assert (tmp_path / "stopped").read_text() == "stopped\n"  # the sweep was stopped, not left running

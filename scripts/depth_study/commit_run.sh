@@ -17,6 +17,10 @@ msg="$1"; shift
 MAIN=$(cd "$(dirname "$0")/../.." && pwd)
 WORKTREE=${WORKTREE:-$MAIN/../study-depth}
 cd "$MAIN"
+# One commit into this checkout at a time (scripts/study_driver.py takes the same lock): one's put-back could remove
+# what another copied between its --check and its git add.
+exec 9>"$(git rev-parse --git-common-dir)/study-commit.lock"
+flock -n 9 || { echo "waiting for another commit into this checkout to end" >&2; flock 9; }
 ARM=${ARM:-cifar10_depth_16ep}
 R=docs/results/$ARM
 PATHS=("$R" docs/results/cifar10_depth README.md docs/results.md)
@@ -55,6 +59,7 @@ committed=
 put_back() {
   [ -n "$committed" ] && return
   echo "not committed: putting ${PATHS[*]} back as they were" >&2
+  git reset -q -- "${PATHS[@]}" 2>/dev/null || true  # out of the index first (a failed commit): checkout reads it
   git checkout -q -- "${PATHS[@]}" 2>/dev/null || true
   git clean -fdq -- "${PATHS[@]}"
 }
