@@ -128,7 +128,34 @@ def test_equal_parameter_and_equal_compute_pairs_with_their_tests_and_holm_by_ha
     answer = (results / "report" / frontier.ANSWER).read_text()
     assert answer.startswith("At equal parameters, ") and "At equal training compute, " in answer
     assert f"`resnet8` beats `{P8}` by {sum(err['resnet20-p8']) / 3 - sum(err['resnet8']) / 4:.2f} points" in answer
+    beats = answer[answer.index(f"`resnet8` beats `{P8}`") :]
+    assert beats[: beats.index("]")].endswith(f"n = 4/3, Holm p = {holm[(P8, 'resnet8')]:.2g}")  # resnet8's 4 first
     assert answer.endswith("(results/frontier/report/frontier.png)\n")  # as README.md, at the root, links it
+
+
+def test_pairs_with_too_few_seeds_are_said_to_be_untested_never_not_different(tmp_path, monkeypatch):
+    """Two seeds a side: some pairs have Holm p < 0.05 but the rule (n >= 3) names no direction -- the answer must
+    not read as "none differs"."""
+    monkeypatch.chdir(tmp_path)
+    for name in ERRORS:
+        monkeypatch.setitem(ERRORS, name, ERRORS[name][:2])
+    results = _study(tmp_path)
+    assert main([str(results)]) == 0
+    pairs = _pairs(results)
+    assert any(float(row["holm_p"]) < 0.05 for row in pairs.values() if row["holm_p"])  # what made it matter
+    answer = (results / "report" / frontier.ANSWER).read_text()
+    assert "differ" not in answer.split("\n")[0]
+    assert "At equal parameters, no exploratory pair can be told apart yet: each of the 5 pairs has fewer than 3" in (
+        answer
+    )
+    assert "At equal training compute, no exploratory pair can be told apart yet: each of the 2 pairs" in answer
+    for name in ("resnet8", "resnet20", "resnet8_2"):  # three seeds for one pair of each table: one testable
+        monkeypatch.setitem(ERRORS, name, ERRORS[name] + [ERRORS[name][0] + 0.1])
+    results = _study(tmp_path)
+    assert main([str(results)]) == 0
+    answer = (results / "report" / frontier.ANSWER).read_text()
+    assert "not testable yet: fewer than 3 seeds a side, or no test)" in answer
+    assert "testable exploratory pair" in answer
 
 
 def test_a_planned_pair_is_marked_and_left_out_of_the_exploratory_family(tmp_path, monkeypatch):

@@ -16,8 +16,8 @@ width), *wider* (one family's nets at two or more widths) or *pruned* (a trained
 
 Welch's t between different networks; paired by seed only where two variants provably share their random
 draws: a pruned net and the very run it was pruned from (``init_from``), or two nets pruned from the same run.
-The equal-compute table leaves such related pairs out -- their compute is equal by construction (the parent's
-training), not a way of spending it; the equal-parameter table keeps them (what a fine-tune buys at one size).
+The equal-compute table leaves such related pairs out -- most of their compute is one and the same training (the
+parent's), not two ways of spending it; the equal-parameter table keeps them (what a fine-tune buys at one size).
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ def frontier_markdown(pairs: list[MatchedPair], tolerance: float, plan_note: str
         "parent's). Difference: the first's mean test error minus the second's, points, with its 95% interval. "
         "Welch's t between different networks; paired t over the shared seeds only where both are one trained "
         "network's (a pruned net and the run it was pruned from, or two nets pruned from the same run); such pairs "
-        "have equal compute by construction and appear only at equal parameters. These comparisons are "
+        "share their parent's training and appear only at equal parameters. These comparisons are "
         f"exploratory: Holm over the {family} tested pair{'' if family == 1 else 's'} of both tables (a pair in "
         "both counted once; "
         "`report_frontier_pairs.csv`); a "
@@ -305,36 +305,55 @@ def frontier_markdown(pairs: list[MatchedPair], tolerance: float, plan_note: str
 
 
 def answer(pairs: list[MatchedPair], figure: str) -> str:
-    """``frontier.md``: two sentences (equal parameters, equal compute) and the figure."""
+    """``frontier.md``: two sentences (equal parameters, equal compute) and the figure. A pair counts as tested only
+    where the rule lets it speak (n >= 3 per side and a test): the rest are said to be not testable yet, never
+    "not different" (an audit: n = 2/2 pairs read as "none of the 40 pairs differs", two of them with Holm p < 0.05).
+    """
     sentences = []
     for cost in ("params", "compute"):
         chosen = [pair for pair in pairs if pair.cost == cost and not pair.planned]
-        found = [pair for pair in chosen if pair.verdict.endswith(" lower")]
         if not chosen:
             sentences.append(f"No exploratory pair has equal {MATCHED[cost]}.")
             continue
-        if not found:
-            n = sorted({f"{pair.comparison.n_a}/{pair.comparison.n_b}" for pair in chosen})
-            which = (
-                "the one exploratory pair does not differ"
-                if len(chosen) == 1
-                else f"none of the {len(chosen)} exploratory pairs differs"
+        tested = [pair for pair in chosen if not pair.verdict.startswith("cannot tell")]
+        untested = len(chosen) - len(tested)
+        if not tested:
+            which = "the one pair has" if untested == 1 else f"each of the {untested} pairs has"
+            sentences.append(
+                f"At equal {MATCHED[cost]}, no exploratory pair can be told apart yet: {which} fewer than 3 seeds a "
+                "side, or no test."
             )
-            sentences.append(f"At equal {MATCHED[cost]}, {which} after Holm's correction (n = {', '.join(n)} seeds).")
+            continue
+        kind = "testable exploratory pair" if untested else "exploratory pair"
+        later = (
+            f" ({untested} more {'is' if untested == 1 else 'are'} not testable yet: fewer than 3 seeds a side, or no "
+            "test)"
+            if untested
+            else ""
+        )
+        found = [pair for pair in tested if pair.verdict.endswith(" lower")]
+        if not found:
+            n = sorted({f"{pair.comparison.n_a}/{pair.comparison.n_b}" for pair in tested})
+            many = len(tested) > 1
+            which = f"none of the {len(tested)} {kind}s differs" if many else f"the one {kind} does not differ"
+            sentences.append(
+                f"At equal {MATCHED[cost]}, {which} after Holm's correction (n = {', '.join(n)} seeds){later}."
+            )
             continue
         wins = []
         for pair in found:
             c, lower = pair.comparison, cast(Row, pair.lower)
-            other = pair.b if lower is pair.a else pair.a
+            other, n_lower, n_other = (pair.b, c.n_a, c.n_b) if lower is pair.a else (pair.a, c.n_b, c.n_a)
             low, high = sorted((abs(cast(float, c.ci_low)), abs(cast(float, c.ci_high))))
             wins.append(
                 f"`{lower.variant}` beats `{other.variant}` by {abs(cast(float, c.difference)):.2f} points of test "
-                f"error [95% CI {low:.2f}, {high:.2f}; n = {c.n_a}/{c.n_b}, Holm p = {pair.holm_p:.2g}]"
+                f"error [95% CI {low:.2f}, {high:.2f}; n = {n_lower}/{n_other}, Holm p = {pair.holm_p:.2g}]"
             )
         sentences.append(
-            f"At equal {MATCHED[cost]}, {len(found)} of {len(chosen)} exploratory pairs differ after Holm's "
-            f"correction: {'; '.join(wins)}"
-            + ("." if len(found) == len(chosen) else "; no other difference survives the correction.")
+            f"At equal {MATCHED[cost]}, {len(found)} of {len(tested)} {kind}s differ after Holm's correction: "
+            + "; ".join(wins)
+            + ("" if len(found) == len(tested) else "; no other difference survives the correction")
+            + f"{later}."
         )
     return " ".join(sentences) + f"\n\n![the frontier: test error against parameters and training compute]({figure})\n"
 

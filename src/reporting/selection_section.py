@@ -79,7 +79,7 @@ def selection_markdown(data: dict[str, Any] | None) -> list[str]:
             if candidate["mean"] is not None:
                 text = _percent(candidate["mean"])
             else:
-                text = "diverged" if candidate["ended"] else "pending"
+                text = "out (diverged, or no metric)" if candidate["ended"] else "pending"
             cells.append(f"**{text}**" if candidate["values"] == chosen else text)
         shown = _values(chosen) if chosen else entry["status"]
         lines.append("| " + " | ".join([entry["variant"], shown, *cells]) + " |")
