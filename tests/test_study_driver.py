@@ -1,4 +1,4 @@
-"""``scripts/study_driver.py``: a study arm made unit by unit on a machine that goes away -- the units (a pruned
+"""``scripts/study_driver/``: a study arm made unit by unit on a machine that goes away -- the units (a pruned
 run never apart from its parent's checkpoint), the time a unit needs, what is moved aside and what may be
 committed into an arm. The loop itself trains, so its rehearsal is the command in its docstring, not a test."""
 
@@ -16,17 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from scripts import study_driver
-from scripts.study_driver import (
-    Unit,
-    blocked,
-    commit_problems,
-    eta_of,
-    fresh_start,
-    plan_units,
-    selection_of,
-    unit_seconds,
-)
+from scripts.study_driver import checkouts, command, committing, pinned_worktree
+from scripts.study_driver.checkouts import DriverError
+from scripts.study_driver.committing import commit_problems
+from scripts.study_driver.pinned_worktree import blocked, fresh_start
+from scripts.study_driver.units import OVERHEAD_S, Unit, eta_of, plan_units, selection_of, unit_seconds
 from src.sweeping.study import load_study
 
 FRONTIER = "configs/studies/cifar10_frontier_16ep.yaml"
@@ -34,7 +28,7 @@ FRONTIER = "configs/studies/cifar10_frontier_16ep.yaml"
 
 @pytest.fixture
 def frontier(monkeypatch):
-    monkeypatch.chdir(study_driver.MAIN)
+    monkeypatch.chdir(checkouts.MAIN)
     return load_study(FRONTIER).validate()
 
 
@@ -62,10 +56,10 @@ def test_a_units_time_scales_its_first_runs_rate_to_every_step_it_takes(frontier
     units = plan_units(frontier)
     resnet56 = _unit(units, "resnet56/seed1")
     # 1 s a step: the parent's 2,800 steps left, 6 fine-tunes of 352 steps, 6 pruned nets scored as they are.
-    expected = 2800 + 6 * 352 + 13 * study_driver.OVERHEAD_S
+    expected = 2800 + 6 * 352 + 13 * OVERHEAD_S
     assert unit_seconds(frontier, resnet56, resnet56.main, (16, 2816, 2800)) == pytest.approx(expected)
     choosing = selection_of(units, resnet56)  # 3 runs of 4 epochs (704 steps), the first at step 4
-    expected = 700 + 2 * 704 + 3 * study_driver.OVERHEAD_S
+    expected = 700 + 2 * 704 + 3 * OVERHEAD_S
     assert unit_seconds(frontier, choosing, choosing.main, (4, 704, 700)) == pytest.approx(expected)
 
 
@@ -100,7 +94,7 @@ def _record(**changes):
 
 def test_commit_refuses_what_would_make_the_arm_more_than_one_clean_code_version_and_device(tmp_path):
     good = _record()
-    kind = study_driver.device_kind(good)
+    kind = committing.device_kind(good)
     assert commit_problems({"a/seed0": good, "b/seed0": _record(status="diverged")}, "abc1234", {kind}) == []
     cases = {
         "status 'trained', not finished": _record(status="trained"),
@@ -118,21 +112,21 @@ def test_commit_refuses_what_would_make_the_arm_more_than_one_clean_code_version
 
 def test_a_pruned_run_is_never_made_without_its_parents_checkpoint_on_this_machine(frontier, tmp_path, monkeypatch):
     resnet56 = _unit(plan_units(frontier), "resnet56/seed1")
-    monkeypatch.setattr(study_driver, "committed", lambda study, run: run is resnet56.main)
+    monkeypatch.setattr(checkouts, "committed", lambda study, run: run is resnet56.main)
     reason = blocked(frontier, resnet56, tmp_path)
     assert reason is not None and "12 pruned run(s) of resnet56/seed1" in reason and "trained elsewhere" in reason
     checkpoints = tmp_path / resnet56.main.run_dir / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / "last.ckpt").write_bytes(b"")
     assert blocked(frontier, resnet56, tmp_path) is None  # trained here: its pruned runs can start from it
-    monkeypatch.setattr(study_driver, "committed", lambda study, run: False)
+    monkeypatch.setattr(checkouts, "committed", lambda study, run: False)
     assert blocked(frontier, resnet56, tmp_path) is None  # nothing committed: the unit is made whole
 
 
 def test_a_run_cut_off_or_resumed_is_moved_aside_and_a_clean_one_kept(frontier, tmp_path, monkeypatch):
     units = plan_units(frontier)
     resnet20 = _unit(units, "resnet20/seed0")
-    monkeypatch.setattr(study_driver, "committed", lambda study, run: False)
+    monkeypatch.setattr(checkouts, "committed", lambda study, run: False)
     states = {0: {"status": "finished"}, 1: {"status": "finished", "resumed_at_steps": [900]}, 2: None}
     for run, state in zip(resnet20.runs, states.values()):
         (tmp_path / run.run_dir).mkdir(parents=True)
@@ -151,41 +145,41 @@ def test_a_run_cut_off_or_resumed_is_moved_aside_and_a_clean_one_kept(frontier, 
 
 def test_a_run_whose_lock_is_held_stops_the_driver(frontier, tmp_path, monkeypatch):
     resnet8 = _unit(plan_units(frontier), "resnet8/seed0")
-    monkeypatch.setattr(study_driver, "committed", lambda study, run: False)
+    monkeypatch.setattr(checkouts, "committed", lambda study, run: False)
     folder = tmp_path / resnet8.main.run_dir
     folder.mkdir(parents=True)
     with open(folder / "run.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(study_driver.DriverError, match="in use by another process"):
+        with pytest.raises(DriverError, match="in use by another process"):
             fresh_start(frontier, resnet8, tmp_path)
     assert folder.is_dir()
 
 
 def test_the_study_file_must_be_the_one_at_the_arms_commit(monkeypatch, tmp_path):
     """The units are read from the main checkout's study file; the runs train the pinned commit's."""
-    monkeypatch.setattr(study_driver, "MAIN", tmp_path)
+    monkeypatch.setattr(checkouts, "MAIN", tmp_path)
     (tmp_path / "study.yaml").write_text("archs: [resnet8]\n")
-    for command in (["init", "-q"], ["add", "study.yaml"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit",
+    for git_args in (["init", "-q"], ["add", "study.yaml"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit",
                                                              "-qm", "pin"]):  # fmt: skip
-        study_driver.git(*command)
-    study_driver.same_study_file("study.yaml", "HEAD")
+        checkouts.git(*git_args)
+    command.same_study_file("study.yaml", "HEAD")
     (tmp_path / "study.yaml").write_text("archs: [resnet8, resnet14]\n")
-    with pytest.raises(study_driver.DriverError, match="differs from the one at the arm's commit HEAD"):
-        study_driver.same_study_file("study.yaml", "HEAD")
-    with pytest.raises(study_driver.DriverError, match="does not exist at the arm's commit"):
-        study_driver.same_study_file("other.yaml", "HEAD")
+    with pytest.raises(DriverError, match="differs from the one at the arm's commit HEAD"):
+        command.same_study_file("study.yaml", "HEAD")
+    with pytest.raises(DriverError, match="does not exist at the arm's commit"):
+        command.same_study_file("other.yaml", "HEAD")
 
 
 def test_a_bad_until_or_plan_is_one_error_line(capsys, monkeypatch):
-    monkeypatch.chdir(study_driver.MAIN)
+    monkeypatch.chdir(checkouts.MAIN)
     plan = "configs/studies/plans/cifar10_frontier.yaml"
     for until, message in (("yesterday 00:00", "already past (read as UTC)"), ("half past", "is not a time")):
-        assert study_driver.main(["run", FRONTIER, "--commit", "HEAD", "--plan", plan, "--until", until]) == 1
+        assert command.main(["run", FRONTIER, "--commit", "HEAD", "--plan", plan, "--until", until]) == 1
         err = capsys.readouterr().err
         assert err.startswith("error: --until ") and message in err and err.count("\n") == 1
-    assert study_driver.main(["run", FRONTIER, "--commit", "HEAD", "--plan", "nothing.yaml", "--dry-run"]) == 1
+    assert command.main(["run", FRONTIER, "--commit", "HEAD", "--plan", "nothing.yaml", "--dry-run"]) == 1
     assert "nothing.yaml" in capsys.readouterr().err
-    assert study_driver.parse_until(None) is None
+    assert command.parse_until(None) is None
 
 
 def test_a_unit_that_would_not_end_in_time_is_stopped_in_its_first_minutes(frontier, tmp_path, monkeypatch):
@@ -203,16 +197,16 @@ def test_a_unit_that_would_not_end_in_time_is_stopped_in_its_first_minutes(front
         "sleep 30 & wait\n"
     )
     fake.chmod(0o755)
-    monkeypatch.setattr(study_driver, "POLL_S", 0.2)
-    monkeypatch.setattr(study_driver, "FIRST_LOOK", 0)
+    monkeypatch.setattr(command, "POLL_S", 0.2)
+    monkeypatch.setattr(command, "FIRST_LOOK", 0)
     # About 2 h of work (1 s a step) against 1 h left: stopped; against 3 h: kept (the stand-in then just ends).
-    started = study_driver.time.time()
-    assert study_driver.make_unit(frontier, FRONTIER, unit, tmp_path, fake, started + 3600) is None
-    assert (tmp_path / "stopped").read_text() == "stopped\n" and study_driver.time.time() - started < 20
+    started = command.time.time()
+    assert command.make_unit(frontier, FRONTIER, unit, tmp_path, fake, started + 3600) is None
+    assert (tmp_path / "stopped").read_text() == "stopped\n" and command.time.time() - started < 20
     (tmp_path / "stopped").unlink()
-    monkeypatch.setattr(study_driver, "CHECK_FOR", 2)  # past its first minutes a unit is kept whatever happens
+    monkeypatch.setattr(command, "CHECK_FOR", 2)  # past its first minutes a unit is kept whatever happens
     fake.write_text(fake.read_text().replace("sleep 30", "sleep 3"))
-    assert study_driver.make_unit(frontier, FRONTIER, unit, tmp_path, fake, started + 3 * 3600) == 0
+    assert command.make_unit(frontier, FRONTIER, unit, tmp_path, fake, started + 3 * 3600) == 0
     assert not (tmp_path / "stopped").exists()
 
 
@@ -235,12 +229,12 @@ def toy(tmp_path, monkeypatch):
     (main / "docs/results/toy-plan").mkdir(parents=True)  # what a commit writes besides the runs: there already
     for name in ("README.md", "docs/results.md", "docs/results/toy-plan/report.md"):
         (main / name).write_text("# \n")
-    monkeypatch.setattr(study_driver, "MAIN", main)
+    monkeypatch.setattr(checkouts, "MAIN", main)
     monkeypatch.chdir(main)
-    for command in (["init", "-q"], ["config", "user.name", "t"], ["config", "user.email", "t@t"],
+    for git_args in (["init", "-q"], ["config", "user.name", "t"], ["config", "user.email", "t@t"],
                     ["add", "."], ["commit", "-qm", "pin"]):  # fmt: skip
-        study_driver.git(*command)
-    commit = study_driver.git("rev-parse", "HEAD").stdout.strip()
+        checkouts.git(*git_args)
+    commit = checkouts.git("rev-parse", "HEAD").stdout.strip()
     study = load_study("study.yaml")
     for seed in (0, 1):
         parent = worktree / f"lightning_logs/toy/resnet8/seed{seed}"
@@ -253,26 +247,26 @@ def toy(tmp_path, monkeypatch):
             folder = worktree / "docs/results/toy" / variant / f"seed{seed}"
             folder.mkdir(parents=True)
             (folder / "efficiency.json").write_text(json.dumps(record))
-    monkeypatch.setattr(study_driver, "regenerate_reports", lambda study_file, plan, results: None)
-    monkeypatch.setattr(study_driver, "_plan_results", lambda plan: Path("docs/results/toy-plan"))
+    monkeypatch.setattr(committing, "regenerate_reports", lambda study_file, plan, results: None)
+    monkeypatch.setattr(committing, "plan_results", lambda plan: Path("docs/results/toy-plan"))
     return study, commit, worktree
 
 
 def _head_files() -> set[str]:
-    return set(study_driver.git("ls-tree", "-r", "--name-only", "HEAD").stdout.split())
+    return set(checkouts.git("ls-tree", "-r", "--name-only", "HEAD").stdout.split())
 
 
 def test_a_commit_that_git_refuses_leaves_nothing_staged_and_the_next_one_lands(toy):
     study, commit, worktree = toy
-    hook = study_driver.MAIN / ".git" / "hooks" / "pre-commit"
+    hook = checkouts.MAIN / ".git" / "hooks" / "pre-commit"
     hook.write_text("#!/bin/sh\nexit 1\n")
     hook.chmod(0o755)
     labels = ["resnet8/seed0", "resnet8-p/seed0"]
-    with pytest.raises(study_driver.DriverError, match="git commit failed"):
-        study_driver.commit_runs("study.yaml", commit, "plan.yaml", labels, worktree, "toy: seed 0")
-    assert study_driver.git("status", "--porcelain").stdout == ""  # nothing staged, nothing copied
+    with pytest.raises(DriverError, match="git commit failed"):
+        committing.commit_runs("study.yaml", commit, "plan.yaml", labels, worktree, "toy: seed 0")
+    assert checkouts.git("status", "--porcelain").stdout == ""  # nothing staged, nothing copied
     hook.unlink()
-    study_driver.commit_runs("study.yaml", commit, "plan.yaml", labels, worktree, "toy: seed 0")
+    committing.commit_runs("study.yaml", commit, "plan.yaml", labels, worktree, "toy: seed 0")
     assert {"docs/results/toy/resnet8/seed0/efficiency.json", "docs/results/toy/resnet8-p/seed0/efficiency.json"} <= (
         _head_files()
     )
@@ -283,9 +277,9 @@ def test_a_parent_is_committed_only_with_its_pruned_runs_and_they_only_from_its_
     before = _head_files()
 
     def refused(labels: list[str], message: str) -> None:
-        with pytest.raises(study_driver.DriverError, match=message):
-            study_driver.commit_runs("study.yaml", commit, "plan.yaml", labels, worktree, "toy")
-        assert _head_files() == before and study_driver.git("status", "--porcelain").stdout == ""
+        with pytest.raises(DriverError, match=message):
+            committing.commit_runs("study.yaml", commit, "plan.yaml", labels, worktree, "toy")
+        assert _head_files() == before and checkouts.git("status", "--porcelain").stdout == ""
 
     refused(["resnet8/seed0"], r"its pruned runs resnet8-p/seed0 are neither in this commit nor committed")
     refused(["resnet9/seed0"], "no run of study 'toy'")
@@ -301,20 +295,20 @@ def test_a_parent_is_committed_only_with_its_pruned_runs_and_they_only_from_its_
     # A diverged parent has no pruned runs: committed alone, and its unit is done.
     parent = worktree / "docs/results/toy/resnet8/seed0/efficiency.json"
     parent.write_text(json.dumps({**json.loads(parent.read_text()), "status": "diverged"}))
-    study_driver.commit_runs("study.yaml", commit, "plan.yaml", ["resnet8/seed0"], worktree, "toy: diverged")
+    committing.commit_runs("study.yaml", commit, "plan.yaml", ["resnet8/seed0"], worktree, "toy: diverged")
     unit = plan_units(study)[0]
-    assert unit.main.label == "resnet8/seed0" and study_driver.unit_done(study, unit)
+    assert unit.main.label == "resnet8/seed0" and pinned_worktree.unit_done(study, unit)
     assert blocked(study, unit, worktree) is None
-    assert not study_driver.unit_done(study, plan_units(study)[1])
+    assert not pinned_worktree.unit_done(study, plan_units(study)[1])
 
 
 def test_a_copy_of_a_result_no_longer_committed_goes_aside_unless_a_run_here_is_behind_it(toy):
     study, commit, worktree = toy
     labels = ["resnet8/seed0", "resnet8-p/seed0"]
-    study_driver.commit_runs("study.yaml", commit, "plan.yaml", labels, worktree, "toy: seed 0")
+    committing.commit_runs("study.yaml", commit, "plan.yaml", labels, worktree, "toy: seed 0")
     (worktree / "lightning_logs/toy/resnet8-p/seed1").mkdir(parents=True)  # made on this machine, not yet committed
     shutil.rmtree(worktree / "lightning_logs/toy/resnet8/seed1")  # its copy came from a commit, since removed
-    study_driver.sync_results(study, worktree)
+    pinned_worktree.sync_results(study, worktree)
     results = worktree / "docs/results/toy"
     assert (results / "resnet8/seed0").is_dir() and (results / "resnet8-p/seed1").is_dir()
     assert not (results / "resnet8/seed1").exists()  # a copy with no run here and no commit: aside
@@ -324,7 +318,7 @@ def test_a_copy_of_a_result_no_longer_committed_goes_aside_unless_a_run_here_is_
 
 def test_a_parent_made_again_takes_its_pruned_runs_aside_with_it(toy, monkeypatch):
     study, commit, worktree = toy
-    monkeypatch.setattr(study_driver, "committed", lambda study, run: False)
+    monkeypatch.setattr(checkouts, "committed", lambda study, run: False)
     unit = plan_units(study)[0]
     parent, child = unit.runs
     for run, state in ((parent, {"status": "finished", "resumed_at_steps": [5]}), (child, {"status": "finished"})):
@@ -342,52 +336,52 @@ def test_a_parent_made_again_takes_its_pruned_runs_aside_with_it(toy, monkeypatc
 def test_units_that_fail_with_nothing_ended_stop_the_driver(toy, monkeypatch, capsys):
     study, commit, worktree = toy
     calls = []
-    for name in ("ready", "sync_results", "fresh_start"):
-        monkeypatch.setattr(study_driver, name, lambda *args: None)
-    monkeypatch.setattr(study_driver, "committed", lambda study, run: False)
-    monkeypatch.setattr(study_driver, "make_unit", lambda study, file, unit, *rest: calls.append(unit.label) or 1)
+    for module, name in ((command, "ready"), (pinned_worktree, "sync_results"), (pinned_worktree, "fresh_start")):
+        monkeypatch.setattr(module, name, lambda *args: None)
+    monkeypatch.setattr(checkouts, "committed", lambda study, run: False)
+    monkeypatch.setattr(command, "make_unit", lambda study, file, unit, *rest: calls.append(unit.label) or 1)
     empty = worktree.parent / "empty"  # no run ended there
     empty.mkdir()
-    args = study_driver.argparse.Namespace(study="study.yaml", commit=commit, plan="plan.yaml")
-    assert study_driver.drive_units(args, study, plan_units(study), empty, Path("python"), None) == 1
+    args = command.argparse.Namespace(study="study.yaml", commit=commit, plan="plan.yaml")
+    assert command.drive_units(args, study, plan_units(study), empty, Path("python"), None) == 1
     assert calls == ["resnet8/seed0 (+ 1 pruned runs)", "resnet8/seed1 (+ 1 pruned runs)"]
     out = capsys.readouterr().out
     assert "the sweep exited with status 1" in out and "2 units in a row failed with nothing ended: stopping" in out
 
 
 def test_the_pinned_code_must_plan_the_runs_this_checkout_cut_into_units(frontier, monkeypatch):
-    study_driver.same_plan(FRONTIER, frontier, study_driver.MAIN, Path(sys.executable))  # the same code: the same
-    monkeypatch.setattr(study_driver, "planned_here", lambda study: [["resnet8/seed0", "x", "y", "None", None]])
-    with pytest.raises(study_driver.DriverError, match="plans other runs of .* than this checkout's code"):
-        study_driver.same_plan(FRONTIER, frontier, study_driver.MAIN, Path(sys.executable))
+    pinned_worktree.same_plan(FRONTIER, frontier, checkouts.MAIN, Path(sys.executable))  # the same code: the same
+    monkeypatch.setattr(pinned_worktree, "planned_here", lambda study: [["resnet8/seed0", "x", "y", "None", None]])
+    with pytest.raises(DriverError, match="plans other runs of .* than this checkout's code"):
+        pinned_worktree.same_plan(FRONTIER, frontier, checkouts.MAIN, Path(sys.executable))
 
 
 def test_a_worktree_python_without_torch_is_an_error_not_a_cpu_without_bf16(tmp_path):
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n")
     fake.chmod(0o755)
-    with pytest.raises(study_driver.DriverError, match="cannot import torch .*No module named 'torch'"):
-        study_driver.has_bf16(fake)
-    fake.write_text(f"#!/bin/sh\nexit {study_driver.NO_BF16}\n")
-    assert study_driver.has_bf16(fake) is False
+    with pytest.raises(DriverError, match="cannot import torch .*No module named 'torch'"):
+        pinned_worktree.has_bf16(fake)
+    fake.write_text(f"#!/bin/sh\nexit {pinned_worktree.NO_BF16}\n")
+    assert pinned_worktree.has_bf16(fake) is False
 
 
 def test_an_empty_or_past_until_says_how_to_write_it():
-    with pytest.raises(study_driver.DriverError, match="is not a time"):
-        study_driver.parse_until("")
-    with pytest.raises(study_driver.DriverError, match="after midnight: 'tomorrow 00:00'"):
-        study_driver.parse_until("00:00")
+    with pytest.raises(DriverError, match="is not a time"):
+        command.parse_until("")
+    with pytest.raises(DriverError, match="after midnight: 'tomorrow 00:00'"):
+        command.parse_until("00:00")
 
 
 STOPPED_BY_SIGNAL = """
 import sys, time
 from pathlib import Path
-from scripts import study_driver
+from scripts.study_driver import command, units
 from src.sweeping.study import load_study
 study = load_study(sys.argv[1])
-unit = study_driver.plan_units(study)[-1]
-with study_driver.stopping_signals():
-    study_driver.make_unit(study, sys.argv[1], unit, Path(sys.argv[2]), Path(sys.argv[3]), None)
+unit = units.plan_units(study)[-1]
+with command.stopping_signals():
+    command.make_unit(study, sys.argv[1], unit, Path(sys.argv[2]), Path(sys.argv[3]), None)
 """
 
 
@@ -399,11 +393,12 @@ def test_a_driver_stopped_by_a_signal_stops_its_sweep(tmp_path, signum):
                     "sleep 60 & wait\n")  # fmt: skip
     fake.chmod(0o755)
     driver = subprocess.Popen(
-        [sys.executable, "-c", STOPPED_BY_SIGNAL, FRONTIER, str(tmp_path), str(fake)], cwd=study_driver.MAIN
+        [sys.executable, "-c", STOPPED_BY_SIGNAL, FRONTIER, str(tmp_path), str(fake)], cwd=checkouts.MAIN
     )
-    deadline = time.time() + 60
+    deadline = time.time() + 300  # a loaded machine: the signal must come after the handler is in place
     while not (tmp_path / "started").exists() and time.time() < deadline:
         time.sleep(0.1)
+    assert (tmp_path / "started").exists(), "the stand-in sweep never started"
     driver.send_signal(signum)
     assert driver.wait(timeout=30) == 128 + signum
     assert (tmp_path / "stopped").read_text() == "stopped\n"  # the sweep was stopped, not left running
