@@ -17,7 +17,7 @@ msg="$1"; shift
 MAIN=$(cd "$(dirname "$0")/../.." && pwd)
 WORKTREE=${WORKTREE:-$MAIN/../study-depth}
 cd "$MAIN"
-# One commit into this checkout at a time (scripts/study_driver.py takes the same lock): one's put-back could remove
+# One commit into this checkout at a time (scripts/study_driver/ takes the same lock): one's put-back could remove
 # what another copied between its --check and its git add.
 exec 9>"$(git rev-parse --git-common-dir)/study-commit.lock"
 flock -n 9 || { echo "waiting for another commit into this checkout to end" >&2; flock 9; }
