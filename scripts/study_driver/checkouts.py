@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from src.sweeping.study import RunSpec, Study
@@ -40,13 +41,18 @@ def committed_status(study: Study, run: RunSpec) -> str | None:
         return "unreadable"
 
 
+def last_line(stderr: str) -> str:
+    """What a failed child said last (its error), for a one-line message."""
+    return (stderr.strip().splitlines() or ["no output"])[-1]
+
+
 def cpu_env() -> dict[str, str]:
     """The arms are CPU runs: a GPU here would take them over (accelerator: auto) and mix devices within an arm."""
     return {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(time.time())
 
 
 def stamp() -> str:

@@ -23,17 +23,9 @@ from scripts.study_driver.units import Unit, eta_of, log_name, plan_units, selec
 from src.sweeping.study import Study, StudyError, load_study
 
 CHECK_FOR = 600  # seconds of a unit during which its ETA may still stop it; later it is kept whatever happens
-
-
 FIRST_LOOK = 180  # seconds before the first ETA is read: the first steps' rate says little
-
-
 SAFETY = 1.15  # the ETA is scaled by this (a rate that drifts, a shared core)
-
-
 POLL_S = 15  # how often a unit's progress is looked at
-
-
 FAILURES_IN_A_ROW = 2  # units whose sweep failed with nothing ended: then the machine or the data is wrong, stop
 
 

@@ -11,16 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from scripts.study_driver import checkouts
-from scripts.study_driver.checkouts import DriverError, committed_status, cpu_env, git, now, stamp
+from scripts.study_driver.checkouts import DriverError, committed_status, cpu_env, git, last_line, now, stamp
 from scripts.study_driver.units import Unit
 from src.sweeping.plan import plan_runs
 from src.sweeping.study import RunSpec, Study
 
 PINS = ("torch==2.14.1", "torchvision==0.29.1", "lightning==2.6.6", "torchmetrics==1.9.0")  # the arms' packages
-
-
 NO_BF16 = 3  # the bf16 probe's exit status when PyTorch has no bf16 kernels for this CPU
-
 
 # What the pinned commit's code plans: the units are read with this checkout's code, the runs made with the pin's.
 PLAN_PROBE = """
@@ -64,8 +61,8 @@ def prepare_worktree(worktree: Path, commit: str) -> Path:
     )
     found = subprocess.run([str(python), "-c", check, *PINS], capture_output=True, text=True)
     if found.returncode != 0:  # an install cut off: the python is there, its packages are not
-        last = (found.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DriverError(f"{worktree}/.venv cannot tell its packages ({last}): remove it to rebuild it pinned")
+        said = last_line(found.stderr)
+        raise DriverError(f"{worktree}/.venv cannot tell its packages ({said}): remove it to rebuild it pinned")
     wrong = found.stdout.strip()
     if wrong:
         raise DriverError(f"{worktree}/.venv has {wrong}: remove it to rebuild it pinned")
@@ -77,8 +74,8 @@ def has_bf16(python: Path) -> bool:
     probe = f"import sys, torch; sys.exit(0 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else {NO_BF16})"
     found = subprocess.run([str(python), "-c", probe], env=cpu_env(), capture_output=True, text=True)
     if found.returncode not in (0, NO_BF16):
-        last = (found.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DriverError(f"{python} cannot import torch ({last}): remove the worktree's .venv to rebuild it pinned")
+        said = last_line(found.stderr)
+        raise DriverError(f"{python} cannot import torch ({said}): remove the worktree's .venv to rebuild it pinned")
     return found.returncode == 0
 
 
@@ -94,8 +91,7 @@ def same_plan(study_file: str, study: Study, worktree: Path, python: Path) -> No
         [str(python), "-c", PLAN_PROBE, study_file], cwd=worktree, env=cpu_env(), capture_output=True, text=True
     )
     if there.returncode != 0:
-        last = (there.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DriverError(f"the arm's commit cannot plan {study_file} ({last})")
+        raise DriverError(f"the arm's commit cannot plan {study_file} ({last_line(there.stderr)})")
     pinned, here = json.loads(there.stdout), planned_here(study)
     if pinned != here:
         first = next((f"{a} there, {b} here" for a, b in zip(pinned, here) if a != b), f"{len(pinned)} runs there")
