@@ -8,6 +8,7 @@ size and compute against the parent's.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -52,6 +53,8 @@ def test_a_pruned_start_measured_without_training_is_the_pruned_network_built_by
     assert report["status"] == "finished" and report["global_step"] == 0 and report["train_images_seen"] == 0
     best = runs.best_checkpoint(str(parent))
     assert report["init_from"]["path"] == best and report["init_from"]["arch"] == "resnet8"
+    # the parent's file byte for byte: what the study driver compares before it commits a pruned run with its parent
+    assert report["init_from"]["sha256"] == hashlib.sha256(Path(best).read_bytes()).hexdigest()
     assert (
         report["init_from"]["train_images_seen"]
         == json.loads((parent / "efficiency.json").read_text())["train_images_seen"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from typing import Any
 from scripts.study_driver import checkouts
 from scripts.study_driver.checkouts import DriverError, git, now
 from scripts.study_driver.units import Unit
+from src.files import file_sha256
 from src.reporting.analysis_plan import PlanError, load_plan
 from src.sweeping.plan import plan_runs
 from src.sweeping.study import SELECTION_FILE, Study, load_study
@@ -52,14 +52,6 @@ def commit_problems(records: dict[str, dict[str, Any]], commit: str, arm_kinds: 
             problems.append(f"{label}: device and packages {kind}, the arm's: {sorted(kinds)}")
         kinds.add(kind)
     return problems
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def family_problems(study: Study, records: dict[str, dict[str, Any]], worktree: Path) -> list[str]:
@@ -98,7 +90,7 @@ def family_problems(study: Study, records: dict[str, dict[str, Any]], worktree: 
                 f"{label}: its parent's checkpoint {path} is gone (moved aside, or the parent made again): nothing "
                 "shows that it started from the parent that is committed"
             )
-        elif sha256(path) != start.get("sha256"):
+        elif file_sha256(path) != start.get("sha256"):
             problems.append(
                 f"{label}: started from another {path.name} than its parent's now (sha256 differs: the parent was made "
                 "again after it)"

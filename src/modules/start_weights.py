@@ -10,13 +10,13 @@ so a report can add the parent's training images to the pruned net's and name th
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
 from torch import nn
 
 from src import runs
+from src.files import file_sha256
 
 MODEL_PREFIX = "model."  # the ImageClassifier keeps its network as ``self.model``
 
@@ -31,14 +31,6 @@ def resolve_start(path: str) -> str:
     if not os.path.isfile(path):
         raise runs.RunError(f"model.init_from {path!r} does not exist (give a .ckpt file or a run directory)")
     return path
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()  # hashlib.file_digest needs Python 3.11; the project supports 3.10
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_start(path: str, arch: str | None) -> tuple[str, dict[str, Any]]:
@@ -82,7 +74,7 @@ def load_start_weights(net: nn.Module, path: str, arch: str) -> dict[str, Any]:
         provenance = {}
     return {
         "path": path,
-        "sha256": _sha256(path),
+        "sha256": file_sha256(path),
         "arch": hparams.get("arch", arch),
         "global_step": checkpoint.get("global_step"),
         "run_dir": run_dir if parent else None,
