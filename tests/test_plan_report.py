@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -247,6 +248,76 @@ def test_check_reads_the_selection_runs_that_chose_the_arms_settings(
     assert main(["--check", str(tmp_path / "results" / "plan")]) == code
     output = capsys.readouterr()
     assert message.format(run=results / selection[1].variant / "seed0") in (output.err if code else output.out)
+
+
+def _pruned_arm(tmp_path: Path) -> Path:
+    """The toy arm plus a pruned entry, ``resnet14-p`` (seeds 0-1, each from resnet14's run of its seed), its runs
+    written as a fit records them: ``init_from`` names the parent run as trained elsewhere and copies its record."""
+    arm = _arm(tmp_path)
+    study = yaml.safe_load(arm.read_text())
+    study["archs"].append(
+        {"name": "resnet14-p", "prune": "resnet14", "pruning": {"params": 600}, "args": {"trainer.max_steps": 0}}
+    )
+    study["seeds"]["resnet14-p"] = [0, 1]
+    arm.write_text(yaml.safe_dump(study))
+    results = tmp_path / "results" / "arm"
+    for seed in (0, 1):
+        parent = json.loads((results / "resnet14" / f"seed{seed}" / "efficiency.json").read_text())
+        start = {
+            "path": f"/elsewhere/logs/arm/resnet14/seed{seed}/checkpoints/best.ckpt", "sha256": "0" * 64,
+            "arch": "resnet14", "run_dir": f"/elsewhere/logs/arm/resnet14/seed{seed}",
+            "train_images_seen": parent["train_images_seen"], "best_val_acc": parent["best_val_acc"],
+            "git_commit": parent["provenance"]["git_commit"], "git_dirty": False,
+        }  # fmt: skip
+        write_run(results / "resnet14-p" / f"seed{seed}", "resnet14", seed, test_acc=0.8, params=1000,
+                  init_from=start, pruning={"params_remaining": 600}, train_images_seen=0,
+                  provenance={"git_commit": COMMIT, "git_dirty": False, "device": "cpu"})  # fmt: skip
+    return arm
+
+
+def _edit_start(results: Path, seed: int, **changes: object) -> None:
+    path = results / "resnet14-p" / f"seed{seed}" / "efficiency.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "init_from": {**record["init_from"], **changes}}))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda results: None, None),
+        (
+            lambda results: _edit_start(results, 1, run_dir="/elsewhere/logs/arm/resnet14/seed0"),
+            "arm a: resnet14-p/seed1 started from resnet14/seed0, not resnet14/seed1",
+        ),
+        (
+            lambda results: _edit_start(results, 0, train_images_seen=123),
+            "arm a: resnet14-p/seed0 started from a resnet14/seed0 with train_images_seen 123; the committed "
+            "resnet14/seed0 has 8192000 (another training of it)",
+        ),
+        (
+            lambda results: _edit_start(results, 0, git_commit="b" * 40),
+            f"resnet14-p/seed0 started from a resnet14/seed0 with git_commit '{'b' * 40}'; the committed",
+        ),
+        (
+            lambda results: shutil.rmtree(results / "resnet14" / "seed1"),
+            "arm a: resnet14-p/seed1 started from resnet14/seed1, which is no finished run of the arm",
+        ),
+    ],
+)
+def test_check_fails_on_a_pruned_run_not_from_its_committed_parent(tmp_path, monkeypatch, capsys, change, message):
+    """A pruned net is its parent's too (accuracy and compute): committed beside another training of its parent,
+    a parent of another seed or none, the arm is not the study's nets, though every run is one clean commit."""
+    monkeypatch.chdir(tmp_path)
+    arm = _pruned_arm(tmp_path)
+    change(tmp_path / "results" / "arm")
+    assert main([str(_plan(tmp_path, arm))]) == 0
+    assert main(["--check", str(tmp_path / "results" / "plan")]) == (1 if message else 0)
+    output = capsys.readouterr()
+    if message:
+        assert message in output.err
+        assert "a pruned run not from its committed parent" in (tmp_path / "results" / "plan" / "report.md").read_text()
+    else:
+        assert "each arm's one clean commit match what HEAD gives" in output.out
 
 
 def test_check_fails_when_the_committed_plan_report_is_stale(tmp_path, monkeypatch, capsys):

@@ -19,6 +19,8 @@ Each arm is one code version: ``arm_problems`` (``--check``) fails when an arm's
 commit, one trained from a dirty tree, or one whose commit is unknown. Every provenance a run had counts (the
 parts before a resume, ``earlier_provenance``, trained its weights too), and so do the selection runs that chose
 the arm's settings (``<results>/select/``): they are no results, but the results depend on their choice.
+And a pruned run is its committed parent's (``lineage_problems``): it started from the run its study plans, as that
+run is committed (the checkpoint stays out of git; the study driver compares its sha256 before the commit).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower
 
-from src.reporting.records import RunRecord, collect_runs, read_run
+from src.reporting.records import RunRecord, collect_runs, read_run, run_key
 from src.reporting.statistics import Change, compare, difference_change
 from src.runs import read_efficiency
 from src.sweeping.plan import plan_runs
@@ -444,6 +446,51 @@ def arm_problems(arm: Arm) -> list[str]:
     dirty = [run for run in runs if any(p.get("git_dirty") is not False for p in run.provenances())]
     if dirty and not unknown:
         problems.append(f"arm {arm.name}: {len(dirty)} run(s) trained from a dirty tree, e.g. {_dirty_part(dirty[0])}")
+    return problems
+
+
+# What a pruned run's init_from record copied from its parent's efficiency.json, and where the parent keeps it.
+LINEAGE_FIELDS = {
+    "git_commit": lambda record: (record.get("provenance") or {}).get("git_commit"),
+    "train_images_seen": lambda record: record.get("train_images_seen"),
+    "best_val_acc": lambda record: record.get("best_val_acc"),
+}
+
+
+def lineage_problems(arm: Arm) -> list[str]:
+    """Every committed pruned run started from its planned parent as that parent is committed.
+
+    Why: a pruned net's accuracy (and its share of the parent's training compute) is its parent's too. Its
+    ``init_from`` record names the parent run and copies what that run's ``efficiency.json`` said when the pruned
+    run started (its commit, training images, best validation accuracy); a pruned run committed beside a parent
+    trained again since, from elsewhere, or not committed at all would pass the one-version check and still not be
+    the study's net. The checkpoint's own sha256 cannot be compared here: checkpoints stay out of git (the study
+    driver compares it before committing a pruned run with its parent).
+    """
+    planned: dict[tuple[str, int | None], Path] = {
+        (run.variant, run.seed): run.after for run in plan_runs(arm.study, True) if run.after is not None
+    }
+    parents = {run_key(run.run_dir): run for run in arm.runs}
+    problems = []
+    for run in [*arm.runs, *arm.unfinished]:
+        after = planned.get((run.run_dir.parent.name, run.seed))
+        if after is None:
+            continue
+        label, want = run_key(run.run_dir), run_key(after)
+        if run.parent != want:
+            problems.append(f"arm {arm.name}: {label} started from {run.parent or 'no recorded run'}, not {want}")
+            continue
+        if want not in parents:
+            problems.append(f"arm {arm.name}: {label} started from {want}, which is no finished run of the arm")
+            continue
+        start = (read_efficiency(run.run_dir) or {}).get("init_from") or {}
+        parent = read_efficiency(parents[want].run_dir) or {}
+        for name, read in LINEAGE_FIELDS.items():
+            if start.get(name) != read(parent):
+                problems.append(
+                    f"arm {arm.name}: {label} started from a {want} with {name} {start.get(name)!r}; the committed "
+                    f"{want} has {read(parent)!r} (another training of it)"
+                )
     return problems
 
 

@@ -22,6 +22,7 @@ from src.reporting.analysis_plan import (
     Verdict,
     across_arms,
     arm_problems,
+    lineage_problems,
     load_arm,
     power_table,
     verdicts,
@@ -169,7 +170,7 @@ def _power_rows(lines: list[PowerLine]) -> list[dict[str, Any]]:
 def _arm_rows(arms: dict[str, Arm]) -> list[dict[str, Any]]:
     rows = []
     for name, arm in arms.items():
-        # What --check reads (arm_problems): every part of every run, the selection runs' too.
+        # What --check reads (arm_problems, lineage_problems): every part of every run, the selection runs' too.
         provenances = [(run, part) for run in arm.checked_runs() for part in run.provenances()]
         commits = sorted({str(part.get("git_commit")) for _, part in provenances})
         rows.append(
@@ -182,7 +183,7 @@ def _arm_rows(arms: dict[str, Arm]) -> list[dict[str, Any]]:
                 "commits": commits,
                 "dirty_runs": len({id(run) for run, part in provenances if part.get("git_dirty") is not False}),
                 "devices": sorted({str(run.provenance.get("device")) for run in arm.runs}),
-                "problems": arm_problems(arm),
+                "problems": arm_problems(arm) + lineage_problems(arm),
             }
         )
     return rows
@@ -273,7 +274,9 @@ def _markdown(
         )
     problems = [problem for arm in arm_rows for problem in arm["problems"]]
     if problems:
-        lines += ["", "**Not one code version per arm** (`--check` fails):", ""] + [f"- {p}" for p in problems]
+        heading = "**Not one clean code version per arm, or a pruned run not from its committed parent**"
+        heading += " (`--check` fails):"
+        lines += ["", heading, ""] + [f"- {p}" for p in problems]
     if plan.exploratory:
         lines += ["", "## Exploratory (no verdicts)", ""] + [f"- {item}" for item in plan.exploratory]
     return "\n".join(lines) + "\n"
