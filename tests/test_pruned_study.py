@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from src.reporting.analysis_plan import Arm, metric_values
+from src.reporting.analysis_plan import Arm, lineage_problems, metric_values
 from src.reporting.records import collect_runs
 from src.sweeping.plan import plan_runs
 from src.sweeping.study import StudyError, load_study, run_command
@@ -122,3 +122,5 @@ def test_a_pruned_entry_waits_for_its_parents_then_is_swept_exported_and_reporte
     tests = [json.loads((tmp_path / "results" / "resnet8-p30k" / f"seed{k}" / "efficiency.json").read_text())
              for k in (0, 1)]  # fmt: skip
     assert pruned_errors == [100 * (1 - test["test_acc"]) for test in tests]
+    # What a real pruned fit copied from its parent is the parent's committed record: the plan's --check passes.
+    assert lineage_problems(arm) == []
