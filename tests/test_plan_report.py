@@ -16,6 +16,7 @@ from statsmodels.stats.power import TTestIndPower
 
 from src.report import main
 from src.reporting.analysis_plan import PlanError, load_plan
+from src.reporting.plan_report import mannwhitney_floor
 from src.sweeping.plan import plan_runs
 from src.sweeping.study import load_study
 from tests.study_runs import QUICKSTART, resolved_config, write_run
@@ -318,6 +319,25 @@ def test_check_fails_on_a_pruned_run_not_from_its_committed_parent(tmp_path, mon
         assert "a pruned run not from its committed parent" in (tmp_path / "results" / "plan" / "report.md").read_text()
     else:
         assert "each arm's one clean commit match what HEAD gives" in output.out
+
+
+@pytest.mark.parametrize("n_one, n_two", [(4, 4), (3, 3), (7, 7), (8, 8), (3, 5), (2, 2)])
+def test_the_mann_whitney_floor_is_scipys_exact_p_of_two_samples_that_do_not_overlap(n_one, n_two):
+    floor = mannwhitney_floor(n_one, n_two)
+    separated = stats.mannwhitneyu(range(n_one), range(100, 100 + n_two), alternative="two-sided", method="exact")
+    assert floor == pytest.approx(separated.pvalue, rel=1e-12)
+
+
+def test_the_report_says_where_the_mann_whitney_check_cannot_reach_the_holm_level(tmp_path, monkeypatch):
+    """4 against 4 runs cannot give an exact p below 2/70 = 0.029: beside a supported verdict at Holm's 0.05/2 it
+    would read as a failed check without its floor."""
+    monkeypatch.chdir(tmp_path)
+    assert main([str(_plan(tmp_path, _arm(tmp_path)))]) == 0
+    report = (tmp_path / "results" / "plan" / "report.md").read_text()
+    assert (
+        "The smallest Mann-Whitney p there can be at each hypothesis's planned n (2 / C(n1 + n2, n1)): "
+        "H1 0.100 (3/3), H2 0.029 (4/4). For H1, H2 it is not below the strictest Holm level, alpha / 2 = 0.025"
+    ) in report
 
 
 def test_check_fails_when_the_committed_plan_report_is_stale(tmp_path, monkeypatch, capsys):
