@@ -15,8 +15,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower
 
 from src.report import main
-from src.reporting.analysis_plan import PlanError, load_plan
-from src.reporting.plan_report import mannwhitney_floor
+from src.reporting.analysis_plan import PlanError, load_plan, mannwhitney_floor
 from src.sweeping.plan import plan_runs
 from src.sweeping.study import load_study
 from tests.study_runs import QUICKSTART, resolved_config, write_run

@@ -69,15 +69,24 @@ def load_start_weights(net: nn.Module, path: str, arch: str) -> dict[str, Any]:
     net.load_state_dict(state)
     run_dir = runs.run_dir_of_checkpoint(path)  # <run>/checkpoints/*.ckpt or <run>/hpc_ckpt_<N>.ckpt
     parent = (runs.read_efficiency(run_dir) if run_dir else None) or {}
-    provenance = parent.get("provenance")
-    if not isinstance(provenance, dict):
-        provenance = {}
     return {
         "path": path,
         "sha256": file_sha256(path),
         "arch": hparams.get("arch", arch),
         "global_step": checkpoint.get("global_step"),
         "run_dir": run_dir if parent else None,
+        **parent_facts(parent),
+    }
+
+
+def parent_facts(parent: dict[str, Any]) -> dict[str, Any]:
+    """What ``init_from`` copies from the parent run's ``efficiency.json``: its training images (a pruned net's
+    compute counts them), best validation accuracy and code version. One home for the copy and its check: a plan's
+    ``--check`` compares these with the committed parent's (``src.reporting.analysis_plan.lineage_problems``)."""
+    provenance = parent.get("provenance")
+    if not isinstance(provenance, dict):
+        provenance = {}
+    return {
         "train_images_seen": parent.get("train_images_seen"),
         "best_val_acc": parent.get("best_val_acc"),
         "git_commit": provenance.get("git_commit"),

@@ -36,6 +36,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower
 
+from src.modules.start_weights import parent_facts
 from src.reporting.records import RunRecord, collect_runs, read_run, run_key
 from src.reporting.statistics import Change, compare, difference_change
 from src.runs import read_efficiency
@@ -335,6 +336,12 @@ class Verdict:
         return self.n_higher >= self.planned_higher and self.n_lower >= self.planned_lower
 
 
+def mannwhitney_floor(n_one: int, n_two: int) -> float:
+    """The smallest two-sided exact Mann-Whitney p that ``n_one`` against ``n_two`` runs can give: every run of one
+    side beyond every run of the other, 2 of the C(n_one + n_two, n_one) equally likely splits (1 at most)."""
+    return min(1.0, 2.0 / math.comb(n_one + n_two, n_one))
+
+
 def _mannwhitney(a: list[float], b: list[float]) -> float | None:
     """Two-sided p of U from its exact permutation distribution (every split of the pooled values enumerated).
 
@@ -449,23 +456,15 @@ def arm_problems(arm: Arm) -> list[str]:
     return problems
 
 
-# What a pruned run's init_from record copied from its parent's efficiency.json, and where the parent keeps it.
-LINEAGE_FIELDS = {
-    "git_commit": lambda record: (record.get("provenance") or {}).get("git_commit"),
-    "train_images_seen": lambda record: record.get("train_images_seen"),
-    "best_val_acc": lambda record: record.get("best_val_acc"),
-}
-
-
 def lineage_problems(arm: Arm) -> list[str]:
     """Every committed pruned run started from its planned parent as that parent is committed.
 
     Why: a pruned net's accuracy (and its share of the parent's training compute) is its parent's too. Its
     ``init_from`` record names the parent run and copies what that run's ``efficiency.json`` said when the pruned
-    run started (its commit, training images, best validation accuracy); a pruned run committed beside a parent
-    trained again since, from elsewhere, or not committed at all would pass the one-version check and still not be
-    the study's net. The checkpoint's own sha256 cannot be compared here: checkpoints stay out of git (the study
-    driver compares it before committing a pruned run with its parent).
+    run started (``start_weights.parent_facts``: training images, best validation accuracy, code version); a pruned
+    run committed beside a parent trained again since, from elsewhere, or not committed at all would pass the
+    one-version check and still not be the study's net. The checkpoint's own sha256 cannot be compared here:
+    checkpoints stay out of git (the study driver compares it before committing a pruned run with its parent).
     """
     planned: dict[tuple[str, int | None], Path] = {
         (run.variant, run.seed): run.after for run in plan_runs(arm.study, True) if run.after is not None
@@ -484,12 +483,11 @@ def lineage_problems(arm: Arm) -> list[str]:
             problems.append(f"arm {arm.name}: {label} started from {want}, which is no finished run of the arm")
             continue
         start = (read_efficiency(run.run_dir) or {}).get("init_from") or {}
-        parent = read_efficiency(parents[want].run_dir) or {}
-        for name, read in LINEAGE_FIELDS.items():
-            if start.get(name) != read(parent):
+        for name, committed in parent_facts(read_efficiency(parents[want].run_dir) or {}).items():
+            if start.get(name) != committed:
                 problems.append(
                     f"arm {arm.name}: {label} started from a {want} with {name} {start.get(name)!r}; the committed "
-                    f"{want} has {read(parent)!r} (another training of it)"
+                    f"{want} has {committed!r} (another training of it)"
                 )
     return problems
 

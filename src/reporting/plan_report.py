@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from src.reporting.analysis_plan import (
     arm_problems,
     lineage_problems,
     load_arm,
+    mannwhitney_floor,
     power_table,
     verdicts,
 )
@@ -188,12 +188,6 @@ def _arm_rows(arms: dict[str, Arm]) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def mannwhitney_floor(n_one: int, n_two: int) -> float:
-    """The smallest two-sided exact Mann-Whitney p that ``n_one`` against ``n_two`` runs can give: every run of one
-    side beyond every run of the other, 2 of the C(n_one + n_two, n_one) equally likely splits (1 at most)."""
-    return min(1.0, 2.0 / math.comb(n_one + n_two, n_one))
 
 
 def _mannwhitney_floor(rows: list[Verdict], strictest: float) -> str:
